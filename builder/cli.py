@@ -1,0 +1,258 @@
+"""The `reprobuild` command: parse, call one stage, print. No logic lives here.
+
+Modules beyond click are imported inside each command so that `reprobuild resolve` does not pay
+for rich, requests, docker or NVML.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from builder import __version__
+from builder.errors import ReprobuildError
+
+if TYPE_CHECKING:
+    from builder.knowledge import Knowledge
+    from builder.resolve import Resolution
+    from builder.spec import LoadedSpec
+
+
+@dataclass(frozen=True)
+class Options:
+    project: Path
+    knowledge_dir: Path | None
+
+    def knowledge(self) -> Knowledge:
+        from builder import knowledge
+
+        return knowledge.load(self.knowledge_dir)
+
+
+def _note(text: str) -> None:
+    click.echo(f"note: {text}", err=True)
+
+
+def _console() -> Any:
+    from rich.console import Console
+
+    console = Console(highlight=False)
+    if not console.is_terminal:  # pipes and CI logs: keep tables whole rather than squeezed
+        console = Console(highlight=False, width=200)
+    return console
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="reprobuild")
+@click.option(
+    "-C",
+    "--project",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path(),
+    show_default=True,
+    help="Project directory holding reprobuild.toml or pyproject.toml [tool.reprobuild].",
+)
+@click.option(
+    "--knowledge",
+    "knowledge_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="REPROBUILD_KNOWLEDGE",
+    help="Use the knowledge base in this directory instead of the shipped one.",
+)
+@click.pass_context
+def cli(context: click.Context, project: Path, knowledge_dir: Path | None) -> None:
+    """Reproducible ML training images: resolve torch/CUDA/driver, lock, build, prove."""
+    context.obj = Options(project, knowledge_dir)
+
+
+def _load_spec(options: Options, knowledge: Knowledge) -> LoadedSpec:
+    from builder import spec
+
+    loaded = spec.load(options.project, knowledge)
+    for text in loaded.notes:
+        _note(text)
+    return loaded
+
+
+def _resolve(options: Options, knowledge: Knowledge, loaded: LoadedSpec) -> Resolution:
+    from builder import resolve, target
+
+    if loaded.spec.target.host:
+        from builder.host import probe_nvidia
+
+        chosen_target = target.from_host(probe_nvidia())
+    else:
+        chosen_target = target.from_spec(loaded.spec.target)
+    return resolve.resolve(loaded.spec, chosen_target, knowledge)
+
+
+@cli.command("resolve")
+@click.option("--explain", is_flag=True, help="Also show every candidate and its verdict.")
+@click.option("--json", "as_json", is_flag=True, help="Print the resolution as JSON.")
+@click.pass_obj
+def resolve_command(options: Options, explain: bool, as_json: bool) -> None:
+    """Choose the torch build (CUDA, cuDNN, NCCL, driver floor) for the project spec."""
+    knowledge = options.knowledge()
+    resolution = _resolve(options, knowledge, _load_spec(options, knowledge))
+    if as_json:
+        click.echo(json.dumps(resolution.to_dict(), indent=2))
+        return
+    from builder.present import resolution_text
+
+    click.echo(resolution_text(resolution))
+    if explain:
+        from builder.present import candidates_table
+
+        _console().print(candidates_table(resolution))
+
+
+@cli.command("doctor")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option(
+    "--spec/--no-spec",
+    "use_spec",
+    default=True,
+    help="Judge the project's resolved image against this host (default when a spec exists).",
+)
+@click.pass_obj
+def doctor_command(options: Options, as_json: bool, use_spec: bool) -> None:
+    """Read this host (NVIDIA driver, GPUs, Docker engine) and judge the resolved image."""
+    from builder import doctor, host, spec
+
+    knowledge = options.knowledge()
+    resolution = None
+    if use_spec and _has_spec(options.project, spec):
+        resolution = _resolve(options, knowledge, _load_spec(options, knowledge))
+    report = doctor.examine(host.probe_nvidia(), host.probe_engine(), resolution, knowledge)
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        from builder.present import doctor_lines
+
+        console = _console()
+        for line in doctor_lines(report):
+            console.print(line, soft_wrap=True)
+    if report.runs_here is False:
+        sys.exit(1)
+
+
+def _has_spec(project: Path, spec_module: Any) -> bool:
+    return bool(
+        (project / spec_module.SPEC_FILE).is_file() or (project / spec_module.PYPROJECT).is_file()
+    )
+
+
+@cli.group("knowledge")
+def knowledge_group() -> None:
+    """Show or refresh the GPU compatibility knowledge base."""
+
+
+@knowledge_group.command("show")
+@click.argument("requirement", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print the rows as stored, with sources.")
+@click.pass_obj
+def knowledge_show(options: Options, requirement: str | None, as_json: bool) -> None:
+    """Print the torch builds matching REQUIREMENT (e.g. torch==2.5.1, 2.5.*, '>=2.7')."""
+    from builder.knowledge.query import matching
+
+    knowledge = options.knowledge()
+    builds = matching(knowledge, requirement)
+    if as_json:
+        click.echo(json.dumps([build.to_dict() for build in builds], indent=2))
+        return
+    from builder.present import builds_table
+
+    _console().print(builds_table(builds, knowledge))
+
+
+@knowledge_group.command("gpus")
+@click.pass_obj
+def knowledge_gpus(options: Options) -> None:
+    """List the GPU names accepted in target.gpus and their compute capabilities."""
+    from builder.present import gpus_table
+
+    _console().print(gpus_table(options.knowledge()))
+
+
+@knowledge_group.command("refresh")
+@click.option(
+    "--pypi-url",
+    default="https://pypi.org/simple",
+    show_default=True,
+    help="PEP 503 simple index holding the PyPI-default torch wheels.",
+)
+@click.option(
+    "--pytorch-url",
+    default="https://download.pytorch.org/whl",
+    show_default=True,
+    help="Base of the PyTorch variant indexes (<base>/cu124, <base>/cpu, ...).",
+)
+@click.option(
+    "--variant",
+    "variants",
+    multiple=True,
+    help="Variant index to read (repeatable). Default: every variant already known.",
+)
+@click.option(
+    "--output",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Write the knowledge base here instead of where it was loaded from.",
+)
+@click.pass_obj
+def knowledge_refresh(
+    options: Options,
+    pypi_url: str,
+    pytorch_url: str,
+    variants: tuple[str, ...],
+    output: Path | None,
+) -> None:
+    """Regenerate the torch rows from package-index metadata (stable order, diffable)."""
+    from builder.http import Getter
+    from builder.knowledge import refresh, store
+
+    knowledge = options.knowledge()
+    chosen = variants or tuple(b.variant for b in knowledge.builds if not b.pypi_default)
+    today = datetime.now(timezone.utc).date().isoformat()
+    existing = [build.to_dict() for build in knowledge.builds]
+    click.echo(
+        f"reading {pypi_url} and {len(set(chosen))} variant indexes under {pytorch_url} ...",
+        err=True,
+    )
+    try:
+        with Getter() as getter:
+            rows, report = refresh.refresh(
+                getter, existing, refresh.sources(pypi_url, pytorch_url, chosen), today
+            )
+    except ReprobuildError as error:
+        raise ReprobuildError(
+            f"offline: {error}\nThe knowledge base {knowledge.version} was kept unchanged."
+        ) from None
+    written = store.write(knowledge.directory, output or knowledge.directory, refresh.dump(rows))
+    from builder.present import refresh_lines
+
+    for line in refresh_lines(report, str(written)):
+        click.echo(line)
+
+
+def main() -> None:
+    """Entry point: run the CLI; turn our errors into one message and an exit code."""
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+    except click.ClickException as error:
+        error.show()
+        sys.exit(error.exit_code)
+    except ReprobuildError as error:
+        click.echo(f"error: {error}", err=True)
+        sys.exit(error.exit_code)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)

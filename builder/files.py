@@ -1,0 +1,25 @@
+"""Atomic file writes: a temp file in the same directory, fsync, then rename over the target."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Replace `path` with `text` so readers see the old or the new content, never a mix."""
+    descriptor, temporary = tempfile.mkstemp(
+        dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"
+    )
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8", newline="\n") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        staged = Path(temporary)
+        staged.chmod(path.stat().st_mode & 0o777 if path.exists() else 0o644)
+        staged.replace(path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise

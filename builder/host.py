@@ -1,0 +1,190 @@
+"""Probe this host: the NVIDIA driver and GPUs through NVML, and the Docker engine.
+
+Every failure becomes a `problem` sentence in the returned record, never an exception, so
+`reprobuild doctor` can report what it found and what it could not read. The heavy modules
+(pynvml, docker) are imported only here, only when probing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from builder.compat import ComputeCapability, CudaVersion, DriverVersion
+
+ENGINE_TIMEOUT_S = 5
+# A fixed API version: with "auto" docker-py queries the engine inside the client constructor and
+# leaks the socket when that fails. 1.41 is spoken by Debian's docker.io (20.10) and newer engines.
+ENGINE_API_VERSION = "1.41"
+
+
+@dataclass(frozen=True)
+class HostGpu:
+    index: int
+    name: str
+    capability: ComputeCapability
+    memory_bytes: int | None
+    sm_count: int | None
+    uuid: str | None
+
+
+@dataclass(frozen=True)
+class NvidiaHost:
+    driver: DriverVersion | None
+    cuda_driver: CudaVersion | None
+    gpus: tuple[HostGpu, ...]
+    problem: str | None = None
+
+
+@dataclass(frozen=True)
+class EngineHost:
+    address: str
+    version: str | None
+    api_version: str | None
+    runtimes: tuple[str, ...]
+    default_runtime: str | None
+    problem: str | None = None
+
+    @property
+    def nvidia_runtime(self) -> bool:
+        return "nvidia" in self.runtimes
+
+
+_NVML_PROBLEMS = {
+    "NVMLError_LibraryNotFound": (
+        "no NVIDIA driver: the NVML library (libnvidia-ml.so.1) is not installed. Install the "
+        "NVIDIA driver on a GPU machine; on a machine without a GPU this is expected."
+    ),
+    "NVMLError_DriverNotLoaded": (
+        "the NVIDIA driver is installed but its kernel module is not loaded. Load it "
+        "(`modprobe nvidia`) or reboot after the driver install."
+    ),
+    "NVMLError_NoPermission": (
+        "NVML refused access to the GPU devices (permission denied on /dev/nvidia*). Run as a "
+        "user with access to the GPUs."
+    ),
+}
+
+
+def _nvml_problem(error: Exception) -> str:
+    known = _NVML_PROBLEMS.get(type(error).__name__)
+    return known or f"NVML failed: {type(error).__name__}: {error}."
+
+
+def probe_nvidia() -> NvidiaHost:
+    """Read driver and GPUs through NVML (nvidia-ml-py's `pynvml` module)."""
+    import pynvml
+
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError as error:
+        return NvidiaHost(None, None, (), _nvml_problem(error))
+    try:
+        driver = DriverVersion.parse(_text(pynvml.nvmlSystemGetDriverVersion()))
+        cuda_driver = CudaVersion.from_driver_api(_cuda_driver_version(pynvml))
+        count = pynvml.nvmlDeviceGetCount()
+        gpus = tuple(_gpu(pynvml, index) for index in range(count))
+        return NvidiaHost(driver, cuda_driver, gpus)
+    except pynvml.NVMLError as error:
+        return NvidiaHost(None, None, (), _nvml_problem(error))
+    finally:
+        pynvml.nvmlShutdown()
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _cuda_driver_version(pynvml: Any) -> int:
+    try:
+        return int(pynvml.nvmlSystemGetCudaDriverVersion_v2())
+    except (pynvml.NVMLError, AttributeError):
+        return int(pynvml.nvmlSystemGetCudaDriverVersion())
+
+
+def _gpu(pynvml: Any, index: int) -> HostGpu:
+    handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+    major, minor = pynvml.nvmlDeviceGetCudaComputeCapability(handle)
+    return HostGpu(
+        index=index,
+        name=_text(pynvml.nvmlDeviceGetName(handle)),
+        capability=ComputeCapability(int(major), int(minor)),
+        memory_bytes=_optional(lambda: int(pynvml.nvmlDeviceGetMemoryInfo(handle).total), pynvml),
+        sm_count=_optional(lambda: _sm_count(pynvml, handle), pynvml),
+        uuid=_optional(lambda: _text(pynvml.nvmlDeviceGetUUID(handle)), pynvml),
+    )
+
+
+def _sm_count(pynvml: Any, handle: Any) -> int:
+    # NVML exposes the SM count through device attributes; older drivers support this for MIG
+    # instances only and answer NotSupported for a whole GPU.
+    return int(pynvml.nvmlDeviceGetAttributes_v2(handle).multiprocessorCount)
+
+
+def _optional(read: Any, pynvml: Any) -> Any:
+    try:
+        return read()
+    except (pynvml.NVMLError, AttributeError):
+        return None
+
+
+def probe_engine(base_url: str | None = None) -> EngineHost:
+    """Ask the Docker engine for its version and runtimes through the docker SDK."""
+    import docker
+    from docker.errors import DockerException
+
+    address = base_url or _default_engine_address()
+    unreachable = _unix_socket_problem(address)
+    if unreachable is not None:
+        return EngineHost(address, None, None, (), None, _engine_problem(address, unreachable))
+    try:
+        client = docker.DockerClient(
+            base_url=address, version=ENGINE_API_VERSION, timeout=ENGINE_TIMEOUT_S
+        )
+        try:
+            version = client.version()
+            info = client.info()
+        finally:
+            client.close()
+    except (DockerException, OSError) as error:
+        return EngineHost(address, None, None, (), None, _engine_problem(address, error))
+    return EngineHost(
+        address=address,
+        version=str(version.get("Version")),
+        api_version=str(version.get("ApiVersion")),
+        runtimes=tuple(sorted(info.get("Runtimes") or {})),
+        default_runtime=info.get("DefaultRuntime"),
+    )
+
+
+def _unix_socket_problem(address: str) -> str | None:
+    """Connect to a unix socket ourselves first: docker-py leaks the socket when this fails."""
+    if not address.startswith("unix://"):
+        return None
+    import socket
+
+    path = address.removeprefix("unix://")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(ENGINE_TIMEOUT_S)
+        try:
+            probe.connect(path)
+        except OSError as error:
+            return f"{path}: {error.strerror or error}"
+    return None
+
+
+def _default_engine_address() -> str:
+    import os
+
+    return os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+
+
+def _engine_problem(address: str, error: Exception | str) -> str:
+    reason = str(error).split("\n", 1)[0]
+    if len(reason) > 160:
+        reason = reason[:157] + "..."
+    return (
+        f"no Docker engine answers at {address} ({reason}). Start one: on Debian "
+        "`apt-get install docker.io` then `dockerd &` (or `systemctl start docker`); or set "
+        "DOCKER_HOST to a running engine."
+    )

@@ -1,0 +1,272 @@
+"""The GPU compatibility knowledge base: versioned data files shipped inside the package.
+
+Three files under `data/`, every row naming its source and the date it was read:
+- `torch.json`: one row per torch release x wheel variant (cu124, cpu, ...);
+- `cuda.json`: CUDA family -> minimum driver (minor-version compatibility), CUDA release ->
+  the driver of its full toolkit;
+- `gpus.json`: GPU model names -> compute capability.
+
+`reprobuild knowledge refresh` regenerates the rows readable from package-index metadata.
+The knowledge version is derived from the files' content, so two equal data sets always carry
+one version and a lock can record which facts it was resolved with.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from packaging.version import InvalidVersion, Version
+
+from builder.compat import Arch, ComputeCapability, CudaVersion, DriverVersion
+from builder.errors import KnowledgeError
+
+DATA_FILES = ("torch.json", "cuda.json", "gpus.json")
+PACKAGED_DATA = Path(__file__).parent / "data"
+ENV_OVERRIDE = "REPROBUILD_KNOWLEDGE"
+PYPI = "pypi"
+
+
+@dataclass(frozen=True)
+class TorchBuild:
+    """One installable torch wheel family: a release built for one CUDA variant (or CPU)."""
+
+    torch: Version
+    variant: str  # "cu124", "cpu"
+    wheel_version: str  # exact version on its index: "2.5.1" on PyPI, "2.5.1+cu121" elsewhere
+    index: str  # "pypi" or the variant index URL
+    pypi_default: bool
+    cuda: CudaVersion | None
+    cuda_runtime: str | None
+    cudnn: str | None
+    nccl: str | None
+    archs: tuple[Arch, ...] | None  # None: not measured yet
+    pythons: tuple[str, ...]
+    source: str
+    archs_source: str
+    read: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.torch}+{self.variant}"
+
+    @property
+    def is_cpu(self) -> bool:
+        return self.cuda is None
+
+    @property
+    def cubins(self) -> tuple[Arch, ...]:
+        return tuple(arch for arch in self.archs or () if arch.kind == "sm")
+
+    @property
+    def ptx(self) -> tuple[Arch, ...]:
+        return tuple(arch for arch in self.archs or () if arch.kind == "compute")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The row as stored in torch.json."""
+        return {
+            "torch": str(self.torch),
+            "variant": self.variant,
+            "wheel_version": self.wheel_version,
+            "index": self.index,
+            "pypi_default": self.pypi_default,
+            "cuda": None if self.cuda is None else str(self.cuda),
+            "cuda_runtime": self.cuda_runtime,
+            "cudnn": self.cudnn,
+            "nccl": self.nccl,
+            "archs": None if self.archs is None else [str(arch) for arch in self.archs],
+            "pythons": list(self.pythons),
+            "source": self.source,
+            "archs_source": self.archs_source,
+            "read": self.read,
+        }
+
+
+@dataclass(frozen=True)
+class CudaFamily:
+    major: int
+    min_driver: DriverVersion
+    source: str
+
+
+@dataclass(frozen=True)
+class CudaRelease:
+    cuda: CudaVersion
+    toolkit_driver: DriverVersion
+    source: str
+
+
+@dataclass(frozen=True)
+class GpuModel:
+    name: str
+    aliases: tuple[str, ...]
+    capability: ComputeCapability
+    source: str
+
+
+def normalise_gpu_name(name: str) -> str:
+    """Fold case, vendor words and separators: 'NVIDIA GeForce RTX 4090' -> 'rtx4090'."""
+    folded = name.lower()
+    for word in ("nvidia", "geforce", "tesla", "quadro "):
+        folded = folded.replace(word, "")
+    return re.sub(r"[\s_\-]+", "", folded)
+
+
+@dataclass(frozen=True)
+class Knowledge:
+    builds: tuple[TorchBuild, ...]
+    families: tuple[CudaFamily, ...]
+    releases: tuple[CudaRelease, ...]
+    gpus: tuple[GpuModel, ...]
+    version: str
+    directory: Path
+
+    @cached_property
+    def _gpu_index(self) -> dict[str, GpuModel]:
+        index: dict[str, GpuModel] = {}
+        for model in self.gpus:
+            for name in (model.name, *model.aliases):
+                index[normalise_gpu_name(name)] = model
+        return index
+
+    def gpu_named(self, name: str) -> GpuModel | None:
+        return self._gpu_index.get(normalise_gpu_name(name))
+
+    def gpu_names(self) -> list[str]:
+        return [name for model in self.gpus for name in (model.name, *model.aliases)]
+
+    def gpus_with(self, capability: ComputeCapability) -> list[str]:
+        return [model.name for model in self.gpus if model.capability == capability]
+
+    def family(self, cuda: CudaVersion) -> CudaFamily | None:
+        return next((f for f in self.families if f.major == cuda.major), None)
+
+    def toolkit_driver(self, cuda: CudaVersion) -> DriverVersion | None:
+        release = next((r for r in self.releases if r.cuda == cuda), None)
+        return release.toolkit_driver if release else None
+
+    def newest_full_cuda(self, driver: DriverVersion) -> CudaVersion | None:
+        """The newest CUDA whose full toolkit driver is <= this driver."""
+        fitting = [r.cuda for r in self.releases if r.toolkit_driver <= driver]
+        return max(fitting) if fitting else None
+
+    def releases_of_torch(self) -> list[Version]:
+        return sorted({build.torch for build in self.builds})
+
+    def builds_for(self, torch: Version) -> list[TorchBuild]:
+        return [build for build in self.builds if build.torch == torch]
+
+
+def data_directory(override: Path | None = None) -> Path:
+    """The directory to load: an explicit override, then $REPROBUILD_KNOWLEDGE, then the package."""
+    if override is not None:
+        return override
+    from_env = os.environ.get(ENV_OVERRIDE)
+    return Path(from_env) if from_env else PACKAGED_DATA
+
+
+def load(directory: Path | None = None) -> Knowledge:
+    """Read and validate the three data files; raise KnowledgeError naming the bad row."""
+    folder = data_directory(directory)
+    raw: dict[str, bytes] = {}
+    for name in DATA_FILES:
+        path = folder / name
+        try:
+            raw[name] = path.read_bytes()
+        except OSError as error:
+            raise KnowledgeError(
+                f"cannot read the knowledge file {path}: {error.strerror}. Point --knowledge "
+                f"(or ${ENV_OVERRIDE}) at a directory holding {', '.join(DATA_FILES)}, or "
+                "reinstall reprobuild to restore the shipped data."
+            ) from None
+    documents = {name: _parse_json(folder / name, content) for name, content in raw.items()}
+    try:
+        return Knowledge(
+            builds=tuple(_torch_build(row) for row in documents["torch.json"]["builds"]),
+            families=tuple(_family(row) for row in documents["cuda.json"]["families"]),
+            releases=tuple(_release(row) for row in documents["cuda.json"]["releases"]),
+            gpus=tuple(_gpu(row) for row in documents["gpus.json"]["gpus"]),
+            version=_version(raw, documents),
+            directory=folder,
+        )
+    except (KeyError, TypeError, ValueError, InvalidVersion) as error:
+        raise KnowledgeError(
+            f"the knowledge base in {folder} is malformed ({type(error).__name__}: {error}). "
+            "Restore the shipped files or regenerate them with `reprobuild knowledge refresh`."
+        ) from None
+
+
+def _parse_json(path: Path, content: bytes) -> dict[str, Any]:
+    try:
+        document = json.loads(content)
+    except json.JSONDecodeError as error:
+        raise KnowledgeError(
+            f"the knowledge file {path} is not valid JSON (line {error.lineno}: {error.msg}). "
+            "Restore it from the package or regenerate it with `reprobuild knowledge refresh`."
+        ) from None
+    if not isinstance(document, dict):
+        raise KnowledgeError(f"the knowledge file {path} must hold a JSON object.")
+    return document
+
+
+def _version(raw: dict[str, bytes], documents: dict[str, dict[str, Any]]) -> str:
+    digest = hashlib.sha256()
+    for name in DATA_FILES:
+        digest.update(name.encode() + b"\0" + raw[name] + b"\0")
+    dates = [
+        row["read"]
+        for document in documents.values()
+        for rows in document.values()
+        if isinstance(rows, list)
+        for row in rows
+    ]
+    return f"{max(dates)}+{digest.hexdigest()[:12]}"
+
+
+def _optional(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _torch_build(row: dict[str, Any]) -> TorchBuild:
+    archs = row["archs"]
+    return TorchBuild(
+        torch=Version(row["torch"]),
+        variant=str(row["variant"]),
+        wheel_version=str(row["wheel_version"]),
+        index=str(row["index"]),
+        pypi_default=bool(row["pypi_default"]),
+        cuda=CudaVersion.parse(row["cuda"]) if row["cuda"] else None,
+        cuda_runtime=_optional(row["cuda_runtime"]),
+        cudnn=_optional(row["cudnn"]),
+        nccl=_optional(row["nccl"]),
+        archs=None if archs is None else tuple(Arch.parse(arch) for arch in archs),
+        pythons=tuple(str(python) for python in row["pythons"]),
+        source=str(row["source"]),
+        archs_source=str(row["archs_source"]),
+        read=str(row["read"]),
+    )
+
+
+def _family(row: dict[str, Any]) -> CudaFamily:
+    return CudaFamily(int(row["major"]), DriverVersion.parse(row["min_driver"]), row["source"])
+
+
+def _release(row: dict[str, Any]) -> CudaRelease:
+    return CudaRelease(
+        CudaVersion.parse(row["cuda"]), DriverVersion.parse(row["toolkit_driver"]), row["source"]
+    )
+
+
+def _gpu(row: dict[str, Any]) -> GpuModel:
+    return GpuModel(
+        name=str(row["name"]),
+        aliases=tuple(str(alias) for alias in row["aliases"]),
+        capability=ComputeCapability.parse(row["capability"]),
+        source=str(row["source"]),
+    )

@@ -1,0 +1,44 @@
+"""Select knowledge rows by a requirement such as `torch==2.5.1`, `2.5.*` or `>=2.7`."""
+
+from __future__ import annotations
+
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from packaging.version import InvalidVersion, Version
+
+from builder.errors import ReprobuildError
+from builder.knowledge import Knowledge, TorchBuild
+
+
+def specifier_of(text: str) -> SpecifierSet:
+    """Read `torch==2.5.1`, `2.5.1`, `2.5.*` or `>=2.7,<2.9` as a specifier on torch."""
+    cleaned = text.strip()
+    try:
+        return SpecifierSet(f"=={Version(cleaned).public}")
+    except InvalidVersion:
+        pass
+    if not cleaned[:1].isalpha():
+        cleaned = f"torch{cleaned if cleaned[:1] in '<>=!~' else '==' + cleaned}"
+    try:
+        requirement = Requirement(cleaned)
+    except (InvalidRequirement, InvalidSpecifier):
+        requirement = None
+    if requirement is None or requirement.name.lower() != "torch":
+        raise ReprobuildError(
+            f"{text!r} is not a torch requirement; write e.g. torch==2.5.1, 2.5.* or '>=2.7'."
+        )
+    return requirement.specifier
+
+
+def matching(knowledge: Knowledge, text: str | None) -> list[TorchBuild]:
+    if text is None:
+        return list(knowledge.builds)
+    specifier = specifier_of(text)
+    found = [build for build in knowledge.builds if specifier.contains(build.torch)]
+    if not found:
+        releases = knowledge.releases_of_torch()
+        raise ReprobuildError(
+            f"no torch release matching {text!r} is in the knowledge base (it knows "
+            f"{releases[0]} to {releases[-1]}); run `reprobuild knowledge refresh` for newer ones."
+        )
+    return found

@@ -1,0 +1,361 @@
+"""Regenerate the torch rows from package-index metadata.
+
+What can be read from an index is read from it, through the PEP 503 simple API that pip uses
+(the same format serves PyPI and the PyTorch variant indexes): the releases, the Linux x86_64
+wheels and their CPython tags (supported Pythons), and each wheel's `Requires-Dist` pins, which
+give the CUDA runtime, cuDNN and NCCL versions. Metadata comes from the PEP 658 `.metadata`
+file, or, where an index lacks it, from the wheel's own METADATA read through byte ranges.
+
+What cannot be read from metadata is kept from the shipped data: the compiled GPU architectures
+(measured from the wheel), and every row of an index that did not answer. Output ordering is
+stable and a row whose values did not change keeps its read date, so a scheduled job can diff
+the file.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import zipfile
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from email.parser import HeaderParser
+from html.parser import HTMLParser
+from typing import Any, Protocol
+from urllib.parse import urldefrag, urljoin, urlsplit
+
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.version import InvalidVersion, Version
+
+from builder.compat import CudaVersion
+from builder.errors import IndexUnavailable
+from builder.http import NotFound, RemoteFile
+from builder.knowledge import PYPI
+
+OLDEST_TORCH = Version("2.0.0")
+PYPI_SIMPLE = "https://pypi.org/simple"
+PYTORCH_INDEX = "https://download.pytorch.org/whl"
+NOT_MEASURED = "not measured yet: run torch._C._cuda_getArchFlags() on this wheel and record it"
+ARCH_LIBRARY = "torch/lib/libtorch_python.so"
+_ARCH_FLAGS = re.compile(rb"(?:sm|compute)_\d+[a-z]?(?: (?:sm|compute)_\d+[a-z]?)+")
+_WHEEL = re.compile(
+    r"^torch-(?P<version>[^-]+)-cp(?P<major>\d)(?P<minor>\d+)-cp\d+-(?P<plat>.+)\.whl$"
+)
+_VALUE_FIELDS = ("wheel_version", "cuda", "cuda_runtime", "cudnn", "nccl", "pythons", "archs")
+_KEPT_WHEN_UNREAD = ("cuda_runtime", "cudnn", "nccl")
+
+
+class Index(Protocol):
+    def get(self, url: str, headers: dict[str, str] | None = None) -> bytes: ...
+    def get_range(self, url: str, start: int, length: int) -> bytes: ...
+    def size(self, url: str) -> int: ...
+
+
+@dataclass(frozen=True)
+class Wheel:
+    filename: str
+    url: str
+    version: Version
+    python: tuple[int, int]
+
+
+@dataclass
+class RefreshReport:
+    added: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)
+    unmeasured: list[str] = field(default_factory=list)
+    unreachable: list[str] = field(default_factory=list)
+
+
+class _Anchors(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.links: list[tuple[str, dict[str, str | None]]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        attributes = dict(attrs)
+        if tag == "a" and attributes.get("href"):
+            self.links.append((str(attributes["href"]), attributes))
+
+
+def list_wheels(index: Index, index_url: str) -> list[Wheel]:
+    """Linux x86_64 CPython wheels of torch >= 2.0 listed by a PEP 503 simple index."""
+    page_url = f"{index_url.rstrip('/')}/torch/"
+    page = index.get(page_url, {"Accept": "text/html"}).decode("utf-8", errors="replace")
+    parser = _Anchors()
+    parser.feed(page)
+    wheels = []
+    for href, attributes in parser.links:
+        if "data-yanked" in attributes:
+            continue
+        url = urldefrag(urljoin(page_url, href)).url
+        filename = url.rsplit("/", 1)[-1].replace("%2B", "+")
+        match = _WHEEL.match(filename)
+        if not match or "linux" not in match["plat"] or "x86_64" not in match["plat"]:
+            continue  # free-threaded builds (cp313t) carry another ABI tag and do not match
+        try:
+            version = Version(match["version"])
+        except InvalidVersion:
+            continue
+        if version >= OLDEST_TORCH and not version.is_prerelease:
+            python = (int(match["major"]), int(match["minor"]))
+            wheels.append(Wheel(filename, url, version, python))
+    return sorted(wheels, key=lambda wheel: (wheel.version, wheel.filename))
+
+
+def _remote_wheel(index: Index, wheel_url: str) -> zipfile.ZipFile:
+    remote = io.BufferedReader(RemoteFile(index, wheel_url), buffer_size=1 << 20)  # type: ignore[arg-type]
+    try:
+        return zipfile.ZipFile(remote)
+    except zipfile.BadZipFile:
+        raise IndexUnavailable(f"{wheel_url} is not a zip archive, so not a wheel.") from None
+
+
+def read_wheel_metadata(index: Index, wheel_url: str) -> str:
+    """The wheel's METADATA: from PEP 658, else out of the remote zip through byte ranges."""
+    try:
+        return index.get(f"{wheel_url}.metadata").decode("utf-8", errors="replace")
+    except NotFound:
+        pass
+    with _remote_wheel(index, wheel_url) as archive:
+        names = [name for name in archive.namelist() if name.endswith(".dist-info/METADATA")]
+        if not names:
+            raise IndexUnavailable(f"{wheel_url} holds no .dist-info/METADATA; it is not a wheel.")
+        return archive.read(names[0]).decode("utf-8", errors="replace")
+
+
+def measure_archs(index: Index, wheel_url: str) -> list[str] | None:
+    """The wheel's compiled arch list, read without a GPU or an install.
+
+    torch stringizes TORCH_CUDA_ARCH_LIST into libtorch_python.so; that string is what
+    torch._C._cuda_getArchFlags() returns. Only that member is fetched (about 10 MB).
+    None when the library or a single unambiguous string is not there.
+    """
+    with _remote_wheel(index, wheel_url) as archive:
+        try:
+            library = archive.read(ARCH_LIBRARY)
+        except KeyError:
+            return None
+    found = set(_ARCH_FLAGS.findall(library))
+    return found.pop().decode().split() if len(found) == 1 else None
+
+
+def fetch_rows(
+    index: Index, index_url: str, variant: str | None, today: str, measured: set[str]
+) -> list[dict[str, Any]]:
+    """Rows for one index: PyPI (variant None, default builds) or a variant index (cu124, cpu).
+
+    Arch lists are measured from the wheel for CUDA builds whose label is not in `measured`.
+    """
+    by_version: dict[Version, list[Wheel]] = defaultdict(list)
+    for wheel in list_wheels(index, index_url):
+        local = wheel.version.local
+        if (variant is None and local is None) or (variant is not None and local == variant):
+            by_version[wheel.version].append(wheel)
+    rows = []
+    for version, wheels in sorted(by_version.items()):
+        metadata = read_wheel_metadata(index, wheels[0].url)
+        requires = HeaderParser().parsestr(metadata).get_all("Requires-Dist") or []
+        row = _row(
+            index_url,
+            variant,
+            version=version,
+            wheels=wheels,
+            pins=linux_pins(requires),
+            today=today,
+        )
+        if row["archs"] is None and f"{row['torch']}+{row['variant']}" not in measured:
+            archs = measure_archs(index, wheels[0].url)
+            if archs is not None:
+                row["archs"] = archs
+                row["archs_source"] = (
+                    f"CUDA arch flags string in {ARCH_LIBRARY} of {wheels[0].filename}, "
+                    "equal to torch._C._cuda_getArchFlags()"
+                )
+        rows.append(row)
+    return rows
+
+
+def _row(
+    index_url: str,
+    variant: str | None,
+    *,
+    version: Version,
+    wheels: list[Wheel],
+    pins: dict[str, str],
+    today: str,
+) -> dict[str, Any]:
+    runtime = pins.get("cuda-runtime")
+    cuda = _cuda_of(version, variant, runtime, wheels[0].filename)
+    public = version.public
+    return {
+        "torch": public,
+        "variant": cuda.variant if cuda else "cpu",
+        "wheel_version": str(version),
+        "index": PYPI if variant is None else index_url.rstrip("/"),
+        "pypi_default": variant is None,
+        "cuda": str(cuda) if cuda else None,
+        "cuda_runtime": runtime,
+        "cudnn": pins.get("cudnn"),
+        "nccl": pins.get("nccl"),
+        "archs": [] if cuda is None else None,
+        "pythons": [f"{major}.{minor}" for major, minor in sorted({w.python for w in wheels})],
+        "source": (
+            f"{index_url.rstrip('/')}/torch/ (PEP 503); Requires-Dist of {wheels[0].filename}"
+        ),
+        "archs_source": "CPU-only build: no CUDA kernels" if cuda is None else NOT_MEASURED,
+        "read": today,
+    }
+
+
+def _cuda_of(
+    version: Version, variant: str | None, runtime: str | None, filename: str
+) -> CudaVersion | None:
+    if variant == "cpu":
+        return None
+    if runtime is not None:
+        return CudaVersion.parse(".".join(runtime.split(".")[:2]))
+    if variant is not None:
+        return CudaVersion.from_variant(variant)
+    raise IndexUnavailable(
+        f"torch {version}: {filename} pins no CUDA runtime in its metadata, so its CUDA version "
+        "cannot be read; report this with the wheel name."
+    )
+
+
+_PIN_NAMES = {
+    "cuda-runtime": re.compile(r"^(nvidia-cuda-runtime(-cu\d+)?|cuda-toolkit)$"),
+    "cudnn": re.compile(r"^nvidia-cudnn(-cu\d+)?$"),
+    "nccl": re.compile(r"^nvidia-nccl(-cu\d+)?$"),
+}
+_LINUX = {"platform_system": "Linux", "sys_platform": "linux", "platform_machine": "x86_64"}
+
+
+def linux_pins(requires_dist: Iterable[str]) -> dict[str, str]:
+    """The exact CUDA runtime / cuDNN / NCCL pins that apply on Linux x86_64."""
+    pins: dict[str, str] = {}
+    for line in requires_dist:
+        try:
+            requirement = Requirement(line)
+        except InvalidRequirement:
+            continue
+        if requirement.marker and not requirement.marker.evaluate({**_LINUX, "extra": ""}):
+            continue
+        exact = [spec.version for spec in requirement.specifier if spec.operator == "=="]
+        name = requirement.name.lower().replace("_", "-")
+        for key, pattern in _PIN_NAMES.items():
+            if exact and pattern.match(name):
+                pins[key] = exact[0]
+    return pins
+
+
+def merge(
+    existing: list[dict[str, Any]], fetched: list[dict[str, Any]], refreshed_indexes: set[str]
+) -> tuple[list[dict[str, Any]], RefreshReport]:
+    """Replace rows of the indexes that answered; keep measured archs and unchanged read dates.
+
+    A fetched PyPI row replaces a variant-index row of the same label: one row per build.
+    """
+    report = RefreshReport()
+    by_label = {_label(row): row for row in existing}
+    fetched_labels = {_label(row) for row in fetched}
+    kept = [
+        row
+        for row in existing
+        if _label(row) not in fetched_labels and row["index"] not in refreshed_indexes
+    ]
+    report.kept = [_label(row) for row in kept]
+    merged = list(kept)
+    pypi_labels = {_label(row) for row in [*kept, *fetched] if row["index"] == PYPI}
+    fetched = [row for row in fetched if row["index"] == PYPI or _label(row) not in pypi_labels]
+    for fresh in fetched:
+        old = by_label.get(_label(fresh))
+        row = _carry_over(fresh, old)
+        if old is None:
+            report.added.append(_label(row))
+        elif all(old.get(name) == row.get(name) for name in _VALUE_FIELDS):
+            row["read"] = old["read"]
+            report.unchanged.append(_label(row))
+        else:
+            report.changed.append(_label(row))
+        if row["archs"] is None:
+            report.unmeasured.append(_label(row))
+        merged.append(row)
+    return sort_rows(merged), report
+
+
+def _carry_over(fresh: dict[str, Any], old: dict[str, Any] | None) -> dict[str, Any]:
+    row = dict(fresh)
+    if old is None:
+        return row
+    if row["archs"] is None and old.get("archs") is not None:
+        row["archs"], row["archs_source"] = old["archs"], old["archs_source"]
+    for name in _KEPT_WHEN_UNREAD:
+        if row[name] is None and old.get(name) is not None:
+            row[name] = old[name]
+    return row
+
+
+def _label(row: dict[str, Any]) -> str:
+    return f"{row['torch']}+{row['variant']}"
+
+
+def sort_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return sorted(rows, key=lambda row: (Version(row["torch"]), row["variant"]))
+
+
+def dump(rows: list[dict[str, Any]]) -> str:
+    """The torch.json text: sorted rows, sorted keys, one stable layout."""
+    return json.dumps({"builds": sort_rows(rows), "schema": 1}, indent=2, sort_keys=True) + "\n"
+
+
+@dataclass(frozen=True)
+class IndexSource:
+    url: str
+    variant: str | None  # None: the PyPI-default builds
+
+
+def sources(pypi_url: str, pytorch_url: str, variants: Iterable[str]) -> list[IndexSource]:
+    base = pytorch_url.rstrip("/")
+    return [IndexSource(pypi_url, None)] + [
+        IndexSource(f"{base}/{variant}", variant) for variant in sorted(set(variants))
+    ]
+
+
+def refresh(
+    index: Index, existing: list[dict[str, Any]], indexes: list[IndexSource], today: str
+) -> tuple[list[dict[str, Any]], RefreshReport]:
+    """Fetch every index that answers; rows of the others are kept and reported unreachable."""
+    fetched: list[dict[str, Any]] = []
+    measured = {_label(row) for row in existing if row.get("archs") is not None}
+    answered: set[str] = set()
+    unreachable: list[str] = []
+    silent_hosts: set[str] = set()
+    for source in indexes:
+        host = urlsplit(source.url).netloc
+        if host in silent_hosts:
+            unreachable.append(f"{source.url}: skipped, {host} did not answer")
+            continue
+        try:
+            rows = fetch_rows(index, source.url, source.variant, today, measured)
+        except NotFound as error:
+            unreachable.append(f"{source.url}: {error}")
+            continue
+        except IndexUnavailable as error:
+            silent_hosts.add(host)
+            unreachable.append(f"{source.url}: {error}")
+            continue
+        fetched.extend(rows)
+        answered.add(PYPI if source.variant is None else source.url.rstrip("/"))
+    if not answered:
+        raise IndexUnavailable(
+            "no package index answered, so the knowledge base was kept as shipped:\n  "
+            + "\n  ".join(unreachable)
+        )
+    merged, report = merge(existing, fetched, answered)
+    report.unreachable = unreachable
+    return merged, report

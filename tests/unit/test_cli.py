@@ -1,0 +1,157 @@
+"""The command line as users run it: real processes, exit codes, no tracebacks."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import LocalIndex
+
+EXAMPLE = Path(__file__).parents[2] / "images" / "example"
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    environment = {**os.environ, "DOCKER_HOST": "unix:///nonexistent/docker.sock", **(env or {})}
+    environment.pop("REPROBUILD_KNOWLEDGE", None)
+    if env and "REPROBUILD_KNOWLEDGE" in env:
+        environment["REPROBUILD_KNOWLEDGE"] = env["REPROBUILD_KNOWLEDGE"]
+    result = subprocess.run(
+        [sys.executable, "-m", "builder", *args],
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=120,
+        check=False,
+    )
+    assert "Traceback" not in result.stderr, result.stderr
+    return result
+
+
+def test_resolve_example_json() -> None:
+    result = run("-C", str(EXAMPLE), "resolve", "--json")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["torch"]["label"] == "2.5.1+cu124" and data["min_driver"] == "525.60.13"
+
+
+def test_resolve_explain_lists_candidates() -> None:
+    result = run("-C", str(EXAMPLE), "resolve", "--explain")
+    assert result.returncode == 0
+    assert result.stdout.startswith(
+        "reprobuild/example-train: torch 2.5.1+cu124 (PyPI default) for Python 3.11\n"
+    )
+    assert "install    torch==2.5.1 from PyPI" in result.stdout
+    assert "Candidates, in order of preference" in result.stdout
+    assert "2.5.0+cu118" in result.stdout
+
+
+def test_bad_spec_exits_2_with_every_problem(tmp_path: Path) -> None:
+    (tmp_path / "reprobuild.toml").write_text('name = "x"\npyton = "3.11"\ntorch = "2.5.1"\n')
+    result = run("-C", str(tmp_path), "resolve")
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr == (
+        f"error: {tmp_path}/reprobuild.toml: 2 problems in the spec:\n"
+        "  - unknown key 'pyton': did you mean 'python'?\n"
+        "  - 'python' is required, e.g. python = \"3.11\".\n"
+    )
+
+
+def test_impossible_combination_exits_3(tmp_path: Path) -> None:
+    (tmp_path / "reprobuild.toml").write_text(
+        'name = "x"\npython = "3.11"\ntorch = "2.5.1"\n[target]\ngpus = ["B200"]\n'
+    )
+    result = run("-C", str(tmp_path), "resolve")
+    assert result.returncode == 3
+    assert "no kernels for B200 (sm_100)" in result.stderr
+    assert (
+        "torch >= 2.7.0 with CUDA 12.8 (2.7.0+cu128) has kernels for B200 (sm_100)."
+        in result.stderr
+    )
+
+
+def test_knowledge_show_json_has_sources() -> None:
+    result = run("knowledge", "show", "torch==2.5.1", "--json")
+    rows = json.loads(result.stdout)
+    assert [row["variant"] for row in rows] == ["cpu", "cu118", "cu121", "cu124"]
+    assert all(row["source"] and row["read"] for row in rows)
+
+
+def test_knowledge_show_table_and_gpus() -> None:
+    table = run("knowledge", "show", "2.5.*")
+    assert table.returncode == 0 and "2.5.1+cu124 *" in table.stdout
+    gpus = run("knowledge", "gpus")
+    assert "RTX 4090" in gpus.stdout and "sm_89" in gpus.stdout
+
+
+def test_knowledge_show_unknown_release() -> None:
+    result = run("knowledge", "show", "torch==9.9")
+    assert result.returncode == 1
+    assert "no torch release matching 'torch==9.9' is in the knowledge base" in result.stderr
+
+
+def test_doctor_without_gpu_or_engine_reports_each_in_one_line() -> None:
+    result = run("doctor", "--no-spec")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert any(line.startswith("warn docker engine") for line in lines)
+    assert any(
+        "no Docker engine answers at unix:///nonexistent/docker.sock" in line for line in lines
+    )
+    if "no NVIDIA driver" not in result.stdout:
+        pytest.skip("this host has an NVIDIA driver")
+    assert any(line.startswith("warn nvidia driver   no NVIDIA driver") for line in lines)
+
+
+def test_doctor_with_spec_on_a_host_without_gpu_exits_1() -> None:
+    result = run("-C", str(EXAMPLE), "doctor", "--json")
+    report = json.loads(result.stdout)
+    if report["gpus"]:
+        pytest.skip("this host has an NVIDIA GPU")
+    assert result.returncode == 1
+    assert report["runs_here"] is False
+    assert report["image"] == "reprobuild/example-train (torch 2.5.1+cu124, Python 3.11)"
+
+
+def test_refresh_writes_elsewhere_and_is_loadable(local_index: LocalIndex, tmp_path: Path) -> None:
+    local_index.add_wheel(
+        "pypi", "torch-2.16.0-cp311-cp311-manylinux_2_28_x86_64.whl",
+        ["cuda-toolkit[cudart]==13.2.2; platform_system == 'Linux'",
+         "nvidia-cudnn-cu13==9.26.0.51; platform_system == 'Linux'"],
+        "sm_75 sm_80 sm_86 sm_90 sm_100 sm_120",
+    )  # fmt: skip
+    output = tmp_path / "kb"
+    result = run(
+        "knowledge", "refresh", "--pypi-url", f"{local_index.url}/pypi",
+        "--pytorch-url", "http://127.0.0.1:9/whl", "--variant", "cu118", "--output", str(output),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"wrote {output}/torch.json: 1 added, 0 changed, 0 unchanged,")
+    assert "kept as shipped, index did not answer: http://127.0.0.1:9/whl/cu118" in result.stdout
+    shown = run(
+        "knowledge", "show", "torch==2.16.0", "--json", env={"REPROBUILD_KNOWLEDGE": str(output)}
+    )
+    assert [(r["cuda"], r["cudnn"]) for r in json.loads(shown.stdout)] == [("13.2", "9.26.0.51")]
+
+
+def test_refresh_offline_keeps_the_shipped_data(tmp_path: Path) -> None:
+    result = run(
+        "knowledge", "refresh", "--pypi-url", "http://127.0.0.1:9/simple",
+        "--pytorch-url", "http://127.0.0.1:9/whl", "--output", str(tmp_path / "kb"),
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[-1].startswith("The knowledge base ")
+    assert result.stderr.splitlines()[-1].endswith(" was kept unchanged.")
+    assert "error: offline: no package index answered" in result.stderr
+    assert not (tmp_path / "kb").exists()
+
+
+@pytest.mark.parametrize("command", [[], ["resolve"], ["doctor"], ["knowledge", "refresh"]])
+def test_help_works(command: list[str]) -> None:
+    result = run(*command, "--help")
+    assert result.returncode == 0 and "Usage:" in result.stdout

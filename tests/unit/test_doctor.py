@@ -1,0 +1,104 @@
+"""The doctor: real probes on this machine (no NVIDIA driver, no engine at a dead socket), and the
+image verdict on host records of GPU machines (CI has no GPU; tests/gpu/ runs where one is)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from builder import doctor, host, knowledge, resolve, spec, target
+from builder.compat import ComputeCapability, CudaVersion, DriverVersion
+from builder.host import EngineHost, HostGpu, NvidiaHost
+
+KB = knowledge.load()
+EXAMPLE = Path(__file__).parents[2] / "images" / "example"
+NO_ENGINE = EngineHost("unix:///x.sock", None, None, (), None, "no Docker engine answers ...")
+
+
+def example_resolution() -> resolve.Resolution:
+    loaded = spec.load(EXAMPLE, KB).spec
+    return resolve.resolve(loaded, target.from_spec(loaded.target), KB)
+
+
+def gpu_host(name: str, major: int, minor: int, driver: str = "580.159.04") -> NvidiaHost:
+    gpu = HostGpu(0, name, ComputeCapability(major, minor), 85520809984, 132, "GPU-1")
+    return NvidiaHost(DriverVersion.parse(driver), CudaVersion(13, 0), (gpu,))
+
+
+@pytest.mark.skipif(host.probe_nvidia().problem is None, reason="this host has an NVIDIA driver")
+def test_probe_without_driver_says_so() -> None:
+    found = host.probe_nvidia()
+    assert found.problem == (
+        "no NVIDIA driver: the NVML library (libnvidia-ml.so.1) is not installed. Install the "
+        "NVIDIA driver on a GPU machine; on a machine without a GPU this is expected."
+    )
+    assert found.gpus == () and found.driver is None
+
+
+def test_probe_of_a_missing_engine_names_the_fix(tmp_path: Path) -> None:
+    address = f"unix://{tmp_path}/docker.sock"
+    found = host.probe_engine(address)
+    assert found.version is None
+    assert found.problem is not None
+    assert found.problem.startswith(f"no Docker engine answers at {address} (")
+    assert found.problem.endswith(
+        "Start one: on Debian `apt-get install docker.io` then `dockerd &` (or `systemctl start "
+        "docker`); or set DOCKER_HOST to a running engine."
+    )
+
+
+def test_h100_host_runs_the_example_image() -> None:
+    report = doctor.examine(
+        gpu_host("NVIDIA H100 80GB HBM3", 9, 0), NO_ENGINE, example_resolution(), KB
+    )
+    assert report.runs_here is True
+    details = [(c.status, c.detail) for c in report.checks if c.topic == "image"]
+    assert details == [
+        ("ok", "driver 580.159.04 runs CUDA 12.4 (needs >= 525.60.13)"),
+        ("ok", "NVIDIA H100 80GB HBM3 (sm_90) runs the sm_90 kernels"),
+    ]
+    assert ("gpu 0", "info", "NVIDIA H100 80GB HBM3, sm_90, 80 GiB, 132 SMs") in [
+        (c.topic, c.status, c.detail) for c in report.checks
+    ]
+
+
+def test_rtx_5090_host_cannot_run_it() -> None:
+    report = doctor.examine(
+        gpu_host("NVIDIA GeForce RTX 5090", 12, 0), NO_ENGINE, example_resolution(), KB
+    )
+    assert report.runs_here is False
+    assert [c.detail for c in report.checks if c.status == "fail"] == [
+        "no kernels for NVIDIA GeForce RTX 5090 (sm_120): built for sm_50 sm_60 sm_70 sm_75 sm_80 "
+        "sm_86 sm_90"
+    ]
+
+
+def test_old_driver_host_cannot_run_it() -> None:
+    report = doctor.examine(
+        gpu_host("NVIDIA A100", 8, 0, "470.82.01"), NO_ENGINE, example_resolution(), KB
+    )
+    assert [c.detail for c in report.checks if c.status == "fail"] == [
+        "CUDA 12.4 needs driver >= 525.60.13; the target driver is 470.82.01"
+    ]
+
+
+def test_no_driver_fails_a_cuda_image_but_not_the_host_report() -> None:
+    bare = NvidiaHost(None, None, (), "no NVIDIA driver: ...")
+    assert doctor.examine(bare, NO_ENGINE, None, KB).runs_here is None
+    report = doctor.examine(bare, NO_ENGINE, example_resolution(), KB)
+    assert report.runs_here is False
+    assert [c.detail for c in report.checks if c.status == "fail"] == [
+        "a CUDA 12.4 image needs an NVIDIA driver here"
+    ]
+
+
+def test_engine_without_nvidia_runtime_is_a_warning() -> None:
+    engine = EngineHost(
+        "unix:///var/run/docker.sock", "20.10.24", "1.41", ("io.containerd.runc.v2", "runc"), "runc"
+    )
+    checks = doctor.examine(NvidiaHost(None, None, (), "x"), engine, None, KB).checks
+    assert [(c.topic, c.status) for c in checks] == [
+        ("nvidia driver", "warn"), ("docker engine", "ok"), ("nvidia runtime", "warn")
+    ]  # fmt: skip
+    assert checks[1].detail == "Docker Engine 20.10.24 (API 1.41)"
