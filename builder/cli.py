@@ -112,6 +112,71 @@ def resolve_command(options: Options, explain: bool, as_json: bool) -> None:
         _console().print(candidates_table(resolution))
 
 
+@cli.command("lock")
+@click.option(
+    "--check", "check_only", is_flag=True, help="Only verify the lock is current; exit 1 if not."
+)
+@click.option(
+    "--upgrade", is_flag=True, help="Re-resolve everything even if the spec did not change."
+)
+@click.option(
+    "--index-url",
+    default="https://pypi.org/simple",
+    show_default=True,
+    help="Python package index for the closure.",
+)
+@click.option(
+    "--debian-mirror",
+    help="Debian archive apt resolves system packages from (default: snapshot.debian.org at the "
+    "lock time, so a rebuild years later fetches the same bytes).",
+)
+@click.option("--debian-security-mirror", help="Debian security archive (default: derived).")
+@click.pass_obj
+def lock_command(
+    options: Options,
+    check_only: bool,
+    upgrade: bool,
+    index_url: str,
+    debian_mirror: str | None,
+    debian_security_mirror: str | None,
+) -> None:
+    """Pin every input in reprobuild.lock: hashed Python closure, base digest, system packages."""
+    from builder import locker, lockfile
+    from builder.files import write_atomic
+
+    knowledge = options.knowledge()
+    loaded = _load_spec(options, knowledge)
+    path = loaded.path.parent / lockfile.LOCK_FILE
+    digest = lockfile.spec_hash(loaded.table, loaded.spec.requirements)
+    if check_only:
+        lockfile.check(lockfile.read(path), digest, path)
+        click.echo(f"{path} is up to date with the spec")
+        return
+    if path.exists() and not upgrade and lockfile.read(path).spec_hash == digest:
+        click.echo(f"{path} is up to date with the spec (use --upgrade to re-resolve)")
+        return
+    resolution = _resolve(options, knowledge, loaded)
+    lock_options = locker.LockOptions(index_url, debian_mirror, debian_security_mirror)
+    lock = locker.make_lock(
+        loaded,
+        spec_digest=digest,
+        resolution=resolution,
+        knowledge=knowledge,
+        options=lock_options,
+        progress=_note_progress,
+    )
+    write_atomic(path, lockfile.dumps(lock))
+    click.echo(
+        f"wrote {path}: torch {resolution.build.label}, {len(lock.python.packages)} wheels, "
+        f"base {lock.base.image or lock.base.reference}, "
+        f"{len(lock.system.packages)} system packages"
+    )
+
+
+def _note_progress(text: str) -> None:
+    click.echo(f"  {text}", err=True)
+
+
 @cli.command("doctor")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option(

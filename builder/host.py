@@ -13,9 +13,6 @@ from typing import Any
 from builder.compat import ComputeCapability, CudaVersion, DriverVersion
 
 ENGINE_TIMEOUT_S = 5
-# A fixed API version: with "auto" docker-py queries the engine inside the client constructor and
-# leaks the socket when that fails. 1.41 is spoken by Debian's docker.io (20.10) and newer engines.
-ENGINE_API_VERSION = "1.41"
 
 
 @dataclass(frozen=True)
@@ -130,61 +127,29 @@ def _optional(read: Any, pynvml: Any) -> Any:
 
 def probe_engine(base_url: str | None = None) -> EngineHost:
     """Ask the Docker engine for its version and runtimes through the docker SDK."""
-    import docker
     from docker.errors import DockerException
 
-    address = base_url or _default_engine_address()
-    unreachable = _unix_socket_problem(address)
-    if unreachable is not None:
-        return EngineHost(address, None, None, (), None, _engine_problem(address, unreachable))
+    from builder import engine
+
+    address = base_url or engine.address()
     try:
-        client = docker.DockerClient(
-            base_url=address, version=ENGINE_API_VERSION, timeout=ENGINE_TIMEOUT_S
-        )
-        try:
-            version = client.version()
-            info = client.info()
-        finally:
-            client.close()
+        client = engine.connect(address, timeout_s=ENGINE_TIMEOUT_S)
+    except engine.EngineError as error:
+        return EngineHost(address, None, None, (), None, str(error))
+    try:
+        version = client.version()
+        info = client.info()
     except (DockerException, OSError) as error:
-        return EngineHost(address, None, None, (), None, _engine_problem(address, error))
+        reason = str(error).split("\n", 1)[0][:200]
+        return EngineHost(
+            address, None, None, (), None, engine.missing_engine_message(address, reason)
+        )
+    finally:
+        client.close()
     return EngineHost(
         address=address,
         version=str(version.get("Version")),
         api_version=str(version.get("ApiVersion")),
         runtimes=tuple(sorted(info.get("Runtimes") or {})),
         default_runtime=info.get("DefaultRuntime"),
-    )
-
-
-def _unix_socket_problem(address: str) -> str | None:
-    """Connect to a unix socket ourselves first: docker-py leaks the socket when this fails."""
-    if not address.startswith("unix://"):
-        return None
-    import socket
-
-    path = address.removeprefix("unix://")
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-        probe.settimeout(ENGINE_TIMEOUT_S)
-        try:
-            probe.connect(path)
-        except OSError as error:
-            return f"{path}: {error.strerror or error}"
-    return None
-
-
-def _default_engine_address() -> str:
-    import os
-
-    return os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
-
-
-def _engine_problem(address: str, error: Exception | str) -> str:
-    reason = str(error).split("\n", 1)[0]
-    if len(reason) > 160:
-        reason = reason[:157] + "..."
-    return (
-        f"no Docker engine answers at {address} ({reason}). Start one: on Debian "
-        "`apt-get install docker.io` then `dockerd &` (or `systemctl start docker`); or set "
-        "DOCKER_HOST to a running engine."
     )

@@ -73,8 +73,17 @@ def builds_table(builds: list[TorchBuild], knowledge: Knowledge) -> Table:
     from rich.table import Table
 
     table = Table(title=f"knowledge {knowledge.version}", title_justify="left")
-    for column in ("build", "index", "CUDA", "runtime", "cuDNN", "NCCL", "kernels", "Pythons",
-                   "read"):  # fmt: skip
+    for column in (
+        "build",
+        "index",
+        "CUDA",
+        "runtime",
+        "cuDNN",
+        "NCCL",
+        "kernels",
+        "Pythons",
+        "read",
+    ):
         table.add_column(column, no_wrap=column in ("build", "index", "Pythons"))
     for build in builds:
         table.add_row(

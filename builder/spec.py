@@ -43,9 +43,19 @@ _SNAPSHOT = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
 _BOOTSTRAP = re.compile(r"^debian:[a-z]+$")
 
 TOP_KEYS = (
-    "name", "python", "torch", "cuda", "cpu_only", "cuda_toolkit", "requirements", "packages",
-    "system_packages", "base", "target", "determinism",
-)  # fmt: skip
+    "name",
+    "python",
+    "torch",
+    "cuda",
+    "cpu_only",
+    "cuda_toolkit",
+    "requirements",
+    "packages",
+    "system_packages",
+    "base",
+    "target",
+    "determinism",
+)
 TARGET_KEYS = ("driver", "gpus", "host")
 DETERMINISM_KEYS = ("seed", "tf32", "cublas_workspace_config")
 BOOTSTRAP_KEYS = ("bootstrap", "snapshot", "mirror")
@@ -103,6 +113,7 @@ class LoadedSpec:
     spec: Spec
     path: Path
     notes: tuple[str, ...] = ()
+    table: dict[str, Any] = field(default_factory=dict)  # as written, for the spec hash
 
 
 def locate(project: Path) -> tuple[Path, dict[str, Any], list[str]]:
@@ -148,7 +159,7 @@ def _read_toml(path: Path) -> dict[str, Any]:
 def load(project: Path, knowledge: Knowledge) -> LoadedSpec:
     """Locate, parse and validate the spec of a project directory."""
     path, table, notes = locate(project)
-    return LoadedSpec(parse(table, path, knowledge), path, tuple(notes))
+    return LoadedSpec(parse(table, path, knowledge), path, tuple(notes), table)
 
 
 def parse(table: dict[str, Any], path: Path, knowledge: Knowledge) -> Spec:
@@ -506,8 +517,13 @@ class _Checker:
 
 
 _TYPE_NAMES: dict[type, str] = {
-    str: "string", int: "integer", float: "float", bool: "boolean", list: "list", dict: "table",
-}  # fmt: skip
+    str: "string",
+    int: "integer",
+    float: "float",
+    bool: "boolean",
+    list: "list",
+    dict: "table",
+}
 
 
 def _type_name(kind: type) -> str:

@@ -1,10 +1,11 @@
 """The GPU compatibility knowledge base: versioned data files shipped inside the package.
 
-Three files under `data/`, every row naming its source and the date it was read:
+Four files under `data/`, every row naming its source and the date it was read:
 - `torch.json`: one row per torch release x wheel variant (cu124, cpu, ...);
 - `cuda.json`: CUDA family -> minimum driver (minor-version compatibility), CUDA release ->
   the driver of its full toolkit;
-- `gpus.json`: GPU model names -> compute capability.
+- `gpus.json`: GPU model names -> compute capability;
+- `bases.json`: base image references -> digests, used when the registry cannot be reached.
 
 `reprobuild knowledge refresh` regenerates the rows readable from package-index metadata.
 The knowledge version is derived from the files' content, so two equal data sets always carry
@@ -27,7 +28,7 @@ from packaging.version import InvalidVersion, Version
 from builder.compat import Arch, ComputeCapability, CudaVersion, DriverVersion
 from builder.errors import KnowledgeError
 
-DATA_FILES = ("torch.json", "cuda.json", "gpus.json")
+DATA_FILES = ("torch.json", "cuda.json", "gpus.json", "bases.json")
 PACKAGED_DATA = Path(__file__).parent / "data"
 ENV_OVERRIDE = "REPROBUILD_KNOWLEDGE"
 PYPI = "pypi"
@@ -103,6 +104,18 @@ class CudaRelease:
 
 
 @dataclass(frozen=True)
+class KnownBase:
+    """A base image digest known without a registry, for locking offline."""
+
+    reference: str
+    digest: str
+    kind: str  # "linux/amd64 manifest" or "index"
+    python: str | None
+    suite: str
+    source: str
+
+
+@dataclass(frozen=True)
 class GpuModel:
     name: str
     aliases: tuple[str, ...]
@@ -124,6 +137,7 @@ class Knowledge:
     families: tuple[CudaFamily, ...]
     releases: tuple[CudaRelease, ...]
     gpus: tuple[GpuModel, ...]
+    bases: tuple[KnownBase, ...]
     version: str
     directory: Path
 
@@ -143,6 +157,11 @@ class Knowledge:
 
     def gpus_with(self, capability: ComputeCapability) -> list[str]:
         return [model.name for model in self.gpus if model.capability == capability]
+
+    def base_named(self, reference: str) -> KnownBase | None:
+        """The platform manifest digest of a base image reference, if the knowledge has it."""
+        rows = [b for b in self.bases if b.reference == reference]
+        return next((b for b in rows if b.kind == "linux/amd64 manifest"), None)
 
     def family(self, cuda: CudaVersion) -> CudaFamily | None:
         return next((f for f in self.families if f.major == cuda.major), None)
@@ -192,6 +211,7 @@ def load(directory: Path | None = None) -> Knowledge:
             families=tuple(_family(row) for row in documents["cuda.json"]["families"]),
             releases=tuple(_release(row) for row in documents["cuda.json"]["releases"]),
             gpus=tuple(_gpu(row) for row in documents["gpus.json"]["gpus"]),
+            bases=tuple(_base(row) for row in documents["bases.json"]["bases"]),
             version=_version(raw, documents),
             directory=folder,
         )
@@ -260,6 +280,17 @@ def _family(row: dict[str, Any]) -> CudaFamily:
 def _release(row: dict[str, Any]) -> CudaRelease:
     return CudaRelease(
         CudaVersion.parse(row["cuda"]), DriverVersion.parse(row["toolkit_driver"]), row["source"]
+    )
+
+
+def _base(row: dict[str, Any]) -> KnownBase:
+    return KnownBase(
+        reference=str(row["reference"]),
+        digest=str(row["digest"]),
+        kind=str(row["kind"]),
+        python=_optional(row["python"]),
+        suite=str(row["suite"]),
+        source=str(row["source"]),
     )
 
 

@@ -120,16 +120,27 @@ def test_doctor_with_spec_on_a_host_without_gpu_exits_1() -> None:
 
 def test_refresh_writes_elsewhere_and_is_loadable(local_index: LocalIndex, tmp_path: Path) -> None:
     local_index.add_wheel(
-        "pypi", "torch-2.16.0-cp311-cp311-manylinux_2_28_x86_64.whl",
-        ["cuda-toolkit[cudart]==13.2.2; platform_system == 'Linux'",
-         "nvidia-cudnn-cu13==9.26.0.51; platform_system == 'Linux'"],
+        "pypi",
+        "torch-2.16.0-cp311-cp311-manylinux_2_28_x86_64.whl",
+        [
+            "cuda-toolkit[cudart]==13.2.2; platform_system == 'Linux'",
+            "nvidia-cudnn-cu13==9.26.0.51; platform_system == 'Linux'",
+        ],
         "sm_75 sm_80 sm_86 sm_90 sm_100 sm_120",
-    )  # fmt: skip
+    )
     output = tmp_path / "kb"
     result = run(
-        "knowledge", "refresh", "--pypi-url", f"{local_index.url}/pypi",
-        "--pytorch-url", "http://127.0.0.1:9/whl", "--variant", "cu118", "--output", str(output),
-    )  # fmt: skip
+        "knowledge",
+        "refresh",
+        "--pypi-url",
+        f"{local_index.url}/pypi",
+        "--pytorch-url",
+        "http://127.0.0.1:9/whl",
+        "--variant",
+        "cu118",
+        "--output",
+        str(output),
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(f"wrote {output}/torch.json: 1 added, 0 changed, 0 unchanged,")
     assert "kept as shipped, index did not answer: http://127.0.0.1:9/whl/cu118" in result.stdout
@@ -141,9 +152,15 @@ def test_refresh_writes_elsewhere_and_is_loadable(local_index: LocalIndex, tmp_p
 
 def test_refresh_offline_keeps_the_shipped_data(tmp_path: Path) -> None:
     result = run(
-        "knowledge", "refresh", "--pypi-url", "http://127.0.0.1:9/simple",
-        "--pytorch-url", "http://127.0.0.1:9/whl", "--output", str(tmp_path / "kb"),
-    )  # fmt: skip
+        "knowledge",
+        "refresh",
+        "--pypi-url",
+        "http://127.0.0.1:9/simple",
+        "--pytorch-url",
+        "http://127.0.0.1:9/whl",
+        "--output",
+        str(tmp_path / "kb"),
+    )
     assert result.returncode == 1
     assert result.stderr.splitlines()[-1].startswith("The knowledge base ")
     assert result.stderr.splitlines()[-1].endswith(" was kept unchanged.")

@@ -16,9 +16,15 @@ ARCHS_27_CU128 = tuple(
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("8.6", (8, 6)), ("sm_86", (8, 6)), ("compute_90", (9, 0)), ("sm_120", (12, 0)),
-     ("SM_103", (10, 3)), ("12.1", (12, 1))],
-)  # fmt: skip
+    [
+        ("8.6", (8, 6)),
+        ("sm_86", (8, 6)),
+        ("compute_90", (9, 0)),
+        ("sm_120", (12, 0)),
+        ("SM_103", (10, 3)),
+        ("12.1", (12, 1)),
+    ],
+)
 def test_compute_capability_parses_both_spellings(text: str, expected: tuple[int, int]) -> None:
     capability = ComputeCapability.parse(text)
     assert (capability.major, capability.minor) == expected

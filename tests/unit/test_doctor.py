@@ -99,6 +99,8 @@ def test_engine_without_nvidia_runtime_is_a_warning() -> None:
     )
     checks = doctor.examine(NvidiaHost(None, None, (), "x"), engine, None, KB).checks
     assert [(c.topic, c.status) for c in checks] == [
-        ("nvidia driver", "warn"), ("docker engine", "ok"), ("nvidia runtime", "warn")
-    ]  # fmt: skip
+        ("nvidia driver", "warn"),
+        ("docker engine", "ok"),
+        ("nvidia runtime", "warn"),
+    ]
     assert checks[1].detail == "Docker Engine 20.10.24 (API 1.41)"

@@ -112,9 +112,16 @@ def test_pythons_are_sorted_versions() -> None:
 
 @pytest.mark.parametrize(
     ("name", "capability"),
-    [("A100", "8.0"), ("H100", "9.0"), ("RTX 4090", "8.9"), ("L4", "8.9"),
-     ("NVIDIA GeForce RTX 4090", "8.9"), ("rtx-5090", "12.0"), ("Tesla T4", "7.5")],
-)  # fmt: skip
+    [
+        ("A100", "8.0"),
+        ("H100", "9.0"),
+        ("RTX 4090", "8.9"),
+        ("L4", "8.9"),
+        ("NVIDIA GeForce RTX 4090", "8.9"),
+        ("rtx-5090", "12.0"),
+        ("Tesla T4", "7.5"),
+    ],
+)
 def test_gpu_names_map_to_capabilities(name: str, capability: str) -> None:
     model = KB.gpu_named(name)
     assert model is not None and str(model.capability) == capability

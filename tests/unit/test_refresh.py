@@ -46,9 +46,12 @@ def getter() -> Getter:
 def fill(index: LocalIndex, metadata_file: bool = True) -> None:
     for python in ("310", "311", "312"):
         index.add_wheel(
-            "pypi", f"torch-2.5.1-cp{python}-cp{python}-manylinux1_x86_64.whl", CU124, ARCHS,
+            "pypi",
+            f"torch-2.5.1-cp{python}-cp{python}-manylinux1_x86_64.whl",
+            CU124,
+            ARCHS,
             metadata_file,
-        )  # fmt: skip
+        )
     index.add_wheel("pypi", "torch-2.5.1-cp313-cp313t-manylinux1_x86_64.whl", CU124, ARCHS)
     index.add_wheel("pypi", "torch-2.5.1-cp311-none-macosx_11_0_arm64.whl", [], None)
     index.add_wheel("pypi", "torch-1.13.1-cp311-cp311-manylinux1_x86_64.whl", [], None)
@@ -104,11 +107,21 @@ def test_variant_index_rows(local_index: LocalIndex) -> None:
 def row(label: str, index: str = "pypi", **values: Any) -> dict[str, Any]:
     torch, variant = label.split("+")
     base = {
-        "torch": torch, "variant": variant, "wheel_version": torch, "index": index,
-        "pypi_default": index == "pypi", "cuda": "12.4", "cuda_runtime": "12.4.127",
-        "cudnn": "9.1.0.70", "nccl": "2.21.5", "archs": None, "pythons": ["3.11"],
-        "source": "s", "archs_source": refresh.NOT_MEASURED, "read": "2026-01-01",
-    }  # fmt: skip
+        "torch": torch,
+        "variant": variant,
+        "wheel_version": torch,
+        "index": index,
+        "pypi_default": index == "pypi",
+        "cuda": "12.4",
+        "cuda_runtime": "12.4.127",
+        "cudnn": "9.1.0.70",
+        "nccl": "2.21.5",
+        "archs": None,
+        "pythons": ["3.11"],
+        "source": "s",
+        "archs_source": refresh.NOT_MEASURED,
+        "read": "2026-01-01",
+    }
     return {**base, **values}
 
 
@@ -129,8 +142,10 @@ def test_merge_keeps_archs_dates_and_other_indexes() -> None:
     assert by_label["2.5.1+cu124"]["archs"] == ["sm_90"]
     assert by_label["2.5.1+cu124"]["read"] == "2026-01-01"  # unchanged values keep their date
     assert (report.added, report.unchanged, report.kept) == (
-        ["2.6.0+cu124", "2.6.0+cu126"], ["2.5.1+cu124"], ["2.5.1+cu118"]
-    )  # fmt: skip
+        ["2.6.0+cu124", "2.6.0+cu126"],
+        ["2.5.1+cu124"],
+        ["2.5.1+cu118"],
+    )
     assert report.unmeasured == ["2.6.0+cu124", "2.6.0+cu126"]
 
 
@@ -177,8 +192,10 @@ def test_dump_is_stable() -> None:
     text = refresh.dump(rows)
     assert text == refresh.dump(list(reversed(rows)))
     assert [r["torch"] + r["variant"] for r in json.loads(text)["builds"]] == [
-        "2.9.1cu126", "2.9.1cu128", "2.10.0cu128"
-    ]  # fmt: skip
+        "2.9.1cu126",
+        "2.9.1cu128",
+        "2.10.0cu128",
+    ]
 
 
 @pytest.mark.network

@@ -57,8 +57,10 @@ def test_full_spec(tmp_path: Path) -> None:
     assert parsed.base == spec.BootstrapBase("debian:bookworm", "2026-11-01T00:00:00Z")
     assert parsed.target.driver == DriverVersion.parse("535.104.05")
     assert [(g.label, str(g.capability)) for g in parsed.target.gpus] == [
-        ("A100", "8.0"), ("sm_90", "9.0"), ("8.9", "8.9")
-    ]  # fmt: skip
+        ("A100", "8.0"),
+        ("sm_90", "9.0"),
+        ("8.9", "8.9"),
+    ]
     assert parsed.determinism == spec.Determinism(7, True, ":16:8")
 
 
@@ -191,13 +193,27 @@ _keys = st.sampled_from(
 ) | st.text(string.ascii_lowercase + "_", min_size=1, max_size=12)
 _scalars = (
     st.text(max_size=30)
-    | st.sampled_from(["3.11", "2.5.*", "2.5.1+cu121", "12.4", "auto", "A100", "sm_90",
-                       "535.104.05", ":4096:8", "lab/x", "debian:bookworm",
-                       "2026-11-01T00:00:00Z", "devel"])
+    | st.sampled_from(
+        [
+            "3.11",
+            "2.5.*",
+            "2.5.1+cu121",
+            "12.4",
+            "auto",
+            "A100",
+            "sm_90",
+            "535.104.05",
+            ":4096:8",
+            "lab/x",
+            "debian:bookworm",
+            "2026-11-01T00:00:00Z",
+            "devel",
+        ]
+    )
     | st.integers(min_value=-(2**63), max_value=2**63 - 1)
     | st.booleans()
     | st.floats(allow_nan=False)
-)  # fmt: skip
+)
 _values = st.recursive(
     _scalars,
     lambda children: st.lists(children, max_size=4) | st.dictionaries(_keys, children, max_size=5),

@@ -1,0 +1,253 @@
+"""Lock the base image and the system packages on top of it.
+
+A registry base is pinned to its linux/amd64 manifest digest through the OCI distribution API,
+then probed in the Docker engine (Debian suite, Python version) rather than guessed. A
+bootstrapped base is pinned as suite + snapshot + mirror + the exact package set that
+mmdebstrap's simulation reports. System packages are resolved by apt against the archive
+snapshot: inside the base image for a registry base, by mmdebstrap's simulation for a
+bootstrapped one.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import shutil
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from builder import bootstrap, engine
+from builder.knowledge import Knowledge
+from builder.lock import BaseLock, LockError, SystemLock
+from builder.registry import ImageReference, RegistryClient, RegistryError
+from builder.spec import BootstrapBase, Spec
+
+DEFAULT_SUITE = "bookworm"
+SIMULATE_TIMEOUT_S = 300
+_PROBE = re.compile(r"^reprobuild-(suite|python)=(.*)$", re.MULTILINE)
+_INST = re.compile(r"^Inst (\S+) \((\S+) ", re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class DebianArchive:
+    """Where apt reads system packages at lock and build time."""
+
+    snapshot: str
+    mirror: str
+    security_mirror: str | None
+
+    @classmethod
+    def at(cls, snapshot: str, mirror: str | None, security_mirror: str | None) -> DebianArchive:
+        if mirror is None:
+            stamp = bootstrap.snapshot_stamp(snapshot)
+            return cls(
+                snapshot,
+                bootstrap.snapshot_mirror(snapshot),
+                f"http://snapshot.debian.org/archive/debian-security/{stamp}",
+            )
+        if security_mirror is None and mirror.rstrip("/").endswith("/debian"):
+            security_mirror = mirror.rstrip("/") + "-security"
+        return cls(snapshot, mirror, security_mirror)
+
+    def sources(self, suite: str) -> str:
+        lines = [
+            f"deb [check-valid-until=no] {self.mirror} {suite} main",
+            f"deb [check-valid-until=no] {self.mirror} {suite}-updates main",
+        ]
+        if self.security_mirror:
+            lines.append(f"deb [check-valid-until=no] {self.security_mirror} {suite}-security main")
+        return "\n".join(lines)
+
+
+def default_reference(spec: Spec) -> str:
+    return f"python:{spec.python}-slim-{DEFAULT_SUITE}"
+
+
+def lock_base(
+    spec: Spec, knowledge: Knowledge, registry: RegistryClient, client_factory: Callable[[], Any]
+) -> BaseLock:
+    base = spec.base
+    if isinstance(base, BootstrapBase):
+        return lock_bootstrap(base, spec.python)
+    return lock_registry_base(
+        spec, base or default_reference(spec), knowledge, registry, client_factory
+    )
+
+
+def lock_registry_base(
+    spec: Spec,
+    text: str,
+    knowledge: Knowledge,
+    registry: RegistryClient,
+    client_factory: Callable[[], Any],
+) -> BaseLock:
+    reference = ImageReference.parse(text)
+    digest, index_digest, config_digest, source = _pin(reference, knowledge, registry)
+    image = reference.pinned(digest)
+    known = knowledge.base_named(text)
+    try:
+        suite, python = probe_image(client_factory(), image)
+    except engine.EngineError:
+        # Offline with a digest from the knowledge base: its recorded Python and suite stand in,
+        # unless apt must run in the image (system packages), which needs the image itself.
+        if known is None or known.python is None or spec.system_packages:
+            raise
+        suite, python = known.suite, known.python
+    _check_python(spec.python, python, text)
+    return BaseLock(
+        kind="registry",
+        reference=text,
+        python=python,
+        suite=suite,
+        image=image,
+        digest=digest,
+        index_digest=index_digest,
+        config_digest=config_digest,
+        digest_source=source,
+    )
+
+
+def _pin(
+    reference: ImageReference, knowledge: Knowledge, registry: RegistryClient
+) -> tuple[str, str | None, str, str]:
+    try:
+        resolved = registry.resolve(reference)
+    except RegistryError as error:
+        known = knowledge.base_named(reference.written)
+        if known is None or "did not answer" not in str(error):
+            raise
+        unreachable = f"registry {reference.registry} unreachable"
+        return (known.digest, None, "", f"knowledge base {knowledge.version} ({unreachable})")
+    source = "given" if reference.digest else "registry"
+    return resolved.digest, resolved.index_digest, resolved.config_digest, source
+
+
+def probe_image(client: Any, image: str) -> tuple[str, str]:
+    """The Debian suite and full Python version inside an image, read by running it."""
+    if not engine.has_image(client, image):
+        engine.pull(client, image)
+    script = (
+        '. /etc/os-release; echo "reprobuild-suite=${VERSION_CODENAME:-}"; '
+        "echo \"reprobuild-python=$(python3 -c 'import platform; print(platform.python_version())' "
+        '2>/dev/null)"'
+    )
+    result = engine.run_script(client, image, script)
+    found = dict(_PROBE.findall(result.output))
+    if not found.get("suite"):
+        raise LockError(
+            f"{image} is not a Debian-based image (no VERSION_CODENAME); use a Debian base."
+        )
+    if not found.get("python"):
+        raise LockError(f"{image} has no python3; use a base with Python or a bootstrapped base.")
+    return found["suite"], found["python"]
+
+
+def _check_python(wanted: str, found: str, base: str) -> None:
+    if ".".join(found.split(".")[:2]) != wanted:
+        raise LockError(
+            f"the base {base} has Python {found}, but the spec asks for Python {wanted}: set "
+            f'python = "{".".join(found.split(".")[:2])}", or choose a base with Python {wanted} '
+            f"(e.g. python:{wanted}-slim-{DEFAULT_SUITE})."
+        )
+
+
+def _simulate(source: bootstrap.DebianSource, packages: tuple[str, ...]) -> list[tuple[str, str]]:
+    if shutil.which("mmdebstrap") is None:
+        raise LockError(
+            "locking a bootstrapped base needs mmdebstrap: install it (`apt-get install "
+            "mmdebstrap`) or use a registry base."
+        )
+    argv = bootstrap.mmdebstrap_argv(source, "/dev/null", packages, simulate=True)
+    result = subprocess.run(
+        argv, capture_output=True, text=True, timeout=SIMULATE_TIMEOUT_S, check=False
+    )
+    if result.returncode != 0:
+        tail = "\n".join(result.stderr.strip().splitlines()[-6:])
+        raise LockError(
+            f"apt could not resolve {', '.join(packages)} from {source.mirror} ({source.suite}):\n"
+            f"{tail}\nCheck the package names, the suite and that the mirror answers."
+        )
+    return bootstrap.parse_simulation(result.stdout + result.stderr)
+
+
+def lock_bootstrap(base: BootstrapBase, python: str) -> BaseLock:
+    suite = base.suite.split(":", 1)[1]
+    mirror = base.mirror or bootstrap.snapshot_mirror(base.snapshot)
+    packages = _simulate(bootstrap.DebianSource(suite, mirror), bootstrap.BOOTSTRAP_PACKAGES)
+    versions = dict(packages)
+    interpreter = max(
+        (name for name in versions if re.fullmatch(r"python3\.\d+", name)), default=None
+    )
+    if interpreter is None:
+        raise LockError(f"the bootstrapped {base.suite} base has no python3.X package.")
+    full = versions[interpreter].split("-")[0]
+    _check_python(python, full, base.suite)
+    return BaseLock(
+        kind="bootstrap",
+        reference=base.suite,
+        python=full,
+        suite=suite,
+        snapshot=base.snapshot,
+        mirror=mirror,
+        packages=tuple(f"{name}={version}" for name, version in packages),
+    )
+
+
+def lock_system(
+    base: BaseLock,
+    requested: tuple[str, ...],
+    archive: DebianArchive,
+    client_factory: Callable[[], Any],
+) -> SystemLock:
+    """Exact versions of the requested packages and everything apt would add for them."""
+    if not requested:
+        packages: list[str] = []
+    elif base.kind == "bootstrap":
+        source = bootstrap.DebianSource(base.suite, base.mirror)
+        both = _simulate(source, tuple(sorted({*bootstrap.BOOTSTRAP_PACKAGES, *requested})))
+        already = set(base.packages)
+        packages = [f"{n}={v}" for n, v in both if f"{n}={v}" not in already]
+    else:
+        packages = _apt_in_image(client_factory(), base, requested, archive)
+    return SystemLock(
+        snapshot=archive.snapshot,
+        mirror=archive.mirror,
+        security_mirror=archive.security_mirror,
+        requested=requested,
+        packages=tuple(sorted(packages)),
+    )
+
+
+def _apt_in_image(
+    client: Any, base: BaseLock, requested: tuple[str, ...], archive: DebianArchive
+) -> list[str]:
+    names = " ".join(shlex.quote(name) for name in requested)
+    script = (
+        "rm -f /etc/apt/sources.list.d/*; "
+        f"printf '%s\\n' {shlex.quote(archive.sources(base.suite))} > /etc/apt/sources.list; "
+        "apt-get update -qq --error-on=any -o Acquire::Check-Valid-Until=false "
+        ">/tmp/update.log 2>&1 "
+        "|| { cat /tmp/update.log; exit 90; }; "
+        f"apt-get install --simulate --no-install-recommends -y {names}"
+    )
+    result = engine.run_script(client, base.image, script)
+    if result.exit_code == 90:
+        raise LockError(
+            f"apt in {base.image} could not read the archive {archive.mirror}:\n"
+            f"{_tail(result.output)}\nCheck that the mirror answers, or pass --debian-mirror."
+        )
+    if result.exit_code != 0:
+        missing = re.findall(r"Unable to locate package (\S+)", result.output)
+        if missing:
+            raise LockError(
+                f"system package(s) {', '.join(missing)} not found in Debian {base.suite} at "
+                f"{archive.mirror}: check the names (`apt-cache search` on a {base.suite} machine)."
+            )
+        raise LockError(f"apt could not resolve {', '.join(requested)}:\n{_tail(result.output)}")
+    return [f"{name}={version}" for name, version in _INST.findall(result.output)]
+
+
+def _tail(text: str, lines: int = 8) -> str:
+    return "\n".join(text.strip().splitlines()[-lines:])

@@ -1,0 +1,121 @@
+"""Bootstrapped Debian bases: no registry, just Debian's archive at a snapshot time.
+
+mmdebstrap with SOURCE_DATE_EPOCH set gives bit-identical root filesystems for one package set.
+The image around that filesystem is written here, config included, so its ID (the sha256 of the
+config) is a pure function of the rootfs bytes and the snapshot time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import re
+import tarfile
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+SNAPSHOT_ARCHIVE = "http://snapshot.debian.org/archive/debian"
+BOOTSTRAP_PACKAGES = ("ca-certificates", "python3", "python3-venv")
+VARIANT = "minbase"
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+_INST = re.compile(r"^Inst (\S+) \((\S+) ", re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class DebianSource:
+    """Where apt reads packages: one mirror (a snapshot by default) and a suite."""
+
+    suite: str  # "bookworm"
+    mirror: str  # archive URL
+
+    def sources_line(self) -> str:
+        # Snapshot Release files are past their Valid-Until date by design.
+        return f"deb [check-valid-until=no] {self.mirror} {self.suite} main"
+
+
+def snapshot_stamp(snapshot: str) -> str:
+    """2026-11-01T00:00:00Z -> 20261101T000000Z, the snapshot archive's path segment."""
+    return epoch_time(snapshot).strftime("%Y%m%dT%H%M%SZ")
+
+
+def snapshot_mirror(snapshot: str) -> str:
+    return f"{SNAPSHOT_ARCHIVE}/{snapshot_stamp(snapshot)}"
+
+
+def epoch_time(snapshot: str) -> datetime:
+    return datetime.strptime(snapshot, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+
+
+def epoch_seconds(snapshot: str) -> int:
+    return int(epoch_time(snapshot).timestamp())
+
+
+def mmdebstrap_argv(
+    source: DebianSource, output: str, packages: tuple[str, ...], simulate: bool = False
+) -> list[str]:
+    """The mmdebstrap call: minbase plus `packages`, as a tar (or a verbose dry run)."""
+    mode = ["--simulate", "--verbose"] if simulate else ["--quiet", "--mode=root", "--format=tar"]
+    return [
+        "mmdebstrap",
+        *mode,
+        f"--variant={VARIANT}",
+        f"--include={','.join(packages)}",
+        source.suite,
+        output,
+        source.sources_line(),
+    ]
+
+
+def parse_simulation(text: str) -> list[tuple[str, str]]:
+    """(package, version) pairs from apt's `Inst` lines, sorted by name."""
+    return sorted(set(_INST.findall(text)))
+
+
+@dataclass(frozen=True)
+class ImageArchive:
+    path: Path
+    image_id: str  # sha256:<config digest>
+    diff_id: str
+
+
+def write_image_archive(
+    rootfs_tar: Path, archive: Path, reference: str, created: str, created_by: str
+) -> ImageArchive:
+    """Wrap a rootfs tar as a one-layer image in `docker load` format, config written here."""
+    diff_id = f"sha256:{_sha256_file(rootfs_tar)}"
+    config = {
+        "architecture": "amd64",
+        "os": "linux",
+        "created": created,
+        "config": {"Env": [f"PATH={DEFAULT_PATH}", "LANG=C.UTF-8"], "Cmd": ["/bin/bash"]},
+        "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+        "history": [{"created": created, "created_by": created_by}],
+    }
+    config_bytes = json.dumps(config, sort_keys=True, separators=(",", ":")).encode()
+    config_hex = hashlib.sha256(config_bytes).hexdigest()
+    layer_name = f"{diff_id.removeprefix('sha256:')}/layer.tar"
+    manifest = [{"Config": f"{config_hex}.json", "RepoTags": [reference], "Layers": [layer_name]}]
+    with tarfile.open(archive, "w", format=tarfile.PAX_FORMAT) as bundle:
+        _add_bytes(bundle, f"{config_hex}.json", config_bytes)
+        _add_bytes(bundle, "manifest.json", json.dumps(manifest).encode())
+        info = bundle.gettarinfo(str(rootfs_tar), arcname=layer_name)
+        info.mtime, info.uid, info.gid, info.uname, info.gname = 0, 0, 0, "", ""
+        with rootfs_tar.open("rb") as layer:
+            bundle.addfile(info, layer)
+    return ImageArchive(archive, f"sha256:{config_hex}", diff_id)
+
+
+def _add_bytes(bundle: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    bundle.addfile(info, io.BytesIO(data))
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

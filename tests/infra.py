@@ -1,0 +1,64 @@
+"""Test infrastructure that lives in Python: the bootstrapped Debian base in the local registry.
+
+`python -m tests.infra base` builds it with mmdebstrap when the registry lacks it, loads it into
+the engine and pushes it to 127.0.0.1:5000. The engine and registry are started by scripts/infra.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from builder import bootstrap, engine
+from builder.registry import ImageReference, RegistryClient, RegistryError
+
+REGISTRY = "127.0.0.1:5000"
+BASE = f"{REGISTRY}/reprobuild-test/debian-python:bookworm"
+BASE_SNAPSHOT = "2026-11-01T00:00:00Z"
+DEBIAN_MIRROR = "http://deb.debian.org/debian"
+
+
+def registry_has(reference: str) -> bool:
+    with RegistryClient(attempts=1) as client:
+        try:
+            client.resolve(ImageReference.parse(reference))
+        except RegistryError:
+            return False
+    return True
+
+
+def build_base(workdir: Path) -> None:
+    source = bootstrap.DebianSource("bookworm", DEBIAN_MIRROR)
+    rootfs = workdir / "rootfs.tar"
+    argv = bootstrap.mmdebstrap_argv(source, str(rootfs), bootstrap.BOOTSTRAP_PACKAGES)
+    epoch = str(bootstrap.epoch_seconds(BASE_SNAPSHOT))
+    print(f"test base: {' '.join(argv)}", flush=True)
+    subprocess.run(
+        argv, check=True, env={"SOURCE_DATE_EPOCH": epoch, "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
+    )
+    archive = bootstrap.write_image_archive(
+        rootfs, workdir / "image.tar", BASE, BASE_SNAPSHOT, " ".join(argv)
+    )
+    client = engine.connect()
+    try:
+        engine.load_archive(client, archive.path)
+        digest = engine.push(client, BASE)
+    finally:
+        client.close()
+    print(f"test base: {BASE} image {archive.image_id}, pushed as {digest}")
+
+
+def ensure_base() -> None:
+    if registry_has(BASE):
+        print(f"test base: {BASE} is in the registry")
+        return
+    with tempfile.TemporaryDirectory(prefix="reprobuild-base-") as folder:
+        build_base(Path(folder))
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] != ["base"]:
+        sys.exit("usage: python -m tests.infra base")
+    ensure_base()
