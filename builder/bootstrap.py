@@ -68,6 +68,12 @@ def mmdebstrap_argv(
     ]
 
 
+def recipe(source: DebianSource, packages: tuple[str, ...], snapshot: str) -> str:
+    """How the root filesystem was made, for the image history: no paths, no host detail."""
+    argv = mmdebstrap_argv(source, "rootfs.tar", packages)
+    return f"SOURCE_DATE_EPOCH={epoch_seconds(snapshot)} {' '.join(argv)}"
+
+
 def parse_simulation(text: str) -> list[tuple[str, str]]:
     """(package, version) pairs from apt's `Inst` lines, sorted by name."""
     return sorted(set(_INST.findall(text)))

@@ -38,8 +38,9 @@ def build_base(workdir: Path) -> None:
     subprocess.run(
         argv, check=True, env={"SOURCE_DATE_EPOCH": epoch, "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
     )
+    history = bootstrap.recipe(source, bootstrap.BOOTSTRAP_PACKAGES, BASE_SNAPSHOT)
     archive = bootstrap.write_image_archive(
-        rootfs, workdir / "image.tar", BASE, BASE_SNAPSHOT, " ".join(argv)
+        rootfs, workdir / "image.tar", BASE, BASE_SNAPSHOT, history
     )
     client = engine.connect()
     try:
