@@ -234,3 +234,13 @@ def test_offline_default_base_uses_the_knowledge_digest(
         f"knowledge base {KB.version} (registry registry-1.docker.io unreachable)"
     )
     assert lock.notes[-1].startswith("the base digest came from the knowledge base:")
+
+
+def test_variant_index_build_uses_its_index(tmp_path: Path, test_base: str) -> None:
+    # The variant index is unreachable from here: the error must name it (and PyPI) as the hosts.
+    text = body(extra='cuda = "12.1"\n')
+    with pytest.raises(LockError) as caught:
+        make(tmp_path, text)
+    assert str(caught.value).startswith(
+        "the package index (download.pytorch.org, pypi.org) did not answer; check the network"
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -33,6 +34,18 @@ def test_digest_reference_is_verified(test_base: str) -> None:
     assert pinned.digest == digest
 
 
+@pytest.fixture(autouse=True)
+def _delete_pushed_indexes() -> Iterator[None]:
+    """Remove the index manifests a test pushed, so the registry holds only the test base."""
+    yield
+    for repository, digest in _PUSHED:
+        requests.delete(f"http://{REGISTRY}/v2/{repository}/manifests/{digest}", timeout=10)
+    _PUSHED.clear()
+
+
+_PUSHED: list[tuple[str, str]] = []
+
+
 def _put_index(repository: str, tag: str, entries: list[dict[str, Any]]) -> str:
     index = {
         "schemaVersion": 2,
@@ -46,7 +59,9 @@ def _put_index(repository: str, tag: str, entries: list[dict[str, Any]]) -> str:
         timeout=10,
     )
     response.raise_for_status()
-    return str(response.headers["Docker-Content-Digest"])
+    digest = str(response.headers["Docker-Content-Digest"])
+    _PUSHED.append((repository, digest))
+    return digest
 
 
 def test_manifest_list_picks_linux_amd64(test_base: str) -> None:

@@ -172,3 +172,27 @@ def test_refresh_offline_keeps_the_shipped_data(tmp_path: Path) -> None:
 def test_help_works(command: list[str]) -> None:
     result = run(*command, "--help")
     assert result.returncode == 0 and "Usage:" in result.stdout
+
+
+def test_failed_lock_leaves_the_old_lock_untouched(tmp_path: Path) -> None:
+    spec_text = 'name = "x"\npython = "3.11"\ntorch = "2.5.1"\n'
+    (tmp_path / "reprobuild.toml").write_text(spec_text)
+    previous = "# an earlier lock\n"
+    (tmp_path / "reprobuild.lock").write_text(previous)
+    result = run(
+        "-C", str(tmp_path), "lock", "--upgrade", "--index-url", "http://127.0.0.1:9/simple"
+    )
+    assert result.returncode == 1
+    assert "error: the package index (127.0.0.1:9) did not answer" in result.stderr
+    assert (tmp_path / "reprobuild.lock").read_text() == previous
+    assert {p.name for p in tmp_path.iterdir()} == {"reprobuild.toml", "reprobuild.lock"}
+
+
+def test_lock_check_on_a_missing_lock(tmp_path: Path) -> None:
+    (tmp_path / "reprobuild.toml").write_text('name = "x"\npython = "3.11"\ntorch = "2.5.1"\n')
+    result = run("-C", str(tmp_path), "lock", "--check")
+    assert result.returncode == 1
+    assert (
+        result.stderr
+        == f"error: no lock at {tmp_path}/reprobuild.lock: run `reprobuild lock` first.\n"
+    )
