@@ -27,7 +27,6 @@ from builder.spec import BootstrapBase, Spec
 DEFAULT_SUITE = "bookworm"
 SIMULATE_TIMEOUT_S = 300
 _PROBE = re.compile(r"^reprobuild-(suite|python)=(.*)$", re.MULTILINE)
-_INST = re.compile(r"^Inst (\S+) \((\S+) ", re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -246,7 +245,7 @@ def _apt_in_image(
                 f"{archive.mirror}: check the names (`apt-cache search` on a {base.suite} machine)."
             )
         raise LockError(f"apt could not resolve {', '.join(requested)}:\n{_tail(result.output)}")
-    return [f"{name}={version}" for name, version in _INST.findall(result.output)]
+    return [f"{name}={version}" for name, version in bootstrap.parse_simulation(result.output)]
 
 
 def _tail(text: str, lines: int = 8) -> str:

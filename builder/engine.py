@@ -64,11 +64,11 @@ def connect(target: str | None = None, timeout_s: int = TIMEOUT_S) -> Any:
         client = docker.DockerClient(base_url=chosen, version=API_VERSION, timeout=timeout_s)
         client.ping()
     except (DockerException, OSError) as error:
-        raise EngineError(missing_engine_message(chosen, _first_line(error))) from None
+        raise EngineError(missing_engine_message(chosen, first_line(error))) from None
     return client
 
 
-def _first_line(error: Exception) -> str:
+def first_line(error: Exception) -> str:
     text = str(error).split("\n", 1)[0]
     return text if len(text) <= 200 else text[:197] + "..."
 

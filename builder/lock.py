@@ -23,6 +23,7 @@ from urllib.parse import unquote, urlsplit
 
 from builder.errors import ReprobuildError
 from builder.knowledge import PYPI, TorchBuild
+from builder.knowledge.pins import component_of, is_toolkit_meta
 from builder.resolve import Resolution
 from builder.spec import Spec
 
@@ -225,25 +226,20 @@ def explain_uv_failure(stderr: str, indexes: list[str]) -> str:
     return f"uv could not lock the Python closure:\n{detail}"
 
 
-_RUNTIME = re.compile(r"^(cuda-toolkit|nvidia-cuda-runtime(-cu\d+)?)$")
-_CUDNN = re.compile(r"^nvidia-cudnn(-cu\d+)?$")
-_NCCL = re.compile(r"^nvidia-nccl(-cu\d+)?$")
-
-
 def closure_versions(closure: PythonClosure) -> dict[str, str]:
     """torch, CUDA runtime, cuDNN and NCCL as the closure pins them."""
     found: dict[str, str] = {}
     for package in closure.packages:
-        if package.name == "torch":
-            found["torch"] = package.version
-        elif package.name == "cuda-toolkit" or (
-            _RUNTIME.match(package.name) and "cuda_runtime" not in found
+        component = "torch" if package.name == "torch" else component_of(package.name)
+        if component is None:
+            continue
+        if (
+            component == "cuda_runtime"
+            and "cuda_runtime" in found
+            and not is_toolkit_meta(package.name)
         ):
-            found["cuda_runtime"] = package.version
-        elif _CUDNN.match(package.name):
-            found["cudnn"] = package.version
-        elif _NCCL.match(package.name):
-            found["nccl"] = package.version
+            continue  # the cuda-toolkit meta-package, where present, names the runtime release
+        found[component] = package.version
     return found
 
 

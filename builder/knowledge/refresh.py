@@ -33,6 +33,7 @@ from builder.compat import CudaVersion
 from builder.errors import IndexUnavailable
 from builder.http import NotFound, RemoteFile
 from builder.knowledge import PYPI
+from builder.knowledge.pins import component_of
 
 OLDEST_TORCH = Version("2.0.0")
 PYPI_SIMPLE = "https://pypi.org/simple"
@@ -189,7 +190,7 @@ def _row(
     pins: dict[str, str],
     today: str,
 ) -> dict[str, Any]:
-    runtime = pins.get("cuda-runtime")
+    runtime = pins.get("cuda_runtime")
     cuda = _cuda_of(version, variant, runtime, wheels[0].filename)
     public = version.public
     return {
@@ -227,11 +228,6 @@ def _cuda_of(
     )
 
 
-_PIN_NAMES = {
-    "cuda-runtime": re.compile(r"^(nvidia-cuda-runtime(-cu\d+)?|cuda-toolkit)$"),
-    "cudnn": re.compile(r"^nvidia-cudnn(-cu\d+)?$"),
-    "nccl": re.compile(r"^nvidia-nccl(-cu\d+)?$"),
-}
 _LINUX = {"platform_system": "Linux", "sys_platform": "linux", "platform_machine": "x86_64"}
 
 
@@ -246,10 +242,9 @@ def linux_pins(requires_dist: Iterable[str]) -> dict[str, str]:
         if requirement.marker and not requirement.marker.evaluate({**_LINUX, "extra": ""}):
             continue
         exact = [spec.version for spec in requirement.specifier if spec.operator == "=="]
-        name = requirement.name.lower().replace("_", "-")
-        for key, pattern in _PIN_NAMES.items():
-            if exact and pattern.match(name):
-                pins[key] = exact[0]
+        component = component_of(requirement.name)
+        if exact and component is not None:
+            pins[component] = exact[0]
     return pins
 
 

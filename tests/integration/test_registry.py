@@ -64,13 +64,17 @@ def _put_index(repository: str, tag: str, entries: list[dict[str, Any]]) -> str:
     return digest
 
 
-def test_manifest_list_picks_linux_amd64(test_base: str) -> None:
-    repository = "reprobuild-test/debian-python"
-    manifest = requests.get(
-        f"http://{REGISTRY}/v2/{repository}/manifests/bookworm",
+def _bookworm_manifest() -> requests.Response:
+    return requests.get(
+        f"http://{REGISTRY}/v2/reprobuild-test/debian-python/manifests/bookworm",
         headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json"},
         timeout=10,
     )
+
+
+def test_manifest_list_picks_linux_amd64(test_base: str) -> None:
+    repository = "reprobuild-test/debian-python"
+    manifest = _bookworm_manifest()
     entry = {
         "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
         "digest": manifest.headers["Docker-Content-Digest"],
@@ -92,11 +96,7 @@ def test_manifest_list_picks_linux_amd64(test_base: str) -> None:
 
 def test_index_without_amd64_is_refused(test_base: str) -> None:
     repository = "reprobuild-test/debian-python"
-    manifest = requests.get(
-        f"http://{REGISTRY}/v2/{repository}/manifests/bookworm",
-        headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json"},
-        timeout=10,
-    )
+    manifest = _bookworm_manifest()
     entry = {
         "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
         "digest": manifest.headers["Docker-Content-Digest"],
