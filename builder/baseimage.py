@@ -15,10 +15,11 @@ import shlex
 import shutil
 import subprocess
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from builder import bootstrap, engine
+from builder.compat import CudaVersion
 from builder.knowledge import Knowledge
 from builder.lock import BaseLock, LockError, SystemLock
 from builder.registry import ImageReference, RegistryClient, RegistryError
@@ -29,50 +30,90 @@ SIMULATE_TIMEOUT_S = 300
 _PROBE = re.compile(r"^reprobuild-(suite|python)=(.*)$", re.MULTILINE)
 
 
+UBUNTU_SUITES = ("focal", "jammy", "noble")
+UBUNTU_SNAPSHOT = "https://snapshot.ubuntu.com/ubuntu"
+# cuda_toolkit = "devel" bases are nvidia/cuda on Ubuntu; its Python comes from the release.
+UBUNTU_FOR_PYTHON = {"3.10": "22.04", "3.12": "24.04"}
+_DEVEL_TAG = re.compile(r"^nvidia/cuda:(\d+\.\d+)\.\d+-devel-ubuntu(\d+\.\d+)$")
+
+
 @dataclass(frozen=True)
-class DebianArchive:
-    """Where apt reads system packages at lock and build time."""
+class AptArchive:
+    """Where apt reads system packages at lock and build time: a dated snapshot by default."""
 
     snapshot: str
     mirror: str
     security_mirror: str | None
+    components: str = "main"
 
     @classmethod
-    def at(cls, snapshot: str, mirror: str | None, security_mirror: str | None) -> DebianArchive:
+    def at(
+        cls, snapshot: str, suite: str, mirror: str | None, security_mirror: str | None
+    ) -> AptArchive:
+        stamp = bootstrap.snapshot_stamp(snapshot)
+        if suite in UBUNTU_SUITES:
+            chosen = mirror or f"{UBUNTU_SNAPSHOT}/{stamp}"
+            return cls(snapshot, chosen, security_mirror or chosen, "main universe")
         if mirror is None:
-            stamp = bootstrap.snapshot_stamp(snapshot)
-            return cls(
-                snapshot,
-                bootstrap.snapshot_mirror(snapshot),
-                f"http://snapshot.debian.org/archive/debian-security/{stamp}",
-            )
+            debian_security = f"http://snapshot.debian.org/archive/debian-security/{stamp}"
+            return cls(snapshot, bootstrap.snapshot_mirror(snapshot), debian_security)
         if security_mirror is None and mirror.rstrip("/").endswith("/debian"):
             security_mirror = mirror.rstrip("/") + "-security"
         return cls(snapshot, mirror, security_mirror)
 
     def sources(self, suite: str) -> str:
         lines = [
-            f"deb [check-valid-until=no] {self.mirror} {suite} main",
-            f"deb [check-valid-until=no] {self.mirror} {suite}-updates main",
+            f"deb [check-valid-until=no] {self.mirror} {suite} {self.components}",
+            f"deb [check-valid-until=no] {self.mirror} {suite}-updates {self.components}",
         ]
         if self.security_mirror:
-            lines.append(f"deb [check-valid-until=no] {self.security_mirror} {suite}-security main")
+            lines.append(
+                f"deb [check-valid-until=no] {self.security_mirror} {suite}-security "
+                f"{self.components}"
+            )
         return "\n".join(lines)
 
 
-def default_reference(spec: Spec) -> str:
-    return f"python:{spec.python}-slim-{DEFAULT_SUITE}"
+def python_packages(python: str) -> tuple[str, ...]:
+    """What apt installs to give a Python-less base the spec's Python, with venv support."""
+    return (f"python{python}", f"python{python}-venv")
+
+
+def default_reference(spec: Spec, cuda: CudaVersion | None, knowledge: Knowledge) -> str:
+    """python:<X.Y>-slim-bookworm; for cuda_toolkit = "devel" the nvidia/cuda devel image of the
+    resolved CUDA on the Ubuntu release that ships the spec's Python (no cuDNN: torch brings it)."""
+    if spec.cuda_toolkit != "devel" or cuda is None:
+        return f"python:{spec.python}-slim-{DEFAULT_SUITE}"
+    ubuntu = UBUNTU_FOR_PYTHON.get(spec.python)
+    if ubuntu is None:
+        choices = ", ".join(f"{p} (Ubuntu {u})" for p, u in UBUNTU_FOR_PYTHON.items())
+        raise LockError(
+            f'cuda_toolkit = "devel" uses an nvidia/cuda image on Ubuntu, whose Python is the '
+            f"release's: {choices}. Set python to one of those, or set base to a devel image "
+            f"with Python {spec.python}."
+        )
+    for known in knowledge.bases:
+        match = _DEVEL_TAG.match(known.reference)
+        if match and match.groups() == (str(cuda), ubuntu):
+            return known.reference
+    raise LockError(
+        f"the knowledge base knows no nvidia/cuda devel image for CUDA {cuda} on Ubuntu {ubuntu}: "
+        f'set base = "nvidia/cuda:{cuda}.<patch>-devel-ubuntu{ubuntu}" explicitly.'
+    )
 
 
 def lock_base(
-    spec: Spec, knowledge: Knowledge, registry: RegistryClient, client_factory: Callable[[], Any]
+    spec: Spec,
+    cuda: CudaVersion | None,
+    knowledge: Knowledge,
+    registry: RegistryClient,
+    client_factory: Callable[[], Any],
 ) -> BaseLock:
     base = spec.base
     if isinstance(base, BootstrapBase):
         return lock_bootstrap(base, spec.python)
-    return lock_registry_base(
-        spec, base or default_reference(spec), knowledge, registry, client_factory
-    )
+    reference = base or default_reference(spec, cuda, knowledge)
+    return lock_registry_base(spec, reference, knowledge, registry, client_factory)
 
 
 def lock_registry_base(
@@ -86,6 +127,7 @@ def lock_registry_base(
     digest, index_digest, config_digest, source = _pin(reference, knowledge, registry)
     image = reference.pinned(digest)
     known = knowledge.base_named(text)
+    python_source = "image"
     try:
         suite, python = probe_image(client_factory(), image)
     except engine.EngineError:
@@ -93,8 +135,11 @@ def lock_registry_base(
         # unless apt must run in the image (system packages), which needs the image itself.
         if known is None or known.python is None or spec.system_packages:
             raise
-        suite, python = known.suite, known.python
-    _check_python(spec.python, python, text)
+        suite, python, python_source = known.suite, known.python, "knowledge base"
+    if python:
+        check_python(spec.python, python, text)
+    else:
+        python_source = "apt"  # filled in from the system packages' resolution
     return BaseLock(
         kind="registry",
         reference=text,
@@ -105,6 +150,7 @@ def lock_registry_base(
         index_digest=index_digest,
         config_digest=config_digest,
         digest_source=source,
+        python_source=python_source,
     )
 
 
@@ -124,7 +170,7 @@ def _pin(
 
 
 def probe_image(client: Any, image: str) -> tuple[str, str]:
-    """The Debian suite and full Python version inside an image, read by running it."""
+    """The distribution suite and full Python version inside an image ("" when it has none)."""
     if not engine.has_image(client, image):
         engine.pull(client, image)
     script = (
@@ -136,14 +182,12 @@ def probe_image(client: Any, image: str) -> tuple[str, str]:
     found = dict(_PROBE.findall(result.output))
     if not found.get("suite"):
         raise LockError(
-            f"{image} is not a Debian-based image (no VERSION_CODENAME); use a Debian base."
+            f"{image} is not a Debian or Ubuntu image (no VERSION_CODENAME); use one of those."
         )
-    if not found.get("python"):
-        raise LockError(f"{image} has no python3; use a base with Python or a bootstrapped base.")
-    return found["suite"], found["python"]
+    return found["suite"], found.get("python", "")
 
 
-def _check_python(wanted: str, found: str, base: str) -> None:
+def check_python(wanted: str, found: str, base: str) -> None:
     if ".".join(found.split(".")[:2]) != wanted:
         raise LockError(
             f"the base {base} has Python {found}, but the spec asks for Python {wanted}: set "
@@ -182,7 +226,7 @@ def lock_bootstrap(base: BootstrapBase, python: str) -> BaseLock:
     if interpreter is None:
         raise LockError(f"the bootstrapped {base.suite} base has no python3.X package.")
     full = versions[interpreter].split("-")[0]
-    _check_python(python, full, base.suite)
+    check_python(python, full, base.suite)
     return BaseLock(
         kind="bootstrap",
         reference=base.suite,
@@ -194,10 +238,19 @@ def lock_bootstrap(base: BootstrapBase, python: str) -> BaseLock:
     )
 
 
+def python_from_apt(base: BaseLock, system: SystemLock, wanted: str) -> BaseLock:
+    """A Python-less base gets the spec's Python from apt: record the version apt resolved."""
+    prefix = f"python{wanted}="
+    version = next((p[len(prefix) :] for p in system.packages if p.startswith(prefix)), None)
+    if version is None:
+        raise LockError(f"apt resolved no python{wanted} for {base.image}.")
+    return replace(base, python=version.split("-")[0].split("+")[0])
+
+
 def lock_system(
     base: BaseLock,
     requested: tuple[str, ...],
-    archive: DebianArchive,
+    archive: AptArchive,
     client_factory: Callable[[], Any],
 ) -> SystemLock:
     """Exact versions of the requested packages and everything apt would add for them."""
@@ -220,7 +273,7 @@ def lock_system(
 
 
 def _apt_in_image(
-    client: Any, base: BaseLock, requested: tuple[str, ...], archive: DebianArchive
+    client: Any, base: BaseLock, requested: tuple[str, ...], archive: AptArchive
 ) -> list[str]:
     names = " ".join(shlex.quote(name) for name in requested)
     script = (
@@ -241,7 +294,7 @@ def _apt_in_image(
         missing = re.findall(r"Unable to locate package (\S+)", result.output)
         if missing:
             raise LockError(
-                f"system package(s) {', '.join(missing)} not found in Debian {base.suite} at "
+                f"system package(s) {', '.join(missing)} not found in {base.suite} at "
                 f"{archive.mirror}: check the names (`apt-cache search` on a {base.suite} machine)."
             )
         raise LockError(f"apt could not resolve {', '.join(requested)}:\n{_tail(result.output)}")

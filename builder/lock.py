@@ -277,6 +277,7 @@ class BaseLock:
     index_digest: str | None = None
     config_digest: str = ""
     digest_source: str = ""  # registry, given, knowledge base (registry unreachable)
+    python_source: str = ""  # image, apt (installed from the distribution), knowledge base
     snapshot: str = ""  # bootstrap: archive time
     mirror: str = ""
     packages: tuple[str, ...] = ()  # bootstrap: name=version, the whole root filesystem

@@ -12,7 +12,7 @@ from builder.knowledge import Knowledge
 from builder.lock import PYPI_SIMPLE, Lock, lock_python, now_snapshot
 from builder.registry import RegistryClient
 from builder.resolve import Resolution
-from builder.spec import LoadedSpec
+from builder.spec import LoadedSpec, Spec
 
 Progress = Callable[[str], None]
 
@@ -60,18 +60,23 @@ def make_lock(
         progress(f"python: {len(closure.packages)} wheels pinned with sha256")
         progress(f"base: pinning {_describe_base(spec)}")
         with RegistryClient() as registry:
-            base = baseimage.lock_base(spec, knowledge, registry, client)
-        progress(f"base: {base.image or base.mirror} (Python {base.python}, Debian {base.suite})")
-        archive = baseimage.DebianArchive.at(
+            base = baseimage.lock_base(spec, resolution.build.cuda, knowledge, registry, client)
+        python = base.python or f"from apt ({' '.join(baseimage.python_packages(spec.python))})"
+        progress(f"base: {base.image or base.mirror} (Python {python}, {base.suite})")
+        archive = baseimage.AptArchive.at(
             options.snapshot or base.snapshot or now_snapshot(),
+            base.suite,
             options.debian_mirror if base.kind == "registry" else base.mirror,
             options.debian_security_mirror,
         )
-        if spec.system_packages:
-            progress(
-                f"system: resolving {', '.join(spec.system_packages)} with apt at {archive.mirror}"
-            )
-        system = baseimage.lock_system(base, spec.system_packages, archive, client)
+        requested = spec.system_packages
+        if base.python_source == "apt":
+            requested = tuple(sorted({*requested, *baseimage.python_packages(spec.python)}))
+        if requested:
+            progress(f"system: resolving {', '.join(requested)} with apt at {archive.mirror}")
+        system = baseimage.lock_system(base, requested, archive, client)
+        if base.python_source == "apt":
+            base = baseimage.python_from_apt(base, system, spec.python)
     finally:
         for handle in clients:
             handle.close()
@@ -95,8 +100,8 @@ def make_lock(
     )
 
 
-def _describe_base(loaded_spec: Any) -> str:
-    base = loaded_spec.base
+def _describe_base(spec: Spec) -> str:
+    base = spec.base
     if base is None:
-        return baseimage.default_reference(loaded_spec)
+        return "the default base"
     return base if isinstance(base, str) else f"{base.suite} bootstrapped at {base.snapshot}"

@@ -16,6 +16,9 @@ from builder.registry import ImageReference, RegistryClient, RegistryError
 
 REGISTRY = "127.0.0.1:5000"
 BASE = f"{REGISTRY}/reprobuild-test/debian-python:bookworm"
+# No Python at all: locks must install the spec's Python from the distribution's archive.
+MINBASE = f"{REGISTRY}/reprobuild-test/debian-minbase:bookworm"
+IMAGES = {BASE: bootstrap.BOOTSTRAP_PACKAGES, MINBASE: ("ca-certificates",)}
 BASE_SNAPSHOT = "2026-11-01T00:00:00Z"
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
 
@@ -29,34 +32,35 @@ def registry_has(reference: str) -> bool:
     return True
 
 
-def build_base(workdir: Path) -> None:
+def build_image(workdir: Path, reference: str, packages: tuple[str, ...]) -> None:
     source = bootstrap.DebianSource("bookworm", DEBIAN_MIRROR)
     rootfs = workdir / "rootfs.tar"
-    argv = bootstrap.mmdebstrap_argv(source, str(rootfs), bootstrap.BOOTSTRAP_PACKAGES)
+    argv = bootstrap.mmdebstrap_argv(source, str(rootfs), packages)
     epoch = str(bootstrap.epoch_seconds(BASE_SNAPSHOT))
     print(f"test base: {' '.join(argv)}", flush=True)
     subprocess.run(
         argv, check=True, env={"SOURCE_DATE_EPOCH": epoch, "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
     )
-    history = bootstrap.recipe(source, bootstrap.BOOTSTRAP_PACKAGES, BASE_SNAPSHOT)
+    history = bootstrap.recipe(source, packages, BASE_SNAPSHOT)
     archive = bootstrap.write_image_archive(
-        rootfs, workdir / "image.tar", BASE, BASE_SNAPSHOT, history
+        rootfs, workdir / "image.tar", reference, BASE_SNAPSHOT, history
     )
     client = engine.connect()
     try:
         engine.load_archive(client, archive.path)
-        digest = engine.push(client, BASE)
+        digest = engine.push(client, reference)
     finally:
         client.close()
-    print(f"test base: {BASE} image {archive.image_id}, pushed as {digest}")
+    print(f"test base: {reference} image {archive.image_id}, pushed as {digest}")
 
 
 def ensure_base() -> None:
-    if registry_has(BASE):
-        print(f"test base: {BASE} is in the registry")
-        return
-    with tempfile.TemporaryDirectory(prefix="reprobuild-base-") as folder:
-        build_base(Path(folder))
+    for reference, packages in IMAGES.items():
+        if registry_has(reference):
+            print(f"test base: {reference} is in the registry")
+            continue
+        with tempfile.TemporaryDirectory(prefix="reprobuild-base-") as folder:
+            build_image(Path(folder), reference, packages)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import pytest
 
 from builder import engine
 from builder.errors import ReprobuildError
-from tests.infra import BASE, registry_has
+from tests.infra import BASE, MINBASE, registry_has
 
 
 @pytest.fixture(scope="session")
@@ -28,8 +28,17 @@ def engine_client() -> Iterator[Any]:
         client.close()
 
 
+def _in_registry(reference: str) -> str:
+    if not registry_has(reference):
+        pytest.fail(f"{reference} is not in the local registry: run `scripts/infra up` first.")
+    return reference
+
+
 @pytest.fixture(scope="session")
 def test_base(engine_client: Any) -> str:
-    if not registry_has(BASE):
-        pytest.fail(f"{BASE} is not in the local registry: run `scripts/infra up` first.")
-    return BASE
+    return _in_registry(BASE)
+
+
+@pytest.fixture(scope="session")
+def python_less_base(engine_client: Any) -> str:
+    return _in_registry(MINBASE)

@@ -90,7 +90,7 @@ def test_unknown_system_package(tmp_path: Path, test_base: str) -> None:
     with pytest.raises(LockError) as caught:
         make(tmp_path, body(extra='system_packages = ["no-such-package-xyz"]\n'))
     assert str(caught.value) == (
-        f"system package(s) no-such-package-xyz not found in Debian bookworm at {DEBIAN_MIRROR}: "
+        f"system package(s) no-such-package-xyz not found in bookworm at {DEBIAN_MIRROR}: "
         "check the names (`apt-cache search` on a bookworm machine)."
     )
 
@@ -201,7 +201,7 @@ def test_bootstrapped_base_records_suite_snapshot_mirror_and_packages(tmp_path: 
 
 
 def test_default_archive_is_the_snapshot() -> None:
-    archive = baseimage.DebianArchive.at("2026-11-22T10:00:00Z", None, None)
+    archive = baseimage.AptArchive.at("2026-11-22T10:00:00Z", "bookworm", None, None)
     assert archive.mirror == "http://snapshot.debian.org/archive/debian/20261122T100000Z"
     assert (
         archive.security_mirror
@@ -243,4 +243,23 @@ def test_variant_index_build_uses_its_index(tmp_path: Path, test_base: str) -> N
         make(tmp_path, text)
     assert str(caught.value).startswith(
         "the package index (download.pytorch.org, pypi.org) did not answer; check the network"
+    )
+
+
+def test_python_less_base_gets_python_from_apt(tmp_path: Path, python_less_base: str) -> None:
+    lock = make(tmp_path, body(base=python_less_base))
+    assert lock.base.python_source == "apt" and lock.base.python == "3.11.2"
+    names = {entry.split("=")[0] for entry in lock.system.packages}
+    assert {"python3.11", "python3.11-venv"} <= names
+    assert lock.system.requested == ("python3.11", "python3.11-venv")
+
+
+def test_python_less_base_without_that_python_in_the_archive(
+    tmp_path: Path, python_less_base: str
+) -> None:
+    with pytest.raises(LockError) as caught:
+        make(tmp_path, body(python="3.12", base=python_less_base))
+    assert str(caught.value) == (
+        f"system package(s) python3.12, python3.12-venv not found in bookworm at {DEBIAN_MIRROR}: "
+        "check the names (`apt-cache search` on a bookworm machine)."
     )
