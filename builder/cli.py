@@ -166,11 +166,15 @@ def lock_command(
         progress=_note_progress,
     )
     write_atomic(path, lockfile.dumps(lock))
+    wheels, packages = len(lock.python.packages), len(lock.system.packages)
     click.echo(
-        f"wrote {path}: torch {resolution.build.label}, {len(lock.python.packages)} wheels, "
-        f"base {lock.base.image or lock.base.reference}, "
-        f"{len(lock.system.packages)} system packages"
+        f"wrote {path}: torch {resolution.build.label}, {_count(wheels, 'wheel')}, "
+        f"base {lock.base.image or lock.base.reference}, {_count(packages, 'system package')}"
     )
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
 def _note_progress(text: str) -> None:

@@ -263,3 +263,31 @@ def test_python_less_base_without_that_python_in_the_archive(
         f"system package(s) python3.12, python3.12-venv not found in bookworm at {DEBIAN_MIRROR}: "
         "check the names (`apt-cache search` on a bookworm machine)."
     )
+
+
+def test_lock_command_end_to_end(tmp_path: Path, test_base: str) -> None:
+    import subprocess
+    import sys
+
+    (tmp_path / "reprobuild.toml").write_text(body(extra='system_packages = ["libgomp1"]\n'))
+    command = [sys.executable, "-m", "builder", "-C", str(tmp_path), "lock"]
+    mirror = ["--debian-mirror", DEBIAN_MIRROR]
+    first = subprocess.run(command + mirror, capture_output=True, text=True, check=False)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.startswith(
+        f"wrote {tmp_path}/reprobuild.lock: torch 2.5.1+cu124, 22 wheels"
+    )
+    assert first.stdout.endswith(", 1 system package\n")
+    progress = first.stderr.splitlines()
+    assert progress[0] == "  python: resolving the closure of 2.5.1+cu124 for Python 3.11"
+    assert progress[1] == "  python: 22 wheels pinned with sha256"
+    assert any(line.startswith("  system: resolving libgomp1 with apt at ") for line in progress)
+    written = (tmp_path / "reprobuild.lock").read_text()
+    again = subprocess.run(command, capture_output=True, text=True, check=False)
+    assert (
+        again.stdout
+        == f"{tmp_path}/reprobuild.lock is up to date with the spec (use --upgrade to re-resolve)\n"
+    )
+    assert (tmp_path / "reprobuild.lock").read_text() == written
+    check = subprocess.run([*command, "--check"], capture_output=True, text=True, check=False)
+    assert check.returncode == 0

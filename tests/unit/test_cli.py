@@ -196,3 +196,16 @@ def test_lock_check_on_a_missing_lock(tmp_path: Path) -> None:
         result.stderr
         == f"error: no lock at {tmp_path}/reprobuild.lock: run `reprobuild lock` first.\n"
     )
+
+
+def test_host_target_without_gpu_is_one_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "reprobuild.toml").write_text(
+        'name = "x"\npython = "3.11"\ntorch = "2.5.1"\n[target]\nhost = true\n'
+    )
+    result = run("-C", str(tmp_path), "resolve")
+    if result.returncode == 0:
+        pytest.skip("this host has an NVIDIA GPU")
+    assert result.returncode == 1
+    assert result.stderr.startswith(
+        "error: the spec sets target.host = true, but this machine cannot be read: no NVIDIA driver"
+    )

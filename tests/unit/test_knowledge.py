@@ -155,3 +155,17 @@ def test_malformed_data_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "gpus.json").unlink()
     with pytest.raises(KnowledgeError, match="cannot read the knowledge file"):
         knowledge.load(tmp_path)
+
+
+def test_base_rows_are_sourced_digests() -> None:
+    assert KB.bases, "bases.json is empty"
+    for base in KB.bases:
+        assert re.fullmatch(r"sha256:[0-9a-f]{64}", base.digest), base.reference
+        assert base.kind in ("linux/amd64 manifest", "index"), base.reference
+        assert base.source.strip() and base.suite in ("bookworm", "jammy", "noble")
+        if base.reference.startswith("python:"):
+            assert base.python is not None
+            assert base.python.startswith(base.reference.split(":")[1].split("-")[0] + ".")
+    for python in ("3.10", "3.11", "3.12", "3.13"):
+        known = KB.base_named(f"python:{python}-slim-bookworm")
+        assert known is not None and known.kind == "linux/amd64 manifest"
