@@ -1,0 +1,63 @@
+"""One fresh process: apply the settings, check preconditions, run the suite, print JSON."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict
+from typing import Any
+
+import torch
+
+from . import kernels, key, preconditions, settings, training
+from .fingerprint import fingerprint
+
+GPU_SCALE, CPU_SCALE = 6, 0
+SEED = 0
+
+
+def deterministic_run(device: torch.device, self_test: bool) -> dict[str, Any]:
+    settings.apply(deterministic=True, seed=SEED)
+    checks = preconditions.gpu_checks() if device.type == "cuda" else []
+    expected = json.loads(os.environ.get("REPROBUILD_SMOKE_EXPECT") or "{}")
+    checks += preconditions.version_checks(expected)
+    answer: dict[str, Any] = {
+        "key": key.build(device) if all(c.ok for c in checks) else {},
+        "preconditions": [asdict(check) for check in checks],
+        "fingerprints": {},
+        "errors": {},
+    }
+    if not all(check.ok for check in checks):
+        return answer
+    scale = GPU_SCALE if device.type == "cuda" else CPU_SCALE
+    for kernel in kernels.for_device(device):
+        try:
+            answer["fingerprints"][kernel.name] = fingerprint(kernel.run(device, scale))
+        except RuntimeError as error:
+            answer["errors"][kernel.name] = str(error).split("\n", 1)[0]
+    answer["fingerprints"]["training_sgd_cnn"] = fingerprint(training.train(device, SEED))
+    if self_test:
+        # A kernel whose output depends on the process: proves the comparison can fail.
+        answer["fingerprints"]["self_test_process_entropy"] = fingerprint(
+            [torch.tensor(list(os.urandom(16)), dtype=torch.uint8)]
+        )
+    return answer
+
+
+def canary_run(device: torch.device) -> dict[str, Any]:
+    """Witnesses twice each, without deterministic settings: some must differ on a GPU."""
+    settings.apply(deterministic=False, seed=SEED)
+    scale = GPU_SCALE if device.type == "cuda" else CPU_SCALE
+    prints = {}
+    for kernel in kernels.for_device(device):
+        if kernel.witness:
+            prints[kernel.name] = [fingerprint(kernel.run(device, scale)) for _ in range(2)]
+    return {"fingerprints": prints}
+
+
+def main(role: str, cpu: bool, self_test: bool) -> None:
+    device = torch.device("cpu" if cpu or not torch.cuda.is_available() else "cuda")
+    if not cpu:
+        device = torch.device("cuda")
+    answer = canary_run(device) if role == "canary" else deterministic_run(device, self_test)
+    print(json.dumps(answer), flush=True)

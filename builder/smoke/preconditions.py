@@ -1,0 +1,91 @@
+"""Checked before any kernel runs; each failure says what is wrong and what to do."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from . import key
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+
+
+def _arch_covers(archs: list[str], major: int, minor: int) -> str | None:
+    cubins = [a for a in archs if a.startswith("sm_") and not a.endswith("a")]
+    for arch in sorted(cubins, reverse=True):
+        digits = arch[3:]
+        if int(digits[:-1]) == major and int(digits[-1]) <= minor:
+            return arch
+    ptx = [
+        a
+        for a in archs
+        if a.startswith("compute_") and int(a[8:-1]) * 10 + int(a[-1]) <= major * 10 + minor
+    ]
+    return ptx[-1] if ptx else None
+
+
+def gpu_checks() -> list[Check]:
+    if not torch.cuda.is_available():
+        return [Check("gpu", False, NO_GPU)]
+    return [_driver_check(), _arch_check()]
+
+
+NO_GPU = (
+    "no GPU is visible to torch: run the container with the NVIDIA runtime "
+    "(docker run --gpus all), or use --cpu for the CPU mode"
+)
+DRIVER_FLOORS = {"11": "450.80.02", "12": "525.60.13", "13": "580.65.06"}
+
+
+def _driver_check() -> Check:
+    needed = torch.version.cuda or "?"
+    supported = key.cuda_driver_version()
+    needed_major = needed.split(".")[0]
+    if supported is not None and int(supported.split(".")[0]) < int(needed_major):
+        floor = DRIVER_FLOORS.get(needed_major, "a newer driver")
+        detail = (
+            f"the driver supports CUDA {supported}; this image needs CUDA {needed}: "
+            f"upgrade the host driver to >= {floor}"
+        )
+        return Check("driver", False, detail)
+    return Check("driver", True, f"driver {key.driver_version()} (CUDA {supported}) runs {needed}")
+
+
+def _arch_check() -> Check:
+    major, minor = torch.cuda.get_device_capability()
+    archs = torch.cuda.get_arch_list()
+    via = _arch_covers(archs, major, minor)
+    name = torch.cuda.get_device_name()
+    if via is None:
+        detail = (
+            f"{name} is sm_{major}{minor}; this torch has kernels for {' '.join(archs)} only: "
+            "choose a torch build that covers it"
+        )
+        return Check("arch", False, detail)
+    return Check("arch", True, f"{name} (sm_{major}{minor}) runs the {via} kernels")
+
+
+def version_checks(expected: dict[str, Any]) -> list[Check]:
+    """The torch, CUDA and cuDNN inside must be the ones the lock pinned."""
+    found = {
+        "torch": torch.__version__.split("+")[0],
+        "cuda": torch.version.cuda,
+        "cudnn": key.cudnn_text(),
+    }
+    checks = []
+    for name, want in expected.items():
+        if want is None or name not in found:
+            continue
+        have = found[name]
+        same = have is not None and (have == want or str(want).startswith(f"{have}."))
+        checks.append(
+            Check(name, same, f"{name} {have}" + ("" if same else f", the lock says {want}"))
+        )
+    return checks
