@@ -49,6 +49,7 @@ def text(report: runner.Report) -> str:
         state = "identical" if result["identical"] else "DIFFERS  "
         lines.append(f"  {state} {name:<32} {result['runs'][0][:16]}")
     lines += [f"  ERROR     {name:<32} {message}" for name, message in data["errors"].items()]
+    lines += [f"  skipped   {name:<32} {message}" for name, message in data["skipped"].items()]
     canary = data["canary"]
     if canary:
         differed = f"{canary['differed']} of {canary['witnesses']}"

@@ -28,6 +28,7 @@ class Report:
     preconditions: list[dict[str, Any]] = field(default_factory=list)
     kernels: dict[str, list[str]] = field(default_factory=dict)  # name -> fingerprint per run
     errors: dict[str, str] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)  # no deterministic implementation
     canary: dict[str, Any] = field(default_factory=dict)
     wall_s: float = 0.0
 
@@ -61,6 +62,7 @@ class Report:
                 for name, runs in self.kernels.items()
             },
             "errors": self.errors,
+            "skipped": self.skipped,
             "canary": self.canary,
             "wall_s": round(self.wall_s, 2),
         }
@@ -106,6 +108,7 @@ def run(package: str, cpu: bool, expected: dict[str, Any], self_test: bool, cana
             second["fingerprints"].get(name, "missing"),
         ]
     report.errors = {**first["errors"], **second["errors"]}
+    report.skipped = {**first["skipped"], **second["skipped"]}
     if second["key"] != first["key"]:
         report.errors["key"] = "the two processes saw different fingerprint keys"
     if canary:
