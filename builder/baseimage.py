@@ -15,10 +15,11 @@ import shlex
 import shutil
 import subprocess
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
-from builder import bootstrap, engine
+from builder import bootstrap, engine, snapshots
+from builder.apt import AptArchive
 from builder.compat import CudaVersion
 from builder.knowledge import Knowledge
 from builder.lock import BaseLock, LockError, SystemLock
@@ -30,53 +31,9 @@ SIMULATE_TIMEOUT_S = 300
 _PROBE = re.compile(r"^reprobuild-(suite|python)=(.*)$", re.MULTILINE)
 
 
-UBUNTU_SUITES = ("focal", "jammy", "noble")
-UBUNTU_SNAPSHOT = "https://snapshot.ubuntu.com/ubuntu"
 # cuda_toolkit = "devel" bases are nvidia/cuda on Ubuntu; its Python comes from the release.
 UBUNTU_FOR_PYTHON = {"3.10": "22.04", "3.12": "24.04"}
 _DEVEL_TAG = re.compile(r"^nvidia/cuda:(\d+\.\d+)\.\d+-devel-ubuntu(\d+\.\d+)$")
-
-
-@dataclass(frozen=True)
-class AptArchive:
-    """Where apt reads system packages at lock and build time: a dated snapshot by default."""
-
-    snapshot: str
-    mirror: str
-    security_mirror: str | None
-    components: str = "main"
-
-    @classmethod
-    def at(
-        cls, snapshot: str, suite: str, mirror: str | None, security_mirror: str | None
-    ) -> AptArchive:
-        stamp = bootstrap.snapshot_stamp(snapshot)
-        if suite in UBUNTU_SUITES:
-            chosen = mirror or f"{UBUNTU_SNAPSHOT}/{stamp}"
-            return cls(snapshot, chosen, security_mirror or chosen, "main universe")
-        if mirror is None:
-            debian_security = f"http://snapshot.debian.org/archive/debian-security/{stamp}"
-            return cls(snapshot, bootstrap.snapshot_mirror(snapshot), debian_security)
-        if security_mirror is None and mirror.rstrip("/").endswith("/debian"):
-            security_mirror = mirror.rstrip("/") + "-security"
-        return cls(snapshot, mirror, security_mirror)
-
-    def sources(self, suite: str) -> str:
-        lines = [
-            f"deb [check-valid-until=no] {self.mirror} {suite} {self.components}",
-            f"deb [check-valid-until=no] {self.mirror} {suite}-updates {self.components}",
-        ]
-        if self.security_mirror:
-            lines.append(
-                f"deb [check-valid-until=no] {self.security_mirror} {suite}-security "
-                f"{self.components}"
-            )
-        return "\n".join(lines)
-
-
-def python_packages(python: str) -> tuple[str, ...]:
-    """What apt installs to give a Python-less base the spec's Python, with venv support."""
-    return (f"python{python}", f"python{python}-venv")
 
 
 def default_reference(spec: Spec, cuda: CudaVersion | None, knowledge: Knowledge) -> str:
@@ -217,7 +174,7 @@ def _simulate(source: bootstrap.DebianSource, packages: tuple[str, ...]) -> list
 
 def lock_bootstrap(base: BootstrapBase, python: str) -> BaseLock:
     suite = base.suite.split(":", 1)[1]
-    mirror = base.mirror or bootstrap.snapshot_mirror(base.snapshot)
+    mirror = base.mirror or snapshots.snapshot_mirror(base.snapshot)
     packages = _simulate(bootstrap.DebianSource(suite, mirror), bootstrap.BOOTSTRAP_PACKAGES)
     versions = dict(packages)
     interpreter = max(

@@ -13,10 +13,10 @@ import json
 import re
 import tarfile
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
-SNAPSHOT_ARCHIVE = "http://snapshot.debian.org/archive/debian"
+from builder.snapshots import epoch_seconds
+
 BOOTSTRAP_PACKAGES = ("ca-certificates", "python3", "python3-venv")
 VARIANT = "minbase"
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -33,23 +33,6 @@ class DebianSource:
     def sources_line(self) -> str:
         # Snapshot Release files are past their Valid-Until date by design.
         return f"deb [check-valid-until=no] {self.mirror} {self.suite} main"
-
-
-def snapshot_stamp(snapshot: str) -> str:
-    """2026-11-01T00:00:00Z -> 20261101T000000Z, the snapshot archive's path segment."""
-    return epoch_time(snapshot).strftime("%Y%m%dT%H%M%SZ")
-
-
-def snapshot_mirror(snapshot: str) -> str:
-    return f"{SNAPSHOT_ARCHIVE}/{snapshot_stamp(snapshot)}"
-
-
-def epoch_time(snapshot: str) -> datetime:
-    return datetime.strptime(snapshot, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
-
-
-def epoch_seconds(snapshot: str) -> int:
-    return int(epoch_time(snapshot).timestamp())
 
 
 def mmdebstrap_argv(

@@ -181,6 +181,40 @@ def _note_progress(text: str) -> None:
     click.echo(f"  {text}", err=True)
 
 
+@cli.command("render")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Build context directory to write (default: .reprobuild/context in the project).",
+)
+@click.option(
+    "--from-image",
+    help="Bootstrap the Apptainer definition from this built image (name@sha256:...) instead "
+    "of reproducing the build steps in %post.",
+)
+@click.pass_obj
+def render_command(options: Options, output: Path | None, from_image: str | None) -> None:
+    """Render the Dockerfile, Apptainer definition and build context from reprobuild.lock."""
+    from builder import context, lockfile, plan, render, specfile
+
+    spec_path, table, _ = specfile.locate(options.project)
+    project = spec_path.parent
+    path = project / lockfile.LOCK_FILE
+    lock = lockfile.read(path)
+    lockfile.check(lock, lockfile.spec_hash_at(spec_path, table), path)
+    if from_image is not None and "@sha256:" not in from_image:
+        raise click.BadParameter("give the built image by digest: name@sha256:<64 hex>")
+    digest = lockfile.file_digest(path)
+    build_plan = plan.plan(lock, digest)
+    texts = context.files(build_plan, render.render(build_plan, digest, project, from_image))
+    written = context.write(output or project / context.DEFAULT_OUTPUT, texts, project, build_plan)
+    layers = len(build_plan.layers)
+    click.echo(
+        f"wrote {written}: Dockerfile, reprobuild.def, .dockerignore, {layers} Python layers"
+    )
+
+
 @cli.command("doctor")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option(
@@ -192,11 +226,11 @@ def _note_progress(text: str) -> None:
 @click.pass_obj
 def doctor_command(options: Options, as_json: bool, use_spec: bool) -> None:
     """Read this host (NVIDIA driver, GPUs, Docker engine) and judge the resolved image."""
-    from builder import doctor, host, spec
+    from builder import doctor, host, specfile
 
     knowledge = options.knowledge()
     resolution = None
-    if use_spec and _has_spec(options.project, spec):
+    if use_spec and _has_spec(options.project, specfile):
         resolution = _resolve(options, knowledge, _load_spec(options, knowledge))
     report = doctor.examine(host.probe_nvidia(), host.probe_engine(), resolution, knowledge)
     if as_json:

@@ -18,14 +18,15 @@ import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 from builder.errors import ReprobuildError
-from builder.knowledge import PYPI, TorchBuild
-from builder.knowledge.pins import component_of, is_toolkit_meta
-from builder.resolve import Resolution
-from builder.spec import Spec
+
+if TYPE_CHECKING:
+    from builder.knowledge import TorchBuild
+    from builder.resolve import Resolution
+    from builder.spec import Spec
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -100,6 +101,8 @@ def lock_python(
     cache_dir: Path | None = None,
 ) -> PythonClosure:
     """Resolve the full closure with uv for the container's platform; one hashed wheel each."""
+    from builder.knowledge import PYPI
+
     build = resolution.build
     indexes = [index_url] if build.index == PYPI else [build.index, index_url]
     lines = requirement_lines(spec, build)
@@ -228,6 +231,8 @@ def explain_uv_failure(stderr: str, indexes: list[str]) -> str:
 
 def closure_versions(closure: PythonClosure) -> dict[str, str]:
     """torch, CUDA runtime, cuDNN and NCCL as the closure pins them."""
+    from builder.knowledge.pins import component_of, is_toolkit_meta
+
     found: dict[str, str] = {}
     for package in closure.packages:
         component = "torch" if package.name == "torch" else component_of(package.name)

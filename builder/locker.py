@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from builder import __version__, baseimage, engine
+from builder import __version__, apt, baseimage, engine
 from builder.knowledge import Knowledge
 from builder.lock import PYPI_SIMPLE, Lock, lock_python, now_snapshot
 from builder.registry import RegistryClient
@@ -61,9 +61,9 @@ def make_lock(
         progress(f"base: pinning {_describe_base(spec)}")
         with RegistryClient() as registry:
             base = baseimage.lock_base(spec, resolution.build.cuda, knowledge, registry, client)
-        python = base.python or f"from apt ({' '.join(baseimage.python_packages(spec.python))})"
+        python = base.python or f"from apt ({' '.join(apt.python_packages(spec.python))})"
         progress(f"base: {base.image or base.mirror} (Python {python}, {base.suite})")
-        archive = baseimage.AptArchive.at(
+        archive = apt.AptArchive.at(
             options.snapshot or base.snapshot or now_snapshot(),
             base.suite,
             options.debian_mirror if base.kind == "registry" else base.mirror,
@@ -71,7 +71,7 @@ def make_lock(
         )
         requested = spec.system_packages
         if base.python_source == "apt":
-            requested = tuple(sorted({*requested, *baseimage.python_packages(spec.python)}))
+            requested = tuple(sorted({*requested, *apt.python_packages(spec.python)}))
         if requested:
             progress(f"system: resolving {', '.join(requested)} with apt at {archive.mirror}")
         system = baseimage.lock_system(base, requested, archive, client)

@@ -37,6 +37,13 @@ class LockFileError(ReprobuildError):
     """The lock file is missing, unreadable, edited by hand, or stale."""
 
 
+def spec_hash_at(spec_path: Path, table: dict[str, Any]) -> str:
+    """The spec hash from the raw table, without validating it (the lock was made from it)."""
+    requirements = table.get("requirements")
+    path = spec_path.parent / requirements if isinstance(requirements, str) else None
+    return spec_hash(table, path if path is not None and path.is_file() else None)
+
+
 def spec_hash(table: dict[str, Any], requirements: Path | None) -> str:
     digest = hashlib.sha256(json.dumps(table, sort_keys=True, default=str).encode())
     if requirements is not None:
@@ -140,6 +147,11 @@ def _lock(document: dict[str, Any]) -> Lock:
         ),
         notes=tuple(document.get("notes", ())),
     )
+
+
+def file_digest(path: Path) -> str:
+    """The lock file's own sha256: what images record as the lock they were built from."""
+    return f"sha256:{hashlib.sha256(path.read_bytes()).hexdigest()}"
 
 
 def read(path: Path) -> Lock:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import difflib
 import re
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,14 +19,8 @@ from packaging.version import InvalidVersion, Version
 from builder.compat import ComputeCapability, CudaVersion, DriverVersion
 from builder.errors import SpecError
 from builder.knowledge import Knowledge
+from builder.specfile import locate
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on Python 3.10 only
-    import tomli as tomllib
-
-SPEC_FILE = "reprobuild.toml"
-PYPROJECT = "pyproject.toml"
 CUBLAS_CONFIGS = (":4096:8", ":16:8")
 CUDA_TOOLKITS = ("none", "devel")
 _IMAGE_NAME = re.compile(
@@ -114,46 +107,6 @@ class LoadedSpec:
     path: Path
     notes: tuple[str, ...] = ()
     table: dict[str, Any] = field(default_factory=dict)  # as written, for the spec hash
-
-
-def locate(project: Path) -> tuple[Path, dict[str, Any], list[str]]:
-    """Find the spec table: reprobuild.toml wins over [tool.reprobuild], with a note."""
-    own = project / SPEC_FILE
-    pyproject = project / PYPROJECT
-    notes: list[str] = []
-    embedded = _embedded_table(pyproject) if pyproject.is_file() else None
-    if own.is_file():
-        if embedded is not None:
-            notes.append(
-                f"both {SPEC_FILE} and [tool.reprobuild] in {PYPROJECT} exist; using {SPEC_FILE}."
-            )
-        return own, _read_toml(own), notes
-    if embedded is not None:
-        if not isinstance(embedded, dict):
-            raise SpecError(str(pyproject), ["[tool.reprobuild] must be a table."])
-        return pyproject, embedded, notes
-    raise SpecError(
-        str(project),
-        [
-            f"no spec found: create {SPEC_FILE} in {project} (see images/example/{SPEC_FILE}) "
-            f"or add a [tool.reprobuild] table to {PYPROJECT}."
-        ],
-    )
-
-
-def _embedded_table(pyproject: Path) -> Any:
-    tool = _read_toml(pyproject).get("tool")
-    return tool.get("reprobuild") if isinstance(tool, dict) else None
-
-
-def _read_toml(path: Path) -> dict[str, Any]:
-    try:
-        document: dict[str, Any] = tomllib.loads(path.read_text(encoding="utf-8"))
-        return document
-    except tomllib.TOMLDecodeError as error:
-        raise SpecError(str(path), [f"not valid TOML: {error}."]) from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise SpecError(str(path), [f"cannot be read: {error}."]) from None
 
 
 def load(project: Path, knowledge: Knowledge) -> LoadedSpec:

@@ -11,7 +11,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from builder import bootstrap, engine
+from builder import bootstrap, engine, snapshots
 from builder.registry import ImageReference, RegistryClient, RegistryError
 
 REGISTRY = "127.0.0.1:5000"
@@ -36,7 +36,7 @@ def build_image(workdir: Path, reference: str, packages: tuple[str, ...]) -> Non
     source = bootstrap.DebianSource("bookworm", DEBIAN_MIRROR)
     rootfs = workdir / "rootfs.tar"
     argv = bootstrap.mmdebstrap_argv(source, str(rootfs), packages)
-    epoch = str(bootstrap.epoch_seconds(BASE_SNAPSHOT))
+    epoch = str(snapshots.epoch_seconds(BASE_SNAPSHOT))
     print(f"test base: {' '.join(argv)}", flush=True)
     subprocess.run(
         argv, check=True, env={"SOURCE_DATE_EPOCH": epoch, "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from builder import baseimage, knowledge, locker, lockfile, resolve, spec, target
+from builder import apt, knowledge, locker, lockfile, resolve, spec, target
 from builder.errors import ReprobuildError
 from builder.lock import Lock, LockError
 from tests.infra import BASE, DEBIAN_MIRROR
@@ -201,7 +201,7 @@ def test_bootstrapped_base_records_suite_snapshot_mirror_and_packages(tmp_path: 
 
 
 def test_default_archive_is_the_snapshot() -> None:
-    archive = baseimage.AptArchive.at("2026-11-22T10:00:00Z", "bookworm", None, None)
+    archive = apt.AptArchive.at("2026-11-22T10:00:00Z", "bookworm", None, None)
     assert archive.mirror == "http://snapshot.debian.org/archive/debian/20261122T100000Z"
     assert (
         archive.security_mirror

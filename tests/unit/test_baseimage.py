@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from builder import baseimage, knowledge, spec
+from builder import apt, baseimage, knowledge, spec
 from builder.compat import CudaVersion
 from builder.lock import LockError
 
@@ -63,7 +63,7 @@ def test_devel_base_unknown_for_that_cuda(tmp_path: Path) -> None:
 
 
 def test_ubuntu_suites_read_the_ubuntu_snapshot() -> None:
-    archive = baseimage.AptArchive.at("2026-11-22T10:00:00Z", "jammy", None, None)
+    archive = apt.AptArchive.at("2026-11-22T10:00:00Z", "jammy", None, None)
     mirror = "https://snapshot.ubuntu.com/ubuntu/20261122T100000Z"
     assert archive.sources("jammy").splitlines() == [
         f"deb [check-valid-until=no] {mirror} {pocket} main universe"
@@ -72,7 +72,7 @@ def test_ubuntu_suites_read_the_ubuntu_snapshot() -> None:
 
 
 def test_debian_mirror_override_derives_security() -> None:
-    archive = baseimage.AptArchive.at(
+    archive = apt.AptArchive.at(
         "2026-11-22T10:00:00Z", "bookworm", "http://deb.debian.org/debian", None
     )
     assert archive.security_mirror == "http://deb.debian.org/debian-security"

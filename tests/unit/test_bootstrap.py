@@ -7,16 +7,16 @@ import json
 import tarfile
 from pathlib import Path
 
-from builder import bootstrap
+from builder import bootstrap, snapshots
 
 SOURCE = bootstrap.DebianSource("bookworm", "http://deb.debian.org/debian")
 
 
 def test_snapshot_mirror_and_epoch() -> None:
-    assert bootstrap.snapshot_mirror("2026-11-01T00:00:00Z") == (
+    assert snapshots.snapshot_mirror("2026-11-01T00:00:00Z") == (
         "http://snapshot.debian.org/archive/debian/20261101T000000Z"
     )
-    assert bootstrap.epoch_seconds("2026-11-01T00:00:00Z") == 1793491200
+    assert snapshots.epoch_seconds("2026-11-01T00:00:00Z") == 1793491200
 
 
 def test_mmdebstrap_argv() -> None:

@@ -209,3 +209,42 @@ def test_host_target_without_gpu_is_one_clear_error(tmp_path: Path) -> None:
     assert result.stderr.startswith(
         "error: the spec sets target.host = true, but this machine cannot be read: no NVIDIA driver"
     )
+
+
+EXAMPLE_LOCKED = Path(__file__).parents[2] / "images" / "example"
+
+
+def test_render_writes_the_context_from_the_lock(tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    for name in ("reprobuild.toml", "reprobuild.lock"):
+        (project / name).write_text((EXAMPLE_LOCKED / name).read_text())
+    output = tmp_path / "context"
+    result = run("-C", str(project), "render", "-o", str(output))
+    assert result.returncode == 0, result.stderr
+    assert (
+        result.stdout
+        == f"wrote {output}: Dockerfile, reprobuild.def, .dockerignore, 2 Python layers\n"
+    )
+    dockerfile = (output / "Dockerfile").read_text()
+    assert (
+        "FROM python@sha256:b1add8a6f2aca6bcfcf0b9c9b522352f7ce0d62a3d556a2f2f32511aa0cca250\n"
+        in dockerfile
+    )
+    assert (output / "reprobuild" / "requirements-torch.txt").read_text().count(
+        "--hash=sha256:"
+    ) == 14
+    assert sorted(p.name for p in (output / "code").iterdir()) == [
+        "reprobuild.lock",
+        "reprobuild.toml",
+    ]
+
+
+def test_render_refuses_a_stale_lock(tmp_path: Path) -> None:
+    spec_text = (EXAMPLE_LOCKED / "reprobuild.toml").read_text()
+    (tmp_path / "reprobuild.toml").write_text(spec_text.replace("tqdm==4.67.1", "tqdm==4.67.0"))
+    (tmp_path / "reprobuild.lock").write_text((EXAMPLE_LOCKED / "reprobuild.lock").read_text())
+    result = run("-C", str(tmp_path), "render")
+    assert result.returncode == 1
+    assert "the spec changed since" in result.stderr and "run `reprobuild lock`" in result.stderr
+    assert not (tmp_path / ".reprobuild").exists()

@@ -1,0 +1,49 @@
+"""Wall time of `reprobuild render` from an existing lock, against the 100 ms target plus the
+interpreter's own start (measured here as `python -c pass`).
+    python benchmarks/render_time.py [--runs N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+TARGET_MS = 100.0
+EXAMPLE = Path(__file__).resolve().parents[1] / "images" / "example"
+
+
+def time_ms(argv: list[str]) -> float:
+    start = time.perf_counter()
+    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
+    return (time.perf_counter() - start) * 1000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=15)
+    runs = parser.parse_args().runs
+    with tempfile.TemporaryDirectory(prefix="reprobuild-render-") as folder:
+        project = Path(folder) / "project"
+        project.mkdir()
+        for name in ("reprobuild.toml", "reprobuild.lock"):
+            shutil.copyfile(EXAMPLE / name, project / name)
+        render = [sys.executable, "-m", "builder", "-C", str(project), "render"]
+        bare = [sys.executable, "-c", "pass"]
+        time_ms(render)
+        interpreter = statistics.median(time_ms(bare) for _ in range(runs))
+        median = statistics.median(time_ms(render) for _ in range(runs))
+    own = median - interpreter
+    verdict = "met" if own <= TARGET_MS else "MISSED"
+    print(f"render median {median:.1f} ms, interpreter start {interpreter:.1f} ms")
+    print(f"render itself {own:.1f} ms")
+    print(f"render itself / target ({TARGET_MS:.0f} ms): {own / TARGET_MS:.2f}  ({verdict})")
+
+
+if __name__ == "__main__":
+    main()

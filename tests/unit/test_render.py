@@ -1,0 +1,327 @@
+"""Rendering: one plan, two formats that cannot drift; exact snapshots; hadolint and spython.
+
+Locks are built in the test (no engine or network needed); the snapshots in tests/snapshots/
+are the exact expected outputs. Regenerate them with REPROBUILD_UPDATE_SNAPSHOTS=1 after an
+intended change, and read the diff.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from builder import context, plan, render
+from builder.lock import BaseLock, Lock, LockedPackage, PythonClosure, SystemLock
+from builder.render import RenderError
+
+SNAPSHOTS = Path(__file__).parents[1] / "snapshots"
+DIGEST = "sha256:" + "d" * 64
+LOCK_DIGEST = "sha256:" + "e" * 64
+PYPI = "https://files.pythonhosted.org/packages/xx"
+
+
+def wheel(
+    name: str, version: str, url: str | None = None, marker: str | None = None
+) -> LockedPackage:
+    filename = f"{name.replace('-', '_')}-{version}-py3-none-any.whl"
+    return LockedPackage(
+        name, version, url or f"{PYPI}/{filename}", (name[:2] * 32)[:64], 1, marker
+    )
+
+
+GPU_PACKAGES = (
+    wheel("numpy", "2.1.3"),
+    wheel("nvidia-cudnn-cu12", "9.1.0.70", marker="platform_system == 'Linux'"),
+    wheel("torch", "2.5.1"),
+    wheel("triton", "3.1.0"),
+)
+
+
+def make_lock(
+    *,
+    cuda: str | None = "12.4",
+    label: str = "2.5.1+cu124",
+    packages: tuple[LockedPackage, ...] = GPU_PACKAGES,
+    system: tuple[str, ...] = (),
+    base: BaseLock | None = None,
+    python: str = "3.11",
+) -> Lock:
+    return Lock(
+        spec_hash="sha256:" + "1" * 64,
+        knowledge_version="2026-11-22+000000000000",
+        reprobuild_version="0.1.0",
+        resolution={
+            "name": "lab/train",
+            "torch": {"version": "2.5.1", "label": label},
+            "cuda": cuda,
+            "cudnn": "9.1.0.70" if cuda else None,
+            "min_driver": "525.60.13" if cuda else None,
+        },
+        determinism={"seed": 0, "tf32": False, "cublas_workspace_config": ":4096:8"},
+        base=base
+        or BaseLock(
+            kind="registry",
+            reference="python:3.11-slim-bookworm",
+            python="3.11.16",
+            suite="bookworm",
+            image=f"python@{DIGEST}",
+            digest=DIGEST,
+            digest_source="registry",
+            python_source="image",
+        ),
+        system=SystemLock(
+            "2026-11-22T00:00:00Z",
+            "http://snapshot.debian.org/archive/debian/20261122T000000Z",
+            "http://snapshot.debian.org/archive/debian-security/20261122T000000Z",
+            system,
+            system,
+        ),
+        python=PythonClosure(
+            "x86_64-manylinux_2_28",
+            python,
+            ("https://pypi.org/simple",),
+            (),
+            ("torch==2.5.1",),
+            packages,
+            "0.13.9",
+        ),
+    )
+
+
+DEVEL_BASE = BaseLock(
+    kind="registry",
+    reference="nvidia/cuda:12.4.1-devel-ubuntu22.04",
+    python="3.10.12",
+    suite="jammy",
+    image=f"nvidia/cuda@{DIGEST}",
+    digest=DIGEST,
+    digest_source="registry",
+    python_source="apt",
+)
+VARIANT = "https://download.pytorch.org/whl/cu121"
+CASES = {
+    "cpu-only": make_lock(
+        cuda=None,
+        label="2.5.1+cpu",
+        packages=(
+            wheel(
+                "torch",
+                "2.5.1+cpu",
+                "https://download.pytorch.org/whl/cpu/torch-2.5.1%2Bcpu-cp311-cp311-linux_x86_64.whl",
+            ),
+        ),
+    ),
+    "gpu-default": make_lock(),
+    "gpu-variant-index": make_lock(
+        cuda="12.1",
+        label="2.5.1+cu121",
+        packages=(
+            wheel(
+                "torch",
+                "2.5.1+cu121",
+                f"{VARIANT}/torch-2.5.1%2Bcu121-cp311-cp311-linux_x86_64.whl",
+            ),
+            wheel("numpy", "2.1.3"),
+        ),
+    ),
+    "cuda-devel": make_lock(
+        base=DEVEL_BASE,
+        python="3.10",
+        system=("python3.10-venv=3.10.12-1~22.04.7", "python3.10=3.10.12-1~22.04.7"),
+    ),
+    "system-packages": make_lock(system=("curl=7.88.1-10+deb12u15", "libgomp1=12.2.0-14+deb12u1")),
+}
+
+
+def rendered(lock: Lock, project: Path | None = None) -> dict[str, str]:
+    return render.render(plan.plan(lock, LOCK_DIGEST), LOCK_DIGEST, project)
+
+
+def check_snapshot(case: str, outputs: dict[str, str]) -> None:
+    folder = SNAPSHOTS / case
+    for name, text in outputs.items():
+        expected = folder / name
+        if os.environ.get("REPROBUILD_UPDATE_SNAPSHOTS") == "1":
+            folder.mkdir(parents=True, exist_ok=True)
+            expected.write_text(text)
+        assert text == expected.read_text(), f"{case}/{name} differs from its snapshot"
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_snapshots(case: str) -> None:
+    check_snapshot(case, rendered(CASES[case]))
+
+
+def test_user_template_override(tmp_path: Path) -> None:
+    overrides = tmp_path / render.OVERRIDE_FOLDER
+    overrides.mkdir()
+    original = (render.packaged_templates() / "Dockerfile.j2").read_text()
+    (overrides / "Dockerfile.j2").write_text(
+        original.replace("WORKDIR {{ code }}", "WORKDIR {{ code }}\nEXPOSE 8888")
+    )
+    outputs = rendered(CASES["gpu-default"], tmp_path)
+    assert "EXPOSE 8888" in outputs["Dockerfile"]
+    check_snapshot("user-template-override", outputs)
+
+
+def test_undefined_names_in_templates_are_errors(tmp_path: Path) -> None:
+    overrides = tmp_path / render.OVERRIDE_FOLDER
+    overrides.mkdir()
+    (overrides / "Dockerfile.j2").write_text("FROM {{ plan.no_such_field }}\n")
+    with pytest.raises(RenderError) as caught:
+        rendered(CASES["gpu-default"], tmp_path)
+    assert str(caught.value).startswith(
+        "the template Dockerfile.j2 failed to render (UndefinedError:"
+    )
+    assert "fix or remove it" in str(caught.value)
+
+
+def _dockerfile_pairs(text: str, instruction: str) -> dict[str, str]:
+    joined = text.replace("\\\n", " ")
+    pairs: dict[str, str] = {}
+    for line in joined.splitlines():
+        if line.startswith(f"{instruction} "):
+            for item in shlex.split(line[len(instruction) + 1 :]):
+                key, _, value = item.partition("=")
+                pairs[key] = value
+    return pairs
+
+
+def _section(text: str, name: str) -> list[str]:
+    lines, inside = [], False
+    for line in text.splitlines():
+        if line.startswith("%"):
+            inside = line.strip() == f"%{name}"
+            continue
+        if inside and line.strip():
+            lines.append(line.strip())
+    return lines
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_both_formats_carry_the_same_image(case: str) -> None:
+    outputs = rendered(CASES[case])
+    docker, definition = outputs["Dockerfile"], outputs["reprobuild.def"]
+    build_plan = plan.plan(CASES[case], LOCK_DIGEST)
+    assert f"FROM {build_plan.base}\n" in docker and f"From: {build_plan.base}\n" in definition
+    environment = dict(
+        shlex.split(line.removeprefix("export "))[0].split("=", 1)
+        for line in _section(definition, "environment")
+    )
+    docker_env = _dockerfile_pairs(docker, "ENV")
+    assert {k: docker_env[k] for k in environment} == environment == dict(build_plan.env)
+    labels = dict(line.split(" ", 1) for line in _section(definition, "labels"))
+    assert _dockerfile_pairs(docker, "LABEL") == labels == dict(build_plan.labels)
+    for package in build_plan.system_packages:
+        assert docker.count(package) == definition.count(package) == 1
+    for layer in build_plan.layers:
+        assert (
+            build_plan.pip_install(layer) in docker and build_plan.pip_install(layer) in definition
+        )
+    assert 'ENTRYPOINT ["/opt/reprobuild/bin/entry"]' in docker
+    assert _section(definition, "runscript") == [
+        "cd /workspace",
+        'exec /opt/reprobuild/bin/entry "$@"',
+    ]
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_hadolint_reports_nothing_at_warning_level(case: str, tmp_path: Path) -> None:
+    dockerfile = tmp_path / "Dockerfile"
+    dockerfile.write_text(rendered(CASES[case])["Dockerfile"])
+    result = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "hadolint"),
+            "--failure-threshold",
+            "warning",
+            str(dockerfile),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_definition_parses_with_spython(case: str, tmp_path: Path) -> None:
+    from spython.main.parse.parsers import SingularityParser
+
+    definition = tmp_path / "reprobuild.def"
+    definition.write_text(rendered(CASES[case])["reprobuild.def"])
+    recipe = next(iter(SingularityParser(str(definition)).recipe.values()))
+    build_plan = plan.plan(CASES[case], LOCK_DIGEST)
+    assert recipe.fromHeader == build_plan.base
+    assert [item.split("=", 1)[0] for item in recipe.environ] == [k for k, _ in build_plan.env]
+    assert len(recipe.labels) == len(build_plan.labels)
+
+
+def test_docker_bootstrap_from_the_built_image() -> None:
+    built = "127.0.0.1:5000/lab/train@sha256:" + "f" * 64
+    definition = render.render(
+        plan.plan(CASES["gpu-default"], LOCK_DIGEST), LOCK_DIGEST, None, built
+    )["reprobuild.def"]
+    assert definition.startswith(f"Bootstrap: docker\nFrom: {built}\n")
+    assert "%post" not in definition and "%files" not in definition
+    assert "/tmp" not in definition
+
+
+def test_no_tmp_staging_and_layer_order() -> None:
+    docker = rendered(CASES["system-packages"])["Dockerfile"]
+    order = [
+        docker.index(marker)
+        for marker in (
+            "apt-get install",
+            "requirements-torch.txt /opt",
+            "requirements.txt /opt",
+            "payload/",
+            "COPY code/",
+        )
+    ]
+    assert order == sorted(order)
+    assert "/tmp" not in rendered(CASES["system-packages"])["reprobuild.def"]
+
+
+def test_context_is_written_atomically_with_code_filtered(tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    (project / ".git").mkdir(parents=True)
+    (project / ".git" / "config").write_text("x")
+    (project / ".env").write_text("TOKEN=secret")
+    (project / "id_rsa").write_text("key")
+    (project / "src").mkdir()
+    (project / "src" / "train.py").write_text("print('hi')\n")
+    lock = CASES["gpu-default"]
+    build_plan = plan.plan(lock, LOCK_DIGEST)
+    output = project / ".reprobuild" / "context"
+    context.write(output, context.files(build_plan, rendered(lock)), project, build_plan)
+    code = sorted(str(p.relative_to(output / "code")) for p in (output / "code").rglob("*"))
+    assert code == ["src", "src/train.py"]
+    assert (output / "reprobuild" / "payload" / "reprobuild_smoke" / "__main__.py").is_file()
+    assert os.access(output / "reprobuild" / "bin" / "entry", os.X_OK)
+    assert {p.stat().st_mtime for p in output.rglob("*")} == {build_plan.epoch}
+    assert "**/.env" in (output / ".dockerignore").read_text()
+    broken = replace(
+        build_plan, local_wheels=(wheel("gone", "1.0", "wheels/gone-1.0-py3-none-any.whl"),)
+    )
+    with pytest.raises(FileNotFoundError):
+        context.write(output, {"Dockerfile": "changed"}, project, broken)
+    assert (output / "reprobuild" / "bin" / "entry").is_file()  # the old context is untouched
+    assert [p.name for p in output.parent.iterdir()] == ["context"]
+
+
+def test_entry_script_runs_the_command_or_python(tmp_path: Path) -> None:
+    entry = tmp_path / "entry"
+    entry.write_text(context.ENTRY)
+    entry.chmod(0o755)
+    assert (
+        subprocess.run(
+            [str(entry), "echo", "a b"], capture_output=True, text=True, check=True
+        ).stdout
+        == "a b\n"
+    )
