@@ -12,9 +12,7 @@
 from __future__ import annotations
 
 import re
-import subprocess
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -89,6 +87,8 @@ def uv_binary() -> str:
 
 
 def uv_version() -> str:
+    import subprocess
+
     result = subprocess.run([uv_binary(), "--version"], capture_output=True, text=True, check=False)
     return result.stdout.split()[1] if result.returncode == 0 else "unknown"
 
@@ -101,6 +101,9 @@ def lock_python(
     cache_dir: Path | None = None,
 ) -> PythonClosure:
     """Resolve the full closure with uv for the container's platform; one hashed wheel each."""
+    import subprocess
+    import tempfile
+
     from builder.knowledge import PYPI
 
     build = resolution.build
