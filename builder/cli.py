@@ -67,7 +67,7 @@ def _console() -> Any:
 )
 @click.pass_context
 def cli(context: click.Context, project: Path, knowledge_dir: Path | None) -> None:
-    """Reproducible ML training images: resolve torch/CUDA/driver, lock, build, prove."""
+    """Reproducible ML training images: resolve torch/CUDA/driver, lock every input, render."""
     context.obj = Options(project, knowledge_dir)
 
 
@@ -127,8 +127,9 @@ def resolve_command(options: Options, explain: bool, as_json: bool) -> None:
 )
 @click.option(
     "--debian-mirror",
-    help="Debian archive apt resolves system packages from (default: snapshot.debian.org at the "
-    "lock time, so a rebuild years later fetches the same bytes).",
+    help="Archive apt resolves system packages from (default: the distribution's snapshot archive "
+    "at the lock time, snapshot.debian.org or snapshot.ubuntu.com, so a rebuild years later "
+    "fetches the same bytes).",
 )
 @click.option("--debian-security-mirror", help="Debian security archive (default: derived).")
 @click.pass_obj
