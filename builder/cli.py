@@ -216,6 +216,58 @@ def render_command(options: Options, output: Path | None, from_image: str | None
     )
 
 
+@cli.command("fetch")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Wheelhouse directory (default: .reprobuild/wheels in the project).",
+)
+@click.option("--quiet", is_flag=True, help="No progress display.")
+@click.pass_obj
+def fetch_command(options: Options, output: Path | None, quiet: bool) -> None:
+    """Download the lock's wheels into a wheelhouse, each verified against its sha256."""
+    from builder import lockfile, specfile, wheelhouse
+
+    spec_path, table, _ = specfile.locate(options.project)
+    project = spec_path.parent
+    path = project / lockfile.LOCK_FILE
+    lock = lockfile.read(path)
+    lockfile.check(lock, lockfile.spec_hash_at(spec_path, table), path)
+    destination = output or project / ".reprobuild" / "wheels"
+    if quiet:
+        report = wheelhouse.fetch(lock, project, destination, lambda *_: None)
+    else:
+        report = _fetch_with_progress(lock, project, destination)
+    megabytes = report.bytes_fetched / 1e6
+    click.echo(
+        f"{destination}: {len(report.fetched)} fetched ({megabytes:.1f} MB), "
+        f"{len(report.cached)} already present, all verified against reprobuild.lock"
+    )
+
+
+def _fetch_with_progress(lock: Any, project: Path, destination: Path) -> Any:
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+    from builder import wheelhouse
+
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+    )
+    with Progress(*columns, transient=True) as bar:
+        tasks: dict[str, Any] = {}
+
+        def advance(name: str, done: int, total: int) -> None:
+            if name not in tasks:
+                tasks[name] = bar.add_task(name, total=total or None)
+            bar.update(tasks[name], completed=done)
+
+        return wheelhouse.fetch(lock, project, destination, advance)
+
+
 @cli.command("doctor")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option(

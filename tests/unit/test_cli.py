@@ -248,3 +248,13 @@ def test_render_refuses_a_stale_lock(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "the spec changed since" in result.stderr and "run `reprobuild lock`" in result.stderr
     assert not (tmp_path / ".reprobuild").exists()
+
+
+def test_fetch_without_a_lock_says_what_to_run(tmp_path: Path) -> None:
+    (tmp_path / "reprobuild.toml").write_text('name = "x"\npython = "3.11"\ntorch = "2.5.1"\n')
+    result = run("-C", str(tmp_path), "fetch", "--quiet")
+    assert result.returncode == 1
+    assert (
+        result.stderr
+        == f"error: no lock at {tmp_path}/reprobuild.lock: run `reprobuild lock` first.\n"
+    )

@@ -1,0 +1,124 @@
+"""Fetch the lock's wheels into a wheelhouse on this host, each verified against its sha256.
+
+Downloads use the host's network and trust store (proxies and corporate CAs included), so a
+build can install from the wheelhouse without reaching any index, and an air-gapped site can
+carry the wheelhouse in. A file already present with the right hash is not fetched again; a
+download whose hash differs from the lock is discarded and reported, never kept.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+
+from builder.errors import ReprobuildError
+from builder.lock import Lock, LockedPackage
+
+CHUNK = 1 << 20
+TIMEOUT = (10.0, 120.0)
+ATTEMPTS = 3
+
+Progress = Callable[[str, int, int], None]  # (filename, bytes so far, total bytes or 0)
+
+
+class HashMismatch(ReprobuildError):
+    """A wheel's bytes do not match the sha256 the lock pinned."""
+
+
+class FetchError(ReprobuildError):
+    """A wheel could not be downloaded."""
+
+
+@dataclass
+class FetchReport:
+    fetched: list[str] = field(default_factory=list)
+    cached: list[str] = field(default_factory=list)
+    bytes_fetched: int = 0
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(CHUNK), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def fetch(lock: Lock, project: Path, destination: Path, progress: Progress) -> FetchReport:
+    destination.mkdir(parents=True, exist_ok=True)
+    report = FetchReport()
+    with requests.Session() as session:
+        session.headers["User-Agent"] = "reprobuild"
+        for package in lock.python.packages:
+            target = destination / package.filename
+            if target.is_file() and sha256_of(target) == package.sha256:
+                report.cached.append(package.filename)
+                continue
+            size = _place(session, package, project, target, progress)
+            report.fetched.append(package.filename)
+            report.bytes_fetched += size
+    return report
+
+
+def _place(
+    session: requests.Session,
+    package: LockedPackage,
+    project: Path,
+    target: Path,
+    progress: Progress,
+) -> int:
+    """Write one verified wheel to `target` through a temporary file; return its size."""
+    with tempfile.NamedTemporaryFile(dir=target.parent, prefix=".fetch-", delete=False) as handle:
+        staging = Path(handle.name)
+    try:
+        if "://" in package.url:
+            _download(session, package, staging, progress)
+        else:
+            shutil.copyfile(project / package.url, staging)
+        found = sha256_of(staging)
+        if found != package.sha256:
+            raise HashMismatch(
+                f"{package.name} {package.version}: {package.url} has sha256 {found}, but the lock "
+                f"pins {package.sha256}. The file changed since it was locked, or something "
+                "between this host and the index altered it; nothing was kept. Re-lock only if you "
+                "trust the new file."
+            )
+        size = staging.stat().st_size
+        staging.replace(target)
+        return size
+    finally:
+        staging.unlink(missing_ok=True)
+
+
+def _download(
+    session: requests.Session, package: LockedPackage, staging: Path, progress: Progress
+) -> None:
+    problem = ""
+    for _ in range(ATTEMPTS):
+        try:
+            with session.get(package.url, stream=True, timeout=TIMEOUT) as response:
+                if response.status_code != 200:
+                    problem = f"HTTP {response.status_code}"
+                    if response.status_code == 404:
+                        break
+                    continue
+                total = int(response.headers.get("Content-Length") or 0)
+                done = 0
+                with staging.open("wb") as handle:
+                    for block in response.iter_content(CHUNK):
+                        handle.write(block)
+                        done += len(block)
+                        progress(package.filename, done, total)
+                return
+        except requests.RequestException as error:
+            problem = type(error).__name__
+    raise FetchError(
+        f"{package.name} {package.version} could not be downloaded from {package.url} "
+        f"({problem}). Check the network or proxy settings of this host."
+    )
