@@ -23,7 +23,7 @@ from builder.apt import AptArchive
 from builder.compat import CudaVersion
 from builder.knowledge import Knowledge
 from builder.lock import BaseLock, LockError, SystemLock
-from builder.registry import ImageReference, RegistryClient, RegistryError
+from builder.registry import ImageReference, RegistryClient, RegistryUnreachable
 from builder.spec import BootstrapBase, Spec
 
 DEFAULT_SUITE = "bookworm"
@@ -116,9 +116,9 @@ def _pin(
 ) -> tuple[str, str | None, str, str]:
     try:
         resolved = registry.resolve(reference)
-    except RegistryError as error:
+    except RegistryUnreachable:
         known = knowledge.base_named(reference.written)
-        if known is None or "did not answer" not in str(error):
+        if known is None:
             raise
         unreachable = f"registry {reference.registry} unreachable"
         return (known.digest, None, "", f"knowledge base {knowledge.version} ({unreachable})")

@@ -10,11 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from builder import target
 from builder.host import EngineHost, NvidiaHost
 from builder.knowledge import Knowledge
 from builder.resolve import Request, Resolution, judge
-from builder.spec import GpuRequest
-from builder.target import Target
 
 OK, WARN, FAIL, INFO = "ok", "warn", "fail", "info"
 
@@ -130,13 +129,14 @@ def _image_checks(nvidia: NvidiaHost, resolution: Resolution, knowledge: Knowled
         return [Check("image", OK, "CPU-only image: it needs no GPU or driver")]
     if nvidia.problem is not None or nvidia.driver is None:
         return [Check("image", FAIL, f"a CUDA {build.cuda} image needs an NVIDIA driver here")]
-    gpus = tuple(GpuRequest(gpu.name, gpu.capability) for gpu in nvidia.gpus)
-    host = Target(nvidia.driver, tuple(dict.fromkeys(gpus)), "host")
-    verdict = judge(build, Request(resolution.python, None, None, host), knowledge)
-    # The Python check belongs to the image, not the host.
-    problems = [text for text in verdict.rejections if not text.startswith("no wheel for Python")]
-    if problems:
-        return [Check("image", FAIL, text) for text in problems]
+    if not nvidia.gpus:
+        return [
+            Check("image", FAIL, f"the driver lists no GPU; a CUDA {build.cuda} image needs one")
+        ]
+    # Python belongs to the image, not the host: judge only driver and kernels.
+    verdict = judge(build, Request(None, None, None, target.from_host(nvidia)), knowledge)
+    if verdict.rejections:
+        return [Check("image", FAIL, text) for text in verdict.rejections]
     checks = [
         Check(
             "image",

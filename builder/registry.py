@@ -39,6 +39,10 @@ class RegistryError(ReprobuildError):
     """A registry did not answer, or has no such image."""
 
 
+class RegistryUnreachable(RegistryError):
+    """The registry did not answer at all (network, DNS, 5xx): offline fallbacks may apply."""
+
+
 @dataclass(frozen=True)
 class ImageReference:
     registry: str  # host[:port]; registry-1.docker.io for Docker Hub
@@ -233,7 +237,7 @@ class RegistryClient:
             if response.status_code < 500 and response.status_code != 429:
                 return response
             problem = f"HTTP {response.status_code}"
-        raise RegistryError(
+        raise RegistryUnreachable(
             f"the registry {reference.registry} did not answer ({problem} after {self._attempts} "
             "attempts). Check the network, or give the base by digest (name@sha256:...)."
         )

@@ -28,7 +28,7 @@ from builder.target import Target, gpu_label
 class Request:
     """What a build is judged against: the spec's choices plus the target."""
 
-    python: str
+    python: str | None  # None: Python is not in question (the doctor judges a host)
     cuda: CudaVersion | None
     variant: str | None
     target: Target
@@ -141,7 +141,7 @@ def judge(build: TorchBuild, request: Request, knowledge: Knowledge) -> Verdict:
     """Every reason this build cannot serve the request, plus notes on how it would run."""
     rejections: list[str] = []
     notes: list[str] = []
-    if request.python not in build.pythons:
+    if request.python is not None and request.python not in build.pythons:
         rejections.append(
             f"no wheel for Python {request.python} (wheels for {', '.join(build.pythons)})"
         )
@@ -320,7 +320,7 @@ def suggestions(spec: Spec, request: Request, knowledge: Knowledge) -> list[str]
         {p for b in kind_builds if spec.torch.contains(b.torch) for p in b.pythons},
         key=lambda p: tuple(int(x) for x in p.split(".")),
     )
-    if pythons and request.python not in pythons:
+    if pythons and request.python is not None and request.python not in pythons:
         found.append(f"torch '{spec.torch_text}' has wheels for Python {', '.join(pythons)}.")
     best = [b for b in kind_builds if judge(b, relaxed, knowledge).eligible]
     if best:

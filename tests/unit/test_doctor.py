@@ -104,3 +104,12 @@ def test_engine_without_nvidia_runtime_is_a_warning() -> None:
         ("nvidia runtime", "warn"),
     ]
     assert checks[1].detail == "Docker Engine 20.10.24 (API 1.41)"
+
+
+def test_driver_without_gpu_fails_a_cuda_image() -> None:
+    no_gpu = NvidiaHost(DriverVersion.parse("580.159.04"), CudaVersion(13, 0), ())
+    report = doctor.examine(no_gpu, NO_ENGINE, example_resolution(), KB)
+    assert report.runs_here is False
+    assert [c.detail for c in report.checks if c.status == "fail"] == [
+        "the driver lists no GPU; a CUDA 12.4 image needs one"
+    ]
