@@ -148,7 +148,7 @@ def lock_command(
     knowledge = options.knowledge()
     loaded = _load_spec(options, knowledge)
     path = loaded.path.parent / lockfile.LOCK_FILE
-    digest = lockfile.spec_hash(loaded.table, loaded.spec.requirements)
+    digest = lockfile.spec_hash_at(loaded.path, loaded.table)
     if check_only:
         lockfile.check(lockfile.read(path), digest, path)
         click.echo(f"{path} is up to date with the spec")
@@ -197,18 +197,15 @@ def _note_progress(text: str) -> None:
 @click.pass_obj
 def render_command(options: Options, output: Path | None, from_image: str | None) -> None:
     """Render the Dockerfile, Apptainer definition and build context from reprobuild.lock."""
-    from builder import context, lockfile, plan, render, specfile
+    from builder import context, lockfile, plan, render
 
-    spec_path, table, _ = specfile.locate(options.project)
-    project = spec_path.parent
-    path = project / lockfile.LOCK_FILE
-    lock = lockfile.read(path)
-    lockfile.check(lock, lockfile.spec_hash_at(spec_path, table), path)
     if from_image is not None and "@sha256:" not in from_image:
         raise click.BadParameter("give the built image by digest: name@sha256:<64 hex>")
-    digest = lockfile.file_digest(path)
-    build_plan = plan.plan(lock, digest)
-    texts = context.files(build_plan, render.render(build_plan, digest, project, from_image))
+    current = lockfile.read_current(options.project)
+    project = current.project
+    build_plan = plan.plan(current.lock, current.digest)
+    rendered = render.render(build_plan, current.digest, project, from_image)
+    texts = context.files(build_plan, rendered)
     written = context.write(output or project / context.DEFAULT_OUTPUT, texts, project, build_plan)
     layers = len(build_plan.layers)
     click.echo(
@@ -227,13 +224,10 @@ def render_command(options: Options, output: Path | None, from_image: str | None
 @click.pass_obj
 def fetch_command(options: Options, output: Path | None, quiet: bool) -> None:
     """Download the lock's wheels into a wheelhouse, each verified against its sha256."""
-    from builder import lockfile, specfile, wheelhouse
+    from builder import lockfile, wheelhouse
 
-    spec_path, table, _ = specfile.locate(options.project)
-    project = spec_path.parent
-    path = project / lockfile.LOCK_FILE
-    lock = lockfile.read(path)
-    lockfile.check(lock, lockfile.spec_hash_at(spec_path, table), path)
+    current = lockfile.read_current(options.project)
+    lock, project = current.lock, current.project
     destination = output or project / ".reprobuild" / "wheels"
     if quiet:
         report = wheelhouse.fetch(lock, project, destination, lambda *_: None)
@@ -283,7 +277,7 @@ def doctor_command(options: Options, as_json: bool, use_spec: bool) -> None:
 
     knowledge = options.knowledge()
     resolution = None
-    if use_spec and _has_spec(options.project, specfile):
+    if use_spec and specfile.has_spec(options.project):
         resolution = _resolve(options, knowledge, _load_spec(options, knowledge))
     report = doctor.examine(host.probe_nvidia(), host.probe_engine(), resolution, knowledge)
     if as_json:
@@ -296,12 +290,6 @@ def doctor_command(options: Options, as_json: bool, use_spec: bool) -> None:
             console.print(line, soft_wrap=True)
     if report.runs_here is False:
         sys.exit(1)
-
-
-def _has_spec(project: Path, spec_module: Any) -> bool:
-    return bool(
-        (project / spec_module.SPEC_FILE).is_file() or (project / spec_module.PYPROJECT).is_file()
-    )
 
 
 @cli.group("knowledge")

@@ -11,12 +11,13 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import tomli_w
 
+from builder import specfile
 from builder.errors import ReprobuildError
 from builder.lock import BaseLock, Lock, LockedPackage, PythonClosure, SystemLock
 
@@ -160,6 +161,25 @@ def read(path: Path) -> Lock:
     except FileNotFoundError:
         raise LockFileError(f"no lock at {path}: run `reprobuild lock` first.") from None
     return loads(text, str(path))
+
+
+@dataclass(frozen=True)
+class CurrentLock:
+    """A lock that matches its spec, with where it lives and its own file digest."""
+
+    lock: Lock
+    path: Path
+    project: Path
+    digest: str
+
+
+def read_current(project: Path) -> CurrentLock:
+    """The project's lock, refused when missing, edited by hand or older than the spec."""
+    spec_path, table, _ = specfile.locate(project)
+    path = spec_path.parent / LOCK_FILE
+    lock = read(path)
+    check(lock, spec_hash_at(spec_path, table), path)
+    return CurrentLock(lock, path, spec_path.parent, file_digest(path))
 
 
 def check(lock: Lock, current_spec_hash: str, path: Path) -> None:

@@ -21,6 +21,10 @@ SPEC_FILE = "reprobuild.toml"
 PYPROJECT = "pyproject.toml"
 
 
+def has_spec(project: Path) -> bool:
+    return (project / SPEC_FILE).is_file() or (project / PYPROJECT).is_file()
+
+
 def locate(project: Path) -> tuple[Path, dict[str, Any], list[str]]:
     """Find the spec table: reprobuild.toml wins over [tool.reprobuild], with a note."""
     own = project / SPEC_FILE
