@@ -8,20 +8,14 @@ from __future__ import annotations
 import argparse
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+from timing import wall_ms
 
 TARGET_MS = 100.0
 EXAMPLE = Path(__file__).resolve().parents[1] / "images" / "example"
-
-
-def time_ms(argv: list[str]) -> float:
-    start = time.perf_counter()
-    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
-    return (time.perf_counter() - start) * 1000
 
 
 def main() -> None:
@@ -35,9 +29,9 @@ def main() -> None:
             shutil.copyfile(EXAMPLE / name, project / name)
         render = [sys.executable, "-m", "builder", "-C", str(project), "render"]
         bare = [sys.executable, "-c", "pass"]
-        time_ms(render)
-        interpreter = statistics.median(time_ms(bare) for _ in range(runs))
-        median = statistics.median(time_ms(render) for _ in range(runs))
+        wall_ms(render)
+        interpreter = statistics.median(wall_ms(bare) for _ in range(runs))
+        median = statistics.median(wall_ms(render) for _ in range(runs))
     own = median - interpreter
     verdict = "met" if own <= TARGET_MS else "MISSED"
     print(f"render median {median:.1f} ms, interpreter start {interpreter:.1f} ms")

@@ -9,10 +9,10 @@ from __future__ import annotations
 import argparse
 import shutil
 import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
+
+from timing import wall_ms
 
 TARGET_MS = 150.0
 EXAMPLE = Path(__file__).resolve().parents[1] / "images" / "example"
@@ -24,20 +24,14 @@ def command(project: Path) -> list[str]:
     return [*runner, "-C", str(project), "resolve"]
 
 
-def time_once(argv: list[str]) -> float:
-    start = time.perf_counter()
-    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
-    return (time.perf_counter() - start) * 1000
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=15)
     parser.add_argument("--project", type=Path, default=EXAMPLE)
     options = parser.parse_args()
     argv = command(options.project)
-    time_once(argv)  # warm the OS file cache and bytecode cache once
-    samples = sorted(time_once(argv) for _ in range(options.runs))
+    wall_ms(argv)  # warm the OS file cache and bytecode cache once
+    samples = sorted(wall_ms(argv) for _ in range(options.runs))
     median = statistics.median(samples)
     print(f"command: {' '.join(argv)}")
     spread = f"min {samples[0]:.1f} ms  median {median:.1f} ms  max {samples[-1]:.1f} ms"

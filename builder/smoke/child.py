@@ -66,8 +66,7 @@ def canary_run(device: torch.device) -> dict[str, Any]:
 
 
 def main(role: str, cpu: bool, self_test: bool) -> None:
-    device = torch.device("cpu" if cpu or not torch.cuda.is_available() else "cuda")
-    if not cpu:
-        device = torch.device("cuda")
+    # GPU mode without a GPU still takes the CUDA device: its precondition check says so.
+    device = torch.device("cpu" if cpu else "cuda")
     answer = canary_run(device) if role == "canary" else deterministic_run(device, self_test)
     print(json.dumps(answer), flush=True)

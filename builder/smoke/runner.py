@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 PASS, FAIL, UNPROVEN, PRECONDITION = 0, 1, 3, 4
-SEED = 0
 CHILD_TIMEOUT_S = 600
 
 

@@ -64,22 +64,23 @@ def _put_index(repository: str, tag: str, entries: list[dict[str, Any]]) -> str:
     return digest
 
 
-def _bookworm_manifest() -> requests.Response:
-    return requests.get(
+def _bookworm_entry() -> dict[str, Any]:
+    """The test base's manifest as an index entry (no platform yet)."""
+    manifest = requests.get(
         f"http://{REGISTRY}/v2/reprobuild-test/debian-python/manifests/bookworm",
         headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json"},
         timeout=10,
     )
-
-
-def test_manifest_list_picks_linux_amd64(test_base: str) -> None:
-    repository = "reprobuild-test/debian-python"
-    manifest = _bookworm_manifest()
-    entry = {
+    return {
         "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
         "digest": manifest.headers["Docker-Content-Digest"],
         "size": len(manifest.content),
     }
+
+
+def test_manifest_list_picks_linux_amd64(test_base: str) -> None:
+    repository = "reprobuild-test/debian-python"
+    entry = _bookworm_entry()
     index_digest = _put_index(
         repository,
         "multi",
@@ -96,13 +97,7 @@ def test_manifest_list_picks_linux_amd64(test_base: str) -> None:
 
 def test_index_without_amd64_is_refused(test_base: str) -> None:
     repository = "reprobuild-test/debian-python"
-    manifest = _bookworm_manifest()
-    entry = {
-        "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
-        "digest": manifest.headers["Docker-Content-Digest"],
-        "size": len(manifest.content),
-        "platform": {"os": "linux", "architecture": "arm64"},
-    }
+    entry = {**_bookworm_entry(), "platform": {"os": "linux", "architecture": "arm64"}}
     _put_index(repository, "armonly", [entry])
     with RegistryClient() as client, pytest.raises(RegistryError) as caught:
         client.resolve(ImageReference.parse(f"{REGISTRY}/{repository}:armonly"))

@@ -158,8 +158,7 @@ def test_missing_requirements_file(tmp_path: Path) -> None:
 
 
 def test_pyproject_table_is_read(tmp_path: Path) -> None:
-    body = MINIMAL.replace("\n", "\n", 3)
-    write(tmp_path, "[tool.reprobuild]\n" + body, "pyproject.toml")
+    write(tmp_path, "[tool.reprobuild]\n" + MINIMAL, "pyproject.toml")
     loaded = spec.load(tmp_path, KB)
     assert loaded.path == tmp_path / "pyproject.toml" and loaded.spec.name == "lab/train"
 
