@@ -11,10 +11,13 @@ import hashlib
 import io
 import json
 import re
+import shutil
+import subprocess
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from builder.errors import ReprobuildError
 from builder.snapshots import epoch_seconds
 
 BOOTSTRAP_PACKAGES = ("ca-certificates", "python3", "python3-venv")
@@ -108,3 +111,34 @@ def _sha256_file(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+class BootstrapError(ReprobuildError):
+    """mmdebstrap is missing or failed."""
+
+
+def build_base(
+    source: DebianSource, packages: tuple[str, ...], snapshot: str, reference: str, workdir: Path
+) -> ImageArchive:
+    """Run mmdebstrap at the snapshot time and wrap its root filesystem as a loadable image."""
+    if shutil.which("mmdebstrap") is None:
+        raise BootstrapError(
+            "building a bootstrapped base needs mmdebstrap: install it (`apt-get install "
+            "mmdebstrap`) or use a registry base in the spec."
+        )
+    rootfs = workdir / "rootfs.tar"
+    argv = mmdebstrap_argv(source, str(rootfs), packages)
+    environment = {
+        "SOURCE_DATE_EPOCH": str(epoch_seconds(snapshot)),
+        "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+    }
+    result = subprocess.run(argv, env=environment, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        tail = "\n".join(result.stderr.strip().splitlines()[-10:])
+        raise BootstrapError(
+            f"mmdebstrap could not build the {source.suite} base from {source.mirror} "
+            f"(exit {result.returncode}); check that the archive answers and that this runs as "
+            f"root:\n{tail}"
+        )
+    history = recipe(source, packages, snapshot)
+    return write_image_archive(rootfs, workdir / "image.tar", reference, snapshot, history)

@@ -142,7 +142,7 @@ def lock_command(
     debian_security_mirror: str | None,
 ) -> None:
     """Pin every input in reprobuild.lock: hashed Python closure, base digest, system packages."""
-    from builder import locker, lockfile
+    from builder import lockfile
     from builder.files import write_atomic
 
     knowledge = options.knowledge()
@@ -156,21 +156,37 @@ def lock_command(
     if path.exists() and not upgrade and lockfile.read(path).spec_hash == digest:
         click.echo(f"{path} is up to date with the spec (use --upgrade to re-resolve)")
         return
+    lock = _make_lock(
+        options, knowledge, loaded, digest, index_url, debian_mirror, debian_security_mirror
+    )
+    write_atomic(path, lockfile.dumps(lock))
+    resolution_label = lock.resolution["torch"]["label"]
+    wheels, packages = len(lock.python.packages), len(lock.system.packages)
+    click.echo(
+        f"wrote {path}: torch {resolution_label}, {_count(wheels, 'wheel')}, "
+        f"base {lock.base.image or lock.base.reference}, {_count(packages, 'system package')}"
+    )
+
+
+def _make_lock(
+    options: Options,
+    knowledge: Knowledge,
+    loaded: LoadedSpec,
+    digest: str,
+    index_url: str,
+    debian_mirror: str | None,
+    debian_security_mirror: str | None,
+) -> Any:
+    from builder import locker
+
     resolution = _resolve(options, knowledge, loaded)
-    lock_options = locker.LockOptions(index_url, debian_mirror, debian_security_mirror)
-    lock = locker.make_lock(
+    return locker.make_lock(
         loaded,
         spec_digest=digest,
         resolution=resolution,
         knowledge=knowledge,
-        options=lock_options,
+        options=locker.LockOptions(index_url, debian_mirror, debian_security_mirror),
         progress=_note_progress,
-    )
-    write_atomic(path, lockfile.dumps(lock))
-    wheels, packages = len(lock.python.packages), len(lock.system.packages)
-    click.echo(
-        f"wrote {path}: torch {resolution.build.label}, {_count(wheels, 'wheel')}, "
-        f"base {lock.base.image or lock.base.reference}, {_count(packages, 'system package')}"
     )
 
 
@@ -384,6 +400,33 @@ def knowledge_refresh(
         click.echo(line)
 
 
+@cli.command("diff")
+@click.argument("image_a")
+@click.argument("image_b")
+@click.option(
+    "--max-files",
+    type=click.IntRange(min=0),
+    default=200,
+    show_default=True,
+    help="List at most this many differing files (0: all).",
+)
+def diff_command(image_a: str, image_b: str, max_files: int) -> None:
+    """Explain why two images in the engine differ: config fields, layers, files.
+
+    Exits 0 when both name the same image and 1 when they differ, like diff.
+    """
+    from builder import engine, imagediff
+
+    client = engine.connect()
+    try:
+        report = imagediff.diff_images(client, image_a, image_b)
+    finally:
+        client.close()
+    click.echo(imagediff.render(report, max_files))
+    if not report.identical:
+        sys.exit(1)
+
+
 def main() -> None:
     """Entry point: run the CLI; turn our errors into one message and an exit code."""
     try:
@@ -400,3 +443,103 @@ def main() -> None:
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)
+
+
+@cli.command("build")
+@click.option("--no-cache", is_flag=True, help="Build every step again (the digest must not move).")
+@click.option(
+    "--push",
+    "push_to",
+    metavar="REF",
+    help="Push to REF (registry/name:tag) and record the manifest digest.",
+)
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["docker", "sif"]),
+    default="docker",
+    show_default=True,
+    help="docker: an image in the engine; sif: an Apptainer image (needs apptainer).",
+)
+@click.option("--quiet", is_flag=True, help="Print only the result.")
+@click.option("--plain", is_flag=True, help="One line per step, no live display (CI logs).")
+@click.option(
+    "--debian-mirror",
+    help="Archive for system packages when the lock must be (re)made (see `reprobuild lock`).",
+)
+@click.pass_obj
+def build_command(
+    options: Options,
+    no_cache: bool,
+    push_to: str | None,
+    output_format: str,
+    quiet: bool,
+    plain: bool,
+    debian_mirror: str | None,
+) -> None:
+    """Lock if needed, render, build with the Docker engine, normalise, push; write the record."""
+    import shutil
+
+    from builder import build, buildrecord, engine, wheelhouse
+
+    if output_format == "sif" and shutil.which("apptainer") is None:
+        raise click.UsageError(
+            "--format sif needs apptainer, which is not installed here. Build the Docker image "
+            "(`reprobuild build`), push it, and on the HPC site run "
+            "`apptainer build IMAGE.sif reprobuild.def` with the definition from "
+            "`reprobuild render --from-image REF@sha256:...`."
+        )
+    current = _current_or_new_lock(options, debian_mirror)
+    client = engine.connect()
+    try:
+        with _build_display(quiet, plain) as progress:
+            record = build.build_lock(
+                client,
+                current,
+                wheel_cache=wheelhouse.default_cache(),
+                no_cache=no_cache,
+                push=push_to,
+                progress=progress,
+            )
+    finally:
+        client.close()
+    path = buildrecord.write(current.project, record)
+    size = sum(layer.size for layer in record.layers) / 1e9
+    click.echo(
+        f"built {record.image}\n  image ID {record.image_id} "
+        f"({size:.2f} GB, {len(record.layers)} layers)"
+    )
+    if record.pushed:
+        click.echo(f"  pushed {record.pushed}")
+    if record.normalisation.get("rewritten"):
+        click.echo(
+            f"  normalised: {len(record.normalisation['rewritten'])} noisy entries "
+            "removed or redated"
+        )
+    click.echo(f"  record {path}")
+
+
+def _current_or_new_lock(options: Options, debian_mirror: str | None) -> Any:
+    """The current lock; a missing or stale one is (re)made first. A tampered one is refused."""
+    from builder import lockfile, specfile
+    from builder.files import write_atomic
+
+    spec_path, table, _ = specfile.locate(options.project)
+    path = spec_path.parent / lockfile.LOCK_FILE
+    digest = lockfile.spec_hash_at(spec_path, table)
+    if not path.exists() or lockfile.read(path).spec_hash != digest:
+        _note(f"{path.name} is {'stale' if path.exists() else 'missing'}: locking first")
+        knowledge = options.knowledge()
+        loaded = _load_spec(options, knowledge)
+        lock = _make_lock(
+            options, knowledge, loaded, digest, "https://pypi.org/simple", debian_mirror, None
+        )
+        write_atomic(path, lockfile.dumps(lock))
+    return lockfile.read_current(options.project)
+
+
+def _build_display(quiet: bool, plain: bool) -> Any:
+    from builder.progress import BuildDisplay
+
+    mode = "quiet" if quiet else "plain" if plain or not sys.stderr.isatty() else "live"
+    return BuildDisplay(mode)

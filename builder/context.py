@@ -10,7 +10,10 @@ from __future__ import annotations
 import fnmatch
 import os
 import shutil
+import stat
+import tarfile
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from builder import plan
@@ -78,15 +81,23 @@ def files(build_plan: plan.BuildPlan, rendered: dict[str, str]) -> dict[str, str
     texts = {**rendered, ".dockerignore": dockerignore()}
     for layer in build_plan.layers:
         texts[layer.file] = plan.requirements_text(layer)
-    texts[f"{plan.CONTEXT}/expect.json"] = plan.expect_json(build_plan)
-    texts[f"{plan.CONTEXT}/bin/entry"] = ENTRY
-    texts[f"{plan.CONTEXT}/bin/reprobuild-smoke"] = SMOKE
+    home = f"{plan.IMAGE_TREE}{plan.HOME}"
+    texts[f"{home}/expect.json"] = plan.expect_json(build_plan)
+    texts[f"{home}/bin/entry"] = ENTRY
+    texts[f"{home}/bin/reprobuild-smoke"] = SMOKE
     for source in sorted(PAYLOAD_SOURCE.glob("*.py")):
-        texts[f"{plan.CONTEXT}/payload/reprobuild_smoke/{source.name}"] = source.read_text()
+        texts[f"{home}/payload/reprobuild_smoke/{source.name}"] = source.read_text()
     return texts
 
 
-def write(output: Path, texts: dict[str, str], project: Path, build_plan: plan.BuildPlan) -> Path:
+def write(
+    output: Path,
+    texts: dict[str, str],
+    project: Path,
+    build_plan: plan.BuildPlan,
+    wheelhouse: Path | None = None,
+) -> Path:
+    """Write the context; with a wheelhouse (verified by `wheelhouse.fetch`), link its wheels in."""
     output.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
     staging.chmod(0o755)
@@ -95,13 +106,12 @@ def write(output: Path, texts: dict[str, str], project: Path, build_plan: plan.B
             target = staging / relative
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(text)
-            if relative.startswith(f"{plan.CONTEXT}/bin/"):
+            if relative.startswith(f"{plan.IMAGE_TREE}{plan.HOME}/bin/"):
                 target.chmod(0o755)
-        for wheel in build_plan.local_wheels:
-            destination = staging / plan.CONTEXT / "wheels" / wheel.filename
-            destination.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(project / wheel.url, destination)
-        _copy_code(project, staging / "code", exclude=output.resolve())
+        if wheelhouse is not None:
+            _link_wheels(build_plan, wheelhouse, staging / plan.WHEELS)
+        code = staging / plan.CODE_TREE / plan.CODE.lstrip("/")
+        _copy_code(project, code, exclude=output.resolve())
         _clamp_times(staging, build_plan.epoch)
         if output.exists():
             shutil.rmtree(output)
@@ -112,8 +122,20 @@ def write(output: Path, texts: dict[str, str], project: Path, build_plan: plan.B
     return output
 
 
+def _link_wheels(build_plan: plan.BuildPlan, wheelhouse: Path, destination: Path) -> None:
+    """Hard links where the filesystem allows (gigabytes of CUDA wheels), copies elsewhere."""
+    destination.mkdir(parents=True)
+    for layer in build_plan.layers:
+        for package in layer.packages:
+            source, target = wheelhouse / package.filename, destination / package.filename
+            try:
+                os.link(source, target)
+            except OSError:
+                shutil.copyfile(source, target)
+
+
 def _copy_code(project: Path, destination: Path, exclude: Path) -> None:
-    destination.mkdir()
+    destination.mkdir(parents=True)
     for root, folders, names in os.walk(project):
         here = Path(root)
         folders[:] = sorted(
@@ -131,3 +153,40 @@ def _clamp_times(folder: Path, epoch: int) -> None:
     for path in sorted(folder.rglob("*"), reverse=True):
         os.utime(path, (epoch, epoch), follow_symlinks=False)
     os.utime(folder, (epoch, epoch))
+
+
+def tar_stream(folder: Path, chunk: int = 1 << 20) -> Iterator[bytes]:
+    """The context as a tar, produced while it is sent: entries in sorted order, owner root,
+    times as written (the epoch). Large wheels are streamed, never held in memory."""
+    for path in _entries(folder):
+        info = _tar_info(path, path.relative_to(folder).as_posix())
+        yield info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+        if info.isreg():
+            with path.open("rb") as handle:
+                yield from iter(lambda: handle.read(chunk), b"")
+            if info.size % tarfile.BLOCKSIZE:
+                yield tarfile.NUL * (tarfile.BLOCKSIZE - info.size % tarfile.BLOCKSIZE)
+    yield tarfile.NUL * (2 * tarfile.BLOCKSIZE)
+
+
+def _entries(folder: Path) -> Iterator[Path]:
+    for root, folders, names in os.walk(folder):
+        folders.sort()
+        here = Path(root)
+        if here != folder:
+            yield here
+        yield from (here / name for name in sorted(names))
+
+
+def _tar_info(path: Path, name: str) -> tarfile.TarInfo:
+    status = path.lstat()
+    info = tarfile.TarInfo(name)
+    info.mode = stat.S_IMODE(status.st_mode)
+    info.mtime = int(status.st_mtime)
+    if stat.S_ISDIR(status.st_mode):
+        info.type = tarfile.DIRTYPE
+    elif stat.S_ISLNK(status.st_mode):
+        info.type, info.linkname = tarfile.SYMTYPE, str(path.readlink())
+    else:
+        info.size = status.st_size
+    return info

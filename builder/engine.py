@@ -6,11 +6,15 @@ fix. Containers started here are always removed, also on errors and Ctrl-C.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
+import re
 import socket
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from builder.errors import ReprobuildError
 
@@ -98,7 +102,7 @@ def pull(client: Any, reference: str) -> None:
         if digest:
             client.api.pull(repository, tag=digest)
         else:
-            name, tag = _split_tag(repository)
+            name, tag = split_tag(repository)
             client.api.pull(name, tag=tag)
     except APIError as error:
         raise EngineError(
@@ -109,7 +113,7 @@ def pull(client: Any, reference: str) -> None:
 
 def push(client: Any, reference: str) -> str:
     """Push a local tag; return the manifest digest the registry reported."""
-    name, tag = _split_tag(reference)
+    name, tag = split_tag(reference)
     digest = ""
     for event in client.api.push(name, tag=tag, stream=True, decode=True):
         if "error" in event:
@@ -120,7 +124,7 @@ def push(client: Any, reference: str) -> str:
     return str(digest)
 
 
-def _split_tag(reference: str) -> tuple[str, str]:
+def split_tag(reference: str) -> tuple[str, str]:
     slash = reference.rfind("/")
     colon = reference.rfind(":")
     if colon > slash:
@@ -150,3 +154,162 @@ def run_script(client: Any, image: str, script: str, timeout_s: int = TIMEOUT_S)
         return ScriptResult(int(status.get("StatusCode", 1)), output)
     finally:
         container.remove(force=True)
+
+
+@dataclass(frozen=True)
+class BuildEvent:
+    """One line of the engine's build log, with the step it belongs to."""
+
+    step: int  # 1-based; 0 before the first step
+    steps: int
+    instruction: str  # the step's Dockerfile instruction, as the engine echoes it
+    line: str  # "" for the step's own header line
+    cached: bool = False
+
+
+class BuildFailed(EngineError):
+    """A build step failed; the message names the step, its command and its last output."""
+
+
+_STEP = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
+TAIL_LINES = 15
+
+
+def build(
+    client: Any, context: Iterator[bytes], on_event: Callable[[BuildEvent], None], no_cache: bool
+) -> str:
+    """Build a streamed context with the classic builder; return the image ID, untagged.
+
+    Nothing is tagged here: a failed or interrupted build leaves no name pointing at a
+    half-built image. Closing the stream (Ctrl-C) makes the engine cancel the build.
+    """
+    from docker.errors import APIError
+
+    params = {"rm": True, "forcerm": True, "nocache": no_cache, "pull": False, "q": False}
+    # The request is made here rather than through docker-py's build() so that the streamed
+    # response can be closed: on a failed step, and on Ctrl-C, where closing the connection
+    # makes the engine cancel the build.
+    response = None
+    try:
+        response = client.api._post(
+            client.api._url("/build"),
+            data=context,
+            params=params,
+            headers={"Content-Type": "application/tar"},
+            stream=True,
+            timeout=None,
+        )
+        client.api._raise_for_status(response)
+        return _follow(client.api._stream_helper(response, decode=True), on_event)
+    except APIError as error:
+        raise EngineError(f"the engine refused the build: {error.explanation or error}") from None
+    finally:
+        if response is not None:
+            response.close()
+
+
+def _follow(events: Iterator[dict[str, Any]], on_event: Callable[[BuildEvent], None]) -> str:
+    step, steps, instruction, image_id = 0, 0, "", ""
+    tail: list[str] = []
+    for event in events:
+        if "error" in event:
+            raise BuildFailed(_failure(step, steps, instruction, tail, str(event["error"])))
+        image_id = event.get("aux", {}).get("ID", image_id)
+        for line in str(event.get("stream", "")).splitlines():
+            header = _STEP.match(line)
+            if header:
+                step, steps, instruction = int(header[1]), int(header[2]), header[3]
+                tail = []
+                on_event(BuildEvent(step, steps, instruction, ""))
+            elif line.strip():
+                tail = [*tail[-(TAIL_LINES - 1) :], line]
+                cached = line.strip() == "---> Using cache"
+                on_event(BuildEvent(step, steps, instruction, line, cached))
+    if not image_id:
+        raise EngineError("the engine ended the build without reporting an image ID.")
+    return str(image_id)
+
+
+def _failure(step: int, steps: int, instruction: str, tail: list[str], error: str) -> str:
+    shown = "\n".join(f"    {line}" for line in tail if not line.strip().startswith("--->"))
+    where = f"step {step}/{steps} failed: {instruction}" if step else "the build failed"
+    return f"{where}\n  {error.strip()}\n  last output:\n{shown or '    (none)'}"
+
+
+class _ChunkReader(io.RawIOBase):
+    """A file-like view of the engine's chunked response, for tarfile's stream mode."""
+
+    def __init__(self, chunks: Iterator[bytes], response: Any) -> None:
+        self.chunks = chunks
+        self.pending = b""
+        self.response = response
+
+    def close(self) -> None:
+        if self.response is not None:
+            self.response.close()
+            self.response = None
+        super().close()
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self.pending:
+            self.pending = next(self.chunks, b"")
+            if not self.pending:
+                return 0
+        size = min(len(buffer), len(self.pending))
+        buffer[:size] = self.pending[:size]
+        self.pending = self.pending[size:]
+        return size
+
+
+def save_stream(client: Any, image: str) -> IO[bytes]:
+    """`docker save` of one image as a readable stream (never written to disk here)."""
+    from docker.errors import APIError
+
+    # docker-py's get_image hides the response, and a reader that stops at the end of the tar
+    # (before the stream's last bytes) must still close the connection.
+    try:
+        response = client.api._get(client.api._url("/images/{0}/get", image), stream=True)
+        client.api._raise_for_status(response)
+    except APIError as error:
+        raise EngineError(f"the engine could not export {image}: {error.explanation}") from None
+    chunks = response.iter_content(chunk_size=1 << 20, decode_unicode=False)
+    return io.BufferedReader(_ChunkReader(chunks, response), 1 << 20)
+
+
+def load_stream(client: Any, archive: Iterator[bytes]) -> None:
+    """`docker load` of an archive produced while it is sent."""
+    from docker.errors import APIError
+
+    try:
+        for event in client.api.load_image(archive):
+            if "error" in event:
+                raise EngineError(f"the engine refused the normalised image: {event['error']}")
+    except APIError as error:
+        raise EngineError(f"the engine refused the normalised image: {error.explanation}") from None
+
+
+def inspect_image(client: Any, reference: str) -> dict[str, Any]:
+    from docker.errors import APIError, ImageNotFound
+
+    try:
+        return dict(client.api.inspect_image(reference))
+    except ImageNotFound:
+        raise EngineError(f"the engine has no image {reference}.") from None
+    except APIError as error:
+        raise EngineError(
+            f"the engine could not inspect {reference}: {error.explanation}"
+        ) from None
+
+
+def version(client: Any) -> str:
+    return str(client.version().get("Version", "unknown"))
+
+
+def remove_image(client: Any, reference: str) -> None:
+    from docker.errors import APIError, ImageNotFound
+
+    with contextlib.suppress(ImageNotFound, APIError):
+        client.api.remove_image(reference, force=True, noprune=False)

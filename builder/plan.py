@@ -22,18 +22,42 @@ HOME = "/opt/reprobuild"
 CODE = "/workspace"
 USER, UID = "reprobuild", 1000
 CONTEXT = "reprobuild"  # folder of generated files inside the build context
+# Trees copied onto / in one COPY each: copying onto an existing folder would date that folder
+# by the build, copying onto / keeps the dates the context carries.
+IMAGE_TREE = f"{CONTEXT}/image"  # holds opt/reprobuild: the payload, entry, expectations
+CODE_TREE = "code"  # holds workspace: the user's code
+WHEELS = f"{CONTEXT}/wheels"  # the lock's wheels, verified on the host before the build
+STAGING = f"{HOME}/layer"  # an install stage puts one layer here, as a tree rooted at /
+STAGED = f"{STAGING}{VENV}"  # the --prefix of that install
 TORCH_STACK = ("torch", "triton", "cuda-toolkit", "cuda-bindings", "cuda-pathfinder")
+# Offline and exact: only the wheels in the context, each checked against the lock's hash, no
+# dependency resolution, no sdists, no bytecode; --ignore-installed so that a locked pip or
+# setuptools is installed even though the install stage's own pip already provides one.
 PIP_INSTALL = (
-    "pip install --no-cache-dir --no-compile --disable-pip-version-check "
-    "--require-hashes --no-deps --only-binary :all:"
+    "pip install --no-cache-dir --no-compile --disable-pip-version-check --no-index "
+    f"--find-links {HOME}/wheels --require-hashes --no-deps --only-binary :all: "
+    "--ignore-installed --no-warn-script-location"
+)
+# Files a step created or changed, dated later than the lock's epoch, get the epoch as their
+# mtime: the layer then holds the same bytes on every build. ctime tells what this step touched,
+# so files of the base image are never copied up. Mount points of the build container are skipped.
+CLAMP_CHANGED = (
+    "find / -xdev \\( -path /proc -o -path /sys -o -path /dev -o -path /etc/hosts"
+    " -o -path /etc/hostname -o -path /etc/resolv.conf \\) -prune"
+    ' -o -newerct "@$step_start" -newermt "@$SOURCE_DATE_EPOCH"'
+    ' -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +'
 )
 
 
 @dataclass(frozen=True)
 class PythonLayer:
     name: str
-    file: str  # path inside the build context
+    stage: str  # the throwaway build stage that installs it
+    file: str  # requirements file, path inside the build context
     packages: tuple[LockedPackage, ...]
+
+    def wheel_paths(self) -> tuple[str, ...]:
+        return tuple(f"{WHEELS}/{package.filename}" for package in self.packages)
 
 
 @dataclass(frozen=True)
@@ -45,24 +69,49 @@ class BuildPlan:
     system_packages: tuple[str, ...]
     interpreter: str  # creates the venv, e.g. python3.11
     layers: tuple[PythonLayer, ...]
-    local_wheels: tuple[LockedPackage, ...]
     env: tuple[tuple[str, str], ...]
     labels: tuple[tuple[str, str], ...]
     expect: dict[str, Any] = field(default_factory=dict)  # locked versions for the smoke test
 
     def system_install(self) -> str:
-        """One shell command: snapshot sources in, pinned packages, lists and logs out."""
+        """Snapshot sources in, pinned packages, then the noise out: package lists and caches
+        deleted, logs this step wrote emptied. Files of the base are truncated, never deleted:
+        a deletion leaves a whiteout dated by the build. Runs inside `clamped`."""
         sources = " ".join(shlex.quote(line) for line in self.apt_sources.splitlines())
         return (
             f"rm -f /etc/apt/sources.list.d/* && printf '%s\\n' {sources} > /etc/apt/sources.list"
             " && apt-get update -o Acquire::Check-Valid-Until=false"
             f" && apt-get install -y --no-install-recommends {' '.join(self.system_packages)}"
-            " && rm -rf /var/lib/apt/lists/* /var/log/apt /var/log/dpkg.log"
-            " /var/cache/ldconfig/aux-cache /var/cache/debconf/*-old"
+            " && rm -rf /var/lib/apt/lists/*_* /var/cache/apt/*.bin /var/cache/ldconfig/aux-cache"
+            ' && find /var/log -type f -newerct "@$step_start" -exec truncate -s 0 {} +'
         )
 
     def pip_install(self, layer: PythonLayer) -> str:
-        return f"{PIP_INSTALL} -r {HOME}/{layer.file.removeprefix(CONTEXT + '/')}"
+        """Install one layer into STAGED, with a pip that only the install stage carries."""
+        requirements = f"{HOME}/{layer.file.removeprefix(CONTEXT + '/')}"
+        return (
+            "python -m ensurepip --default-pip > /dev/null"
+            f" && {PIP_INSTALL} --prefix {STAGED} -r {requirements}"
+            # Bytecode that wheels ship is a cache Python rebuilds in memory; none in the image.
+            f" && find {STAGING} -name '*.pyc' -delete"
+            f" && find {STAGING} -name __pycache__ -type d -empty -delete"
+            f' && find {STAGING} -exec touch -h -d "@$SOURCE_DATE_EPOCH" {{}} +'
+        )
+
+    @staticmethod
+    def clamped(command: str) -> str:
+        """`command`, then the files it changed dated to the epoch (see CLAMP_CHANGED)."""
+        return f"step_start=$(($(date +%s) - 1)) && {command} && {CLAMP_CHANGED}"
+
+    def create_venv(self) -> str:
+        return f"{self.interpreter} -m venv --without-pip {VENV}"
+
+    @staticmethod
+    def add_user() -> str:
+        return (
+            f"useradd --uid {UID} --user-group --create-home --home-dir /home/{USER}"
+            f" --shell /bin/sh {USER}"
+        )
 
 
 def bootstrap_image_name(lock: Lock) -> str:
@@ -72,11 +121,9 @@ def bootstrap_image_name(lock: Lock) -> str:
 
 
 def requirement_line(package: LockedPackage) -> str:
-    location = package.url
-    if "://" not in location:  # a local wheel, copied into the image
-        location = f"file://{HOME}/wheels/{package.filename}"
     marker = f" ; {package.marker}" if package.marker else ""
-    return f"{package.name} @ {location}{marker} \\\n    --hash=sha256:{package.sha256}"
+    pin = f"{package.name}=={package.version}{marker}"
+    return f"{pin} \\\n    --hash=sha256:{package.sha256}"
 
 
 def requirements_text(layer: PythonLayer) -> str:
@@ -88,9 +135,15 @@ def _layers(lock: Lock) -> tuple[PythonLayer, ...]:
     packages = lock.python.packages
     stack = tuple(p for p in packages if p.name in TORCH_STACK or p.name.startswith("nvidia-"))
     rest = tuple(p for p in packages if p not in stack)
-    layers = [PythonLayer("The torch and CUDA stack", f"{CONTEXT}/requirements-torch.txt", stack)]
+    layers = [
+        PythonLayer(
+            "The torch and CUDA stack", "torch-stack", f"{CONTEXT}/requirements-torch.txt", stack
+        )
+    ]
     if rest:
-        layers.append(PythonLayer("The other dependencies", f"{CONTEXT}/requirements.txt", rest))
+        layers.append(
+            PythonLayer("The other dependencies", "closure", f"{CONTEXT}/requirements.txt", rest)
+        )
     return tuple(layers)
 
 
@@ -165,7 +218,6 @@ def plan(lock: Lock, lock_digest: str) -> BuildPlan:
         system_packages=lock.system.packages,
         interpreter=f"python{lock.python.python}",
         layers=_layers(lock),
-        local_wheels=tuple(p for p in lock.python.packages if "://" not in p.url),
         env=_env(lock),
         labels=_labels(lock, lock_digest),
         expect=expect,

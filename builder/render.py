@@ -41,6 +41,11 @@ def docker_pairs(pairs: tuple[tuple[str, str], ...]) -> str:
     return " \\\n    ".join(f"{key}={docker_quote(value)}" for key, value in pairs)
 
 
+def docker_list(items: tuple[str, ...]) -> str:
+    """The JSON form of COPY: one source per continuation line, the destination last."""
+    return "[" + ", \\\n    ".join(json.dumps(item) for item in items) + "]"
+
+
 def docker_continue(command: str) -> str:
     return command.replace(" && ", " \\\n    && ")
 
@@ -61,6 +66,7 @@ def environment(project: Path | None) -> jinja2.Environment:
         docker_quote=docker_quote,
         docker_pairs=docker_pairs,
         docker_continue=docker_continue,
+        docker_list=docker_list,
         shell_quote=shlex.quote,
     )
     return env
@@ -84,6 +90,10 @@ def render(
         "user": plan.USER,
         "uid": plan.UID,
         "context": plan.CONTEXT,
+        "wheels": plan.WHEELS,
+        "staging": plan.STAGING,
+        "image_tree": plan.IMAGE_TREE,
+        "code_tree": plan.CODE_TREE,
     }
     env = environment(project)
     outputs = {}

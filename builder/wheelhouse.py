@@ -9,6 +9,7 @@ download whose hash differs from the lock is discarded and reported, never kept.
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -122,3 +123,9 @@ def _download(
         f"{package.name} {package.version} could not be downloaded from {package.url} "
         f"({problem}). Check the network or proxy settings of this host."
     )
+
+
+def default_cache() -> Path:
+    """Shared by every project of this user: a wheel is downloaded once, verified every time."""
+    root = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(root) / "reprobuild" / "wheels"

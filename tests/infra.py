@@ -6,12 +6,11 @@ the engine and pushes it to 127.0.0.1:5000. The engine and registry are started 
 
 from __future__ import annotations
 
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from builder import bootstrap, engine, snapshots
+from builder import bootstrap, engine
 from builder.registry import ImageReference, RegistryClient, RegistryError
 
 REGISTRY = "127.0.0.1:5000"
@@ -34,17 +33,8 @@ def registry_has(reference: str) -> bool:
 
 def build_image(workdir: Path, reference: str, packages: tuple[str, ...]) -> None:
     source = bootstrap.DebianSource("bookworm", DEBIAN_MIRROR)
-    rootfs = workdir / "rootfs.tar"
-    argv = bootstrap.mmdebstrap_argv(source, str(rootfs), packages)
-    epoch = str(snapshots.epoch_seconds(BASE_SNAPSHOT))
-    print(f"test base: {' '.join(argv)}", flush=True)
-    subprocess.run(
-        argv, check=True, env={"SOURCE_DATE_EPOCH": epoch, "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
-    )
-    history = bootstrap.recipe(source, packages, BASE_SNAPSHOT)
-    archive = bootstrap.write_image_archive(
-        rootfs, workdir / "image.tar", reference, BASE_SNAPSHOT, history
-    )
+    print(f"test base: bootstrapping {reference} from {DEBIAN_MIRROR}", flush=True)
+    archive = bootstrap.build_base(source, packages, BASE_SNAPSHOT, reference, workdir)
     client = engine.connect()
     try:
         engine.load_archive(client, archive.path)

@@ -228,13 +228,13 @@ def test_render_writes_the_context_from_the_lock(tmp_path: Path) -> None:
     )
     dockerfile = (output / "Dockerfile").read_text()
     assert (
-        "FROM python@sha256:b1add8a6f2aca6bcfcf0b9c9b522352f7ce0d62a3d556a2f2f32511aa0cca250\n"
-        in dockerfile
+        "FROM python@sha256:b1add8a6f2aca6bcfcf0b9c9b522352f7ce0d62a3d556a2f2f32511aa0cca250"
+        " AS system\n" in dockerfile
     )
     assert (output / "reprobuild" / "requirements-torch.txt").read_text().count(
         "--hash=sha256:"
     ) == 14
-    assert sorted(p.name for p in (output / "code").iterdir()) == [
+    assert sorted(p.name for p in (output / "code" / "workspace").iterdir()) == [
         "reprobuild.lock",
         "reprobuild.toml",
     ]

@@ -11,7 +11,6 @@ import os
 import shlex
 import subprocess
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -207,9 +206,11 @@ def _section(text: str, name: str) -> list[str]:
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_both_formats_carry_the_same_image(case: str) -> None:
     outputs = rendered(CASES[case])
-    docker, definition = outputs["Dockerfile"], outputs["reprobuild.def"]
+    docker = outputs["Dockerfile"].replace(" \\\n    && ", " && ")
+    definition = outputs["reprobuild.def"]
     build_plan = plan.plan(CASES[case], LOCK_DIGEST)
-    assert f"FROM {build_plan.base}\n" in docker and f"From: {build_plan.base}\n" in definition
+    assert f"FROM {build_plan.base} AS system\n" in docker
+    assert f"From: {build_plan.base}\n" in definition
     environment = dict(
         shlex.split(line.removeprefix("export "))[0].split("=", 1)
         for line in _section(definition, "environment")
@@ -220,6 +221,10 @@ def test_both_formats_carry_the_same_image(case: str) -> None:
     assert _dockerfile_pairs(docker, "LABEL") == labels == dict(build_plan.labels)
     for package in build_plan.system_packages:
         assert docker.count(package) == definition.count(package) == 1
+    assert build_plan.clamped(build_plan.create_venv()) in definition
+    assert build_plan.clamped(build_plan.add_user()) in definition
+    for command in (build_plan.create_venv(), build_plan.add_user()):
+        assert docker.count(command) == definition.count(command) == 1
     for layer in build_plan.layers:
         assert (
             build_plan.pip_install(layer) in docker and build_plan.pip_install(layer) in definition
@@ -278,10 +283,14 @@ def test_no_tmp_staging_and_layer_order() -> None:
         docker.index(marker)
         for marker in (
             "apt-get install",
+            "-m venv --without-pip",
             "requirements-torch.txt /opt",
             "requirements.txt /opt",
-            "payload/",
-            "COPY code/",
+            "COPY --from=torch-stack",
+            "COPY --from=closure",
+            "COPY reprobuild/image/ /",
+            "useradd",
+            "COPY code/ /",
         )
     ]
     assert order == sorted(order)
@@ -300,18 +309,17 @@ def test_context_is_written_atomically_with_code_filtered(tmp_path: Path) -> Non
     build_plan = plan.plan(lock, LOCK_DIGEST)
     output = project / ".reprobuild" / "context"
     context.write(output, context.files(build_plan, rendered(lock)), project, build_plan)
-    code = sorted(str(p.relative_to(output / "code")) for p in (output / "code").rglob("*"))
+    workspace = output / "code" / "workspace"
+    code = sorted(str(p.relative_to(workspace)) for p in workspace.rglob("*"))
     assert code == ["src", "src/train.py"]
-    assert (output / "reprobuild" / "payload" / "reprobuild_smoke" / "__main__.py").is_file()
-    assert os.access(output / "reprobuild" / "bin" / "entry", os.X_OK)
+    home = output / "reprobuild" / "image" / "opt" / "reprobuild"
+    assert (home / "payload" / "reprobuild_smoke" / "__main__.py").is_file()
+    assert os.access(home / "bin" / "entry", os.X_OK)
     assert {p.stat().st_mtime for p in output.rglob("*")} == {build_plan.epoch}
     assert "**/.env" in (output / ".dockerignore").read_text()
-    broken = replace(
-        build_plan, local_wheels=(wheel("gone", "1.0", "wheels/gone-1.0-py3-none-any.whl"),)
-    )
-    with pytest.raises(FileNotFoundError):
-        context.write(output, {"Dockerfile": "changed"}, project, broken)
-    assert (output / "reprobuild" / "bin" / "entry").is_file()  # the old context is untouched
+    with pytest.raises(FileNotFoundError):  # the wheelhouse lacks the lock's wheels
+        context.write(output, {"Dockerfile": "changed"}, project, build_plan, project / "none")
+    assert (home / "bin" / "entry").is_file()  # the old context is untouched
     assert [p.name for p in output.parent.iterdir()] == ["context"]
 
 

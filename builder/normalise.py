@@ -1,0 +1,208 @@
+"""Make a built image a pure function of its lock: the config without build-time noise, every
+layer the build added free of caches, logs, bytecode and dates later than the lock's epoch.
+
+The rendered Dockerfile already writes clean layers (each step dates what it changed to the
+epoch), so the common case rewrites only the config; a layer that still carries noise (a
+whiteout dated by the build, a cache a custom template left behind) is rewritten here. Base
+layers are never touched. Pure stream transforms: the engine edge lives in `engine.py`.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+import shutil
+import tarfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import PurePosixPath
+from typing import IO, Any
+
+# Build-time noise: never part of what a lock describes.
+NOISE = (
+    "*.pyc",
+    "*/__pycache__",
+    "*/__pycache__/*",
+    "var/cache/ldconfig/aux-cache",
+    "var/cache/apt/*.bin",
+    "var/lib/apt/lists/*_*",
+    "root/.cache/*",
+    "tmp/*",
+)
+# Fields of the engine's config that name the build, not the image: container IDs, hostnames,
+# the parent image ID (itself dated), the engine's version.
+BUILD_FIELDS = ("container", "container_config", "docker_version")
+CONFIG_BUILD_FIELDS = ("Hostname", "Image")
+BLOCK = 1 << 20
+
+
+def is_noise(name: str) -> bool:
+    path = name.removeprefix("./").rstrip("/")
+    base = PurePosixPath(path)
+    if base.name.startswith(".wh."):  # a whiteout: judge the path it deletes
+        path = str(base.with_name(base.name.removeprefix(".wh.")))
+    return any(fnmatch.fnmatchcase(path, pattern) for pattern in NOISE)
+
+
+def iso_time(epoch: int) -> str:
+    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def config(raw: bytes, epoch: int, base_history: int, diff_ids: list[str]) -> bytes:
+    """The normalised config: dated by the epoch, build fields dropped, base history kept."""
+    document: dict[str, Any] = json.loads(raw)
+    for key in BUILD_FIELDS:
+        document.pop(key, None)
+    runtime = document.get("config") or {}
+    for key in CONFIG_BUILD_FIELDS:
+        runtime.pop(key, None)
+    created = iso_time(epoch)
+    document["created"] = created
+    history = document.get("history") or []
+    for entry in history[base_history:]:
+        entry["created"] = created
+    document["rootfs"] = {"type": "layers", "diff_ids": diff_ids}
+    return json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
+
+
+@dataclass
+class LayerScan:
+    """One layer as the engine wrote it: its digest, size and what is wrong with it."""
+
+    diff_id: str
+    size: int
+    noise: list[str] = field(default_factory=list)  # "path: reason", first few only
+
+    @property
+    def clean(self) -> bool:
+        return not self.noise
+
+
+class _Hashing:
+    """A read-only stream that hashes and counts what passes through it."""
+
+    def __init__(self, source: IO[bytes]) -> None:
+        self.source = source
+        self.digest = hashlib.sha256()
+        self.size = 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.source.read(size)
+        self.digest.update(data)
+        self.size += len(data)
+        return data
+
+    def drain(self) -> None:
+        while self.read(BLOCK):
+            pass
+
+
+def _problem(member: tarfile.TarInfo, epoch: int) -> str | None:
+    if is_noise(member.name):
+        return f"{member.name}: build-time noise"
+    if member.mtime > epoch:
+        return f"{member.name}: dated after the lock's epoch"
+    return None
+
+
+def scan(layer: IO[bytes], epoch: int, keep: int = 5) -> LayerScan:
+    """Read a layer tar once: its diff ID, size, and up to `keep` problems (all are counted)."""
+    hashing = _Hashing(layer)
+    problems: list[str] = []
+    count = 0
+    with tarfile.open(fileobj=hashing, mode="r|", bufsize=BLOCK) as entries:  # type: ignore[call-overload]
+        for member in entries:
+            problem = _problem(member, epoch)
+            if problem:
+                count += 1
+                if len(problems) < keep:
+                    problems.append(problem)
+    hashing.drain()
+    if count > keep:
+        problems.append(f"... {count - keep} more")
+    return LayerScan(f"sha256:{hashing.digest.hexdigest()}", hashing.size, problems)
+
+
+def rewrite(layer: IO[bytes], output: IO[bytes], epoch: int) -> LayerScan:
+    """Write the canonical layer: noise dropped, dates clamped, owners by number, same order."""
+    hashing_out = _HashingWriter(output)
+    with (
+        tarfile.open(fileobj=layer, mode="r|", bufsize=BLOCK) as source,
+        tarfile.open(
+            fileobj=hashing_out, mode="w|", format=tarfile.PAX_FORMAT, bufsize=BLOCK
+        ) as target,  # type: ignore[call-overload]
+    ):
+        for member in source:
+            if is_noise(member.name):
+                continue
+            member.mtime = min(int(member.mtime), epoch)
+            member.uname = member.gname = ""
+            member.pax_headers = {
+                key: value
+                for key, value in member.pax_headers.items()
+                if key not in ("mtime", "atime", "ctime", "uname", "gname")
+            }
+            data = source.extractfile(member) if member.isreg() else None
+            target.addfile(member, data)
+    return LayerScan(f"sha256:{hashing_out.digest.hexdigest()}", hashing_out.size)
+
+
+class _HashingWriter:
+    def __init__(self, target: IO[bytes]) -> None:
+        self.target = target
+        self.digest = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self.digest.update(data)
+        self.size += len(data)
+        return self.target.write(data)
+
+
+def load_archive(
+    config_bytes: bytes, layers: list[tuple[str, IO[bytes] | None, int]], reference: str
+) -> Iterator[bytes]:
+    """A `docker load` archive, streamed: the config, the manifest, and the layer files given.
+
+    A layer passed without a file is one the engine already holds (same chain of diff IDs); the
+    engine does not open its file, so it is left out and the archive stays small.
+    """
+    config_name = f"{hashlib.sha256(config_bytes).hexdigest()}.json"
+    names = [f"layers/{index:03d}.tar" for index in range(len(layers))]
+    manifest = [{"Config": config_name, "RepoTags": [reference], "Layers": names}]
+    yield _member(config_name, len(config_bytes)) + _padded(config_bytes)
+    manifest_bytes = json.dumps(manifest).encode()
+    yield _member("manifest.json", len(manifest_bytes)) + _padded(manifest_bytes)
+    for name, (_, handle, size) in zip(names, layers, strict=True):
+        if handle is None:
+            continue
+        yield _member(name, size)
+        yield from _blocks(handle)
+        if size % tarfile.BLOCKSIZE:
+            yield tarfile.NUL * (tarfile.BLOCKSIZE - size % tarfile.BLOCKSIZE)
+    yield tarfile.NUL * (2 * tarfile.BLOCKSIZE)
+
+
+def _blocks(handle: IO[bytes]) -> Iterator[bytes]:
+    while block := handle.read(BLOCK):
+        yield block
+
+
+def _member(name: str, size: int) -> bytes:
+    info = tarfile.TarInfo(name)
+    info.size = size
+    return info.tobuf(tarfile.PAX_FORMAT)
+
+
+def _padded(data: bytes) -> bytes:
+    remainder = len(data) % tarfile.BLOCKSIZE
+    return data + (tarfile.NUL * (tarfile.BLOCKSIZE - remainder) if remainder else b"")
+
+
+def copy(source: IO[bytes], target: IO[bytes]) -> LayerScan:
+    """A clean layer after a rewritten one: same bytes, needed because its chain ID changed."""
+    writer = _HashingWriter(target)
+    shutil.copyfileobj(source, writer, BLOCK)
+    return LayerScan(f"sha256:{writer.digest.hexdigest()}", writer.size)

@@ -1,0 +1,236 @@
+"""`reprobuild build` on real parts: the engine's classic builder, the normaliser, the registry.
+
+The small images here install a stand-in `torch` wheel (a few bytes, built in the test) over the
+bootstrapped Debian base from the local registry, so each build takes seconds; the real torch
+image is built once, in test_torch_image.py. Package versions come from deb.debian.org.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import zipfile
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from builder import build, buildrecord, engine, lockfile, normalise, specfile
+from builder.cli import cli
+from builder.lock import BaseLock, Lock, LockedPackage
+from builder.registry import ImageReference, RegistryClient
+from tests.infra import BASE, DEBIAN_MIRROR, REGISTRY
+from tests.unit.test_render import make_lock
+
+SPEC = 'name = "lab/small"\npython = "3.11"\ntorch = "2.5.1"\ncpu_only = true\n'
+WHEEL_TIME = (2020, 1, 1, 0, 0, 0)
+
+
+def tiny_wheel(folder: Path, name: str, version: str) -> LockedPackage:
+    path = folder / f"{name}-{version}-py3-none-any.whl"
+    files = {
+        f"{name}/__init__.py": f"__version__ = {version!r}\n",
+        f"{name}-{version}.dist-info/METADATA": (
+            f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
+        ),
+        f"{name}-{version}.dist-info/WHEEL": (
+            "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+        ),
+        f"{name}-{version}.dist-info/RECORD": "",
+    }
+    with zipfile.ZipFile(path, "w") as archive:
+        for member, text in files.items():
+            archive.writestr(zipfile.ZipInfo(member, WHEEL_TIME), text)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    return LockedPackage(name, version, f"wheels/{path.name}", digest, path.stat().st_size)
+
+
+def base_lock() -> BaseLock:
+    with RegistryClient() as client:
+        resolved = client.resolve(ImageReference.parse(BASE))
+    image = f"{BASE.rsplit(':', 1)[0]}@{resolved.digest}"
+    return BaseLock("registry", BASE, "3.11.2", "bookworm", image=image, digest=resolved.digest)
+
+
+def small_project(folder: Path, system: tuple[str, ...] = ()) -> Path:
+    """A spec, its code, two wheels and a lock whose spec hash matches: ready to build."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "reprobuild.toml").write_text(SPEC)
+    (folder / "train.py").write_text("print('training')\n")
+    wheels = folder / "wheels"
+    wheels.mkdir(exist_ok=True)
+    packages = (tiny_wheel(wheels, "torch", "2.5.1"), tiny_wheel(wheels, "tinypkg", "1.0"))
+    lock = make_lock(cuda=None, label="2.5.1+cpu", packages=packages, base=base_lock())
+    lock = replace(lock, system=replace(lock.system, mirror=DEBIAN_MIRROR, security_mirror=None))
+    if system:
+        lock = replace(lock, system=replace(lock.system, requested=system, packages=system))
+    write_lock(folder, lock)
+    return folder
+
+
+def write_lock(folder: Path, lock: Lock) -> None:
+    spec_path, table, _ = specfile.locate(folder)
+    lock = replace(lock, spec_hash=lockfile.spec_hash_at(spec_path, table))
+    (folder / lockfile.LOCK_FILE).write_text(lockfile.dumps(lock))
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.notes: list[str] = []
+        self.events: list[engine.BuildEvent] = []
+
+    def progress(self) -> build.Progress:
+        return build.Progress(
+            self.notes.append, self.events.append, lambda *_: None, lambda _: None
+        )
+
+
+def build_project(client: Any, project: Path, cache: Path, no_cache: bool = True) -> Any:
+    recorder = Recorder()
+    record = build.build_lock(
+        client,
+        lockfile.read_current(project),
+        wheel_cache=cache,
+        no_cache=no_cache,
+        push=None,
+        progress=recorder.progress(),
+    )
+    return record, recorder
+
+
+@pytest.fixture
+def cleanup(engine_client: Any) -> Iterator[list[str]]:
+    """Names of images a test made; removed afterwards, with the cache they left."""
+    names: list[str] = []
+    yield names
+    for name in names:
+        engine.remove_image(engine_client, name)
+    engine_client.api.prune_images(filters={"dangling": True})
+
+
+def test_clean_rebuilds_give_one_image_id_and_one_manifest_digest(
+    tmp_path: Path, engine_client: Any, test_base: str, cleanup: list[str]
+) -> None:
+    project = small_project(tmp_path / "project", system=("libgomp1=12.2.0-14+deb12u1",))
+    cache = tmp_path / "cache"
+    first, _ = build_project(engine_client, project, cache)
+    cleanup.append(first.image)
+    pushed_first = build.push_image(engine_client, first, f"{REGISTRY}/test/small:one", print)
+    second, _ = build_project(engine_client, project, cache)
+    assert second.image_id == first.image_id
+    assert second.layers == first.layers
+    # Delete every image no container uses (the build cache and the base included), then build
+    # once more: the base is pulled again by digest and every step runs from nothing.
+    for name in (first.image, f"{REGISTRY}/test/small:one"):
+        engine.remove_image(engine_client, name)
+    engine_client.api.prune_images(filters={"dangling": False})
+    assert not engine.has_image(engine_client, first.base)
+    third, _ = build_project(engine_client, project, cache)
+    cleanup += [third.image, f"{REGISTRY}/test/small:two", f"{REGISTRY}/test/small:three"]
+    assert third.image_id == first.image_id
+    pushed_again = build.push_image(engine_client, third, f"{REGISTRY}/test/small:two", print)
+    pushed_twice = build.push_image(engine_client, third, f"{REGISTRY}/test/small:three", print)
+    assert pushed_again.manifest_digest == pushed_first.manifest_digest
+    assert pushed_twice.manifest_digest == pushed_first.manifest_digest
+    assert first.normalisation["rewritten"] == []  # the rendered Dockerfile writes clean layers
+    config = engine_client.api.inspect_image(first.image_id)
+    assert config["Created"] == "2026-11-22T00:00:00Z"
+    assert "Hostname" not in json.dumps(config.get("ContainerConfig") or {})
+    assert first.base_layers == 1 and len(first.layers) == 8
+
+
+def test_code_only_change_rebuilds_one_layer(
+    tmp_path: Path, engine_client: Any, test_base: str, cleanup: list[str]
+) -> None:
+    project = small_project(tmp_path / "project")
+    cache = tmp_path / "cache"
+    before, _ = build_project(engine_client, project, cache)
+    cleanup.append(before.image)
+    (project / "train.py").write_text("print('training, changed')\n")
+    after, recorder = build_project(engine_client, project, cache, no_cache=False)
+    pairs = zip(before.layers, after.layers, strict=True)
+    changed = [index for index, (old, new) in enumerate(pairs) if old != new]
+    assert changed == [len(before.layers) - 1]
+    steps = {event.step for event in recorder.events if not event.line}
+    cached = {event.step for event in recorder.events if event.cached}
+    runs = [e.instruction for e in recorder.events if not e.line and e.step not in cached]
+    assert all(not i.startswith(("RUN", "COPY")) or i.startswith("COPY code/") for i in runs)
+    assert len(steps) == recorder.events[0].steps
+
+
+def test_noise_from_a_template_override_is_normalised_away(
+    tmp_path: Path, engine_client: Any, test_base: str, cleanup: list[str]
+) -> None:
+    project = small_project(tmp_path / "project")
+    override = project / "reprobuild-templates"
+    override.mkdir()
+    packaged = Path(__file__).parents[2] / "templates" / "Dockerfile.j2"
+    noisy_step = (
+        "RUN touch /opt/built-at && mkdir -p /root/.cache && date > /root/.cache/stamp"
+        " && python3 -m compileall -q /opt/reprobuild/payload\n"
+    )
+    text = packaged.read_text().replace("WORKDIR {{ code }}\n", noisy_step + "WORKDIR {{ code }}\n")
+    (override / "Dockerfile.j2").write_text(text)
+    cache = tmp_path / "cache"
+    first, _ = build_project(engine_client, project, cache)
+    cleanup.append(first.image)
+    second, _ = build_project(engine_client, project, cache)
+    assert second.image_id == first.image_id
+    rewritten = first.normalisation["rewritten"]
+    assert "opt/built-at: dated after the lock's epoch" in rewritten
+    assert rewritten[-1] == "... 12 more"  # the record keeps the first five of each layer
+    assert any(line.endswith(".pyc: build-time noise") for line in rewritten)
+
+
+def test_failing_step_names_the_step_command_and_output_and_writes_no_record(
+    tmp_path: Path, engine_client: Any, test_base: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project = small_project(tmp_path / "project", system=("libgomp1=0.0-does-not-exist",))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    result = CliRunner().invoke(cli, ["-C", str(project), "build", "--plain"])
+    assert result.exit_code == 1, result.output
+    message = str(result.exception) if result.exception else result.output
+    assert "step 4/" in message and "apt-get install" in message
+    assert "E: Version '0.0-does-not-exist' for 'libgomp1' was not found" in message
+    assert not (project / buildrecord.RECORD_FILE).exists()
+
+
+def test_build_command_writes_the_record(
+    tmp_path: Path, engine_client: Any, test_base: str, cleanup: list[str], monkeypatch: Any
+) -> None:
+    project = small_project(tmp_path / "project")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    result = CliRunner().invoke(cli, ["-C", str(project), "build", "--quiet"])
+    assert result.exit_code == 0, result.output
+    record = buildrecord.read(project)
+    cleanup.append(record.image)
+    assert record.image.startswith("lab/train:")
+    assert result.output.startswith(f"built {record.image}\n  image ID {record.image_id} (")
+    assert record.lock == lockfile.file_digest(project / lockfile.LOCK_FILE)
+    assert record.engine_version == engine.version(engine_client)
+    assert [layer.diff_id for layer in record.layers] == engine_client.api.inspect_image(
+        record.image
+    )["RootFS"]["Layers"]
+    labels = engine_client.api.inspect_image(record.image)["Config"]["Labels"]
+    assert labels["dev.reprobuild.lock"] == record.lock
+
+
+def test_no_engine_is_one_clear_paragraph(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    project = small_project(tmp_path / "project")
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no.sock")
+    result = CliRunner().invoke(cli, ["-C", str(project), "build"])
+    assert result.exit_code != 0
+    assert "no Docker engine answers at unix://" in str(result.exception or result.output)
+    assert not (project / buildrecord.RECORD_FILE).exists()
+
+
+def test_normaliser_rewrites_only_noise() -> None:
+    assert normalise.is_noise("opt/venv/lib/python3.11/site-packages/x/__pycache__/a.pyc")
+    assert normalise.is_noise("var/lib/apt/lists/deb.debian.org_debian_dists_bookworm_InRelease")
+    assert normalise.is_noise("var/cache/.wh.ldconfig") is False
+    assert normalise.is_noise("var/cache/ldconfig/.wh.aux-cache")
+    assert not normalise.is_noise("var/lib/apt/lists/lock")
+    assert not normalise.is_noise("opt/venv/lib/python3.11/site-packages/torch/__init__.py")
