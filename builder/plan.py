@@ -13,7 +13,7 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Any
 
-from builder import __version__, snapshots
+from builder import __version__, bootstrap, snapshots
 from builder.apt import UBUNTU_SUITES, AptArchive
 from builder.lock import Lock, LockedPackage
 
@@ -39,12 +39,15 @@ PIP_INSTALL = (
     "--ignore-installed --no-warn-script-location"
 )
 # Files a step created or changed, dated later than the lock's epoch, get the epoch as their
-# mtime: the layer then holds the same bytes on every build. ctime tells what this step touched,
-# so files of the base image are never copied up. Mount points of the build container are skipped.
+# mtime: the layer then holds the same bytes on every build. What the step touched is told by
+# ctime against a marker made as the step starts, to the nanosecond, on /dev/shm (a tmpfs, so the
+# marker is never part of a layer); files of the base, however recently the engine unpacked them,
+# are older and are never copied up. Mount points of the build container are skipped.
+STEP_MARKER = "/dev/shm/reprobuild-step"
 CLAMP_CHANGED = (
     "find / -xdev \\( -path /proc -o -path /sys -o -path /dev -o -path /etc/hosts"
     " -o -path /etc/hostname -o -path /etc/resolv.conf \\) -prune"
-    ' -o -newerct "@$step_start" -newermt "@$SOURCE_DATE_EPOCH"'
+    f' -o -cnewer {STEP_MARKER} -newermt "@$SOURCE_DATE_EPOCH"'
     ' -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +'
 )
 
@@ -83,7 +86,7 @@ class BuildPlan:
             " && apt-get update -o Acquire::Check-Valid-Until=false"
             f" && apt-get install -y --no-install-recommends {' '.join(self.system_packages)}"
             " && rm -rf /var/lib/apt/lists/*_* /var/cache/apt/*.bin /var/cache/ldconfig/aux-cache"
-            ' && find /var/log -type f -newerct "@$step_start" -exec truncate -s 0 {} +'
+            f" && find /var/log -type f -cnewer {STEP_MARKER} ! -empty -exec truncate -s 0 {{}} +"
         )
 
     def pip_install(self, layer: PythonLayer) -> str:
@@ -101,7 +104,7 @@ class BuildPlan:
     @staticmethod
     def clamped(command: str) -> str:
         """`command`, then the files it changed dated to the epoch (see CLAMP_CHANGED)."""
-        return f"step_start=$(($(date +%s) - 1)) && {command} && {CLAMP_CHANGED}"
+        return f"touch {STEP_MARKER} && {command} && {CLAMP_CHANGED} && rm {STEP_MARKER}"
 
     def create_venv(self) -> str:
         return f"{self.interpreter} -m venv --without-pip {VENV}"
@@ -151,7 +154,7 @@ def _env(lock: Lock) -> tuple[tuple[str, str], ...]:
     determinism = lock.determinism
     tf32 = bool(determinism["tf32"])
     env = [
-        ("PATH", f"{VENV}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"),
+        ("PATH", f"{VENV}/bin:{HOME}/bin:{bootstrap.DEFAULT_PATH}"),
         ("VIRTUAL_ENV", VENV),
         ("PYTHONDONTWRITEBYTECODE", "1"),
         ("PYTHONHASHSEED", "0"),
