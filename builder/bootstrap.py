@@ -8,16 +8,16 @@ config) is a pure function of the rootfs bytes and the snapshot time.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import re
 import shutil
 import subprocess
-import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from builder import tarstream
 from builder.errors import ReprobuildError
+from builder.normalise import load_archive
 from builder.snapshots import epoch_seconds
 
 BOOTSTRAP_PACKAGES = ("ca-certificates", "python3", "python3-venv")
@@ -76,7 +76,7 @@ def write_image_archive(
     rootfs_tar: Path, archive: Path, reference: str, created: str, created_by: str
 ) -> ImageArchive:
     """Wrap a rootfs tar as a one-layer image in `docker load` format, config written here."""
-    diff_id = f"sha256:{_sha256_file(rootfs_tar)}"
+    diff_id = f"sha256:{tarstream.sha256_file(rootfs_tar)}"
     config = {
         "architecture": "amd64",
         "os": "linux",
@@ -87,30 +87,11 @@ def write_image_archive(
     }
     config_bytes = json.dumps(config, sort_keys=True, separators=(",", ":")).encode()
     config_hex = hashlib.sha256(config_bytes).hexdigest()
-    layer_name = f"{diff_id.removeprefix('sha256:')}/layer.tar"
-    manifest = [{"Config": f"{config_hex}.json", "RepoTags": [reference], "Layers": [layer_name]}]
-    with tarfile.open(archive, "w", format=tarfile.PAX_FORMAT) as bundle:
-        _add_bytes(bundle, f"{config_hex}.json", config_bytes)
-        _add_bytes(bundle, "manifest.json", json.dumps(manifest).encode())
-        info = bundle.gettarinfo(str(rootfs_tar), arcname=layer_name)
-        info.mtime, info.uid, info.gid, info.uname, info.gname = 0, 0, 0, "", ""
-        with rootfs_tar.open("rb") as layer:
-            bundle.addfile(info, layer)
+    size = rootfs_tar.stat().st_size
+    with rootfs_tar.open("rb") as layer, archive.open("wb") as bundle:
+        for chunk in load_archive(config_bytes, [(diff_id, layer, size)], reference):
+            bundle.write(chunk)
     return ImageArchive(archive, f"sha256:{config_hex}", diff_id)
-
-
-def _add_bytes(bundle: tarfile.TarFile, name: str, data: bytes) -> None:
-    info = tarfile.TarInfo(name)
-    info.size = len(data)
-    bundle.addfile(info, io.BytesIO(data))
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class BootstrapError(ReprobuildError):

@@ -10,12 +10,12 @@ from __future__ import annotations
 import hashlib
 import tempfile
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any
 
-from builder import __version__, bootstrap, context, engine, normalise, plan
+from builder import __version__, bootstrap, context, engine, normalise, plan, tarstream
 from builder.errors import ReprobuildError
 from builder.lock import Lock
 
@@ -96,7 +96,7 @@ def normalise_image(
     base_ids: list[str] = engine.inspect_image(client, base)["RootFS"]["Layers"]
     if diff_ids[: len(base_ids)] != base_ids:
         raise NormaliseError(f"the built image {image_id} does not start with the base {base}.")
-    base_history = len(client.api.history(base))
+    base_history = engine.history_length(client, base)
     note("normalising: reading the built image")
     raw_config, scans, members = _scan(client, image_id, epoch, set(base_ids))
     own = [
@@ -113,7 +113,7 @@ def normalise_image(
             folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="reprobuild-")))
             work = _Pass(diff_ids, noisy, members, scans)
             final = _rewrite(client, image_id, work, epoch, folder)
-            layers = [(r.diff_id, _open(stack, folder, i, r), r.size) for i, r in enumerate(final)]
+            layers = [(r.diff_id, _open(stack, folder, i), r.size) for i, r in enumerate(final)]
         else:
             layers = [(diff_id, None, scans[diff_id].size) for diff_id in diff_ids]
         new_ids = [diff_id for diff_id, _, _ in layers]
@@ -128,23 +128,9 @@ def normalise_image(
     return Normalised(new_id, records, len(base_ids), rewritten, scanned)
 
 
-def _open(
-    stack: ExitStack, folder: Path, index: int, layer: normalise.LayerScan
-) -> IO[bytes] | None:
+def _open(stack: ExitStack, folder: Path, index: int) -> IO[bytes] | None:
     path = folder / f"{index:03d}.tar"
     return stack.enter_context(path.open("rb")) if path.exists() else None
-
-
-@contextmanager
-def _members(client: Any, image_id: str) -> Iterator[Any]:
-    """The members of `docker save`, streamed; the connection is closed however reading ends."""
-    import tarfile
-
-    with (
-        engine.save_stream(client, image_id) as stream,
-        tarfile.open(fileobj=stream, mode="r|", bufsize=1 << 20) as archive,
-    ):
-        yield archive
 
 
 def _is_layer(name: str) -> bool:
@@ -162,11 +148,11 @@ def _scan(
     raw_config = b""
     scans: dict[str, normalise.LayerScan] = {}
     members: dict[str, str] = {}
-    with _members(client, image_id) as archive:
+    with engine.saved_members(client, image_id) as archive:
         for member in archive:
             if not member.isreg():
                 continue
-            handle = archive.extractfile(member)
+            handle = tarstream.data(archive, member)
             if member.name in config_names:
                 raw_config = handle.read()
             elif _is_layer(member.name):
@@ -206,12 +192,12 @@ def _rewrite(
     wanted = {work.diff_ids[index]: index for index in range(first, len(work.diff_ids))}
     to_rewrite = {work.diff_ids[index] for index in work.noisy}
     results: dict[int, normalise.LayerScan] = {}
-    with _members(client, image_id) as archive:
+    with engine.saved_members(client, image_id) as archive:
         for member in archive:
             diff_id = work.members.get(member.name, "")
             if diff_id not in wanted:
                 continue
-            handle = archive.extractfile(member)
+            handle = tarstream.data(archive, member)
             index = wanted[diff_id]
             with (folder / f"{index:03d}.tar").open("wb") as target:
                 if diff_id in to_rewrite:
@@ -297,8 +283,7 @@ def build_lock(
 
 def push_image(client: Any, record: BuildRecord, reference: str, note: Note) -> BuildRecord:
     """Tag the built image as `reference` and push it; the record gains the manifest digest."""
-    name, tag = engine.split_tag(reference)
-    client.api.tag(record.image_id, name, tag)
-    note(f"pushing {name}:{tag}")
-    digest = engine.push(client, f"{name}:{tag}")
-    return replace(record, manifest_digest=digest, pushed=f"{name}@{digest}")
+    tagged = engine.tag(client, record.image_id, reference)
+    note(f"pushing {tagged}")
+    digest = engine.push(client, tagged)
+    return replace(record, manifest_digest=digest, pushed=f"{engine.split_tag(tagged)[0]}@{digest}")

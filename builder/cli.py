@@ -143,7 +143,7 @@ def lock_command(
 ) -> None:
     """Pin every input in reprobuild.lock: hashed Python closure, base digest, system packages."""
     from builder import lockfile
-    from builder.files import write_atomic
+    from builder.present import count
 
     knowledge = options.knowledge()
     loaded = _load_spec(options, knowledge)
@@ -153,45 +153,42 @@ def lock_command(
         lockfile.check(lockfile.read(path), digest, path)
         click.echo(f"{path} is up to date with the spec")
         return
-    if path.exists() and not upgrade and lockfile.read(path).spec_hash == digest:
+    if not upgrade and lockfile.staleness(path, digest) is None:
         click.echo(f"{path} is up to date with the spec (use --upgrade to re-resolve)")
         return
-    lock = _make_lock(
-        options, knowledge, loaded, digest, index_url, debian_mirror, debian_security_mirror
-    )
-    write_atomic(path, lockfile.dumps(lock))
-    resolution_label = lock.resolution["torch"]["label"]
+    mirrors = (debian_mirror, debian_security_mirror)
+    lock = _write_new_lock(options, knowledge, loaded, path, digest, index_url, mirrors)
     wheels, packages = len(lock.python.packages), len(lock.system.packages)
     click.echo(
-        f"wrote {path}: torch {resolution_label}, {_count(wheels, 'wheel')}, "
-        f"base {lock.base.image or lock.base.reference}, {_count(packages, 'system package')}"
+        f"wrote {path}: torch {lock.resolution['torch']['label']}, {count(wheels, 'wheel')}, "
+        f"base {lock.base.image or lock.base.reference}, {count(packages, 'system package')}"
     )
 
 
-def _make_lock(
+def _write_new_lock(
     options: Options,
     knowledge: Knowledge,
     loaded: LoadedSpec,
+    path: Path,
     digest: str,
     index_url: str,
-    debian_mirror: str | None,
-    debian_security_mirror: str | None,
+    mirrors: tuple[str | None, str | None],
 ) -> Any:
-    from builder import locker
+    """Resolve, lock and write `path` atomically; return the lock."""
+    from builder import locker, lockfile
+    from builder.files import write_atomic
 
     resolution = _resolve(options, knowledge, loaded)
-    return locker.make_lock(
+    lock = locker.make_lock(
         loaded,
         spec_digest=digest,
         resolution=resolution,
         knowledge=knowledge,
-        options=locker.LockOptions(index_url, debian_mirror, debian_security_mirror),
+        options=locker.LockOptions(index_url, *mirrors),
         progress=_note_progress,
     )
-
-
-def _count(number: int, noun: str) -> str:
-    return f"{number} {noun}{'' if number == 1 else 's'}"
+    write_atomic(path, lockfile.dumps(lock))
+    return lock
 
 
 def _note_progress(text: str) -> None:
@@ -522,19 +519,17 @@ def build_command(
 def _current_or_new_lock(options: Options, debian_mirror: str | None) -> Any:
     """The current lock; a missing or stale one is (re)made first. A tampered one is refused."""
     from builder import lockfile, specfile
-    from builder.files import write_atomic
 
     spec_path, table, _ = specfile.locate(options.project)
     path = spec_path.parent / lockfile.LOCK_FILE
     digest = lockfile.spec_hash_at(spec_path, table)
-    if not path.exists() or lockfile.read(path).spec_hash != digest:
-        _note(f"{path.name} is {'stale' if path.exists() else 'missing'}: locking first")
+    reason = lockfile.staleness(path, digest)
+    if reason is not None:
+        _note(f"{path.name} is {reason}: locking first")
         knowledge = options.knowledge()
         loaded = _load_spec(options, knowledge)
-        lock = _make_lock(
-            options, knowledge, loaded, digest, "https://pypi.org/simple", debian_mirror, None
-        )
-        write_atomic(path, lockfile.dumps(lock))
+        index = "https://pypi.org/simple"
+        _write_new_lock(options, knowledge, loaded, path, digest, index, (debian_mirror, None))
     return lockfile.read_current(options.project)
 
 

@@ -16,7 +16,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from builder import plan
+from builder import plan, tarstream
 
 DEFAULT_OUTPUT = Path(".reprobuild") / "context"
 # Never copied into an image: version control, secrets, caches and build outputs.
@@ -155,18 +155,17 @@ def _clamp_times(folder: Path, epoch: int) -> None:
     os.utime(folder, (epoch, epoch))
 
 
-def tar_stream(folder: Path, chunk: int = 1 << 20) -> Iterator[bytes]:
+def tar_stream(folder: Path) -> Iterator[bytes]:
     """The context as a tar, produced while it is sent: entries in sorted order, owner root,
     times as written (the epoch). Large wheels are streamed, never held in memory."""
     for path in _entries(folder):
         info = _tar_info(path, path.relative_to(folder).as_posix())
-        yield info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
         if info.isreg():
             with path.open("rb") as handle:
-                yield from iter(lambda: handle.read(chunk), b"")
-            if info.size % tarfile.BLOCKSIZE:
-                yield tarfile.NUL * (tarfile.BLOCKSIZE - info.size % tarfile.BLOCKSIZE)
-    yield tarfile.NUL * (2 * tarfile.BLOCKSIZE)
+                yield from tarstream.member(info, handle)
+        else:
+            yield from tarstream.member(info)
+    yield tarstream.END
 
 
 def _entries(folder: Path) -> Iterator[Path]:

@@ -11,12 +11,15 @@ import io
 import os
 import re
 import socket
+import tarfile
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 from builder.errors import ReprobuildError
+from builder.tarstream import BLOCK
 
 TIMEOUT_S = 600
 # A fixed API version: with "auto" docker-py queries the engine inside the client constructor and
@@ -275,8 +278,18 @@ def save_stream(client: Any, image: str) -> IO[bytes]:
         client.api._raise_for_status(response)
     except APIError as error:
         raise EngineError(f"the engine could not export {image}: {error.explanation}") from None
-    chunks = response.iter_content(chunk_size=1 << 20, decode_unicode=False)
-    return io.BufferedReader(_ChunkReader(chunks, response), 1 << 20)
+    chunks = response.iter_content(chunk_size=BLOCK, decode_unicode=False)
+    return io.BufferedReader(_ChunkReader(chunks, response), BLOCK)
+
+
+@contextmanager
+def saved_members(client: Any, image: str) -> Iterator[tarfile.TarFile]:
+    """The members of `docker save`, streamed; the connection is closed however reading ends."""
+    with (
+        save_stream(client, image) as stream,
+        tarfile.open(fileobj=stream, mode="r|", bufsize=BLOCK) as archive,
+    ):
+        yield archive
 
 
 def load_stream(client: Any, archive: Iterator[bytes]) -> None:
@@ -302,6 +315,18 @@ def inspect_image(client: Any, reference: str) -> dict[str, Any]:
         raise EngineError(
             f"the engine could not inspect {reference}: {error.explanation}"
         ) from None
+
+
+def history_length(client: Any, reference: str) -> int:
+    """How many history entries an image's config holds (empty layers included)."""
+    return len(client.api.history(reference))
+
+
+def tag(client: Any, image_id: str, reference: str) -> str:
+    """Name an image; return the name with its tag made explicit."""
+    name, label = split_tag(reference)
+    client.api.tag(image_id, name, label)
+    return f"{name}:{label}"
 
 
 def version(client: Any) -> str:

@@ -16,10 +16,10 @@ from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from typing import IO, Any, Literal
 
-from builder import engine
+from builder import engine, tarstream
 from builder.engine import EngineError
+from builder.present import count
 
-BLOCK = 1 << 20
 CLIP = 120
 XATTR_PREFIXES = ("SCHILY.xattr.", "LIBARCHIVE.xattr.")
 TYPES = {
@@ -222,8 +222,8 @@ def read_saved(
     entry table; the manifest, last in the stream, then says which member is layer `index`.
     """
     # Saved by ID: a tag moved between inspect and save cannot swap the image under us.
-    with engine.save_stream(client, image_id) as stream:
-        export = _read_export(stream, image_id.removeprefix("sha256:"), diff_id)
+    with engine.saved_members(client, image_id) as archive:
+        export = _read_export(archive, image_id.removeprefix("sha256:"), diff_id)
     if export.config is None:
         raise EngineError(f"the engine's export of {reference} holds no config {image_id}.")
     if index is None or diff_id is None:
@@ -231,26 +231,25 @@ def read_saved(
     return Saved(export.config, _layer_at(export, reference, index, diff_id))
 
 
-def _read_export(stream: IO[bytes], config_hex: str, diff_id: str | None) -> _Export:
+def _read_export(archive: tarfile.TarFile, config_hex: str, diff_id: str | None) -> _Export:
     export = _Export()
-    with tarfile.open(fileobj=stream, mode="r|", bufsize=BLOCK) as archive:
-        for member in archive:
-            name = posixpath.normpath(member.name)
-            if member.issym():  # newer engines link a repeated layer to its first copy
-                target = posixpath.join(posixpath.dirname(name), member.linkname)
-                export.links[name] = posixpath.normpath(target)
-            handle = archive.extractfile(member) if member.isreg() else None
-            if handle is None:
-                continue
-            basename = posixpath.basename(name)
-            if name == "manifest.json":
-                export.manifest = json.load(handle)
-            elif basename in (f"{config_hex}.json", config_hex):
-                export.config = json.load(handle)
-            elif diff_id is not None and _may_be_layer(basename, diff_id):
-                digest, table = scan_layer(handle)
-                if digest == diff_id:
-                    export.tables[name] = table
+    for member in archive:
+        name = posixpath.normpath(member.name)
+        if member.issym():  # newer engines link a repeated layer to its first copy
+            target = posixpath.join(posixpath.dirname(name), member.linkname)
+            export.links[name] = posixpath.normpath(target)
+        handle = archive.extractfile(member) if member.isreg() else None
+        if handle is None:
+            continue
+        basename = posixpath.basename(name)
+        if name == "manifest.json":
+            export.manifest = json.load(handle)
+        elif basename in (f"{config_hex}.json", config_hex):
+            export.config = json.load(handle)
+        elif diff_id is not None and _may_be_layer(basename, diff_id):
+            digest, table = scan_layer(handle)
+            if digest == diff_id:
+                export.tables[name] = table
     return export
 
 
@@ -276,32 +275,15 @@ def _layer_at(export: _Export, reference: str, index: int, diff_id: str) -> Entr
     return table
 
 
-class _HashingReader:
-    """A read-only stream that hashes what passes through it."""
-
-    def __init__(self, source: IO[bytes]) -> None:
-        self.source = source
-        self.digest = hashlib.sha256()
-
-    def read(self, size: int = -1) -> bytes:
-        data = self.source.read(size)
-        self.digest.update(data)
-        return data
-
-    def drain(self) -> None:
-        while self.read(BLOCK):
-            pass
-
-
 def scan_layer(layer: IO[bytes]) -> tuple[str, EntryTable]:
     """A layer tar's digest (its diff ID) and its entries by path, contents hashed in blocks."""
-    hashing = _HashingReader(layer)
     table: EntryTable = {}
-    with tarfile.open(fileobj=hashing, mode="r|", bufsize=BLOCK) as entries:  # type: ignore[call-overload]
-        for member in entries:
-            table[_path(member.name)] = _entry(member, entries)
-    hashing.drain()  # the end-of-archive padding belongs to the diff ID too
-    return f"sha256:{hashing.digest.hexdigest()}", table
+
+    def record(member: tarfile.TarInfo, archive: tarfile.TarFile) -> None:
+        table[_path(member.name)] = _entry(member, archive)
+
+    diff_id, _ = tarstream.read_layer(layer, record)
+    return diff_id, table
 
 
 def _path(name: str) -> str:
@@ -334,7 +316,7 @@ def _content_digest(archive: tarfile.TarFile, member: tarfile.TarInfo) -> str:
     if handle is None:
         return ""
     digest = hashlib.sha256()
-    while block := handle.read(BLOCK):
+    for block in tarstream.blocks(handle):
         digest.update(block)
     return f"sha256:{digest.hexdigest()}"
 
@@ -366,7 +348,7 @@ def render(report: ImageDiff, max_files: int = 200) -> str:
 def _config_lines(report: ImageDiff) -> list[str]:
     if not report.config:
         return ["config: the same fields and values (the documents differ only in encoding)"]
-    lines = [f"config: {_count(len(report.config), 'field')} differ"]
+    lines = [f"config: {count(len(report.config), 'field')} differ"]
     for difference in report.config:
         lines.append(f"  {difference.path}")
         lines += [f"    A: {_value(difference.a)}", f"    B: {_value(difference.b)}"]
@@ -400,7 +382,7 @@ def _file_lines(report: ImageDiff, max_files: int) -> list[str]:
     header = f"files in layer {index}, the first that differs: "
     if not report.files:
         return [header + "the same entries (the tars differ in order or padding)"]
-    lines = [header + f"{_count(len(report.files), 'path')} differ"]
+    lines = [header + f"{count(len(report.files), 'path')} differ"]
     shown = report.files if max_files == 0 else report.files[:max_files]
     lines += [_file_line(difference) for difference in shown]
     if len(shown) < len(report.files):
@@ -444,7 +426,3 @@ def _short(digest: str | None) -> str:
         return "(none)"
     algorithm, _, hexdigest = digest.partition(":")
     return f"{algorithm}:{hexdigest[:12]}" if hexdigest else digest[:12]
-
-
-def _count(number: int, noun: str) -> str:
-    return f"{number} {noun}{'' if number == 1 else 's'}"

@@ -163,6 +163,13 @@ def read(path: Path) -> Lock:
     return loads(text, str(path))
 
 
+def staleness(path: Path, spec_digest: str) -> str | None:
+    """Why the lock must be (re)made, "missing" or "stale"; None when it matches the spec."""
+    if not path.exists():
+        return "missing"
+    return "stale" if read(path).spec_hash != spec_digest else None
+
+
 @dataclass(frozen=True)
 class CurrentLock:
     """A lock that matches its spec, with where it lives and its own file digest."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
+import io
 import json
 import shutil
 import tarfile
@@ -19,6 +20,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import PurePosixPath
 from typing import IO, Any
+
+from builder import tarstream
 
 # Build-time noise: never part of what a lock describes.
 NOISE = (
@@ -35,7 +38,6 @@ NOISE = (
 # the parent image ID (itself dated), the engine's version.
 BUILD_FIELDS = ("container", "container_config", "docker_version")
 CONFIG_BUILD_FIELDS = ("Hostname", "Image")
-BLOCK = 1 << 20
 
 
 def is_noise(name: str) -> bool:
@@ -80,25 +82,6 @@ class LayerScan:
         return not self.noise
 
 
-class _Hashing:
-    """A read-only stream that hashes and counts what passes through it."""
-
-    def __init__(self, source: IO[bytes]) -> None:
-        self.source = source
-        self.digest = hashlib.sha256()
-        self.size = 0
-
-    def read(self, size: int = -1) -> bytes:
-        data = self.source.read(size)
-        self.digest.update(data)
-        self.size += len(data)
-        return data
-
-    def drain(self) -> None:
-        while self.read(BLOCK):
-            pass
-
-
 def _problem(member: tarfile.TarInfo, epoch: int) -> str | None:
     if is_noise(member.name):
         return f"{member.name}: build-time noise"
@@ -109,29 +92,26 @@ def _problem(member: tarfile.TarInfo, epoch: int) -> str | None:
 
 def scan(layer: IO[bytes], epoch: int, keep: int = 5) -> LayerScan:
     """Read a layer tar once: its diff ID, size, and up to `keep` problems (all are counted)."""
-    hashing = _Hashing(layer)
     problems: list[str] = []
-    count = 0
-    with tarfile.open(fileobj=hashing, mode="r|", bufsize=BLOCK) as entries:  # type: ignore[call-overload]
-        for member in entries:
-            problem = _problem(member, epoch)
-            if problem:
-                count += 1
-                if len(problems) < keep:
-                    problems.append(problem)
-    hashing.drain()
-    if count > keep:
-        problems.append(f"... {count - keep} more")
-    return LayerScan(f"sha256:{hashing.digest.hexdigest()}", hashing.size, problems)
+
+    def check(entry: tarfile.TarInfo, _: tarfile.TarFile) -> None:
+        problem = _problem(entry, epoch)
+        if problem:
+            problems.append(problem)
+
+    diff_id, size = tarstream.read_layer(layer, check)
+    if len(problems) > keep:
+        problems[keep:] = [f"... {len(problems) - keep} more"]
+    return LayerScan(diff_id, size, problems)
 
 
 def rewrite(layer: IO[bytes], output: IO[bytes], epoch: int) -> LayerScan:
     """Write the canonical layer: noise dropped, dates clamped, owners by number, same order."""
-    hashing_out = _HashingWriter(output)
+    hashing_out = tarstream.HashingWriter(output)
     with (
-        tarfile.open(fileobj=layer, mode="r|", bufsize=BLOCK) as source,
+        tarfile.open(fileobj=layer, mode="r|", bufsize=tarstream.BLOCK) as source,
         tarfile.open(
-            fileobj=hashing_out, mode="w|", format=tarfile.PAX_FORMAT, bufsize=BLOCK
+            fileobj=hashing_out, mode="w|", format=tarfile.PAX_FORMAT, bufsize=tarstream.BLOCK
         ) as target,  # type: ignore[call-overload]
     ):
         for member in source:
@@ -149,18 +129,6 @@ def rewrite(layer: IO[bytes], output: IO[bytes], epoch: int) -> LayerScan:
     return LayerScan(f"sha256:{hashing_out.digest.hexdigest()}", hashing_out.size)
 
 
-class _HashingWriter:
-    def __init__(self, target: IO[bytes]) -> None:
-        self.target = target
-        self.digest = hashlib.sha256()
-        self.size = 0
-
-    def write(self, data: bytes) -> int:
-        self.digest.update(data)
-        self.size += len(data)
-        return self.target.write(data)
-
-
 def load_archive(
     config_bytes: bytes, layers: list[tuple[str, IO[bytes] | None, int]], reference: str
 ) -> Iterator[bytes]:
@@ -171,38 +139,22 @@ def load_archive(
     """
     config_name = f"{hashlib.sha256(config_bytes).hexdigest()}.json"
     names = [f"layers/{index:03d}.tar" for index in range(len(layers))]
-    manifest = [{"Config": config_name, "RepoTags": [reference], "Layers": names}]
-    yield _member(config_name, len(config_bytes)) + _padded(config_bytes)
-    manifest_bytes = json.dumps(manifest).encode()
-    yield _member("manifest.json", len(manifest_bytes)) + _padded(manifest_bytes)
+    manifest = json.dumps([{"Config": config_name, "RepoTags": [reference], "Layers": names}])
+    yield from tarstream.member(
+        tarstream.file_info(config_name, len(config_bytes)), io.BytesIO(config_bytes)
+    )
+    manifest_bytes = manifest.encode()
+    yield from tarstream.member(
+        tarstream.file_info("manifest.json", len(manifest_bytes)), io.BytesIO(manifest_bytes)
+    )
     for name, (_, handle, size) in zip(names, layers, strict=True):
-        if handle is None:
-            continue
-        yield _member(name, size)
-        yield from _blocks(handle)
-        if size % tarfile.BLOCKSIZE:
-            yield tarfile.NUL * (tarfile.BLOCKSIZE - size % tarfile.BLOCKSIZE)
-    yield tarfile.NUL * (2 * tarfile.BLOCKSIZE)
-
-
-def _blocks(handle: IO[bytes]) -> Iterator[bytes]:
-    while block := handle.read(BLOCK):
-        yield block
-
-
-def _member(name: str, size: int) -> bytes:
-    info = tarfile.TarInfo(name)
-    info.size = size
-    return info.tobuf(tarfile.PAX_FORMAT)
-
-
-def _padded(data: bytes) -> bytes:
-    remainder = len(data) % tarfile.BLOCKSIZE
-    return data + (tarfile.NUL * (tarfile.BLOCKSIZE - remainder) if remainder else b"")
+        if handle is not None:
+            yield from tarstream.member(tarstream.file_info(name, size), handle)
+    yield tarstream.END
 
 
 def copy(source: IO[bytes], target: IO[bytes]) -> LayerScan:
     """A clean layer after a rewritten one: same bytes, needed because its chain ID changed."""
-    writer = _HashingWriter(target)
-    shutil.copyfileobj(source, writer, BLOCK)
+    writer = tarstream.HashingWriter(target)
+    shutil.copyfileobj(source, writer, tarstream.BLOCK)
     return LayerScan(f"sha256:{writer.digest.hexdigest()}", writer.size)

@@ -148,3 +148,8 @@ def refresh_lines(report: RefreshReport, written: str) -> list[str]:
         )
     lines.extend(f"kept as shipped, index did not answer: {text}" for text in report.unreachable)
     return lines
+
+
+def count(number: int, noun: str) -> str:
+    """`1 wheel`, `24 wheels`."""
+    return f"{number} {noun}{'' if number == 1 else 's'}"

@@ -8,7 +8,6 @@ download whose hash differs from the lock is discarded and reported, never kept.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import tempfile
@@ -18,10 +17,10 @@ from pathlib import Path
 
 import requests
 
+from builder import tarstream
 from builder.errors import ReprobuildError
 from builder.lock import Lock, LockedPackage
 
-CHUNK = 1 << 20
 TIMEOUT = (10.0, 120.0)
 ATTEMPTS = 3
 
@@ -43,14 +42,6 @@ class FetchReport:
     bytes_fetched: int = 0
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def fetch(lock: Lock, project: Path, destination: Path, progress: Progress) -> FetchReport:
     destination.mkdir(parents=True, exist_ok=True)
     report = FetchReport()
@@ -58,7 +49,7 @@ def fetch(lock: Lock, project: Path, destination: Path, progress: Progress) -> F
         session.headers["User-Agent"] = "reprobuild"
         for package in lock.python.packages:
             target = destination / package.filename
-            if target.is_file() and sha256_of(target) == package.sha256:
+            if target.is_file() and tarstream.sha256_file(target) == package.sha256:
                 report.cached.append(package.filename)
                 continue
             size = _place(session, package, project, target, progress)
@@ -82,7 +73,7 @@ def _place(
             _download(session, package, staging, progress)
         else:
             shutil.copyfile(project / package.url, staging)
-        found = sha256_of(staging)
+        found = tarstream.sha256_file(staging)
         if found != package.sha256:
             raise HashMismatch(
                 f"{package.name} {package.version}: {package.url} has sha256 {found}, but the lock "
@@ -112,7 +103,7 @@ def _download(
                 total = int(response.headers.get("Content-Length") or 0)
                 done = 0
                 with staging.open("wb") as handle:
-                    for block in response.iter_content(CHUNK):
+                    for block in response.iter_content(tarstream.BLOCK):
                         handle.write(block)
                         done += len(block)
                         progress(package.filename, done, total)

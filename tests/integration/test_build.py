@@ -23,7 +23,7 @@ from builder.cli import cli
 from builder.lock import BaseLock, Lock, LockedPackage
 from builder.registry import ImageReference, RegistryClient
 from tests.infra import BASE, DEBIAN_MIRROR, REGISTRY
-from tests.unit.test_render import make_lock
+from tests.locks import make_lock
 
 SPEC = 'name = "lab/small"\npython = "3.11"\ntorch = "2.5.1"\ncpu_only = true\n'
 WHEEL_TIME = (2020, 1, 1, 0, 0, 0)

@@ -16,81 +16,12 @@ from pathlib import Path
 import pytest
 
 from builder import context, plan, render
-from builder.lock import BaseLock, Lock, LockedPackage, PythonClosure, SystemLock
+from builder.lock import BaseLock, Lock
 from builder.render import RenderError
+from tests.locks import DIGEST, make_lock, wheel
 
 SNAPSHOTS = Path(__file__).parents[1] / "snapshots"
-DIGEST = "sha256:" + "d" * 64
 LOCK_DIGEST = "sha256:" + "e" * 64
-PYPI = "https://files.pythonhosted.org/packages/xx"
-
-
-def wheel(
-    name: str, version: str, url: str | None = None, marker: str | None = None
-) -> LockedPackage:
-    filename = f"{name.replace('-', '_')}-{version}-py3-none-any.whl"
-    return LockedPackage(
-        name, version, url or f"{PYPI}/{filename}", (name[:2] * 32)[:64], 1, marker
-    )
-
-
-GPU_PACKAGES = (
-    wheel("numpy", "2.1.3"),
-    wheel("nvidia-cudnn-cu12", "9.1.0.70", marker="platform_system == 'Linux'"),
-    wheel("torch", "2.5.1"),
-    wheel("triton", "3.1.0"),
-)
-
-
-def make_lock(
-    *,
-    cuda: str | None = "12.4",
-    label: str = "2.5.1+cu124",
-    packages: tuple[LockedPackage, ...] = GPU_PACKAGES,
-    system: tuple[str, ...] = (),
-    base: BaseLock | None = None,
-    python: str = "3.11",
-) -> Lock:
-    return Lock(
-        spec_hash="sha256:" + "1" * 64,
-        knowledge_version="2026-11-22+000000000000",
-        reprobuild_version="0.1.0",
-        resolution={
-            "name": "lab/train",
-            "torch": {"version": "2.5.1", "label": label},
-            "cuda": cuda,
-            "cudnn": "9.1.0.70" if cuda else None,
-            "min_driver": "525.60.13" if cuda else None,
-        },
-        determinism={"seed": 0, "tf32": False, "cublas_workspace_config": ":4096:8"},
-        base=base
-        or BaseLock(
-            kind="registry",
-            reference="python:3.11-slim-bookworm",
-            python="3.11.16",
-            suite="bookworm",
-            image=f"python@{DIGEST}",
-            digest=DIGEST,
-            digest_source="registry",
-            python_source="image",
-        ),
-        system=SystemLock(
-            "2026-11-22T00:00:00Z",
-            "http://snapshot.debian.org/archive/debian/20261122T000000Z",
-            "http://snapshot.debian.org/archive/debian-security/20261122T000000Z",
-            system,
-            system,
-        ),
-        python=PythonClosure(
-            "x86_64-manylinux_2_28",
-            python,
-            ("https://pypi.org/simple",),
-            (),
-            ("torch==2.5.1",),
-            packages,
-            "0.13.9",
-        ),
-    )
 
 
 DEVEL_BASE = BaseLock(

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from builder import wheelhouse
+from builder import tarstream, wheelhouse
 from builder.lock import Lock, LockedPackage
 from tests.conftest import LocalIndex
 from tests.unit.test_lockfile import sample_lock
@@ -92,4 +92,4 @@ def test_local_wheels_are_copied_and_verified(tmp_path: Path) -> None:
 def test_fetch_from_pypi(tmp_path: Path) -> None:
     report = wheelhouse.fetch(lock_of(SIX), tmp_path, tmp_path / "wh", no_progress)
     assert report.fetched == ["six-1.17.0-py2.py3-none-any.whl"]
-    assert wheelhouse.sha256_of(tmp_path / "wh" / "six-1.17.0-py2.py3-none-any.whl") == SIX.sha256
+    assert tarstream.sha256_file(tmp_path / "wh" / "six-1.17.0-py2.py3-none-any.whl") == SIX.sha256

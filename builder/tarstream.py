@@ -1,0 +1,100 @@
+"""Tar archives as streams: written while they are sent, read while they arrive, hashed as the
+bytes go past. Shared by the build context, the normaliser, image diffs and bootstrapped bases.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tarfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO
+
+BLOCK = 1 << 20
+END = tarfile.NUL * (2 * tarfile.BLOCKSIZE)
+
+
+def blocks(handle: IO[bytes]) -> Iterator[bytes]:
+    while block := handle.read(BLOCK):
+        yield block
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in blocks(handle):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def member(info: tarfile.TarInfo, data: IO[bytes] | None = None) -> Iterator[bytes]:
+    """One archive member: its PAX header, then its data in blocks, padded to the tar block."""
+    yield info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+    if data is None or not info.size:
+        return
+    yield from blocks(data)
+    if info.size % tarfile.BLOCKSIZE:
+        yield tarfile.NUL * (tarfile.BLOCKSIZE - info.size % tarfile.BLOCKSIZE)
+
+
+def file_info(name: str, size: int) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.size = size
+    return info
+
+
+class HashingReader:
+    """A read-only stream that hashes and counts what passes through it."""
+
+    def __init__(self, source: IO[bytes]) -> None:
+        self.source = source
+        self.digest = hashlib.sha256()
+        self.size = 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.source.read(size)
+        self.digest.update(data)
+        self.size += len(data)
+        return data
+
+    def drain(self) -> None:
+        while self.read(BLOCK):
+            pass
+
+
+class HashingWriter:
+    """A write-only stream that hashes and counts what passes into `target`."""
+
+    def __init__(self, target: IO[bytes]) -> None:
+        self.target = target
+        self.digest = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self.digest.update(data)
+        self.size += len(data)
+        return self.target.write(data)
+
+
+Visit = Callable[[tarfile.TarInfo, tarfile.TarFile], None]
+
+
+def read_layer(layer: IO[bytes], visit: Visit) -> tuple[str, int]:
+    """Stream a layer tar once, calling `visit` on each entry; return its diff ID and size.
+
+    The end-of-archive padding is read too: it belongs to the bytes the diff ID covers.
+    """
+    hashing = HashingReader(layer)
+    with tarfile.open(fileobj=hashing, mode="r|", bufsize=BLOCK) as entries:  # type: ignore[call-overload]
+        for entry in entries:
+            visit(entry, entries)
+    hashing.drain()
+    return f"sha256:{hashing.digest.hexdigest()}", hashing.size
+
+
+def data(archive: tarfile.TarFile, entry: tarfile.TarInfo) -> IO[bytes]:
+    """The contents of a regular-file entry (callers check `entry.isreg()` first)."""
+    handle = archive.extractfile(entry)
+    if handle is None:
+        raise ValueError(f"{entry.name} is not a regular file")
+    return handle
