@@ -22,6 +22,12 @@ from builder.lock import Lock
 Note = Callable[[str], None]
 
 
+DAMAGED = (
+    "The engine's image store may be damaged: run `reprobuild build --no-cache`, and restart "
+    "the engine if it happens again."
+)
+
+
 class NormaliseError(ReprobuildError):
     """The engine's export of a built image was not what the normaliser expects."""
 
@@ -95,7 +101,11 @@ def normalise_image(
     diff_ids: list[str] = engine.inspect_image(client, image_id)["RootFS"]["Layers"]
     base_ids: list[str] = engine.inspect_image(client, base)["RootFS"]["Layers"]
     if diff_ids[: len(base_ids)] != base_ids:
-        raise NormaliseError(f"the built image {image_id} does not start with the base {base}.")
+        raise NormaliseError(
+            f"the built image {image_id} does not start with the base {base}. A template "
+            "override must keep `FROM {{ plan.base }} AS system` as its first stage and build the "
+            "image from it; restore that line, or remove the override."
+        )
     base_history = engine.history_length(client, base)
     note("normalising: reading the built image")
     raw_config, scans, members = _scan(client, image_id, epoch, set(base_ids))
@@ -122,7 +132,10 @@ def normalise_image(
     new_id = f"sha256:{hashlib.sha256(config).hexdigest()}"
     loaded = engine.inspect_image(client, reference)["Id"]
     if loaded != new_id:
-        raise NormaliseError(f"the engine loaded {reference} as {loaded}, expected {new_id}.")
+        raise NormaliseError(
+            f"the engine loaded {reference} as {loaded}, expected {new_id}: another build took "
+            "the name at the same moment. Run `reprobuild build` again."
+        )
     records = tuple(LayerRecord(diff_id, size) for diff_id, _, size in layers)
     scanned = sum(scan.size for _, scan in own)
     return Normalised(new_id, records, len(base_ids), rewritten, scanned)
@@ -161,7 +174,7 @@ def _scan(
                     scans[scan.diff_id] = scan
                     members[member.name] = scan.diff_id
     if not raw_config:
-        raise NormaliseError(f"the engine's export of {image_id} holds no image config.")
+        raise NormaliseError(f"the engine's export of {image_id} holds no image config. {DAMAGED}")
     for diff_id in base_ids:
         scans.setdefault(diff_id, normalise.LayerScan(diff_id, 0))
     return raw_config, scans, members
@@ -206,7 +219,7 @@ def _rewrite(
                     results[index] = normalise.copy(handle, target)
     missing = sorted(set(wanted.values()) - set(results))
     if missing:
-        raise NormaliseError(f"the engine's export of {image_id} lacks layers {missing}.")
+        raise NormaliseError(f"the engine's export of {image_id} lacks layers {missing}. {DAMAGED}")
     unchanged = [work.scans[diff_id] for diff_id in work.diff_ids[:first]]
     return unchanged + [results[index] for index in range(first, len(work.diff_ids))]
 

@@ -28,6 +28,13 @@ API_VERSION = "1.41"
 DEFAULT_ADDRESS = "unix:///var/run/docker.sock"
 
 
+PUSH_FIX = (
+    "Check that the registry answers, that the engine may push there (`docker login`), and "
+    "that the reference names a repository, e.g. registry.example.org/lab/train:v1."
+)
+LOAD_FIX = "Free disk space under the engine's data root and run `reprobuild build` again."
+
+
 class EngineError(ReprobuildError):
     """The Docker engine is missing or refused an operation."""
 
@@ -120,10 +127,10 @@ def push(client: Any, reference: str) -> str:
     digest = ""
     for event in client.api.push(name, tag=tag, stream=True, decode=True):
         if "error" in event:
-            raise EngineError(f"pushing {reference} failed: {event['error']}")
+            raise EngineError(f"pushing {reference} failed: {event['error']}. {PUSH_FIX}")
         digest = event.get("aux", {}).get("Digest", digest)
     if not digest:
-        raise EngineError(f"pushing {reference} reported no manifest digest.")
+        raise EngineError(f"pushing {reference} reported no manifest digest. {PUSH_FIX}")
     return str(digest)
 
 
@@ -205,7 +212,10 @@ def build(
         client.api._raise_for_status(response)
         return _follow(client.api._stream_helper(response, decode=True), on_event)
     except APIError as error:
-        raise EngineError(f"the engine refused the build: {error.explanation or error}") from None
+        raise EngineError(
+            f"the engine refused the build: {error.explanation or error}. Its own log says why "
+            "(`journalctl -u docker`, or the output of `dockerd`)."
+        ) from None
     finally:
         if response is not None:
             response.close()
@@ -229,7 +239,10 @@ def _follow(events: Iterator[dict[str, Any]], on_event: Callable[[BuildEvent], N
                 cached = line.strip() == "---> Using cache"
                 on_event(BuildEvent(step, steps, instruction, line, cached))
     if not image_id:
-        raise EngineError("the engine ended the build without reporting an image ID.")
+        raise EngineError(
+            "the engine ended the build without reporting an image ID. Run `reprobuild build "
+            "--no-cache`, and check the engine's log if it happens again."
+        )
     return str(image_id)
 
 
@@ -277,7 +290,10 @@ def save_stream(client: Any, image: str) -> IO[bytes]:
         response = client.api._get(client.api._url("/images/{0}/get", image), stream=True)
         client.api._raise_for_status(response)
     except APIError as error:
-        raise EngineError(f"the engine could not export {image}: {error.explanation}") from None
+        raise EngineError(
+            f"the engine could not export {image}: {error.explanation}. Check that the image "
+            "exists (`docker images`) and that the engine has disk space for the export."
+        ) from None
     chunks = response.iter_content(chunk_size=BLOCK, decode_unicode=False)
     return io.BufferedReader(_ChunkReader(chunks, response), BLOCK)
 
@@ -299,9 +315,13 @@ def load_stream(client: Any, archive: Iterator[bytes]) -> None:
     try:
         for event in client.api.load_image(archive):
             if "error" in event:
-                raise EngineError(f"the engine refused the normalised image: {event['error']}")
+                raise EngineError(
+                    f"the engine refused the normalised image: {event['error']}. {LOAD_FIX}"
+                )
     except APIError as error:
-        raise EngineError(f"the engine refused the normalised image: {error.explanation}") from None
+        raise EngineError(
+            f"the engine refused the normalised image: {error.explanation}. {LOAD_FIX}"
+        ) from None
 
 
 def inspect_image(client: Any, reference: str) -> dict[str, Any]:
