@@ -1,0 +1,147 @@
+"""`reprobuild build` figures for the torch 2.5.1 / CUDA 12.4 example spec, measured in one run.
+
+1. Overhead: `reprobuild build --no-cache` against a plain classic `docker build --no-cache` of
+   the same rendered context (target <= 1.10x).
+2. Normalisation throughput: the normaliser on the plain build's image, and a forced rewrite of
+   its largest layer (target >= 150 MB/s of layer data).
+3. Code-only change: a rebuild after editing the code (target <= 5 s, exactly one new layer).
+4. Size: the image against base + the installed size of the Python closure (target <= 1.10).
+
+Needs scripts/infra up (engine, registry, the bootstrapped Debian base) and PyPI; the example's
+own base is on Docker Hub, so the spec is built on the local Debian base.
+    python benchmarks/build_time.py [--project DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+from typing import Any
+
+from builder import build, buildrecord, engine, lockfile, normalise, plan, tarstream, wheelhouse
+
+ROOT = Path(__file__).parents[1]
+BASE = "127.0.0.1:5000/reprobuild-test/debian-python:bookworm"
+TARGETS = {"overhead": 1.10, "throughput_mb_s": 150.0, "code_change_s": 5.0, "size": 1.10}
+
+
+def make_project(folder: Path) -> Path:
+    spec = (ROOT / "images" / "example" / "reprobuild.toml").read_text()
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "reprobuild.toml").write_text(
+        spec.replace("[target]", f'base = "{BASE}"\n\n[target]')
+    )
+    (folder / "train.py").write_text("print('training')\n")
+    return folder
+
+
+def timed(argv: list[str], **kwargs: Any) -> tuple[float, str]:
+    start = time.perf_counter()
+    result = subprocess.run(argv, check=True, capture_output=True, text=True, **kwargs)
+    return time.perf_counter() - start, result.stdout
+
+
+def reprobuild(project: Path, *args: str) -> float:
+    argv = [sys.executable, "-m", "builder", "-C", str(project), "build", "--quiet", *args]
+    mirror = ["--debian-mirror", "http://deb.debian.org/debian"]
+    return timed(argv + mirror)[0]
+
+
+def plain_build(context_dir: Path) -> tuple[float, str]:
+    environment = {**os.environ, "DOCKER_BUILDKIT": "0", "DOCKER_API_VERSION": engine.API_VERSION}
+    seconds, output = timed(
+        ["docker", "build", "--no-cache", "-q", str(context_dir)], env=environment
+    )
+    return seconds, output.strip()
+
+
+def installed_size(lock: Any) -> int:
+    """Bytes the closure occupies once unpacked: every wheel member but bytecode."""
+    cache = wheelhouse.default_cache()
+    total = 0
+    for package in lock.python.packages:
+        with zipfile.ZipFile(cache / package.filename) as wheel:
+            total += sum(i.file_size for i in wheel.infolist() if not i.filename.endswith(".pyc"))
+    return total
+
+
+def rewrite_throughput(client: Any, image: str, epoch: int) -> float:
+    """MB/s of a forced rewrite of the image's largest layer, read from the engine's export."""
+    best = 0.0
+    with engine.saved_members(client, image) as archive, tempfile.TemporaryFile() as target:
+        for member in archive:
+            if member.isreg() and member.name.endswith("layer.tar") and member.size > 10**9:
+                start = time.perf_counter()
+                result = normalise.rewrite(tarstream.data(archive, member), target, epoch)
+                best = max(best, result.size / 1e6 / (time.perf_counter() - start))
+    return best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--project", type=Path, help="keep the project here (default: a temp dir)")
+    options = parser.parse_args()
+    folder = options.project or Path(tempfile.mkdtemp(prefix="reprobuild-bench-"))
+    project = make_project(folder)
+    client = engine.connect()
+
+    reprobuild(project)  # lock, fetch the wheels and pull the base outside the timed runs
+    ours = reprobuild(project, "--no-cache")
+    record = buildrecord.read(project)
+    plain, plain_id = plain_build(project / ".reprobuild" / "context")
+    print(
+        f"overhead: reprobuild build {ours:.1f} s, docker build {plain:.1f} s, "
+        f"ratio {ours / plain:.2f} (target <= {TARGETS['overhead']})"
+    )
+
+    current = lockfile.read_current(project)
+    epoch = plan.plan(current.lock, current.digest).epoch
+    start = time.perf_counter()
+    normalised = build.normalise_image(
+        client,
+        plain_id,
+        base=record.base,
+        epoch=epoch,
+        reference="bench/plain:normalised",
+        note=lambda _: None,
+    )
+    seconds = time.perf_counter() - start
+    scanned = sum(layer.size for layer in normalised.layers) / 1e6
+    rewrite = rewrite_throughput(client, plain_id, epoch)
+    print(
+        f"normalisation: {scanned:.0f} MB in {seconds:.1f} s = {scanned / seconds:.0f} MB/s "
+        f"(export + scan), forced rewrite {rewrite:.0f} MB/s "
+        f"(target >= {TARGETS['throughput_mb_s']:.0f}); same image ID as reprobuild build: "
+        f"{normalised.image_id == record.image_id}"
+    )
+
+    (project / "train.py").write_text("print('training, changed')\n")
+    code_change = reprobuild(project)
+    changed = buildrecord.read(project)
+    new_layers = sum(a != b for a, b in zip(record.layers, changed.layers, strict=True))
+    print(
+        f"code-only change: {code_change:.1f} s, {new_layers} new layer(s) "
+        f"(target <= {TARGETS['code_change_s']} s, exactly 1)"
+    )
+
+    image = sum(layer.size for layer in record.layers)
+    base = sum(layer.size for layer in record.layers[: record.base_layers])
+    closure = installed_size(current.lock)
+    print(
+        f"size: image {image / 1e9:.2f} GB, base {base / 1e9:.2f} GB + installed closure "
+        f"{closure / 1e9:.2f} GB, ratio {image / (base + closure):.3f} "
+        f"(target <= {TARGETS['size']})"
+    )
+    for name in (record.image, changed.image, "bench/plain:normalised", plain_id):
+        engine.remove_image(client, name)
+    client.close()
+
+
+if __name__ == "__main__":
+    main()
