@@ -538,3 +538,52 @@ def _build_display(quiet: bool, plain: bool) -> Any:
 
     mode = "quiet" if quiet else "plain" if plain or not sys.stderr.isatty() else "live"
     return BuildDisplay(mode)
+
+
+def _gpus(_context: click.Context, _parameter: click.Parameter, value: str) -> str:
+    if value == "all" or (value.isdigit() and int(value) > 0):
+        return value
+    raise click.BadParameter(f"{value!r}: give all, or a number of GPUs such as 1.")
+
+
+@cli.command("smoke")
+@click.argument("image", required=False)
+@click.option(
+    "--gpus",
+    default="all",
+    show_default=True,
+    metavar="all|N",
+    callback=_gpus,
+    help="GPUs to give the container (the engine's NVIDIA runtime).",
+)
+@click.option("--cpu", is_flag=True, help="CPU mode: no GPU needed; proves the plumbing only.")
+@click.option(
+    "--no-canary", is_flag=True, help="Skip the canary (the check's power stays unshown)."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.pass_obj
+def smoke_command(
+    options: Options, image: str | None, gpus: str, cpu: bool, no_canary: bool, as_json: bool
+) -> None:
+    """Prove inside IMAGE that deterministic kernels give bit-identical tensors on this host.
+
+    IMAGE defaults to the project's last build (reprobuild.build.json); one the engine lacks is
+    pulled. Exits with the payload's status: 0 pass, 1 fingerprints differ, 3 the canary showed
+    no power on this GPU, 4 a precondition failed (GPU, driver, arch, locked versions).
+    """
+    from builder import buildrecord, engine, smokehost
+    from builder.smoke.describe import text
+
+    chosen = image or buildrecord.read(options.project).image
+    client = engine.connect()
+    try:
+        _note(f"running the smoke test in {chosen} ({'CPU mode' if cpu else f'--gpus {gpus}'})")
+        result = smokehost.run(client, chosen, gpus=None if cpu else gpus, canary=not no_canary)
+    finally:
+        client.close()
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2))
+    else:
+        click.echo(f"image {result.image} ({result.image_id})\n{text(result.report)}")
+    if result.exit_code:
+        sys.exit(result.exit_code)

@@ -59,9 +59,10 @@ ENTRY = """#!/bin/sh
 if [ "$#" -eq 0 ]; then set -- python; fi
 exec "$@"
 """
-SMOKE = """#!/bin/sh
-# The determinism smoke test (see `reprobuild-smoke --help`).
-exec python -m reprobuild_smoke "$@"
+SMOKE = f"""#!/bin/sh
+# The determinism smoke test (see `reprobuild-smoke --help`). It checks the locked torch, CUDA and
+# cuDNN by default; a later --expect FILE takes its place.
+exec python -m reprobuild_smoke --expect {plan.HOME}/expect.json "$@"
 """
 PAYLOAD_SOURCE = Path(__file__).parent / "smoke"
 

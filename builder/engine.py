@@ -1,4 +1,4 @@
-"""The Docker engine edge, through the docker SDK: connect, load, pull, push, run a script.
+"""The Docker engine edge, through the docker SDK: connect, build, save, load, pull, push, run.
 
 Every engine failure becomes an `EngineError` whose message names the engine address and the
 fix. Containers started here are always removed, also on errors and Ctrl-C.
@@ -94,12 +94,17 @@ def load_archive(client: Any, archive: Path) -> None:
 
 
 def has_image(client: Any, reference: str) -> bool:
-    from docker.errors import ImageNotFound
+    from docker.errors import APIError, ImageNotFound
 
     try:
         client.images.get(reference)
     except ImageNotFound:
         return False
+    except APIError as error:
+        raise EngineError(
+            f"{reference!r} is not an image the engine can look up ({error.explanation or error}): "
+            "give name:tag, name@sha256:<64 hex digits> or an image ID."
+        ) from None
     return True
 
 
@@ -150,18 +155,84 @@ class ScriptResult:
 
 def run_script(client: Any, image: str, script: str, timeout_s: int = TIMEOUT_S) -> ScriptResult:
     """Run `sh -c script` as root in a throwaway container; return exit code and output."""
-    from docker.errors import APIError
+    result = run(client, image, ["sh", "-c", script], user="0:0", timeout_s=timeout_s)
+    return ScriptResult(result.exit_code, result.stdout + result.stderr)
 
+
+class CommandNotFound(EngineError):
+    """The image has no such program; callers say which image would have it."""
+
+
+@dataclass(frozen=True)
+class RunResult:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+
+NO_GPU_RUNTIME = (
+    "the Docker engine at {address} cannot give a container a GPU ({reason}): it has no NVIDIA "
+    "container runtime. Install the NVIDIA Container Toolkit (`nvidia-container-toolkit`), run "
+    "`nvidia-ctk runtime configure --runtime=docker` and restart dockerd; or use --cpu for the "
+    "CPU mode."
+)
+
+
+def gpu_request(gpus: str) -> Any:
+    """`--gpus all` or `--gpus N` as the engine's device request."""
+    from docker.types import DeviceRequest
+
+    count = -1 if gpus == "all" else int(gpus)
+    return DeviceRequest(count=count, capabilities=[["gpu"]])
+
+
+def run(
+    client: Any,
+    image: str,
+    command: list[str],
+    *,
+    user: str | None = None,
+    gpus: str | None = None,
+    network: bool = True,
+    timeout_s: int = TIMEOUT_S,
+) -> RunResult:
+    """Run a command in a throwaway container (removed afterwards, also on errors and Ctrl-C)."""
+    from docker.errors import APIError
+    from requests.exceptions import ConnectionError as LostConnection
+    from requests.exceptions import ReadTimeout
+
+    options: dict[str, Any] = {"network_disabled": not network}
+    if user is not None:
+        options["user"] = user
+    if gpus is not None:
+        options["device_requests"] = [gpu_request(gpus)]
     try:
-        container = client.containers.create(image, ["sh", "-c", script], user="0:0")
+        container = client.containers.create(image, command, **options)
     except APIError as error:
         reason = error.explanation or error
-        raise EngineError(f"the engine could not start {image}: {reason}") from None
+        raise EngineError(f"the engine could not create a container of {image}: {reason}") from None
     try:
-        container.start()
-        status = container.wait(timeout=timeout_s)
-        output = container.logs(stdout=True, stderr=True).decode("utf-8", errors="replace")
-        return ScriptResult(int(status.get("StatusCode", 1)), output)
+        try:
+            container.start()
+        except APIError as error:
+            reason = str(error.explanation or error)
+            if gpus is not None and "device driver" in reason:
+                raise EngineError(NO_GPU_RUNTIME.format(address=address(), reason=reason)) from None
+            if "executable file not found" in reason:
+                raise CommandNotFound(f"{image} has no {command[0]} on its PATH") from None
+            raise EngineError(f"the engine could not start {image}: {reason}") from None
+        try:
+            status = container.wait(timeout=timeout_s)
+        except (ReadTimeout, LostConnection):
+            raise EngineError(
+                f"{' '.join(command)} in {image} did not finish within {timeout_s} s; it was "
+                "stopped and removed."
+            ) from None
+        return RunResult(
+            int(status.get("StatusCode", 1)),
+            container.logs(stdout=True, stderr=False).decode("utf-8", errors="replace"),
+            container.logs(stdout=False, stderr=True).decode("utf-8", errors="replace"),
+        )
     finally:
         container.remove(force=True)
 

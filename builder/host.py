@@ -7,7 +7,8 @@ Every failure becomes a `problem` sentence in the returned record, never an exce
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import ctypes
+from dataclasses import dataclass, replace
 from typing import Any
 
 from builder.compat import ComputeCapability, CudaVersion, DriverVersion
@@ -80,7 +81,7 @@ def probe_nvidia() -> NvidiaHost:
         driver = DriverVersion.parse(_text(pynvml.nvmlSystemGetDriverVersion()))
         cuda_driver = CudaVersion.from_driver_api(_cuda_driver_version(pynvml))
         count = pynvml.nvmlDeviceGetCount()
-        gpus = tuple(_gpu(pynvml, index) for index in range(count))
+        gpus = _with_sm_counts(tuple(_gpu(pynvml, index) for index in range(count)))
         return NvidiaHost(driver, cuda_driver, gpus)
     except pynvml.NVMLError as error:
         return NvidiaHost(None, None, (), _nvml_problem(error))
@@ -116,6 +117,50 @@ def _sm_count(pynvml: Any, handle: Any) -> int:
     # NVML exposes the SM count through device attributes; older drivers support this for MIG
     # instances only and answer NotSupported for a whole GPU.
     return int(pynvml.nvmlDeviceGetAttributes_v2(handle).multiprocessorCount)
+
+
+# cuDeviceGetAttribute's CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT (cuda.h).
+_CU_MULTIPROCESSOR_COUNT = 16
+
+
+def _with_sm_counts(gpus: tuple[HostGpu, ...]) -> tuple[HostGpu, ...]:
+    """Fill the SM counts NVML did not give from the CUDA driver API, matched by GPU UUID
+    (CUDA's device order need not be NVML's)."""
+    if all(gpu.sm_count is not None for gpu in gpus):
+        return gpus
+    counts = _cuda_sm_counts()
+    return tuple(
+        gpu if gpu.sm_count is not None else replace(gpu, sm_count=counts.get(gpu.uuid or ""))
+        for gpu in gpus
+    )
+
+
+def _cuda_sm_counts() -> dict[str, int]:
+    """SM count per GPU UUID ("GPU-xxxxxxxx-...") through libcuda; {} where it cannot tell."""
+    try:
+        libcuda = ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return {}
+    count = ctypes.c_int()
+    if libcuda.cuInit(0) != 0 or libcuda.cuDeviceGetCount(ctypes.byref(count)) != 0:
+        return {}
+    found = {}
+    for ordinal in range(count.value):
+        device, sms, uuid = ctypes.c_int(), ctypes.c_int(), (ctypes.c_ubyte * 16)()
+        failed = (
+            libcuda.cuDeviceGet(ctypes.byref(device), ordinal)
+            or libcuda.cuDeviceGetAttribute(ctypes.byref(sms), _CU_MULTIPROCESSOR_COUNT, device)
+            or libcuda.cuDeviceGetUuid(uuid, device)
+        )
+        if not failed:
+            found[nvml_uuid(bytes(uuid))] = sms.value
+    return found
+
+
+def nvml_uuid(raw: bytes) -> str:
+    """CUDA's 16 UUID bytes as NVML writes them: GPU-8-4-4-4-12 hex digits."""
+    digits = raw.hex()
+    return f"GPU-{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}-{digits[20:]}"
 
 
 def _optional(read: Any, pynvml: Any) -> Any:

@@ -22,7 +22,16 @@ PYPROJECT = "pyproject.toml"
 
 
 def has_spec(project: Path) -> bool:
-    return (project / SPEC_FILE).is_file() or (project / PYPROJECT).is_file()
+    """A reprobuild.toml, or a pyproject.toml with [tool.reprobuild] (or unreadable: say why)."""
+    if (project / SPEC_FILE).is_file():
+        return True
+    pyproject = project / PYPROJECT
+    if not pyproject.is_file():
+        return False
+    try:
+        return _embedded_table(pyproject) is not None
+    except SpecError:
+        return True
 
 
 def locate(project: Path) -> tuple[Path, dict[str, Any], list[str]]:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from . import runner
+from .describe import text
 
 EXIT_HELP = (
     "exit status: 0 identical fingerprints and (on a GPU) a canary that differed; 1 fingerprints "
@@ -36,56 +37,30 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def text(report: runner.Report) -> str:
-    data = report.as_dict()
-    key = data["key"]
-    where = key.get("gpu") or key.get("cpu") or report.mode
-    lines = [f"reprobuild-smoke: {report.mode} mode on {where}, torch {key.get('torch', '?')}"]
-    lines += [
-        f"  {'ok  ' if c['ok'] else 'FAIL'} {c['name']:<8} {c['detail']}"
-        for c in data["preconditions"]
-    ]
-    for name, result in data["kernels"].items():
-        state = "identical" if result["identical"] else "DIFFERS  "
-        lines.append(f"  {state} {name:<32} {result['runs'][0][:16]}")
-    lines += [f"  ERROR     {name:<32} {message}" for name, message in data["errors"].items()]
-    lines += [f"  skipped   {name:<32} {message}" for name, message in data["skipped"].items()]
-    canary = data["canary"]
-    if canary:
-        differed = f"{canary['differed']} of {canary['witnesses']}"
-        lines.append(f"canary: {differed} witnesses differed without deterministic settings")
-        if not canary["differed"]:
-            lines.append(
-                "  the check's power is unproven here: "
-                + (
-                    "CPU kernels do not race, so it is proven only on a GPU"
-                    if report.mode == "cpu"
-                    else "no witness varied on this GPU"
-                )
-            )
-    verdict = data["verdict"]
-    count = len(data["kernels"])
-    summary = {
-        "pass": f"PASS: {count} fingerprints identical across 2 fresh processes",
-        "fail": (
-            f"FAIL: differing {', '.join(report.differing) or '-'}; "
-            f"errors {', '.join(report.errors) or '-'}"
-        ),
-        "unproven": f"UNPROVEN: {count} fingerprints identical, but no canary witness differed",
-        "precondition": "FAIL: a precondition is not met (above)",
-    }[verdict]
-    lines.append(f"{summary} ({data['wall_s']} s)")
-    return "\n".join(lines)
+def _expected(parser: argparse.ArgumentParser, path: Path | None) -> dict[str, Any]:
+    if path is None:
+        return {}
+    try:
+        expected = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        parser.error(f"--expect {path}: {error}; give a JSON file like {EXPECT_EXAMPLE}")
+    if not isinstance(expected, dict):
+        parser.error(f"--expect {path}: not a JSON object; give one like {EXPECT_EXAMPLE}")
+    return expected
+
+
+EXPECT_EXAMPLE = '{"torch": "2.5.1", "cuda": "12.4", "cudnn": "9.1.0"}'
 
 
 def main(argv: list[str] | None = None) -> int:
-    options = _parser().parse_args(argv)
+    parser = _parser()
+    options = parser.parse_args(argv)
     if options.child:
         from . import child
 
         child.main(options.child, options.cpu, options.self_test)
         return 0
-    expected: dict[str, Any] = json.loads(options.expect.read_text()) if options.expect else {}
+    expected = _expected(parser, options.expect)
     report = runner.run(
         __package__ or "builder.smoke",
         options.cpu,
@@ -93,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
         options.self_test,
         not options.no_canary,
     )
-    print(json.dumps(report.as_dict(), indent=2) if options.json else text(report))
+    data = report.as_dict()
+    print(json.dumps(data, indent=2) if options.json else text(data))
     return report.exit_code
 
 

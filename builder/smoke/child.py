@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from dataclasses import asdict
+from functools import partial
 from typing import Any
 
 import torch
@@ -19,29 +21,37 @@ SEED = 0
 NO_DETERMINISTIC = "does not have a deterministic implementation"
 
 
+def _visible(device: torch.device) -> bool:
+    return device.type == "cpu" or torch.cuda.is_available()
+
+
 def deterministic_run(device: torch.device, self_test: bool) -> dict[str, Any]:
     settings.apply(deterministic=True, seed=SEED)
     checks = preconditions.gpu_checks() if device.type == "cuda" else []
     expected = json.loads(os.environ.get("REPROBUILD_SMOKE_EXPECT") or "{}")
     checks += preconditions.version_checks(expected)
     answer: dict[str, Any] = {
-        "key": key.build(device) if all(c.ok for c in checks) else {},
+        "key": key.build(device) if _visible(device) else key.unseen(device),
         "preconditions": [asdict(check) for check in checks],
         "fingerprints": {},
         "errors": {},
         "skipped": {},
+        "seconds": {},
     }
     if not all(check.ok for check in checks):
         return answer
     scale = GPU_SCALE if device.type == "cuda" else CPU_SCALE
-    for kernel in kernels.for_device(device):
+    suite = [(k.name, partial(k.run, device, scale)) for k in kernels.for_device(device)]
+    suite.append(("training_sgd_cnn", partial(training.train, device, SEED)))
+    for name, run in suite:
+        started = time.perf_counter()
         try:
-            answer["fingerprints"][kernel.name] = fingerprint(kernel.run(device, scale))
+            answer["fingerprints"][name] = fingerprint(run())
         except Exception as error:  # a kernel's failure is reported, never fatal to the suite
             message = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
             unsupported = isinstance(error, ImportError) or NO_DETERMINISTIC in str(error)
-            answer["skipped" if unsupported else "errors"][kernel.name] = message
-    answer["fingerprints"]["training_sgd_cnn"] = fingerprint(training.train(device, SEED))
+            answer["skipped" if unsupported else "errors"][name] = message
+        answer["seconds"][name] = round(time.perf_counter() - started, 3)
     if self_test:
         # A kernel whose output depends on the process: proves the comparison can fail.
         answer["fingerprints"]["self_test_process_entropy"] = fingerprint(

@@ -90,3 +90,8 @@ def build(device: torch.device) -> dict[str, Any]:
     else:
         key.update(cpu=_cpu_model(), cpu_capability=torch.backends.cpu.get_cpu_capability())
     return key
+
+
+def unseen(device: torch.device) -> dict[str, Any]:
+    """The part of the key known without the device (GPU mode where no GPU is visible)."""
+    return {"device": device.type, "torch": torch.__version__, "cuda": torch.version.cuda}

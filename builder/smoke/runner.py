@@ -1,9 +1,9 @@
 """Run the suite in fresh processes and judge: identical fingerprints, and a canary with power.
 
-The parent starts children with this interpreter (`python -m <this package> --child ...`):
-two in deterministic mode, whose fingerprints must match kernel for kernel, and one canary
-that runs each witness twice without deterministic settings; at least one must differ there, or
-the report says the check's power is unproven on this device.
+The parent starts children with this interpreter (`python -m <this package> --child ...`), all
+at once: two in deterministic mode, whose fingerprints must match kernel for kernel, and one
+canary that runs each witness twice without deterministic settings; at least one must differ
+there, or the report says the check's power is unproven on this device.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ class Report:
     errors: dict[str, str] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)  # no deterministic implementation
     canary: dict[str, Any] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)  # per kernel, first process
     wall_s: float = 0.0
 
     @property
@@ -63,6 +64,7 @@ class Report:
             "errors": self.errors,
             "skipped": self.skipped,
             "canary": self.canary,
+            "seconds": self.seconds,
             "wall_s": round(self.wall_s, 2),
         }
 
@@ -70,10 +72,48 @@ class Report:
 EXPECT_VARIABLE = "REPROBUILD_SMOKE_EXPECT"
 
 
-def _child(
-    package: str, role: str, cpu: bool, self_test: bool, expected: dict[str, Any]
-) -> dict[str, Any]:
-    argv = [sys.executable, "-m", package, "--child", role]
+# Each process and the mode it runs the suite in.
+ROLES = {"deterministic 1": "deterministic", "deterministic 2": "deterministic", "canary": "canary"}
+
+
+class ChildFailed(Exception):
+    """A fresh process died instead of answering: reported as an error, never a traceback."""
+
+
+@dataclass
+class _Child:
+    role: str
+    process: subprocess.Popen[str]
+
+    def answer(self, deadline: float) -> dict[str, Any]:
+        try:
+            stdout, stderr = self.process.communicate(
+                timeout=max(deadline - time.perf_counter(), 0)
+            )
+        except subprocess.TimeoutExpired:
+            raise ChildFailed(
+                f"the {self.role} process took more than {CHILD_TIMEOUT_S} s"
+            ) from None
+        lines = [line for line in stdout.splitlines() if line.startswith("{")]
+        if self.process.returncode != 0 or not lines:
+            last = (stderr.strip().splitlines() or ["(no output)"])[-1]
+            raise ChildFailed(f"the {self.role} process exited {self.process.returncode}: {last}")
+        answer: dict[str, Any] = json.loads(lines[-1])
+        return answer
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+        for pipe in (self.process.stdout, self.process.stderr):
+            if pipe is not None:
+                pipe.close()
+
+
+def _start(
+    package: str, role: str, *, cpu: bool, self_test: bool, expected: dict[str, Any]
+) -> _Child:
+    argv = [sys.executable, "-m", package, "--child", ROLES[role]]
     argv += ["--cpu"] if cpu else []
     argv += ["--self-test"] if self_test else []
     env = {
@@ -81,26 +121,43 @@ def _child(
         "PYTHONHASHSEED": os.environ.get("PYTHONHASHSEED", "0"),
         EXPECT_VARIABLE: json.dumps(expected),
     }
-    result = subprocess.run(
-        argv, capture_output=True, text=True, env=env, timeout=CHILD_TIMEOUT_S, check=False
+    process = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
     )
-    lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
-    if result.returncode != 0 or not lines:
-        tail = "\n".join(result.stderr.strip().splitlines()[-8:])
-        raise RuntimeError(f"the {role} run exited {result.returncode}:\n{tail}")
-    answer: dict[str, Any] = json.loads(lines[-1])
-    return answer
+    return _Child(role, process)
 
 
 def run(package: str, cpu: bool, expected: dict[str, Any], self_test: bool, canary: bool) -> Report:
+    """The three processes run side by side: they share nothing but the device, and identical
+    bits under a concurrent neighbour are a stronger promise than identical bits alone."""
     start = time.perf_counter()
-    first = _child(package, "deterministic", cpu, self_test, expected)
-    report = Report(mode="cpu" if cpu else "gpu", key=first["key"])
+    report = Report(mode="cpu" if cpu else "gpu")
+    children = {
+        role: _start(
+            package, role, cpu=cpu, self_test=self_test and role != "canary", expected=expected
+        )
+        for role in ROLES
+        if canary or role != "canary"
+    }
+    try:
+        _judge(report, children, start + CHILD_TIMEOUT_S)
+    except ChildFailed as failure:
+        report.errors["process"] = str(failure)
+    finally:
+        for child in children.values():
+            child.stop()
+    report.wall_s = time.perf_counter() - start
+    return report
+
+
+def _judge(report: Report, children: dict[str, _Child], deadline: float) -> None:
+    first = children["deterministic 1"].answer(deadline)
+    report.key = first["key"]
     report.preconditions = first["preconditions"]
     if any(not check["ok"] for check in report.preconditions):
-        report.wall_s = time.perf_counter() - start
-        return report
-    second = _child(package, "deterministic", cpu, self_test, expected)
+        return
+    second = children["deterministic 2"].answer(deadline)
+    report.seconds = first["seconds"]
     for name in first["fingerprints"]:
         report.kernels[name] = [
             first["fingerprints"][name],
@@ -110,9 +167,7 @@ def run(package: str, cpu: bool, expected: dict[str, Any], self_test: bool, cana
     report.skipped = {**first["skipped"], **second["skipped"]}
     if second["key"] != first["key"]:
         report.errors["key"] = "the two processes saw different fingerprint keys"
-    if canary:
-        witnesses = _child(package, "canary", cpu, False, expected)["fingerprints"]
+    if "canary" in children:
+        witnesses = children["canary"].answer(deadline)["fingerprints"]
         differed = sorted(name for name, runs in witnesses.items() if len(set(runs)) != 1)
         report.canary = {"witnesses": len(witnesses), "differed": len(differed), "names": differed}
-    report.wall_s = time.perf_counter() - start
-    return report

@@ -18,3 +18,5 @@ def test_nvml_reads_driver_and_gpus() -> None:
     for gpu in found.gpus:
         assert gpu.name and gpu.capability.major >= 3
         assert gpu.memory_bytes is not None and gpu.memory_bytes > 2**30
+        assert gpu.sm_count is not None and gpu.sm_count > 0, "neither NVML nor CUDA gave SMs"
+        assert gpu.uuid is not None and gpu.uuid.startswith("GPU-")

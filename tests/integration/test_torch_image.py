@@ -7,16 +7,27 @@ About 3 GB of wheels are downloaded once into the wheel cache; the build takes m
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
 from click.testing import CliRunner
 
 from builder import buildrecord, engine
+from builder.build import BuildRecord
 from builder.cli import cli
 from tests.infra import BASE, DEBIAN_MIRROR
 
-EXPECT = "/opt/reprobuild/expect.json"
+
+@dataclass(frozen=True)
+class Built:
+    project: Path
+    record: BuildRecord
+
 
 SPEC = f"""name = "lab/torch-e2e"
 python = "3.11"
@@ -32,7 +43,7 @@ gpus = ["A100", "H100"]
 
 
 @pytest.fixture(scope="module")
-def torch_image(tmp_path_factory: pytest.TempPathFactory, engine_client: Any) -> Any:
+def torch_image(tmp_path_factory: pytest.TempPathFactory, engine_client: Any) -> Iterator[Built]:
     project = tmp_path_factory.mktemp("torch-e2e")
     (project / "reprobuild.toml").write_text(SPEC)
     (project / "train.py").write_text("import torch\nprint(torch.ones(2).sum().item())\n")
@@ -41,7 +52,7 @@ def torch_image(tmp_path_factory: pytest.TempPathFactory, engine_client: Any) ->
     )
     assert result.exit_code == 0, f"{result.output}\n{result.exception}"
     record = buildrecord.read(project)
-    yield record
+    yield Built(project, record)
     engine.remove_image(engine_client, record.image)
 
 
@@ -63,24 +74,50 @@ def test_torch_image_runs_the_locked_cuda_build_on_the_cpu(
         "torch.backends.cudnn.version(), numpy.__version__)' && id -u && python train.py"
         " && find /opt /workspace -name '*.pyc' | wc -l && ls /opt/venv/bin | grep -c pip || true"
     )
-    code, output = _run(engine_client, torch_image.image, ["sh", "-c", script])
+    code, output = _run(engine_client, torch_image.record.image, ["sh", "-c", script])
     assert code == 0, output
     assert output.split("\n")[:5] == ["2.5.1+cu124 12.4 90100 2.1.3", "1000", "2.0", "0", "0"]
 
 
-def test_smoke_payload_passes_in_the_image_in_cpu_mode(
+def test_reprobuild_smoke_runs_the_payload_in_the_built_image(torch_image: Any) -> None:
+    # CPU mode: CI has no GPU; tests/gpu runs the payload on one.
+    project = str(torch_image.project)
+    result = subprocess.run(
+        [sys.executable, "-m", "builder", "-C", project, "smoke", "--cpu", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads(result.stdout)
+    record = torch_image.record
+    assert (report["image"], report["image_id"]) == (record.image, record.image_id)
+    assert report["verdict"] == "pass" and report["mode"] == "cpu" and report["gpus"] is None
+    assert report["preconditions"] == [
+        {"name": "cuda", "ok": True, "detail": "cuda 12.4"},
+        {"name": "cudnn", "ok": True, "detail": "cudnn 9.1.0"},
+        {"name": "torch", "ok": True, "detail": "torch 2.5.1"},
+    ]
+    assert report["key"]["torch"] == "2.5.1+cu124" and report["key"]["cudnn"] == "9.1.0"
+    assert len(report["kernels"]) == 14
+    assert all(kernel["identical"] for kernel in report["kernels"].values())
+    assert report["canary"] == {"witnesses": 8, "differed": 0, "names": []}
+
+
+def test_the_in_image_command_checks_the_lock_by_default(
     torch_image: Any, engine_client: Any
 ) -> None:
-    argv = ["reprobuild-smoke", "--cpu", "--json", "--no-canary"]
-    code, output = _run(engine_client, torch_image.image, [*argv, "--expect", EXPECT])
+    argv = ["reprobuild-smoke", "--cpu", "--no-canary", "--json"]
+    code, output = _run(engine_client, torch_image.record.image, argv)
     report = json.loads(output)
     assert code == 0 and report["verdict"] == "pass", output
-    assert report["key"]["torch"] == "2.5.1+cu124"
+    assert [check["name"] for check in report["preconditions"]] == ["cuda", "cudnn", "torch"]
 
 
 def test_torch_image_record_and_size(torch_image: Any) -> None:
-    assert torch_image.normalisation["rewritten"] == []
-    assert torch_image.base_layers == 1
-    sizes = [layer.size for layer in torch_image.layers]
+    assert torch_image.record.normalisation["rewritten"] == []
+    assert torch_image.record.base_layers == 1
+    sizes = [layer.size for layer in torch_image.record.layers]
     assert sizes[2] > 4_000_000_000  # the torch and CUDA stack, in its own layer
     assert len(sizes) == 7

@@ -108,6 +108,31 @@ def test_doctor_without_gpu_or_engine_reports_each_in_one_line() -> None:
     assert any(line.startswith("warn nvidia driver   no NVIDIA driver") for line in lines)
 
 
+def test_smoke_without_an_engine_or_with_bad_options(tmp_path: Path) -> None:
+    no_engine = run("smoke", "lab/train:v1", "--cpu")
+    assert no_engine.returncode == 1
+    assert no_engine.stderr.splitlines()[-1].startswith(
+        "error: no Docker engine answers at unix:///nonexistent/docker.sock"
+    )
+    bad_gpus = run("smoke", "lab/train:v1", "--gpus", "0")
+    assert bad_gpus.returncode == 2
+    assert "Invalid value for '--gpus': '0': give all, or a number of GPUs such as 1." in (
+        bad_gpus.stderr
+    )
+    no_record = run("-C", str(tmp_path), "smoke")
+    assert no_record.returncode == 1
+    assert no_record.stderr.strip() == (
+        f"error: {tmp_path / 'reprobuild.build.json'} does not exist: run `reprobuild build` first."
+    )
+
+
+def test_doctor_ignores_a_pyproject_without_a_reprobuild_table(tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "other"\n')
+    result = run("-C", str(tmp_path), "doctor", "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["image"] is None
+
+
 def test_doctor_with_spec_on_a_host_without_gpu_exits_1() -> None:
     result = run("-C", str(EXAMPLE), "doctor", "--json")
     report = json.loads(result.stdout)

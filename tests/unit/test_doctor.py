@@ -113,3 +113,8 @@ def test_driver_without_gpu_fails_a_cuda_image() -> None:
     assert [c.detail for c in report.checks if c.status == "fail"] == [
         "the driver lists no GPU; a CUDA 12.4 image needs one"
     ]
+
+
+def test_cuda_uuid_bytes_read_as_nvml_writes_them() -> None:
+    raw = bytes.fromhex("343ead0d3f23e357f229606dfda9f570")
+    assert host.nvml_uuid(raw) == "GPU-343ead0d-3f23-e357-f229-606dfda9f570"

@@ -70,3 +70,15 @@ def test_locked_versions_are_preconditions(tmp_path: Path) -> None:
         }
     ]
     assert report["kernels"] == {}
+
+
+def test_a_process_that_dies_is_a_failure_not_a_traceback() -> None:
+    from builder.smoke import runner
+
+    report = runner.run("builder.no_such_payload", True, {}, False, True)
+    assert report.exit_code == runner.FAIL and report.as_dict()["verdict"] == "fail"
+    assert report.errors == {
+        "process": "the deterministic 1 process exited 1: "
+        f"{sys.executable}: No module named builder.no_such_payload"
+    }
+    assert report.kernels == {}

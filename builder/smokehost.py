@@ -1,0 +1,83 @@
+"""`reprobuild smoke IMAGE`: run the image's own smoke payload through the Docker engine.
+
+The payload (builder/smoke, installed in every image as `reprobuild-smoke`) does the proving; this
+stage gives it the GPUs (the engine's device requests, i.e. the NVIDIA container runtime), runs
+it by image ID with the network off as the image's own non-root user, and reads its JSON report.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from builder import engine, plan
+from builder.errors import ReprobuildError
+
+EXPECT = f"{plan.HOME}/expect.json"
+NOT_FOUND_EXIT = 127
+TIMEOUT_S = 1200
+
+
+NO_PAYLOAD = (
+    "{image} has no reprobuild-smoke on its PATH: only images made by `reprobuild build` carry "
+    "the smoke payload. Build the project's image, or name one that was."
+)
+
+
+class SmokeError(ReprobuildError):
+    """The image could not run its smoke payload, or it gave no report."""
+
+
+@dataclass(frozen=True)
+class SmokeRun:
+    image: str
+    image_id: str
+    gpus: str | None  # None: the CPU mode
+    exit_code: int  # the payload's: 0 pass, 1 fail, 3 unproven, 4 precondition
+    report: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"image": self.image, "image_id": self.image_id, "gpus": self.gpus, **self.report}
+
+
+def command(*, cpu: bool, canary: bool) -> list[str]:
+    argv = ["reprobuild-smoke", "--json", "--expect", EXPECT]
+    return argv + (["--cpu"] if cpu else []) + ([] if canary else ["--no-canary"])
+
+
+def run(
+    client: Any, image: str, *, gpus: str | None, canary: bool = True, timeout_s: int = TIMEOUT_S
+) -> SmokeRun:
+    """Pull IMAGE if the engine lacks it, run the payload (GPU mode when gpus is given)."""
+    if not engine.has_image(client, image):
+        engine.pull(client, image)
+    image_id = str(engine.inspect_image(client, image)["Id"])
+    try:
+        result = engine.run(
+            client,
+            image_id,
+            command(cpu=gpus is None, canary=canary),
+            gpus=gpus,
+            network=False,
+            timeout_s=timeout_s,
+        )
+    except engine.CommandNotFound:
+        raise SmokeError(NO_PAYLOAD.format(image=image)) from None
+    return SmokeRun(image, image_id, gpus, result.exit_code, _report(image, result))
+
+
+def _report(image: str, result: engine.RunResult) -> dict[str, Any]:
+    try:
+        report: dict[str, Any] = json.loads(result.stdout)
+    except ValueError:
+        report = {}
+    if isinstance(report, dict) and "verdict" in report:
+        return report
+    if result.exit_code == NOT_FOUND_EXIT:
+        raise SmokeError(NO_PAYLOAD.format(image=image))
+    tail = "\n".join((result.stderr or result.stdout).strip().splitlines()[-8:]) or "(no output)"
+    raise SmokeError(
+        f"the smoke payload in {image} exited {result.exit_code} without a report:\n{tail}\n"
+        "Run `docker run --rm IMAGE reprobuild-smoke` to see its whole output."
+    )
