@@ -1,21 +1,27 @@
 """Wall time of `reprobuild render` from an existing lock, against the 100 ms target plus the
 interpreter's own start (measured here as `python -c pass`).
+
+Measured as installed: the package's bytecode compiled (pip does it at install time; an
+environment with PYTHONDONTWRITEBYTECODE never writes it, so it is compiled here first) and the
+compiled templates cached by an earlier render (the first run's time is printed too).
     python benchmarks/render_time.py [--runs N]
 """
 
 from __future__ import annotations
 
 import argparse
+import compileall
 import shutil
 import statistics
 import sys
 import tempfile
 from pathlib import Path
 
-from timing import wall_ms
+from timing import reprobuild, wall_ms
 
 TARGET_MS = 100.0
 EXAMPLE = Path(__file__).resolve().parents[1] / "images" / "example"
+PACKAGE = Path(__file__).resolve().parents[1] / "builder"
 
 
 def main() -> None:
@@ -27,14 +33,16 @@ def main() -> None:
         project.mkdir()
         for name in ("reprobuild.toml", "reprobuild.lock"):
             shutil.copyfile(EXAMPLE / name, project / name)
-        render = [sys.executable, "-m", "builder", "-C", str(project), "render"]
+        render = reprobuild(project, "render")
         bare = [sys.executable, "-c", "pass"]
-        wall_ms(render)
+        compileall.compile_dir(str(PACKAGE), quiet=1)
+        first = wall_ms(render)
         interpreter = statistics.median(wall_ms(bare) for _ in range(runs))
         median = statistics.median(wall_ms(render) for _ in range(runs))
     own = median - interpreter
     verdict = "met" if own <= TARGET_MS else "MISSED"
     print(f"render median {median:.1f} ms, interpreter start {interpreter:.1f} ms")
+    print(f"first render (templates compiled, then cached): {first:.1f} ms")
     print(f"render itself {own:.1f} ms")
     print(f"render itself / target ({TARGET_MS:.0f} ms): {own / TARGET_MS:.2f}  ({verdict})")
 

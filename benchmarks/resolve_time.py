@@ -7,21 +7,13 @@ Prints the median of several runs and its ratio to the 150 ms target. Usage:
 from __future__ import annotations
 
 import argparse
-import shutil
 import statistics
-import sys
 from pathlib import Path
 
-from timing import wall_ms
+from timing import reprobuild, wall_ms
 
 TARGET_MS = 150.0
 EXAMPLE = Path(__file__).resolve().parents[1] / "images" / "example"
-
-
-def command(project: Path) -> list[str]:
-    installed = shutil.which("reprobuild", path=str(Path(sys.executable).parent))
-    runner = [installed] if installed else [sys.executable, "-m", "builder"]
-    return [*runner, "-C", str(project), "resolve"]
 
 
 def main() -> None:
@@ -29,7 +21,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=15)
     parser.add_argument("--project", type=Path, default=EXAMPLE)
     options = parser.parse_args()
-    argv = command(options.project)
+    argv = reprobuild(options.project, "resolve")
     wall_ms(argv)  # warm the OS file cache and bytecode cache once
     samples = sorted(wall_ms(argv) for _ in range(options.runs))
     median = statistics.median(samples)

@@ -1,9 +1,19 @@
-"""Shared by the benchmark scripts: wall time of one command, in milliseconds."""
+"""Shared by the benchmark scripts: the installed command, and wall time of one run in ms."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
+import sys
 import time
+from pathlib import Path
+
+
+def reprobuild(project: Path, *args: str) -> list[str]:
+    """The console script users run (no runpy), or `python -m builder` where none is installed."""
+    installed = shutil.which("reprobuild", path=str(Path(sys.executable).parent))
+    runner = [installed] if installed else [sys.executable, "-m", "builder"]
+    return [*runner, "-C", str(project), *args]
 
 
 def wall_ms(argv: list[str]) -> float:

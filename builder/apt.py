@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from builder import snapshots
 
 UBUNTU_SUITES = ("focal", "jammy", "noble")
+# The PATH of Debian's and Ubuntu's own images (and of the bases reprobuild bootstraps).
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 UBUNTU_SNAPSHOT = "https://snapshot.ubuntu.com/ubuntu"
 
 

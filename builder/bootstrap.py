@@ -16,13 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from builder import tarstream
+from builder.apt import DEFAULT_PATH
 from builder.errors import ReprobuildError
 from builder.normalise import load_archive
 from builder.snapshots import epoch_seconds
 
 BOOTSTRAP_PACKAGES = ("ca-certificates", "python3", "python3-venv")
 VARIANT = "minbase"
-DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _INST = re.compile(r"^Inst (\S+) \((\S+) ", re.MULTILINE)
 
 

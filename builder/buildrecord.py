@@ -49,3 +49,11 @@ def read(project: Path) -> BuildRecord:
         raise RecordError(
             f"{path} is incomplete ({error}); run `reprobuild build` again."
         ) from None
+
+
+def pushed_build(project: Path, lock_digest: str) -> str | None:
+    """The pushed image (name@sha256:...) of this lock's last build, if it was pushed."""
+    if not (project / RECORD_FILE).is_file():
+        return None
+    record = read(project)
+    return record.pushed if record.lock == lock_digest else None

@@ -204,25 +204,42 @@ def _note_progress(text: str) -> None:
 )
 @click.option(
     "--from-image",
-    help="Bootstrap the Apptainer definition from this built image (name@sha256:...) instead "
-    "of reproducing the build steps in %post.",
+    help="Bootstrap the Apptainer definition from this built image (name@sha256:...). "
+    "Default: the image `reprobuild build --push` pushed for this lock, if any.",
+)
+@click.option(
+    "--standalone",
+    is_flag=True,
+    help="Apptainer definition that rebuilds from the base in %post (sites without Docker).",
 )
 @click.pass_obj
-def render_command(options: Options, output: Path | None, from_image: str | None) -> None:
+def render_command(
+    options: Options, output: Path | None, from_image: str | None, standalone: bool
+) -> None:
     """Render the Dockerfile, Apptainer definition and build context from reprobuild.lock."""
-    from builder import context, lockfile, plan, render
+    from builder import buildrecord, context, lockfile, plan, render
 
     if from_image is not None and "@sha256:" not in from_image:
         raise click.BadParameter("give the built image by digest: name@sha256:<64 hex>")
+    if from_image is not None and standalone:
+        raise click.UsageError("--from-image and --standalone exclude each other: choose one.")
     current = lockfile.read_current(options.project)
     project = current.project
+    if from_image is None and not standalone:
+        from_image = buildrecord.pushed_build(project, current.digest)
     build_plan = plan.plan(current.lock, current.digest)
     rendered = render.render(build_plan, current.digest, project, from_image)
     texts = context.files(build_plan, rendered)
     written = context.write(output or project / context.DEFAULT_OUTPUT, texts, project, build_plan)
     layers = len(build_plan.layers)
+    source = (
+        f"from the built image {from_image}"
+        if from_image
+        else "standalone (`reprobuild build --push REF` gives one from the built image)"
+    )
     click.echo(
-        f"wrote {written}: Dockerfile, reprobuild.def, .dockerignore, {layers} Python layers"
+        f"wrote {written}: Dockerfile, reprobuild.def ({source}), .dockerignore, "
+        f"{layers} Python layers"
     )
 
 
@@ -475,17 +492,10 @@ def build_command(
     debian_mirror: str | None,
 ) -> None:
     """Lock if needed, render, build with the Docker engine, normalise, push; write the record."""
-    import shutil
+    from builder import build, buildrecord, engine, sif, wheelhouse
 
-    from builder import build, buildrecord, engine, wheelhouse
-
-    if output_format == "sif" and shutil.which("apptainer") is None:
-        raise click.UsageError(
-            "--format sif needs apptainer, which is not installed here. Build the Docker image "
-            "(`reprobuild build`), push it, and on the HPC site run "
-            "`apptainer build IMAGE.sif reprobuild.def` with the definition from "
-            "`reprobuild render --from-image REF@sha256:...`."
-        )
+    if output_format == "sif":
+        sif.check_ready(push_to)
     current = _current_or_new_lock(options, debian_mirror)
     client = engine.connect()
     try:
@@ -501,19 +511,30 @@ def build_command(
     finally:
         client.close()
     path = buildrecord.write(current.project, record)
+    definition = None
+    if record.pushed:
+        from builder import context, render
+
+        definition = render.write_definition(
+            current.project / context.DEFAULT_OUTPUT, current, record.pushed
+        )
     size = sum(layer.size for layer in record.layers) / 1e9
     click.echo(
         f"built {record.image}\n  image ID {record.image_id} "
         f"({size:.2f} GB, {len(record.layers)} layers)"
     )
     if record.pushed:
-        click.echo(f"  pushed {record.pushed}")
+        click.echo(f"  pushed {record.pushed}; reprobuild.def now bootstraps from it")
     if record.normalisation.get("rewritten"):
         click.echo(
             f"  normalised: {len(record.normalisation['rewritten'])} noisy entries "
             "removed or redated"
         )
     click.echo(f"  record {path}")
+    if output_format == "sif" and definition is not None:
+        _note(f"building the SIF from {definition} with apptainer")
+        made = sif.build(definition, sif.output_path(current.project, record.image), _note_progress)
+        click.echo(f"  SIF {made.path} ({made.size / 1e9:.2f} GB, sha256 {made.sha256})")
 
 
 def _current_or_new_lock(options: Options, debian_mirror: str | None) -> Any:

@@ -1,10 +1,16 @@
-"""Atomic file writes: a temp file in the same directory, fsync, then rename over the target."""
+"""Atomic file writes (a temp file in the same directory, fsync, rename) and the cache folder."""
 
 from __future__ import annotations
 
 import os
 import tempfile
 from pathlib import Path
+
+
+def cache_root() -> Path:
+    """This user's reprobuild cache ($XDG_CACHE_HOME/reprobuild, else ~/.cache/reprobuild)."""
+    root = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(root) / "reprobuild"
 
 
 def write_atomic(path: Path, text: str) -> None:

@@ -13,8 +13,8 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Any
 
-from builder import __version__, bootstrap, snapshots
-from builder.apt import UBUNTU_SUITES, AptArchive
+from builder import __version__, snapshots
+from builder.apt import DEFAULT_PATH, UBUNTU_SUITES, AptArchive
 from builder.lock import Lock, LockedPackage
 
 VENV = "/opt/venv"
@@ -154,7 +154,7 @@ def _env(lock: Lock) -> tuple[tuple[str, str], ...]:
     determinism = lock.determinism
     tf32 = bool(determinism["tf32"])
     env = [
-        ("PATH", f"{VENV}/bin:{HOME}/bin:{bootstrap.DEFAULT_PATH}"),
+        ("PATH", f"{VENV}/bin:{HOME}/bin:{DEFAULT_PATH}"),
         ("VIRTUAL_ENV", VENV),
         ("PYTHONDONTWRITEBYTECODE", "1"),
         ("PYTHONHASHSEED", "0"),

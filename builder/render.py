@@ -7,14 +7,16 @@ undefined name in a template is an error, never an empty string.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import shlex
 from pathlib import Path
+from typing import Any
 
 import jinja2
 
-from builder import __version__, plan
+from builder import __version__, files, plan
 from builder.errors import ReprobuildError
 
 OVERRIDE_FOLDER = "reprobuild-templates"
@@ -50,6 +52,24 @@ def docker_continue(command: str) -> str:
     return command.replace(" && ", " \\\n    && ")
 
 
+class _TemplateCache(jinja2.FileSystemBytecodeCache):
+    """Compiled templates kept between runs, keyed by each template's source checksum (an edited
+    override is compiled again). A cache that cannot be written is skipped, not an error."""
+
+    def dump_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
+        with contextlib.suppress(OSError):
+            super().dump_bytecode(bucket)
+
+
+def _template_cache() -> jinja2.BytecodeCache | None:
+    folder = files.cache_root() / "templates"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None
+    return _TemplateCache(str(folder))
+
+
 def environment(project: Path | None) -> jinja2.Environment:
     folders = [packaged_templates()]
     if project is not None and (project / OVERRIDE_FOLDER).is_dir():
@@ -61,6 +81,7 @@ def environment(project: Path | None) -> jinja2.Environment:
         lstrip_blocks=True,
         keep_trailing_newline=True,
         autoescape=False,
+        bytecode_cache=_template_cache(),
     )
     env.filters.update(
         docker_quote=docker_quote,
@@ -109,3 +130,12 @@ def render(
                 f"If it is an override in {OVERRIDE_FOLDER}/, fix or remove it."
             ) from None
     return outputs
+
+
+def write_definition(context_dir: Path, current: Any, from_image: str | None) -> Path:
+    """Rewrite the context's Apptainer definition (after a push: From the pushed image)."""
+    build_plan = plan.plan(current.lock, current.digest)
+    text = render(build_plan, current.digest, current.project, from_image)["reprobuild.def"]
+    path = context_dir / "reprobuild.def"
+    files.write_atomic(path, text)
+    return path

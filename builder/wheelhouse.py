@@ -8,7 +8,6 @@ download whose hash differs from the lock is discarded and reported, never kept.
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import requests
 
-from builder import tarstream
+from builder import files, tarstream
 from builder.errors import ReprobuildError
 from builder.lock import Lock, LockedPackage
 
@@ -118,5 +117,4 @@ def _download(
 
 def default_cache() -> Path:
     """Shared by every project of this user: a wheel is downloaded once, verified every time."""
-    root = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(root) / "reprobuild" / "wheels"
+    return files.cache_root() / "wheels"

@@ -8,6 +8,7 @@ image is built once, in test_torch_image.py. Package versions come from deb.debi
 from __future__ import annotations
 
 import hashlib
+import os
 import zipfile
 from collections.abc import Iterator
 from dataclasses import replace
@@ -204,12 +205,37 @@ def test_build_command_writes_the_record(
 ) -> None:
     project = small_project(tmp_path / "project")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    result = CliRunner().invoke(cli, ["-C", str(project), "build", "--quiet"])
+    # apptainer cannot be installed here: a stand-in "builds" the SIF as a copy of the definition.
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    (tools / "apptainer").write_text(
+        '#!/bin/sh\nprintf "%s\\n" "$@" > "$(dirname "$0")/args"\n'
+        'echo "INFO:    Starting build..."\ncp "$4" "$3"\n'
+    )
+    (tools / "apptainer").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tools}:{os.environ['PATH']}")
+    target = f"{REGISTRY}/test/record:v1"
+    argv = ["-C", str(project), "build", "--quiet", "--push", target, "--format", "sif"]
+    result = CliRunner().invoke(cli, argv)
     assert result.exit_code == 0, result.output
     record = buildrecord.read(project)
-    cleanup.append(record.image)
+    cleanup.extend([record.image, target])
     assert record.image.startswith("lab/train:")
     assert result.output.startswith(f"built {record.image}\n  image ID {record.image_id} (")
+    assert record.pushed == f"{REGISTRY}/test/record@{record.manifest_digest}"
+    assert f"  pushed {record.pushed}; reprobuild.def now bootstraps from it\n" in result.output
+    definition = project / ".reprobuild" / "context" / "reprobuild.def"
+    assert definition.read_text().startswith(f"Bootstrap: docker\nFrom: {record.pushed}\n")
+    sif = project / (record.image.replace("/", "-").replace(":", "-") + ".sif")
+    assert sif.read_text() == definition.read_text()
+    assert (tools / "args").read_text().splitlines() == [
+        "build",
+        "--force",
+        str(sif.with_name(f".{sif.name}.partial")),
+        str(definition),
+    ]
+    digest = hashlib.sha256(sif.read_bytes()).hexdigest()
+    assert f"  SIF {sif} (0.00 GB, sha256 {digest})\n" in result.output
     assert record.lock == lockfile.file_digest(project / lockfile.LOCK_FILE)
     assert record.engine_version == engine.version(engine_client)
     assert [layer.diff_id for layer in record.layers] == engine_client.api.inspect_image(

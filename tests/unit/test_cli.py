@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from builder import buildrecord, lockfile
 from tests.conftest import LocalIndex
 
 EXAMPLE = Path(__file__).parents[2] / "images" / "example"
@@ -123,6 +124,28 @@ def test_smoke_without_an_engine_or_with_bad_options(tmp_path: Path) -> None:
     assert no_record.returncode == 1
     assert no_record.stderr.strip() == (
         f"error: {tmp_path / 'reprobuild.build.json'} does not exist: run `reprobuild build` first."
+    )
+
+
+def test_build_sif_needs_apptainer_and_a_push(tmp_path: Path) -> None:
+    # apptainer cannot be installed on this machine: a stand-in on PATH shows the order of checks.
+    bare = {"PATH": str(Path(sys.executable).parent) + ":/usr/bin:/bin"}
+    missing = run("-C", str(tmp_path), "build", "--format", "sif", env=bare)
+    assert missing.returncode == 1
+    assert missing.stderr.startswith(
+        "error: --format sif needs apptainer, which is not installed here. Build and push"
+    )
+    stand_in = tmp_path / "bin" / "apptainer"
+    stand_in.parent.mkdir()
+    stand_in.write_text("#!/bin/sh\nexit 0\n")
+    stand_in.chmod(0o755)
+    unpushed = run(
+        "-C", str(tmp_path), "build", "--format", "sif", env={"PATH": f"{stand_in.parent}:/bin"}
+    )
+    assert unpushed.returncode == 1
+    assert unpushed.stderr.startswith(
+        "error: --format sif builds the SIF from the pushed image, so that it holds exactly the "
+        "bits that were built and smoke-tested: add --push REF"
     )
 
 
@@ -249,7 +272,8 @@ def test_render_writes_the_context_from_the_lock(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert (
         result.stdout
-        == f"wrote {output}: Dockerfile, reprobuild.def, .dockerignore, 2 Python layers\n"
+        == f"wrote {output}: Dockerfile, reprobuild.def (standalone (`reprobuild build --push "
+        "REF` gives one from the built image)), .dockerignore, 2 Python layers\n"
     )
     dockerfile = (output / "Dockerfile").read_text()
     assert (
@@ -263,6 +287,49 @@ def test_render_writes_the_context_from_the_lock(tmp_path: Path) -> None:
         "reprobuild.lock",
         "reprobuild.toml",
     ]
+
+
+PUSHED = "127.0.0.1:5000/lab/train@sha256:" + "ab" * 32
+
+
+def _record(project: Path, lock_digest: str) -> None:
+    from builder.build import BuildRecord
+
+    record = BuildRecord(
+        image="lab/train:0123456789ab",
+        image_id="sha256:" + "cd" * 32,
+        layers=(),
+        base_layers=1,
+        lock=lock_digest,
+        knowledge_version="k",
+        reprobuild_version="0.1.0",
+        engine_version="20.10.24",
+        base="python@sha256:" + "ef" * 32,
+        manifest_digest="sha256:" + "ab" * 32,
+        pushed=PUSHED,
+    )
+    buildrecord.write(project, record)
+
+
+def test_render_bootstraps_apptainer_from_the_pushed_build_of_this_lock(tmp_path: Path) -> None:
+    for name in ("reprobuild.toml", "reprobuild.lock"):
+        (tmp_path / name).write_text((EXAMPLE_LOCKED / name).read_text())
+    definition = tmp_path / ".reprobuild" / "context" / "reprobuild.def"
+    _record(tmp_path, lockfile.file_digest(tmp_path / "reprobuild.lock"))
+    result = run("-C", str(tmp_path), "render")
+    assert result.returncode == 0, result.stderr
+    assert f"reprobuild.def (from the built image {PUSHED})" in result.stdout
+    assert definition.read_text().startswith(f"Bootstrap: docker\nFrom: {PUSHED}\n")
+    assert "%post" not in definition.read_text()
+    standalone = run("-C", str(tmp_path), "render", "--standalone")
+    assert standalone.returncode == 0, standalone.stderr
+    assert definition.read_text().startswith("Bootstrap: docker\nFrom: python@sha256:b1add8a6")
+    assert "%post" in definition.read_text()
+    both = run("-C", str(tmp_path), "render", "--standalone", "--from-image", PUSHED)
+    assert both.returncode == 2 and "exclude each other" in both.stderr
+    _record(tmp_path, "sha256:" + "00" * 32)  # the record of another lock is not this build
+    run("-C", str(tmp_path), "render")
+    assert definition.read_text().startswith("Bootstrap: docker\nFrom: python@sha256:b1add8a6")
 
 
 def test_render_refuses_a_stale_lock(tmp_path: Path) -> None:
