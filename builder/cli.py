@@ -608,3 +608,69 @@ def smoke_command(
         click.echo(f"image {result.image} ({result.image_id})\n{text(result.report)}")
     if result.exit_code:
         sys.exit(result.exit_code)
+
+
+@cli.command(
+    "run",
+    context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False},
+)
+@click.option(
+    "--gpus",
+    metavar="all|N",
+    callback=lambda context, parameter, value: _gpus(context, parameter, value) if value else None,
+    help="GPUs to give the container (the engine's NVIDIA runtime); none by default.",
+)
+@click.option(
+    "--image",
+    metavar="REF",
+    help="Run this image (pulled by digest if the engine lacks it) instead of the last build.",
+)
+@click.option(
+    "--outputs",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Host folder mounted writable at /outputs (default: runs/<run>/outputs).",
+)
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@click.pass_obj
+def run_command(
+    options: Options,
+    gpus: str | None,
+    image: str | None,
+    outputs: Path | None,
+    command: tuple[str, ...],
+) -> None:
+    """Run COMMAND inside the built image and record the run under runs/.
+
+    The image runs by ID; the project is mounted read-only at /workspace (the working
+    directory) and the outputs folder writable at /outputs; the command runs as your user.
+    Ctrl-C and SIGTERM reach the command. Exits with the command's exit code.
+
+        reprobuild run --gpus all -- python train.py --epochs 3
+    """
+    from builder import buildrecord, engine, run
+
+    pushed = None
+    if image is None:
+        record = buildrecord.read(options.project)
+        image, pushed = record.image_id, record.pushed
+    plan = run.RunPlan(
+        project=options.project.resolve(),
+        outputs=outputs.resolve() if outputs else None,
+        image=image,
+        pushed=pushed,
+        command=list(command),
+        gpus=gpus,
+    )
+    client = engine.connect()
+    try:
+        result, path = run.execute(client, plan, _relay)
+    finally:
+        client.close()
+    _note(f"exit {result.exit_code}; record {path}")
+    sys.exit(result.exit_code)
+
+
+def _relay(data: bytes, to_stderr: bool) -> None:
+    stream = sys.stderr.buffer if to_stderr else sys.stdout.buffer
+    stream.write(data)
+    stream.flush()

@@ -10,6 +10,7 @@ import contextlib
 import io
 import os
 import re
+import signal
 import socket
 import tarfile
 from collections.abc import Callable, Iterator
@@ -212,15 +213,7 @@ def run(
         reason = error.explanation or error
         raise EngineError(f"the engine could not create a container of {image}: {reason}") from None
     try:
-        try:
-            container.start()
-        except APIError as error:
-            reason = str(error.explanation or error)
-            if gpus is not None and "device driver" in reason:
-                raise EngineError(NO_GPU_RUNTIME.format(address=address(), reason=reason)) from None
-            if "executable file not found" in reason:
-                raise CommandNotFound(f"{image} has no {command[0]} on its PATH") from None
-            raise EngineError(f"the engine could not start {image}: {reason}") from None
+        _start(container, image, command, gpus)
         try:
             status = container.wait(timeout=timeout_s)
         except (ReadTimeout, LostConnection):
@@ -235,6 +228,84 @@ def run(
         )
     finally:
         container.remove(force=True)
+
+
+@dataclass(frozen=True)
+class Attached:
+    """What `run_attached` needs besides the image and command."""
+
+    mounts: dict[str, dict[str, str]]  # host path -> {"bind": path inside, "mode": "ro"|"rw"}
+    environment: dict[str, str]
+    user: str | None
+    working_dir: str
+    gpus: str | None
+
+
+FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def run_attached(
+    client: Any,
+    image: str,
+    command: list[str],
+    how: Attached,
+    output: Callable[[bytes, bool], None],
+) -> int:
+    """Run a command in a fresh container, stream its stdout and stderr (second argument True
+    for stderr), forward SIGINT, SIGTERM and SIGHUP to it, and return its exit code. The
+    container is removed afterwards, also on errors."""
+    from docker.errors import APIError
+
+    options: dict[str, Any] = {
+        "volumes": how.mounts,
+        "environment": how.environment,
+        "working_dir": how.working_dir,
+    }
+    if how.user is not None:
+        options["user"] = how.user
+    if how.gpus is not None:
+        options["device_requests"] = [gpu_request(how.gpus)]
+    try:
+        container = client.containers.create(image, command, **options)
+    except APIError as error:
+        reason = error.explanation or error
+        raise EngineError(f"the engine could not create a container of {image}: {reason}") from None
+    previous = {}
+
+    def forward(signum: int, _frame: Any) -> None:
+        with contextlib.suppress(APIError):
+            container.kill(signal=signum)
+
+    try:
+        for number in FORWARDED_SIGNALS:
+            previous[number] = signal.signal(number, forward)
+        # Attached before the start, as `docker run` does, so no early output is lost.
+        stream = client.api.attach(container.id, stdout=True, stderr=True, stream=True, demux=True)
+        _start(container, image, command, how.gpus)
+        for out, err in stream:
+            if out:
+                output(out, False)
+            if err:
+                output(err, True)
+        return int(container.wait().get("StatusCode", 1))
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+        container.remove(force=True)
+
+
+def _start(container: Any, image: str, command: list[str], gpus: str | None) -> None:
+    from docker.errors import APIError
+
+    try:
+        container.start()
+    except APIError as error:
+        reason = str(error.explanation or error)
+        if gpus is not None and "device driver" in reason:
+            raise EngineError(NO_GPU_RUNTIME.format(address=address(), reason=reason)) from None
+        if "executable file not found" in reason:
+            raise CommandNotFound(f"{image} has no {command[0]} on its PATH") from None
+        raise EngineError(f"the engine could not start {image}: {reason}") from None
 
 
 @dataclass(frozen=True)

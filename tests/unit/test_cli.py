@@ -127,6 +127,18 @@ def test_smoke_without_an_engine_or_with_bad_options(tmp_path: Path) -> None:
     )
 
 
+def test_run_needs_a_build_and_a_command(tmp_path: Path) -> None:
+    no_record = run("-C", str(tmp_path), "run", "--", "python", "train.py")
+    assert no_record.returncode == 1
+    assert no_record.stderr.strip() == (
+        f"error: {tmp_path / 'reprobuild.build.json'} does not exist: run `reprobuild build` first."
+    )
+    no_command = run("-C", str(tmp_path), "run")
+    assert no_command.returncode == 2 and "Missing argument 'COMMAND...'" in no_command.stderr
+    bad_gpus = run("-C", str(tmp_path), "run", "--gpus", "many", "--", "true")
+    assert bad_gpus.returncode == 2 and "'many': give all, or a number of GPUs" in bad_gpus.stderr
+
+
 def test_build_sif_needs_apptainer_and_a_push(tmp_path: Path) -> None:
     # apptainer cannot be installed on this machine: a stand-in on PATH shows the order of checks.
     bare = {"PATH": str(Path(sys.executable).parent) + ":/usr/bin:/bin"}
