@@ -36,12 +36,13 @@ def main() -> None:
         project = Path(folder)
         ours = reprobuild(project, "run", "--image", options.image, "--", "true")
         plain = [docker, "run", "--rm", options.image, "true"]
-        wall_ms(ours), wall_ms(plain)
-        ours_ms = statistics.median(wall_ms(ours) for _ in range(options.runs))
+        wall_ms(ours, quiet=True), wall_ms(plain)
+        ours_ms = statistics.median(wall_ms(ours, quiet=True) for _ in range(options.runs))
         plain_ms = statistics.median(wall_ms(plain) for _ in range(options.runs))
     ratio = ours_ms / plain_ms
     verdict = "met" if ratio <= TARGET else "MISSED"
     print(f"reprobuild run median {ours_ms:.0f} ms, docker run --rm median {plain_ms:.0f} ms")
+    print(f"overhead {ours_ms - plain_ms:.0f} ms per run")
     print(f"ratio {ratio:.2f} (target <= {TARGET:.2f}: {verdict})")
 
 

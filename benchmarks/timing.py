@@ -16,7 +16,9 @@ def reprobuild(project: Path, *args: str) -> list[str]:
     return [*runner, "-C", str(project), *args]
 
 
-def wall_ms(argv: list[str]) -> float:
+def wall_ms(argv: list[str], *, quiet: bool = False) -> float:
+    """One run's wall time; stdout (and with quiet, stderr) discarded."""
     start = time.perf_counter()
-    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
+    stderr = subprocess.DEVNULL if quiet else None
+    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=stderr)
     return (time.perf_counter() - start) * 1000

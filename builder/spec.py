@@ -294,8 +294,13 @@ class _Checker:
             return None
         if "packages" in table:
             self.problem("'requirements' and 'packages' are exclusive: list packages in one place.")
-        path: Path = (self.path.parent / text).resolve()
-        if not path.is_file():
+        try:
+            path: Path = (self.path.parent / text).resolve()
+            found = path.is_file()
+        except (OSError, ValueError) as error:  # e.g. a NUL byte, a name too long
+            self.problem(f"'requirements' = {text!r} is not a usable path ({error}).")
+            return None
+        if not found:
             self.problem(f"'requirements' = {text!r}: no such file (looked for {path}).")
             return None
         return path

@@ -157,6 +157,11 @@ def test_missing_requirements_file(tmp_path: Path) -> None:
     ]
 
 
+def test_a_requirements_path_with_a_nul_byte(tmp_path: Path) -> None:
+    problems = problems_of(tmp_path, MINIMAL + 'requirements = "a\\u0000b"\n')
+    assert problems == ["'requirements' = 'a\\x00b' is not a usable path (embedded null byte)."]
+
+
 def test_pyproject_table_is_read(tmp_path: Path) -> None:
     write(tmp_path, "[tool.reprobuild]\n" + MINIMAL, "pyproject.toml")
     loaded = spec.load(tmp_path, KB)
