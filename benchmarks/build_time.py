@@ -16,18 +16,18 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
-import sys
 import tempfile
 import time
 import zipfile
 from pathlib import Path
 from typing import Any
 
+from timing import TEST_BASE, reprobuild, timed
+
 from builder import build, buildrecord, engine, lockfile, normalise, plan, tarstream, wheelhouse
 
 ROOT = Path(__file__).parents[1]
-BASE = "127.0.0.1:5000/reprobuild-test/debian-python:bookworm"
+BASE = TEST_BASE
 TARGETS = {"overhead": 1.10, "throughput_mb_s": 150.0, "code_change_s": 5.0, "size": 1.10}
 
 
@@ -41,16 +41,9 @@ def make_project(folder: Path) -> Path:
     return folder
 
 
-def timed(argv: list[str], **kwargs: Any) -> tuple[float, str]:
-    start = time.perf_counter()
-    result = subprocess.run(argv, check=True, capture_output=True, text=True, **kwargs)
-    return time.perf_counter() - start, result.stdout
-
-
-def reprobuild(project: Path, *args: str) -> float:
-    argv = [sys.executable, "-m", "builder", "-C", str(project), "build", "--quiet", *args]
+def build_seconds(project: Path, *args: str) -> float:
     mirror = ["--debian-mirror", "http://deb.debian.org/debian"]
-    return timed(argv + mirror)[0]
+    return timed(reprobuild(project, "build", "--quiet", *args, *mirror))[0]
 
 
 def plain_build(context_dir: Path) -> tuple[float, str]:
@@ -91,8 +84,8 @@ def main() -> None:
     project = make_project(folder)
     client = engine.connect()
 
-    reprobuild(project)  # lock, fetch the wheels and pull the base outside the timed runs
-    ours = reprobuild(project, "--no-cache")
+    build_seconds(project)  # lock, fetch the wheels and pull the base outside the timed runs
+    ours = build_seconds(project, "--no-cache")
     record = buildrecord.read(project)
     plain, plain_id = plain_build(project / ".reprobuild" / "context")
     print(
@@ -122,7 +115,7 @@ def main() -> None:
     )
 
     (project / "train.py").write_text("print('training, changed')\n")
-    code_change = reprobuild(project)
+    code_change = build_seconds(project)
     changed = buildrecord.read(project)
     new_layers = sum(a != b for a, b in zip(record.layers, changed.layers, strict=True))
     print(

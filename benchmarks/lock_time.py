@@ -11,17 +11,16 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
+from timing import TEST_BASE, reprobuild, timed
+
 TARGETS_S = {"cold": 15.0, "warm": 3.0}
-SPEC = """name = "bench/train"
+SPEC = f"""name = "bench/train"
 python = "3.11"
 torch = "2.5.1"
-base = "127.0.0.1:5000/reprobuild-test/debian-python:bookworm"
+base = "{TEST_BASE}"
 packages = ["numpy", "pandas", "scipy", "matplotlib", "tqdm", "pyyaml", "requests", "pillow",
             "scikit-learn", "einops"]
 [target]
@@ -31,12 +30,8 @@ gpus = ["A100", "H100"]
 
 
 def lock_once(project: Path, cache: Path) -> float:
-    command = [sys.executable, "-m", "builder", "-C", str(project), "lock", "--upgrade"]
-    start = time.perf_counter()
-    subprocess.run(
-        command, check=True, env={**os.environ, "UV_CACHE_DIR": str(cache)}, capture_output=True
-    )
-    return time.perf_counter() - start
+    command = reprobuild(project, "lock", "--upgrade")
+    return timed(command, env={**os.environ, "UV_CACHE_DIR": str(cache)})[0]
 
 
 def main() -> None:

@@ -16,21 +16,22 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from timing import reprobuild, wall_ms
+from timing import TEST_BASE, reprobuild, wall_ms
+
+from builder import engine
 
 TARGET = 1.10
-DEFAULT_IMAGE = "127.0.0.1:5000/reprobuild-test/debian-python:bookworm"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=11)
-    parser.add_argument("--image", default=DEFAULT_IMAGE)
+    parser.add_argument("--image", default=TEST_BASE)
     options = parser.parse_args()
     docker = shutil.which("docker")
     if docker is None:
         raise SystemExit("the docker CLI is needed for the comparison (scripts/infra up)")
-    os.environ.setdefault("DOCKER_API_VERSION", "1.41")
+    os.environ.setdefault("DOCKER_API_VERSION", engine.API_VERSION)
     subprocess.run([docker, "pull", "-q", options.image], check=True, stdout=subprocess.DEVNULL)
     with tempfile.TemporaryDirectory(prefix="reprobuild-run-") as folder:
         project = Path(folder)

@@ -7,6 +7,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
+
+# The Debian base with Python that scripts/infra bootstraps into the local registry.
+TEST_BASE = "127.0.0.1:5000/reprobuild-test/debian-python:bookworm"
 
 
 def reprobuild(project: Path, *args: str) -> list[str]:
@@ -22,3 +26,10 @@ def wall_ms(argv: list[str], *, quiet: bool = False) -> float:
     stderr = subprocess.DEVNULL if quiet else None
     subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=stderr)
     return (time.perf_counter() - start) * 1000
+
+
+def timed(argv: list[str], **kwargs: Any) -> tuple[float, str]:
+    """One run's wall time in seconds and its stdout; stderr kept for a failure's message."""
+    start = time.perf_counter()
+    result = subprocess.run(argv, check=True, capture_output=True, text=True, **kwargs)
+    return time.perf_counter() - start, result.stdout

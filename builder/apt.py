@@ -19,7 +19,6 @@ class AptArchive:
     snapshot: str
     mirror: str
     security_mirror: str | None
-    components: str = "main"
 
     @classmethod
     def at(
@@ -28,7 +27,7 @@ class AptArchive:
         stamp = snapshots.snapshot_stamp(snapshot)
         if suite in UBUNTU_SUITES:
             chosen = mirror or f"{UBUNTU_SNAPSHOT}/{stamp}"
-            return cls(snapshot, chosen, security_mirror or chosen, "main universe")
+            return cls(snapshot, chosen, security_mirror or chosen)
         if mirror is None:
             debian_security = f"http://snapshot.debian.org/archive/debian-security/{stamp}"
             return cls(snapshot, snapshots.snapshot_mirror(snapshot), debian_security)
@@ -37,14 +36,14 @@ class AptArchive:
         return cls(snapshot, mirror, security_mirror)
 
     def sources(self, suite: str) -> str:
+        components = "main universe" if suite in UBUNTU_SUITES else "main"
         lines = [
-            f"deb [check-valid-until=no] {self.mirror} {suite} {self.components}",
-            f"deb [check-valid-until=no] {self.mirror} {suite}-updates {self.components}",
+            f"deb [check-valid-until=no] {self.mirror} {suite} {components}",
+            f"deb [check-valid-until=no] {self.mirror} {suite}-updates {components}",
         ]
         if self.security_mirror:
             lines.append(
-                f"deb [check-valid-until=no] {self.security_mirror} {suite}-security "
-                f"{self.components}"
+                f"deb [check-valid-until=no] {self.security_mirror} {suite}-security {components}"
             )
         return "\n".join(lines)
 

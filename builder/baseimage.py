@@ -164,7 +164,7 @@ def _simulate(source: bootstrap.DebianSource, packages: tuple[str, ...]) -> list
         argv, capture_output=True, text=True, timeout=SIMULATE_TIMEOUT_S, check=False
     )
     if result.returncode != 0:
-        tail = "\n".join(result.stderr.strip().splitlines()[-6:])
+        tail = _tail(result.stderr, 6)
         raise LockError(
             f"apt could not resolve {', '.join(packages)} from {source.mirror} ({source.suite}):\n"
             f"{tail}\nCheck the package names, the suite and that the mirror answers."
@@ -181,7 +181,10 @@ def lock_bootstrap(base: BootstrapBase, python: str) -> BaseLock:
         (name for name in versions if re.fullmatch(r"python3\.\d+", name)), default=None
     )
     if interpreter is None:
-        raise LockError(f"the bootstrapped {base.suite} base has no python3.X package.")
+        raise LockError(
+            f"the bootstrapped {base.suite} base has no python3.X package: choose another suite "
+            "(or snapshot) whose archive packages Python, or a registry base with Python."
+        )
     full = versions[interpreter].split("-")[0]
     check_python(python, full, base.suite)
     return BaseLock(
@@ -200,7 +203,10 @@ def python_from_apt(base: BaseLock, system: SystemLock, wanted: str) -> BaseLock
     prefix = f"python{wanted}="
     version = next((p[len(prefix) :] for p in system.packages if p.startswith(prefix)), None)
     if version is None:
-        raise LockError(f"apt resolved no python{wanted} for {base.image}.")
+        raise LockError(
+            f"apt resolved no python{wanted} for {base.image}: choose a base that ships Python "
+            f"{wanted}, or set python to a version its distribution packages."
+        )
     return replace(base, python=version.split("-")[0].split("+")[0])
 
 
@@ -254,7 +260,10 @@ def _apt_in_image(
                 f"system package(s) {', '.join(missing)} not found in {base.suite} at "
                 f"{archive.mirror}: check the names (`apt-cache search` on a {base.suite} machine)."
             )
-        raise LockError(f"apt could not resolve {', '.join(requested)}:\n{_tail(result.output)}")
+        raise LockError(
+            f"apt could not resolve {', '.join(requested)}:\n{_tail(result.output)}\n"
+            "Check the package names and that the mirror (--debian-mirror) answers."
+        )
     return [f"{name}={version}" for name, version in bootstrap.parse_simulation(result.output)]
 
 

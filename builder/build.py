@@ -8,6 +8,7 @@ after normalisation, so a failed or interrupted build leaves no tag behind.
 from __future__ import annotations
 
 import hashlib
+import os
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
@@ -20,12 +21,6 @@ from builder.errors import ReprobuildError
 from builder.lock import Lock
 
 Note = Callable[[str], None]
-
-
-DAMAGED = (
-    "The engine's image store may be damaged: run `reprobuild build --no-cache`, and restart "
-    "the engine if it happens again."
-)
 
 
 class NormaliseError(ReprobuildError):
@@ -83,15 +78,6 @@ def ensure_base(client: Any, lock: Lock, build_plan: plan.BuildPlan, note: Note)
             source, bootstrap.BOOTSTRAP_PACKAGES, lock.base.snapshot, build_plan.base, Path(folder)
         )
         engine.load_archive(client, archive.path)
-
-
-def build(
-    client: Any,
-    context_dir: Path,
-    on_event: Callable[[engine.BuildEvent], None],
-    no_cache: bool,
-) -> str:
-    return engine.build(client, context.tar_stream(context_dir), on_event, no_cache)
 
 
 def normalise_image(
@@ -174,7 +160,9 @@ def _scan(
                     scans[scan.diff_id] = scan
                     members[member.name] = scan.diff_id
     if not raw_config:
-        raise NormaliseError(f"the engine's export of {image_id} holds no image config. {DAMAGED}")
+        raise NormaliseError(
+            f"the engine's export of {image_id} holds no image config. {engine.DAMAGED}"
+        )
     for diff_id in base_ids:
         scans.setdefault(diff_id, normalise.LayerScan(diff_id, 0))
     return raw_config, scans, members
@@ -202,7 +190,11 @@ def _rewrite(
 ) -> list[normalise.LayerScan]:
     """Second pass: rewrite noisy layers, copy the clean ones above the first of them."""
     first = work.noisy[0]
-    wanted = {work.diff_ids[index]: index for index in range(first, len(work.diff_ids))}
+    # An archive holds one member per distinct layer; two steps that produced the same layer
+    # share it, so each member serves every index that names its diff ID.
+    wanted: dict[str, list[int]] = {}
+    for index in range(first, len(work.diff_ids)):
+        wanted.setdefault(work.diff_ids[index], []).append(index)
     to_rewrite = {work.diff_ids[index] for index in work.noisy}
     results: dict[int, normalise.LayerScan] = {}
     with engine.saved_members(client, image_id) as archive:
@@ -211,15 +203,20 @@ def _rewrite(
             if diff_id not in wanted:
                 continue
             handle = tarstream.data(archive, member)
-            index = wanted[diff_id]
-            with (folder / f"{index:03d}.tar").open("wb") as target:
+            head, *others = wanted[diff_id]
+            with (folder / f"{head:03d}.tar").open("wb") as target:
                 if diff_id in to_rewrite:
-                    results[index] = normalise.rewrite(handle, target, epoch)
+                    results[head] = normalise.rewrite(handle, target, epoch)
                 else:
-                    results[index] = normalise.copy(handle, target)
-    missing = sorted(set(wanted.values()) - set(results))
+                    results[head] = normalise.copy(handle, target)
+            for index in others:
+                os.link(folder / f"{head:03d}.tar", folder / f"{index:03d}.tar")
+                results[index] = results[head]
+    missing = sorted(set(range(first, len(work.diff_ids))) - set(results))
     if missing:
-        raise NormaliseError(f"the engine's export of {image_id} lacks layers {missing}. {DAMAGED}")
+        raise NormaliseError(
+            f"the engine's export of {image_id} lacks layers {missing}. {engine.DAMAGED}"
+        )
     unchanged = [work.scans[diff_id] for diff_id in work.diff_ids[:first]]
     return unchanged + [results[index] for index in range(first, len(work.diff_ids))]
 
@@ -291,6 +288,7 @@ def build_lock(
     )
     if push is not None:
         record = push_image(client, record, push, progress.note)
+        render.write_definition(context_dir, build_plan, lock_digest, project, record.pushed)
     return record
 
 

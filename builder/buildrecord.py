@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -57,3 +57,36 @@ def pushed_build(project: Path, lock_digest: str) -> str | None:
         return None
     record = read(project)
     return record.pushed if record.lock == lock_digest else None
+
+
+@dataclass(frozen=True)
+class ImageToRun:
+    reference: str  # as the user named it, or the last build's tag
+    image_id: str
+    pushed: str | None  # the last build's pushed name@sha256:..., for the records
+
+
+def image_to_run(client: Any, project: Path, chosen: str | BuildRecord) -> ImageToRun:
+    """The image a command runs: a reference (pulled if the engine lacks it), or the project's
+    last build (its record, read first), from the engine or pulled back by digest from where it
+    was pushed."""
+    from builder import engine
+
+    if isinstance(chosen, str):
+        return ImageToRun(chosen, engine.ensure_image(client, chosen), None)
+    record = chosen
+    found = engine.image_id(client, record.image_id)
+    if found is None and record.pushed:
+        found = engine.ensure_image(client, record.pushed)
+    if found is None:
+        raise RecordError(
+            f"the last build's image {record.image} ({record.image_id}) is no longer in the "
+            "engine and was not pushed: run `reprobuild build` again."
+        )
+    if found != record.image_id:
+        raise RecordError(
+            f"{record.pushed} is {found} in the registry, but {project / RECORD_FILE} recorded "
+            f"{record.image_id}: the record was edited or belongs to another build. Run "
+            "`reprobuild build` again."
+        )
+    return ImageToRun(record.image, record.image_id, record.pushed)

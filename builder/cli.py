@@ -6,6 +6,7 @@ for rich, requests, docker or NVML.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from dataclasses import dataclass
@@ -20,6 +21,8 @@ from builder.errors import ReprobuildError
 
 if TYPE_CHECKING:
     from builder.knowledge import Knowledge
+    from builder.locker import LockOptions
+    from builder.lockfile import LockState
     from builder.resolve import Resolution
     from builder.spec import LoadedSpec
 
@@ -86,7 +89,7 @@ def _resolve(options: Options, knowledge: Knowledge, loaded: LoadedSpec) -> Reso
     if loaded.spec.target.host:
         from builder.host import probe_nvidia
 
-        chosen_target = target.from_host(probe_nvidia())
+        chosen_target = target.from_host(probe_nvidia(sm_counts=False))
     else:
         chosen_target = target.from_spec(loaded.spec.target)
     return resolve.resolve(loaded.spec, chosen_target, knowledge)
@@ -143,21 +146,22 @@ def lock_command(
 ) -> None:
     """Pin every input in reprobuild.lock: hashed Python closure, base digest, system packages."""
     from builder import lockfile
+    from builder.locker import LockOptions
     from builder.present import count
 
     knowledge = options.knowledge()
     loaded = _load_spec(options, knowledge)
-    path = loaded.path.parent / lockfile.LOCK_FILE
-    digest = lockfile.spec_hash_at(loaded.path, loaded.table)
+    state = lockfile.inspect_at(loaded.path, loaded.table, read_lock=check_only or not upgrade)
+    path = state.path
     if check_only:
-        lockfile.check(lockfile.read(path), digest, path)
+        lockfile.current(state)
         click.echo(f"{path} is up to date with the spec")
         return
-    if not upgrade and lockfile.staleness(path, digest) is None:
+    if not upgrade and state.reason is None:
         click.echo(f"{path} is up to date with the spec (use --upgrade to re-resolve)")
         return
-    mirrors = (debian_mirror, debian_security_mirror)
-    lock = _write_new_lock(options, knowledge, loaded, path, digest, index_url, mirrors)
+    lock_options = LockOptions(index_url, debian_mirror, debian_security_mirror)
+    lock = _write_new_lock(options, knowledge, loaded, state, lock_options)
     wheels, packages = len(lock.python.packages), len(lock.system.packages)
     click.echo(
         f"wrote {path}: torch {lock.resolution['torch']['label']}, {count(wheels, 'wheel')}, "
@@ -169,25 +173,23 @@ def _write_new_lock(
     options: Options,
     knowledge: Knowledge,
     loaded: LoadedSpec,
-    path: Path,
-    digest: str,
-    index_url: str,
-    mirrors: tuple[str | None, str | None],
+    state: LockState,
+    lock_options: LockOptions,
 ) -> Any:
-    """Resolve, lock and write `path` atomically; return the lock."""
+    """Resolve, lock and write the lock file atomically; return the lock."""
     from builder import locker, lockfile
     from builder.files import write_atomic
 
     resolution = _resolve(options, knowledge, loaded)
     lock = locker.make_lock(
         loaded,
-        spec_digest=digest,
+        spec_digest=state.spec_digest,
         resolution=resolution,
         knowledge=knowledge,
-        options=locker.LockOptions(index_url, *mirrors),
+        options=lock_options,
         progress=_note_progress,
     )
-    write_atomic(path, lockfile.dumps(lock))
+    write_atomic(state.path, lockfile.dumps(lock))
     return lock
 
 
@@ -431,11 +433,8 @@ def diff_command(image_a: str, image_b: str, max_files: int) -> None:
     """
     from builder import engine, imagediff
 
-    client = engine.connect()
-    try:
+    with contextlib.closing(engine.connect()) as client:
         report = imagediff.diff_images(client, image_a, image_b)
-    finally:
-        client.close()
     click.echo(imagediff.render(report, max_files))
     if not report.identical:
         sys.exit(1)
@@ -497,27 +496,16 @@ def build_command(
     if output_format == "sif":
         sif.check_ready(push_to)
     current = _current_or_new_lock(options, debian_mirror)
-    client = engine.connect()
-    try:
-        with _build_display(quiet, plain) as progress:
-            record = build.build_lock(
-                client,
-                current,
-                wheel_cache=wheelhouse.default_cache(),
-                no_cache=no_cache,
-                push=push_to,
-                progress=progress,
-            )
-    finally:
-        client.close()
-    path = buildrecord.write(current.project, record)
-    definition = None
-    if record.pushed:
-        from builder import context, render
-
-        definition = render.write_definition(
-            current.project / context.DEFAULT_OUTPUT, current, record.pushed
+    with contextlib.closing(engine.connect()) as client, _build_display(quiet, plain) as progress:
+        record = build.build_lock(
+            client,
+            current,
+            wheel_cache=wheelhouse.default_cache(),
+            no_cache=no_cache,
+            push=push_to,
+            progress=progress,
         )
+    path = buildrecord.write(current.project, record)
     size = sum(layer.size for layer in record.layers) / 1e9
     click.echo(
         f"built {record.image}\n  image ID {record.image_id} "
@@ -531,7 +519,10 @@ def build_command(
             "removed or redated"
         )
     click.echo(f"  record {path}")
-    if output_format == "sif" and definition is not None:
+    if output_format == "sif":
+        from builder import context
+
+        definition = current.project / context.DEFAULT_OUTPUT / "reprobuild.def"
         _note(f"building the SIF from {definition} with apptainer")
         made = sif.build(definition, sif.output_path(current.project, record.image), _note_progress)
         click.echo(f"  SIF {made.path} ({made.size / 1e9:.2f} GB, sha256 {made.sha256})")
@@ -539,18 +530,16 @@ def build_command(
 
 def _current_or_new_lock(options: Options, debian_mirror: str | None) -> Any:
     """The current lock; a missing or stale one is (re)made first. A tampered one is refused."""
-    from builder import lockfile, specfile
+    from builder import lockfile
+    from builder.locker import LockOptions
 
-    spec_path, table, _ = specfile.locate(options.project)
-    path = spec_path.parent / lockfile.LOCK_FILE
-    digest = lockfile.spec_hash_at(spec_path, table)
-    reason = lockfile.staleness(path, digest)
-    if reason is not None:
-        _note(f"{path.name} is {reason}: locking first")
-        knowledge = options.knowledge()
-        loaded = _load_spec(options, knowledge)
-        index = "https://pypi.org/simple"
-        _write_new_lock(options, knowledge, loaded, path, digest, index, (debian_mirror, None))
+    state = lockfile.inspect(options.project)
+    if state.reason is None:
+        return lockfile.current(state)
+    _note(f"{state.path.name} is {state.reason}: locking first")
+    knowledge = options.knowledge()
+    loaded = _load_spec(options, knowledge)
+    _write_new_lock(options, knowledge, loaded, state, LockOptions(debian_mirror=debian_mirror))
     return lockfile.read_current(options.project)
 
 
@@ -561,8 +550,8 @@ def _build_display(quiet: bool, plain: bool) -> Any:
     return BuildDisplay(mode)
 
 
-def _gpus(_context: click.Context, _parameter: click.Parameter, value: str) -> str:
-    if value == "all" or (value.isdigit() and int(value) > 0):
+def _gpus(_context: click.Context, _parameter: click.Parameter, value: str | None) -> str | None:
+    if value is None or value == "all" or (value.isdigit() and int(value) > 0):
         return value
     raise click.BadParameter(f"{value!r}: give all, or a number of GPUs such as 1.")
 
@@ -595,13 +584,12 @@ def smoke_command(
     from builder import buildrecord, engine, smokehost
     from builder.smoke.describe import text
 
-    chosen = image or buildrecord.read(options.project).image
-    client = engine.connect()
-    try:
-        _note(f"running the smoke test in {chosen} ({'CPU mode' if cpu else f'--gpus {gpus}'})")
+    named = image or buildrecord.read(options.project)
+    with contextlib.closing(engine.connect()) as client:
+        chosen = buildrecord.image_to_run(client, options.project, named)
+        mode = "CPU mode" if cpu else f"--gpus {gpus}"
+        _note(f"running the smoke test in {chosen.reference} ({mode})")
         result = smokehost.run(client, chosen, gpus=None if cpu else gpus, canary=not no_canary)
-    finally:
-        client.close()
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
     else:
@@ -617,7 +605,7 @@ def smoke_command(
 @click.option(
     "--gpus",
     metavar="all|N",
-    callback=lambda context, parameter, value: _gpus(context, parameter, value) if value else None,
+    callback=_gpus,
     help="GPUs to give the container (the engine's NVIDIA runtime); none by default.",
 )
 @click.option(
@@ -649,23 +637,16 @@ def run_command(
     """
     from builder import buildrecord, engine, run
 
-    pushed = None
-    if image is None:
-        record = buildrecord.read(options.project)
-        image, pushed = record.image_id, record.pushed
-    plan = run.RunPlan(
-        project=options.project.resolve(),
-        outputs=outputs.resolve() if outputs else None,
-        image=image,
-        pushed=pushed,
-        command=list(command),
-        gpus=gpus,
-    )
-    client = engine.connect()
-    try:
+    named = image or buildrecord.read(options.project)
+    with contextlib.closing(engine.connect()) as client:
+        plan = run.RunPlan(
+            project=options.project.resolve(),
+            outputs=outputs.resolve() if outputs else None,
+            image=buildrecord.image_to_run(client, options.project, named),
+            command=list(command),
+            gpus=gpus,
+        )
         result, path = run.execute(client, plan, _relay)
-    finally:
-        client.close()
     _note(f"exit {result.exit_code}; record {path}")
     sys.exit(result.exit_code)
 

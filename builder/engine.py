@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from builder.errors import ReprobuildError
-from builder.tarstream import BLOCK
+from builder.tarstream import BLOCK, blocks
 
 TIMEOUT_S = 600
 # A fixed API version: with "auto" docker-py queries the engine inside the client constructor and
@@ -34,6 +34,10 @@ PUSH_FIX = (
     "that the reference names a repository, e.g. registry.example.org/lab/train:v1."
 )
 LOAD_FIX = "Free disk space under the engine's data root and run `reprobuild build` again."
+DAMAGED = (
+    "The engine's image store may be damaged: run the command again; if it fails the same way, "
+    "restart dockerd and rebuild with `reprobuild build --no-cache`."
+)
 
 
 class EngineError(ReprobuildError):
@@ -89,24 +93,39 @@ def first_line(error: Exception) -> str:
 
 
 def load_archive(client: Any, archive: Path) -> None:
-    """`docker load` an image archive (streamed from disk)."""
+    """`docker load` an image archive from disk, waiting for the engine's verdict."""
     with archive.open("rb") as handle:
-        client.api.load_image(handle)
+        load_stream(client, blocks(handle), what=archive.name)
 
 
-def has_image(client: Any, reference: str) -> bool:
+def image_id(client: Any, reference: str) -> str | None:
+    """The ID of an image the engine has; None when it has none of that name."""
     from docker.errors import APIError, ImageNotFound
 
     try:
-        client.images.get(reference)
+        return str(client.images.get(reference).id)
     except ImageNotFound:
-        return False
+        return None
     except APIError as error:
         raise EngineError(
             f"{reference!r} is not an image the engine can look up ({error.explanation or error}): "
             "give name:tag, name@sha256:<64 hex digits> or an image ID."
         ) from None
-    return True
+
+
+def has_image(client: Any, reference: str) -> bool:
+    return image_id(client, reference) is not None
+
+
+def ensure_image(client: Any, reference: str) -> str:
+    """The ID of `reference`, pulled first (by digest where it has one) if the engine lacks it."""
+    found = image_id(client, reference)
+    if found is None:
+        pull(client, reference)
+        found = image_id(client, reference)
+    if found is None:
+        raise EngineError(f"the engine pulled {reference} but does not list it. {DAMAGED}")
+    return found
 
 
 def pull(client: Any, reference: str) -> None:
@@ -198,20 +217,11 @@ def run(
     timeout_s: int = TIMEOUT_S,
 ) -> RunResult:
     """Run a command in a throwaway container (removed afterwards, also on errors and Ctrl-C)."""
-    from docker.errors import APIError
     from requests.exceptions import ConnectionError as LostConnection
     from requests.exceptions import ReadTimeout
 
     options: dict[str, Any] = {"network_disabled": not network}
-    if user is not None:
-        options["user"] = user
-    if gpus is not None:
-        options["device_requests"] = [gpu_request(gpus)]
-    try:
-        container = client.containers.create(image, command, **options)
-    except APIError as error:
-        reason = error.explanation or error
-        raise EngineError(f"the engine could not create a container of {image}: {reason}") from None
+    container = _create(client, image, command, options, user=user, gpus=gpus)
     try:
         _start(container, image, command, gpus)
         try:
@@ -219,7 +229,8 @@ def run(
         except (ReadTimeout, LostConnection):
             raise EngineError(
                 f"{' '.join(command)} in {image} did not finish within {timeout_s} s; it was "
-                "stopped and removed."
+                "stopped and removed. Run it by hand (`docker run --rm IMAGE ...`) to see where "
+                "it hangs."
             ) from None
         return RunResult(
             int(status.get("StatusCode", 1)),
@@ -261,15 +272,7 @@ def run_attached(
         "environment": how.environment,
         "working_dir": how.working_dir,
     }
-    if how.user is not None:
-        options["user"] = how.user
-    if how.gpus is not None:
-        options["device_requests"] = [gpu_request(how.gpus)]
-    try:
-        container = client.containers.create(image, command, **options)
-    except APIError as error:
-        reason = error.explanation or error
-        raise EngineError(f"the engine could not create a container of {image}: {reason}") from None
+    container = _create(client, image, command, options, user=how.user, gpus=how.gpus)
     previous = {}
 
     def forward(signum: int, _frame: Any) -> None:
@@ -294,6 +297,30 @@ def run_attached(
         container.remove(force=True)
 
 
+def _create(
+    client: Any,
+    image: str,
+    command: list[str],
+    options: dict[str, Any],
+    *,
+    user: str | None,
+    gpus: str | None,
+) -> Any:
+    from docker.errors import APIError
+
+    if user is not None:
+        options["user"] = user
+    if gpus is not None:
+        options["device_requests"] = [gpu_request(gpus)]
+    try:
+        return client.containers.create(image, command, **options)
+    except APIError as error:
+        raise EngineError(
+            f"the engine could not create a container of {image}: "
+            f"{error.explanation or error}. Check the image and the engine's log (dockerd)."
+        ) from None
+
+
 def _start(container: Any, image: str, command: list[str], gpus: str | None) -> None:
     from docker.errors import APIError
 
@@ -305,7 +332,10 @@ def _start(container: Any, image: str, command: list[str], gpus: str | None) -> 
             raise EngineError(NO_GPU_RUNTIME.format(address=address(), reason=reason)) from None
         if "executable file not found" in reason:
             raise CommandNotFound(f"{image} has no {command[0]} on its PATH") from None
-        raise EngineError(f"the engine could not start {image}: {reason}") from None
+        raise EngineError(
+            f"the engine could not start {image}: {reason}. Check the command and the engine's "
+            "log (dockerd)."
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -450,20 +480,16 @@ def saved_members(client: Any, image: str) -> Iterator[tarfile.TarFile]:
         yield archive
 
 
-def load_stream(client: Any, archive: Iterator[bytes]) -> None:
-    """`docker load` of an archive produced while it is sent."""
+def load_stream(client: Any, archive: Iterator[bytes], what: str = "the normalised image") -> None:
+    """`docker load` of an archive produced while it is sent; returns once the engine has it."""
     from docker.errors import APIError
 
     try:
         for event in client.api.load_image(archive):
             if "error" in event:
-                raise EngineError(
-                    f"the engine refused the normalised image: {event['error']}. {LOAD_FIX}"
-                )
+                raise EngineError(f"the engine refused {what}: {event['error']}. {LOAD_FIX}")
     except APIError as error:
-        raise EngineError(
-            f"the engine refused the normalised image: {error.explanation}. {LOAD_FIX}"
-        ) from None
+        raise EngineError(f"the engine refused {what}: {error.explanation}. {LOAD_FIX}") from None
 
 
 def inspect_image(client: Any, reference: str) -> dict[str, Any]:
@@ -472,10 +498,14 @@ def inspect_image(client: Any, reference: str) -> dict[str, Any]:
     try:
         return dict(client.api.inspect_image(reference))
     except ImageNotFound:
-        raise EngineError(f"the engine has no image {reference}.") from None
+        raise EngineError(
+            f"the engine has no image {reference}. Build it with `reprobuild build`, or fetch it "
+            f"with `docker pull {reference}`; `docker images` lists the images the engine has."
+        ) from None
     except APIError as error:
         raise EngineError(
-            f"the engine could not inspect {reference}: {error.explanation}"
+            f"the engine could not inspect {reference}: {error.explanation}. Check the reference "
+            "(name:tag, name@sha256:... or an image ID) and that the engine answers."
         ) from None
 
 

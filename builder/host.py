@@ -7,7 +7,6 @@ Every failure becomes a `problem` sentence in the returned record, never an exce
 
 from __future__ import annotations
 
-import ctypes
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -69,8 +68,9 @@ def _nvml_problem(error: Exception) -> str:
     return known or f"NVML failed: {type(error).__name__}: {error}."
 
 
-def probe_nvidia() -> NvidiaHost:
-    """Read driver and GPUs through NVML (nvidia-ml-py's `pynvml` module)."""
+def probe_nvidia(*, sm_counts: bool = True) -> NvidiaHost:
+    """Read driver and GPUs through NVML (nvidia-ml-py's `pynvml` module). SM counts NVML does not
+    give are read through libcuda, whose start costs about 0.2 s: ask for them only to show them."""
     import pynvml
 
     try:
@@ -81,7 +81,9 @@ def probe_nvidia() -> NvidiaHost:
         driver = DriverVersion.parse(_text(pynvml.nvmlSystemGetDriverVersion()))
         cuda_driver = CudaVersion.from_driver_api(_cuda_driver_version(pynvml))
         count = pynvml.nvmlDeviceGetCount()
-        gpus = _with_sm_counts(tuple(_gpu(pynvml, index) for index in range(count)))
+        gpus = tuple(_gpu(pynvml, index) for index in range(count))
+        if sm_counts:
+            gpus = _with_sm_counts(gpus)
         return NvidiaHost(driver, cuda_driver, gpus)
     except pynvml.NVMLError as error:
         return NvidiaHost(None, None, (), _nvml_problem(error))
@@ -137,6 +139,8 @@ def _with_sm_counts(gpus: tuple[HostGpu, ...]) -> tuple[HostGpu, ...]:
 
 def _cuda_sm_counts() -> dict[str, int]:
     """SM count per GPU UUID ("GPU-xxxxxxxx-...") through libcuda; {} where it cannot tell."""
+    import ctypes
+
     try:
         libcuda = ctypes.CDLL("libcuda.so.1")
     except OSError:
@@ -185,10 +189,8 @@ def probe_engine(base_url: str | None = None) -> EngineHost:
         version = client.version()
         info = client.info()
     except (DockerException, OSError) as error:
-        reason = str(error).split("\n", 1)[0][:200]
-        return EngineHost(
-            address, None, None, (), None, engine.missing_engine_message(address, reason)
-        )
+        message = engine.missing_engine_message(address, engine.first_line(error))
+        return EngineHost(address, None, None, (), None, message)
     finally:
         client.close()
     return EngineHost(

@@ -7,7 +7,6 @@ are reduced to their tar header fields and a sha256 of their contents while the 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import posixpath
 import re
@@ -133,11 +132,7 @@ def _inspect(client: Any, reference: str) -> dict[str, Any]:
     try:
         return engine.inspect_image(client, reference)
     except EngineError as error:
-        raise MissingImage(
-            f"{error} The engine at {engine.address()} cannot compare an image it does not "
-            f"hold: build it with `reprobuild build`, or fetch it with `docker pull {reference}`; "
-            "`docker images` lists the images the engine has."
-        ) from None
+        raise MissingImage(str(error)) from None
 
 
 def _diff_ids(inspected: dict[str, Any]) -> list[str]:
@@ -225,7 +220,9 @@ def read_saved(
     with engine.saved_members(client, image_id) as archive:
         export = _read_export(archive, image_id.removeprefix("sha256:"), diff_id)
     if export.config is None:
-        raise EngineError(f"the engine's export of {reference} holds no config {image_id}.")
+        raise EngineError(
+            f"the engine's export of {reference} holds no config {image_id}. {engine.DAMAGED}"
+        )
     if index is None or diff_id is None:
         return Saved(export.config, {})
     return Saved(export.config, _layer_at(export, reference, index, diff_id))
@@ -262,7 +259,8 @@ def _layer_at(export: _Export, reference: str, index: int, diff_id: str) -> Entr
     names = (export.manifest or [{}])[0].get("Layers") or []
     if index >= len(names):
         raise EngineError(
-            f"the engine's export of {reference} lists {len(names)} layers, not {index + 1}."
+            f"the engine's export of {reference} lists {len(names)} layers, not {index + 1}. "
+            f"{engine.DAMAGED}"
         )
     name = posixpath.normpath(names[index])
     name = export.links.get(name, name)
@@ -270,7 +268,7 @@ def _layer_at(export: _Export, reference: str, index: int, diff_id: str) -> Entr
     if table is None:
         raise EngineError(
             f"layer {index} ({name}) in the engine's export of {reference} does not hash to its "
-            f"diff ID {diff_id}; the engine's layer store may be damaged."
+            f"diff ID {diff_id}. {engine.DAMAGED}"
         )
     return table
 
@@ -315,10 +313,7 @@ def _content_digest(archive: tarfile.TarFile, member: tarfile.TarInfo) -> str:
     handle = archive.extractfile(member) if member.isreg() else None
     if handle is None:
         return ""
-    digest = hashlib.sha256()
-    for block in tarstream.blocks(handle):
-        digest.update(block)
-    return f"sha256:{digest.hexdigest()}"
+    return f"sha256:{tarstream.sha256_stream(handle)}"
 
 
 def compare_entries(a: EntryTable, b: EntryTable) -> list[FileDifference]:

@@ -98,7 +98,6 @@ def lock_python(
     resolution: Resolution,
     project: Path,
     index_url: str = PYPI_SIMPLE,
-    cache_dir: Path | None = None,
 ) -> PythonClosure:
     """Resolve the full closure with uv for the container's platform; one hashed wheel each."""
     import subprocess
@@ -133,8 +132,6 @@ def lock_python(
         ]
         if build.index != PYPI:
             argv += ["--extra-index-url", build.index]
-        if cache_dir is not None:
-            argv += ["--cache-dir", str(cache_dir)]
         result = subprocess.run(
             argv, capture_output=True, text=True, timeout=UV_TIMEOUT_S, cwd=project, check=False
         )
@@ -159,8 +156,7 @@ def _portable(line: str, project: Path) -> str:
     """Requirement lines as recorded: paths relative to the project, not to this machine."""
     if not line.startswith("-r "):
         return line
-    path, root = Path(line[3:]), project.resolve()
-    return f"-r {path.relative_to(root) if path.is_relative_to(root) else path}"
+    return f"-r {_relative(Path(line[3:]), project)}"
 
 
 def _find_links(spec: Spec) -> tuple[str, ...]:
@@ -187,7 +183,10 @@ def _packages(document: dict[str, Any], project: Path) -> list[LockedPackage]:
         sha256 = wheel.get("hashes", {}).get("sha256")
         location = str(wheel.get("url") or wheel.get("path") or "")
         if not sha256 or not location:
-            raise LockError(f"{name} {version}: the resolver gave no sha256 for its wheel.")
+            raise LockError(
+                f"{name} {version}: the resolver gave no sha256 for its wheel. Use an index or "
+                "--find-links folder that publishes sha256 hashes (PyPI does)."
+            )
         packages.append(
             LockedPackage(
                 name=name,
@@ -204,9 +203,13 @@ def _packages(document: dict[str, Any], project: Path) -> list[LockedPackage]:
 def _relative_file_url(location: str, project: Path) -> str:
     if not location.startswith("file://"):
         return location
-    path = Path(unquote(urlsplit(location).path))
+    return _relative(Path(unquote(urlsplit(location).path)), project)
+
+
+def _relative(path: Path, project: Path) -> str:
+    """Relative to the project when inside it (portable across checkouts), else as it is."""
     root = project.resolve()
-    return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
+    return str(path.relative_to(root) if path.is_relative_to(root) else path)
 
 
 def explain_uv_failure(stderr: str, indexes: list[str]) -> str:
@@ -229,7 +232,10 @@ def explain_uv_failure(stderr: str, indexes: list[str]) -> str:
             f"the package index ({', '.join(hosts)}) did not answer; check the network or point "
             f"--index-url at a reachable mirror.\n{detail}"
         )
-    return f"uv could not lock the Python closure:\n{detail}"
+    return (
+        f"uv could not lock the Python closure:\n{detail}\nCheck the requirements and the "
+        f"indexes ({', '.join(indexes)}) that the output above names."
+    )
 
 
 def closure_versions(closure: PythonClosure) -> dict[str, str]:

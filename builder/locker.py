@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from builder import __version__, apt, baseimage, engine
@@ -23,7 +22,6 @@ class LockOptions:
     debian_mirror: str | None = None  # None: snapshot.debian.org at the snapshot time
     debian_security_mirror: str | None = None
     snapshot: str | None = None  # None: now
-    cache_dir: Path | None = None
 
 
 def resolution_record(resolution: Resolution) -> dict[str, Any]:
@@ -56,7 +54,7 @@ def make_lock(
         progress(
             f"python: resolving the closure of {resolution.build.label} for Python {spec.python}"
         )
-        closure = lock_python(spec, resolution, project, options.index_url, options.cache_dir)
+        closure = lock_python(spec, resolution, project, options.index_url)
         progress(f"python: {len(closure.packages)} wheels pinned with sha256")
         progress(f"base: pinning {_describe_base(spec)}")
         with RegistryClient() as registry:

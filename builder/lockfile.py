@@ -152,22 +152,63 @@ def _lock(document: dict[str, Any]) -> Lock:
 
 def file_digest(path: Path) -> str:
     """The lock file's own sha256: what images record as the lock they were built from."""
-    return f"sha256:{hashlib.sha256(path.read_bytes()).hexdigest()}"
+    return _digest(path.read_bytes())
+
+
+def _digest(data: bytes) -> str:
+    return f"sha256:{hashlib.sha256(data).hexdigest()}"
 
 
 def read(path: Path) -> Lock:
+    return _read(path)[0]
+
+
+def _read(path: Path) -> tuple[Lock, str]:
+    """The lock and its file digest, from one read of the file."""
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
+        text = data.decode("utf-8")
     except FileNotFoundError:
         raise LockFileError(f"no lock at {path}: run `reprobuild lock` first.") from None
-    return loads(text, str(path))
+    except (OSError, UnicodeDecodeError) as error:
+        raise LockFileError(
+            f"{path} cannot be read ({error}): restore it from version control, or make it "
+            "again with `reprobuild lock --upgrade`."
+        ) from None
+    return loads(text, str(path)), _digest(data)
 
 
-def staleness(path: Path, spec_digest: str) -> str | None:
-    """Why the lock must be (re)made, "missing" or "stale"; None when it matches the spec."""
-    if not path.exists():
-        return "missing"
-    return "stale" if read(path).spec_hash != spec_digest else None
+@dataclass(frozen=True)
+class LockState:
+    """The spec's hash now, and the lock beside it as found (None when there is none)."""
+
+    path: Path
+    spec_digest: str
+    lock: Lock | None
+    file_digest: str
+
+    @property
+    def reason(self) -> str | None:
+        """Why the lock must be (re)made, "missing" or "stale"; None when it matches the spec."""
+        if self.lock is None:
+            return "missing"
+        return "stale" if self.lock.spec_hash != self.spec_digest else None
+
+
+def inspect_at(spec_path: Path, table: dict[str, Any], *, read_lock: bool = True) -> LockState:
+    """Where the lock lives and the spec's hash; with read_lock, the lock found there too (off
+    when it is about to be replaced: a broken lock must not stop its own replacement)."""
+    path = spec_path.parent / LOCK_FILE
+    digest = spec_hash_at(spec_path, table)
+    if not read_lock or not path.exists():
+        return LockState(path, digest, None, "")
+    lock, found_digest = _read(path)
+    return LockState(path, digest, lock, found_digest)
+
+
+def inspect(project: Path) -> LockState:
+    spec_path, table, _ = specfile.locate(project)
+    return inspect_at(spec_path, table)
 
 
 @dataclass(frozen=True)
@@ -180,13 +221,17 @@ class CurrentLock:
     digest: str
 
 
+def current(state: LockState) -> CurrentLock:
+    """The lock of `state`, refused when missing, edited by hand or older than the spec."""
+    if state.lock is None:
+        raise LockFileError(f"no lock at {state.path}: run `reprobuild lock` first.")
+    check(state.lock, state.spec_digest, state.path)
+    return CurrentLock(state.lock, state.path, state.path.parent, state.file_digest)
+
+
 def read_current(project: Path) -> CurrentLock:
     """The project's lock, refused when missing, edited by hand or older than the spec."""
-    spec_path, table, _ = specfile.locate(project)
-    path = spec_path.parent / LOCK_FILE
-    lock = read(path)
-    check(lock, spec_hash_at(spec_path, table), path)
-    return CurrentLock(lock, path, spec_path.parent, file_digest(path))
+    return current(inspect(project))
 
 
 def check(lock: Lock, current_spec_hash: str, path: Path) -> None:

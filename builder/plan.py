@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from builder import __version__, snapshots
-from builder.apt import DEFAULT_PATH, UBUNTU_SUITES, AptArchive
+from builder.apt import DEFAULT_PATH, AptArchive
 from builder.lock import Lock, LockedPackage
 
 VENV = "/opt/venv"
@@ -203,10 +203,7 @@ def _labels(lock: Lock, lock_digest: str) -> tuple[tuple[str, str], ...]:
 def plan(lock: Lock, lock_digest: str) -> BuildPlan:
     base = lock.base.image if lock.base.kind == "registry" else bootstrap_image_name(lock)
     suite = lock.base.suite
-    archive = AptArchive(
-        lock.system.snapshot, lock.system.mirror, lock.system.security_mirror,
-        "main universe" if suite in UBUNTU_SUITES else "main",
-    )  # fmt: skip
+    archive = AptArchive(lock.system.snapshot, lock.system.mirror, lock.system.security_mirror)
     torch = lock.resolution["torch"]
     expect = {
         "torch": torch["version"],

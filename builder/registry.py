@@ -133,7 +133,10 @@ class RegistryClient:
             body, media_type, _ = self._manifest(reference, digest)
         config_digest = str(body.get("config", {}).get("digest", ""))
         if not _DIGEST.match(config_digest):
-            raise RegistryError(f"{reference.written}: the manifest names no config blob.")
+            raise RegistryError(
+                f"{reference.written}: the manifest names no config blob, so it is not a container "
+                "image: check the reference, or give the base by a digest of an image."
+            )
         config = json.loads(
             self._get(reference, f"{reference.base_url}/blobs/{config_digest}", {}).content
         )
@@ -152,7 +155,7 @@ class RegistryClient:
             raise RegistryError(
                 f"{reference.registry} answered {reference.written} with content of digest "
                 f"{digest}, not {target}: the registry or something between us and it is not "
-                "trustworthy."
+                "trustworthy. Lock from another network or registry mirror."
             )
         body = json.loads(response.content)
         media_type = response.headers.get("Content-Type", "").split(";")[0] or body.get(
@@ -211,7 +214,8 @@ class RegistryClient:
         response = self._request(reference, fields["realm"], {}, params)
         if response.status_code != 200:
             raise RegistryError(
-                f"{reference.registry} gave no anonymous token (HTTP {response.status_code})."
+                f"{reference.registry} gave no anonymous token (HTTP {response.status_code}): "
+                "the repository may be private; log in (`docker login`) or use a public base."
             )
         answer = response.json()
         token = str(answer.get("token") or answer.get("access_token") or "")

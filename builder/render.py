@@ -12,7 +12,6 @@ import json
 import re
 import shlex
 from pathlib import Path
-from typing import Any
 
 import jinja2
 
@@ -21,6 +20,7 @@ from builder.errors import ReprobuildError
 
 OVERRIDE_FOLDER = "reprobuild-templates"
 TEMPLATES = ("Dockerfile.j2", "apptainer.def.j2")
+OUTPUTS = ("Dockerfile", "reprobuild.def")
 _PLAIN = re.compile(r"^[A-Za-z0-9_./:,=@+-]*$")
 
 
@@ -98,8 +98,9 @@ def render(
     lock_digest: str,
     project: Path | None,
     from_image: str | None = None,
+    only: tuple[str, ...] = OUTPUTS,
 ) -> dict[str, str]:
-    """{"Dockerfile": ..., "reprobuild.def": ...} for one plan."""
+    """{"Dockerfile": ..., "reprobuild.def": ...} for one plan (or the outputs named in `only`)."""
     values = {
         "plan": build_plan,
         "version": __version__,
@@ -118,7 +119,9 @@ def render(
     }
     env = environment(project)
     outputs = {}
-    for template, output in zip(TEMPLATES, ("Dockerfile", "reprobuild.def"), strict=True):
+    for template, output in zip(TEMPLATES, OUTPUTS, strict=True):
+        if output not in only:
+            continue
         try:
             outputs[output] = env.get_template(template).render(values)
         except jinja2.TemplateNotFound:
@@ -132,10 +135,16 @@ def render(
     return outputs
 
 
-def write_definition(context_dir: Path, current: Any, from_image: str | None) -> Path:
+def write_definition(
+    context_dir: Path,
+    build_plan: plan.BuildPlan,
+    lock_digest: str,
+    project: Path,
+    from_image: str | None,
+) -> Path:
     """Rewrite the context's Apptainer definition (after a push: From the pushed image)."""
-    build_plan = plan.plan(current.lock, current.digest)
-    text = render(build_plan, current.digest, current.project, from_image)["reprobuild.def"]
-    path = context_dir / "reprobuild.def"
+    definition = "reprobuild.def"
+    text = render(build_plan, lock_digest, project, from_image, only=(definition,))[definition]
+    path = context_dir / definition
     files.write_atomic(path, text)
     return path

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from builder import engine, host, plan
+from builder.buildrecord import ImageToRun
 from builder.files import write_atomic
 
 RUNS_FOLDER = "runs"
@@ -45,8 +46,7 @@ class RunRecord:
 class RunPlan:
     project: Path
     outputs: Path | None  # None: runs/<run>/outputs
-    image: str  # what the user named (a reference or the recorded build)
-    pushed: str | None
+    image: ImageToRun
     command: list[str]
     gpus: str | None
 
@@ -98,23 +98,21 @@ def execute(
 ) -> tuple[RunRecord, Path]:
     """Run the command and write its record (runs/<start>-<image>/run.json), which holds the
     command's exit code; the outputs default to that run's folder."""
-    if not engine.has_image(client, run_plan.image):
-        engine.pull(client, run_plan.image)
-    image_id = str(engine.inspect_image(client, run_plan.image)["Id"])
+    image_id = run_plan.image.image_id
     started = _now()
     folder = run_folder(run_plan.project, started, image_id)
     outputs = run_plan.outputs or folder / "outputs"
     user = container_user()
     prepare_outputs(outputs, user)
     commit, dirty = git_state(run_plan.project)
-    found = host.probe_nvidia()
+    found = host.probe_nvidia(sm_counts=False)
     code = engine.run_attached(
         client, image_id, run_plan.command, attachment(run_plan, outputs, user), output
     )
     record = RunRecord(
-        image=run_plan.image,
+        image=run_plan.image.reference,
         image_id=image_id,
-        pushed=run_plan.pushed,
+        pushed=run_plan.image.pushed,
         command=run_plan.command,
         git_commit=commit,
         git_dirty=dirty,

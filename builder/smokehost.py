@@ -11,10 +11,10 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from builder import engine, plan
+from builder import engine
+from builder.buildrecord import ImageToRun
 from builder.errors import ReprobuildError
 
-EXPECT = f"{plan.HOME}/expect.json"
 NOT_FOUND_EXIT = 127
 TIMEOUT_S = 1200
 
@@ -42,29 +42,33 @@ class SmokeRun:
 
 
 def command(*, cpu: bool, canary: bool) -> list[str]:
-    argv = ["reprobuild-smoke", "--json", "--expect", EXPECT]
+    # The in-image command checks the lock's versions (/opt/reprobuild/expect.json) by itself.
+    argv = ["reprobuild-smoke", "--json"]
     return argv + (["--cpu"] if cpu else []) + ([] if canary else ["--no-canary"])
 
 
 def run(
-    client: Any, image: str, *, gpus: str | None, canary: bool = True, timeout_s: int = TIMEOUT_S
+    client: Any,
+    image: ImageToRun,
+    *,
+    gpus: str | None,
+    canary: bool = True,
+    timeout_s: int = TIMEOUT_S,
 ) -> SmokeRun:
-    """Pull IMAGE if the engine lacks it, run the payload (GPU mode when gpus is given)."""
-    if not engine.has_image(client, image):
-        engine.pull(client, image)
-    image_id = str(engine.inspect_image(client, image)["Id"])
+    """Run the image's payload by ID (GPU mode when gpus is given) and read its report."""
     try:
         result = engine.run(
             client,
-            image_id,
+            image.image_id,
             command(cpu=gpus is None, canary=canary),
             gpus=gpus,
             network=False,
             timeout_s=timeout_s,
         )
     except engine.CommandNotFound:
-        raise SmokeError(NO_PAYLOAD.format(image=image)) from None
-    return SmokeRun(image, image_id, gpus, result.exit_code, _report(image, result))
+        raise SmokeError(NO_PAYLOAD.format(image=image.reference)) from None
+    report = _report(image.reference, result)
+    return SmokeRun(image.reference, image.image_id, gpus, result.exit_code, report)
 
 
 def _report(image: str, result: engine.RunResult) -> dict[str, Any]:

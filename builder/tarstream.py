@@ -20,10 +20,14 @@ def blocks(handle: IO[bytes]) -> Iterator[bytes]:
 
 
 def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
     with path.open("rb") as handle:
-        for block in blocks(handle):
-            digest.update(block)
+        return sha256_stream(handle)
+
+
+def sha256_stream(handle: IO[bytes]) -> str:
+    digest = hashlib.sha256()
+    for block in blocks(handle):
+        digest.update(block)
     return digest.hexdigest()
 
 

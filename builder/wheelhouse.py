@@ -69,10 +69,12 @@ def _place(
         staging = Path(handle.name)
     try:
         if "://" in package.url:
-            _download(session, package, staging, progress)
+            written = _download(session, package, staging, progress)
         else:
-            shutil.copyfile(project / package.url, staging)
-        found = tarstream.sha256_file(staging)
+            with (project / package.url).open("rb") as source, staging.open("wb") as handle:
+                written = tarstream.HashingWriter(handle)
+                shutil.copyfileobj(source, written, tarstream.BLOCK)
+        found = written.digest.hexdigest()
         if found != package.sha256:
             raise HashMismatch(
                 f"{package.name} {package.version}: {package.url} has sha256 {found}, but the lock "
@@ -80,16 +82,16 @@ def _place(
                 "between this host and the index altered it; nothing was kept. Re-lock only if you "
                 "trust the new file."
             )
-        size = staging.stat().st_size
         staging.replace(target)
-        return size
+        return written.size
     finally:
         staging.unlink(missing_ok=True)
 
 
 def _download(
     session: requests.Session, package: LockedPackage, staging: Path, progress: Progress
-) -> None:
+) -> tarstream.HashingWriter:
+    """Download to `staging`, hashed as it is written; each attempt starts the file afresh."""
     problem = ""
     for _ in range(ATTEMPTS):
         try:
@@ -102,11 +104,12 @@ def _download(
                 total = int(response.headers.get("Content-Length") or 0)
                 done = 0
                 with staging.open("wb") as handle:
+                    written = tarstream.HashingWriter(handle)
                     for block in response.iter_content(tarstream.BLOCK):
-                        handle.write(block)
+                        written.write(block)
                         done += len(block)
                         progress(package.filename, done, total)
-                return
+                return written
         except requests.RequestException as error:
             problem = type(error).__name__
     raise FetchError(

@@ -13,6 +13,7 @@ import torch
 
 from . import kernels, key, preconditions, settings, training
 from .fingerprint import fingerprint
+from .runner import EXPECT_VARIABLE
 
 GPU_SCALE, CPU_SCALE = 6, 0
 SEED = 0
@@ -28,7 +29,7 @@ def _visible(device: torch.device) -> bool:
 def deterministic_run(device: torch.device, self_test: bool) -> dict[str, Any]:
     settings.apply(deterministic=True, seed=SEED)
     checks = preconditions.gpu_checks() if device.type == "cuda" else []
-    expected = json.loads(os.environ.get("REPROBUILD_SMOKE_EXPECT") or "{}")
+    expected = json.loads(os.environ.get(EXPECT_VARIABLE) or "{}")
     checks += preconditions.version_checks(expected)
     answer: dict[str, Any] = {
         "key": key.build(device) if _visible(device) else key.unseen(device),

@@ -100,3 +100,55 @@ def test_an_image_the_registry_does_not_have(project: Path, engine_client: Any) 
     assert result.returncode == 1
     assert result.stderr.startswith("error: the engine could not pull 127.0.0.1:5000/nothing:here")
     assert not (project / "runs").exists()
+
+
+def _write_record(project: Path, image_id: str, pushed: str | None) -> None:
+    from builder import buildrecord
+    from builder.build import BuildRecord
+
+    record = BuildRecord(
+        image="lab/train:0123456789ab",
+        image_id=image_id,
+        layers=(),
+        base_layers=1,
+        lock="sha256:" + "0" * 64,
+        knowledge_version="k",
+        reprobuild_version="0.1.0",
+        engine_version="20.10.24",
+        base="base",
+        pushed=pushed,
+    )
+    buildrecord.write(project, record)
+
+
+GONE = "sha256:" + "de" * 32
+
+
+def test_a_last_build_gone_from_the_engine_and_never_pushed(project: Path, test_base: str) -> None:
+    _write_record(project, GONE, None)
+    result = reprobuild(project, "run", "--", "true")
+    assert result.returncode == 1
+    assert result.stderr == (
+        f"error: the last build's image lab/train:0123456789ab ({GONE}) is no longer in the engine "
+        "and was not pushed: run `reprobuild build` again.\n"
+    )
+    assert not (project / "runs").exists()
+
+
+def test_a_last_build_pulled_back_must_have_the_recorded_id(
+    project: Path, engine_client: Any, test_base: str
+) -> None:
+    from builder.registry import ImageReference, RegistryClient
+
+    with RegistryClient(attempts=1) as registry:
+        digest = registry.resolve(ImageReference.parse(test_base)).digest
+    pushed = f"{test_base.rsplit(':', 1)[0]}@{digest}"
+    _write_record(project, GONE, pushed)
+    result = reprobuild(project, "smoke", "--cpu")
+    assert result.returncode == 1
+    found = engine_client.images.get(test_base).id
+    assert result.stderr.splitlines()[-1] == (
+        f"error: {pushed} is {found} in the registry, but {project / 'reprobuild.build.json'} "
+        f"recorded {GONE}: the record was edited or belongs to another build. Run "
+        "`reprobuild build` again."
+    )

@@ -125,6 +125,18 @@ def test_missing_lock_says_what_to_run(tmp_path: Path) -> None:
         lockfile.read(tmp_path / "reprobuild.lock")
 
 
+def test_an_unreadable_lock_is_an_error_with_its_remedy(tmp_path: Path) -> None:
+    path = tmp_path / "reprobuild.lock"
+    path.write_bytes(b"\xff\xfe not utf-8")
+    with pytest.raises(lockfile.LockFileError) as raised:
+        lockfile.read(path)
+    assert str(raised.value) == (
+        f"{path} cannot be read ('utf-8' codec can't decode byte 0xff in position 0: invalid "
+        "start byte): restore it from version control, or make it again with "
+        "`reprobuild lock --upgrade`."
+    )
+
+
 def test_spec_hash_covers_the_requirements_file(tmp_path: Path) -> None:
     requirements = tmp_path / "requirements.txt"
     requirements.write_text("numpy==2.1.3\n")
