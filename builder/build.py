@@ -12,11 +12,12 @@ import os
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, Any
 
-from builder import __version__, bootstrap, context, engine, normalise, plan, tarstream
+from builder import __version__, bootstrap, context, engine, normalise, plan, source, tarstream
+from builder.buildrecord import BuildRecord, LayerRecord
 from builder.errors import ReprobuildError
 from builder.lock import Lock
 
@@ -28,34 +29,12 @@ class NormaliseError(ReprobuildError):
 
 
 @dataclass(frozen=True)
-class LayerRecord:
-    diff_id: str
-    size: int
-
-
-@dataclass(frozen=True)
 class Normalised:
     image_id: str
     layers: tuple[LayerRecord, ...]
     base_layers: int
     rewritten: tuple[str, ...]  # the noise found in layers that had to be rewritten
     scanned_bytes: int
-
-
-@dataclass(frozen=True)
-class BuildRecord:
-    image: str  # name:tag in the engine
-    image_id: str  # sha256 of the config: the config digest
-    layers: tuple[LayerRecord, ...]
-    base_layers: int
-    lock: str
-    knowledge_version: str
-    reprobuild_version: str
-    engine_version: str
-    base: str
-    manifest_digest: str | None = None
-    pushed: str | None = None  # name@sha256:... after --push
-    normalisation: dict[str, Any] = field(default_factory=dict)
 
 
 def image_reference(lock: Lock, lock_digest: str) -> str:
@@ -260,7 +239,7 @@ def build_lock(
         project / context.DEFAULT_OUTPUT, texts, project, build_plan, wheelhouse=wheel_cache
     )
     ensure_base(client, lock, build_plan, progress.note)
-    stream = _counted(context.tar_stream(context_dir), progress.sent)
+    stream = _counted(tarstream.folder_stream(context_dir), progress.sent)
     built = engine.build(client, stream, progress.event, no_cache)
     reference = image_reference(lock, lock_digest)
     normalised = normalise_image(
@@ -271,6 +250,7 @@ def build_lock(
         reference=reference,
         note=progress.note,
     )
+    commit, dirty = source.git_state(project)
     record = BuildRecord(
         image=reference,
         image_id=normalised.image_id,
@@ -281,14 +261,35 @@ def build_lock(
         reprobuild_version=__version__,
         engine_version=engine.version(client),
         base=build_plan.base,
+        git_commit=commit,
+        git_dirty=dirty,
         normalisation={
             "rewritten": list(normalised.rewritten),
             "scanned_bytes": normalised.scanned_bytes,
         },
     )
     if push is not None:
-        record = push_image(client, record, push, progress.note)
-        render.write_definition(context_dir, build_plan, lock_digest, project, record.pushed)
+        record = push_and_point(client, record, push, current, progress.note)
+    return record
+
+
+def push_and_point(
+    client: Any,
+    record: BuildRecord,
+    reference: str,
+    current: Any,  # lockfile.CurrentLock
+    note: Note,
+) -> BuildRecord:
+    """Push, then point the context's Apptainer definition at the pushed digest."""
+    from builder import render
+
+    record = push_image(client, record, reference, note)
+    context_dir = current.project / context.DEFAULT_OUTPUT
+    if context_dir.is_dir():
+        build_plan = plan.plan(current.lock, current.digest)
+        render.write_definition(
+            context_dir, build_plan, current.digest, current.project, record.pushed
+        )
     return record
 
 
@@ -297,4 +298,7 @@ def push_image(client: Any, record: BuildRecord, reference: str, note: Note) -> 
     tagged = engine.tag(client, record.image_id, reference)
     note(f"pushing {tagged}")
     digest = engine.push(client, tagged)
-    return replace(record, manifest_digest=digest, pushed=f"{engine.split_tag(tagged)[0]}@{digest}")
+    repository = engine.split_tag(tagged)[0]
+    return replace(
+        record, manifest_digest=digest, pushed=f"{repository}@{digest}", pushed_tag=tagged
+    )

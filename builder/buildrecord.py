@@ -3,16 +3,40 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from builder.build import BuildRecord, LayerRecord
 from builder.errors import ReprobuildError
 from builder.files import write_atomic
 
 RECORD_FILE = "reprobuild.build.json"
 FORMAT = 1
+
+
+@dataclass(frozen=True)
+class LayerRecord:
+    diff_id: str
+    size: int
+
+
+@dataclass(frozen=True)
+class BuildRecord:
+    image: str  # name:tag in the engine
+    image_id: str  # sha256 of the config: the config digest
+    layers: tuple[LayerRecord, ...]
+    base_layers: int
+    lock: str
+    knowledge_version: str
+    reprobuild_version: str
+    engine_version: str
+    base: str
+    manifest_digest: str | None = None
+    pushed: str | None = None  # name@sha256:... after --push
+    pushed_tag: str | None = None  # name:tag it was pushed under (tags move; digests do not)
+    git_commit: str | None = None  # the project's HEAD when it was built (its code is inside)
+    git_dirty: bool | None = None
+    normalisation: dict[str, Any] = field(default_factory=dict)
 
 
 class RecordError(ReprobuildError):

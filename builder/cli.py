@@ -637,13 +637,14 @@ def run_command(
     """
     from builder import buildrecord, engine, run
 
+    argv = list(_training_command(command))
     named = image or buildrecord.read(options.project)
     with contextlib.closing(engine.connect()) as client:
         plan = run.RunPlan(
             project=options.project.resolve(),
             outputs=outputs.resolve() if outputs else None,
             image=buildrecord.image_to_run(client, options.project, named),
-            command=list(command),
+            command=argv,
             gpus=gpus,
         )
         result, path = run.execute(client, plan, _relay)
@@ -655,3 +656,306 @@ def _relay(data: bytes, to_stderr: bool) -> None:
     stream = sys.stderr.buffer if to_stderr else sys.stdout.buffer
     stream.write(data)
     stream.flush()
+
+
+@cli.command("publish")
+@click.option(
+    "--to",
+    "push_to",
+    metavar="REF",
+    help="Push the last build to REF (registry/name:tag) first; needed when it was never pushed.",
+)
+@click.option(
+    "--gpus",
+    default="all",
+    show_default=True,
+    metavar="all|N",
+    callback=_gpus,
+    help="GPUs the smoke test runs on (the engine's NVIDIA runtime).",
+)
+@click.option(
+    "--cpu", is_flag=True, help="Smoke-test in CPU mode (the manifest then says no GPU was used)."
+)
+@click.option(
+    "--smoke-report",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="Use this `reprobuild smoke --json` report of the build (e.g. from a GPU host) instead "
+    "of running the smoke test here (excludes --cpu).",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder for reprobuild.manifest.json and REPRODUCE.md (default: the project).",
+)
+@click.pass_obj
+def publish_command(
+    options: Options,
+    push_to: str | None,
+    gpus: str,
+    cpu: bool,
+    smoke_report: Path | None,
+    output: Path | None,
+) -> None:
+    """Write the manifest a paper publishes: the pushed image by digest, its lock, its smoke
+    report and fingerprint key, the commands to pull, verify and run it, a CITATION.cff entry
+    and a README badge (reprobuild.manifest.json and REPRODUCE.md).
+
+        reprobuild publish --to registry.example.org/lab/model:paper
+    """
+    from builder import buildrecord, engine, lockfile, publish
+    from builder.files import write_atomic
+
+    if smoke_report is not None and cpu:
+        raise click.UsageError("--smoke-report and --cpu exclude each other: choose one.")
+    current = lockfile.read_current(options.project)
+    record = buildrecord.read(current.project)
+    with contextlib.closing(engine.connect()) as client:
+
+        def smoke(built: Any) -> Any:
+            if smoke_report is not None:
+                return publish.read_report(smoke_report)
+            return _smoke_for_publish(client, current.project, built, None if cpu else gpus)
+
+        document = publish.prepare(
+            client,
+            current,
+            record,
+            push_to=push_to,
+            smoke=smoke,
+            save=lambda pushed: buildrecord.write(current.project, pushed),
+            note=_note,
+        )
+    manifest_path, reproduce_path = publish.write_target(output or current.project)
+    manifest_path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(reproduce_path, publish.reproduce_text(document))
+    write_atomic(manifest_path, publish.dumps(document))
+    click.echo(
+        f"published {document['image']['reference']}\n  manifest {manifest_path}\n"
+        f"  {reproduce_path}\n  badge: {document['badge']}"
+    )
+    if document["smoke"]["verdict"] != "pass" or document["smoke"]["mode"] != "gpu":
+        _note(publish.weak_proof(document["smoke"]))
+
+
+@cli.command("verify")
+@click.argument("subject", metavar="MANIFEST|IMAGE@DIGEST")
+@click.option(
+    "--gpus",
+    default="all",
+    show_default=True,
+    metavar="all|N",
+    callback=_gpus,
+    help="GPUs the smoke test runs on (the engine's NVIDIA runtime).",
+)
+@click.option("--cpu", is_flag=True, help="Smoke-test in CPU mode (no GPU needed).")
+@click.option("--no-smoke", is_flag=True, help="Check digests and labels only.")
+@click.option(
+    "--rebuild",
+    is_flag=True,
+    help="Also rebuild the project's lock with --no-cache and compare the digest (run it in a "
+    "checkout of the published commit).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
+@click.pass_obj
+def verify_command(
+    options: Options,
+    subject: str,
+    gpus: str,
+    cpu: bool,
+    no_smoke: bool,
+    rebuild: bool,
+    as_json: bool,
+) -> None:
+    """Check a published image: pull it by digest, compare its config digest and lock label
+    with the manifest, re-run the smoke test and compare fingerprints where the fingerprint key
+    matches; with --rebuild, rebuild the lock and compare the digest.
+
+    Exits 0 when every check holds (warnings included) and 1 when one fails.
+
+        reprobuild verify reprobuild.manifest.json
+    """
+    from builder import engine, lockfile, verify
+    from builder.registry import RegistryClient
+
+    path = Path(subject)
+    document = verify.read_manifest(path) if "@" not in subject or path.is_file() else None
+    with (
+        contextlib.closing(engine.connect()) as client,
+        RegistryClient() as registry,
+        _build_display(quiet=False, plain=True) as progress,
+    ):
+        steps = verify.Steps(
+            smoke=not no_smoke,
+            gpus=None if cpu else gpus,
+            rebuild=verify.rebuilder(client, options.project, progress) if rebuild else None,
+        )
+        if document is not None:
+            result = verify.verify_manifest(client, registry, document, subject, steps)
+        else:
+            lock = options.project / lockfile.LOCK_FILE
+            project_lock = lockfile.file_digest(lock) if lock.is_file() else None
+            result = verify.verify_image(client, registry, subject, project_lock, steps)
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2))
+    else:
+        click.echo("\n".join(verify.lines(result)))
+    if result.failed:
+        sys.exit(1)
+
+
+def _smoke_for_publish(client: Any, project: Path, built: Any, gpus: str | None) -> dict[str, Any]:
+    from builder import buildrecord, smokehost
+
+    chosen = buildrecord.image_to_run(client, project, built)
+    _note(f"running the smoke test in {chosen.reference} ({f'--gpus {gpus}' if gpus else 'CPU'})")
+    return smokehost.run(client, chosen, gpus=gpus).to_dict()
+
+
+_EXPORT_SETTINGS = {"ignore_unknown_options": True, "allow_interspersed_args": False}
+
+
+def _export_value(
+    _context: click.Context, parameter: click.Parameter, value: str | None
+) -> str | None:
+    from builder import export
+
+    problem = export.value_problem(str(parameter.name), value)
+    if problem is not None:
+        raise click.BadParameter(problem)
+    return value
+
+
+def _job_options(command: click.decorators.FC) -> click.decorators.FC:
+    """The options both exports take, and the training command after --."""
+    decorators = (
+        click.option(
+            "--nodes",
+            type=click.IntRange(min=1),
+            default=1,
+            show_default=True,
+            help="Nodes to run on; more than one: torchrun's c10d rendezvous on the first node.",
+        ),
+        click.option(
+            "--gpus-per-node",
+            type=click.IntRange(min=1),
+            default=1,
+            show_default=True,
+            help="GPUs on each node; torchrun starts one process per GPU.",
+        ),
+        click.option(
+            "-o",
+            "--output",
+            type=click.Path(dir_okay=False, path_type=Path),
+            help="Write the job to FILE (atomically) instead of printing it.",
+        ),
+        click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED),
+    )
+    for decorator in reversed(decorators):
+        command = decorator(command)
+    return command
+
+
+def _training_command(command: tuple[str, ...]) -> tuple[str, ...]:
+    """COMMAND as given after --. A `--` still in it means that an unknown option came first
+    (a typo such as --node) and was taken as the command: refuse it rather than run it."""
+    if command[0].startswith("-") and "--" in command:
+        raise click.UsageError(f"no such option: {command[0]} (options go before --)")
+    return command
+
+
+def _emit(text: str, output: Path | None, next_step: str) -> None:
+    from builder import export
+
+    if output is None:
+        click.echo(text, nl=False)
+        return
+    export.write(output, text)
+    _note(f"wrote {output}; {next_step} {output}")
+
+
+@cli.group("export")
+def export_group() -> None:
+    """Write a cluster job that runs a training command in the pushed build, by digest."""
+
+
+@export_group.command("slurm", context_settings=_EXPORT_SETTINGS)
+@_job_options
+@click.option(
+    "--time", metavar="TIME", callback=_export_value, help="Time limit, e.g. 04:00:00 (#SBATCH)."
+)
+@click.option("--partition", callback=_export_value, help="Partition to submit to (#SBATCH).")
+@click.option(
+    "--cpus-per-task",
+    type=click.IntRange(min=1),
+    help="CPUs for each node's task (#SBATCH, and given to srun).",
+)
+@click.option(
+    "--sif",
+    metavar="PATH",
+    help="SIF to run, pulled there first when missing. Default: $REPROBUILD_SIF, else the name "
+    "`reprobuild build --format sif` gives it, in the submit directory.",
+)
+@click.pass_obj
+def export_slurm(
+    options: Options,
+    nodes: int,
+    gpus_per_node: int,
+    output: Path | None,
+    time: str | None,
+    partition: str | None,
+    cpus_per_task: int | None,
+    sif: str | None,
+    command: tuple[str, ...],
+) -> None:
+    """Write an sbatch script that runs COMMAND with torchrun in the pushed build.
+
+    The script pulls the image by digest into a SIF once, when the SIF is missing, then srun
+    starts one `apptainer exec --nv --cleanenv` task per node with the lock's determinism
+    environment, outputs bound at /outputs. COMMAND is what torchrun runs: a script and its
+    arguments, or -m MODULE and its arguments.
+
+    \b
+        reprobuild export slurm --nodes 2 --gpus-per-node 4 -o job.sh -- train.py --epochs 3
+        sbatch job.sh
+    """
+    from builder import export
+
+    job = export.Job(_training_command(command), nodes, gpus_per_node)
+    text = export.slurm(
+        options.project, job, export.SlurmOptions(time, partition, cpus_per_task, sif)
+    )
+    _emit(text, output, "submit it with sbatch")
+
+
+@export_group.command("kubernetes", context_settings=_EXPORT_SETTINGS)
+@_job_options
+@click.option(
+    "--namespace", callback=_export_value, help="Namespace of the Job (default: kubectl's)."
+)
+@click.pass_obj
+def export_kubernetes(
+    options: Options,
+    nodes: int,
+    gpus_per_node: int,
+    output: Path | None,
+    namespace: str | None,
+    command: tuple[str, ...],
+) -> None:
+    """Write a Kubernetes Job that runs COMMAND with torchrun in the pushed build.
+
+    One node: a Job with `torchrun --standalone`. Several: an Indexed Job, one pod per node,
+    and a headless Service through which the pods meet at pod 0 for torchrun's rendezvous.
+    Pods run as the image's non-root user with the lock's determinism environment, an emptyDir
+    at /outputs and a memory-backed /dev/shm. COMMAND is what torchrun runs: a script and its
+    arguments, or -m MODULE and its arguments.
+
+    \b
+        reprobuild export kubernetes --nodes 2 --gpus-per-node 8 -o job.yaml -- train.py
+        kubectl apply -f job.yaml
+    """
+    from builder import export
+
+    job = export.Job(_training_command(command), nodes, gpus_per_node)
+    text = export.kubernetes(options.project, job, namespace)
+    _emit(text, output, "apply it with kubectl apply -f")

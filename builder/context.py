@@ -10,13 +10,10 @@ from __future__ import annotations
 import fnmatch
 import os
 import shutil
-import stat
-import tarfile
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
-from builder import plan, tarstream
+from builder import plan
 
 DEFAULT_OUTPUT = Path(".reprobuild") / "context"
 # Never copied into an image: version control, secrets, caches and build outputs.
@@ -65,6 +62,7 @@ SMOKE = f"""#!/bin/sh
 exec python -m reprobuild_smoke --expect {plan.HOME}/expect.json "$@"
 """
 PAYLOAD_SOURCE = Path(__file__).parent / "smoke"
+HOOK_SOURCE = Path(__file__).parent / "determinism_hook.py"
 
 
 def dockerignore() -> str:
@@ -86,6 +84,9 @@ def files(build_plan: plan.BuildPlan, rendered: dict[str, str]) -> dict[str, str
     texts[f"{home}/expect.json"] = plan.expect_json(build_plan)
     texts[f"{home}/bin/entry"] = ENTRY
     texts[f"{home}/bin/reprobuild-smoke"] = SMOKE
+    hook = f"{plan.IMAGE_TREE}{plan.HOOK}"
+    texts[f"{hook}/{plan.HOOK_MODULE}"] = HOOK_SOURCE.read_text()
+    texts[f"{hook}/{plan.HOOK_PTH}"] = plan.HOOK_PTH_TEXT
     for source in sorted(PAYLOAD_SOURCE.glob("*.py")):
         texts[f"{home}/payload/reprobuild_smoke/{source.name}"] = source.read_text()
     return texts
@@ -154,39 +155,3 @@ def _clamp_times(folder: Path, epoch: int) -> None:
     for path in sorted(folder.rglob("*"), reverse=True):
         os.utime(path, (epoch, epoch), follow_symlinks=False)
     os.utime(folder, (epoch, epoch))
-
-
-def tar_stream(folder: Path) -> Iterator[bytes]:
-    """The context as a tar, produced while it is sent: entries in sorted order, owner root,
-    times as written (the epoch). Large wheels are streamed, never held in memory."""
-    for path in _entries(folder):
-        info = _tar_info(path, path.relative_to(folder).as_posix())
-        if info.isreg():
-            with path.open("rb") as handle:
-                yield from tarstream.member(info, handle)
-        else:
-            yield from tarstream.member(info)
-    yield tarstream.END
-
-
-def _entries(folder: Path) -> Iterator[Path]:
-    for root, folders, names in os.walk(folder):
-        folders.sort()
-        here = Path(root)
-        if here != folder:
-            yield here
-        yield from (here / name for name in sorted(names))
-
-
-def _tar_info(path: Path, name: str) -> tarfile.TarInfo:
-    status = path.lstat()
-    info = tarfile.TarInfo(name)
-    info.mode = stat.S_IMODE(status.st_mode)
-    info.mtime = int(status.st_mtime)
-    if stat.S_ISDIR(status.st_mode):
-        info.type = tarfile.DIRTYPE
-    elif stat.S_ISLNK(status.st_mode):
-        info.type, info.linkname = tarfile.SYMTYPE, str(path.readlink())
-    else:
-        info.size = status.st_size
-    return info

@@ -20,6 +20,9 @@ from builder.lock import Lock, LockedPackage
 VENV = "/opt/venv"
 HOME = "/opt/reprobuild"
 CODE = "/workspace"
+HOOK = f"{HOME}/hook"  # the runtime determinism hook (builder/determinism_hook.py) and its .pth
+HOOK_MODULE, HOOK_PTH = "_reprobuild_determinism.py", "reprobuild-determinism.pth"
+HOOK_PTH_TEXT = "import _reprobuild_determinism; _reprobuild_determinism.install()\n"
 USER, UID = "reprobuild", 1000
 CONTEXT = "reprobuild"  # folder of generated files inside the build context
 # Trees copied onto / in one COPY each: copying onto an existing folder would date that folder
@@ -109,11 +112,16 @@ class BuildPlan:
     def create_venv(self) -> str:
         return f"{self.interpreter} -m venv --without-pip {VENV}"
 
-    @staticmethod
-    def add_user() -> str:
+    def site_packages(self) -> str:
+        return f"{VENV}/lib/{self.interpreter}/site-packages"
+
+    def finish(self) -> str:
+        """The non-root user, and the determinism hook linked into the venv's site-packages (one
+        step, after the Python layers, so both formats get it the same way)."""
         return (
             f"useradd --uid {UID} --user-group --create-home --home-dir /home/{USER}"
             f" --shell /bin/sh {USER}"
+            f" && ln -s {HOOK}/{HOOK_MODULE} {HOOK}/{HOOK_PTH} {self.site_packages()}/"
         )
 
 
@@ -161,6 +169,7 @@ def _env(lock: Lock) -> tuple[tuple[str, str], ...]:
         ("PYTHONPATH", f"{HOME}/payload"),
         ("SOURCE_DATE_EPOCH", str(_epoch(lock))),
         ("CUBLAS_WORKSPACE_CONFIG", str(determinism["cublas_workspace_config"])),
+        ("REPROBUILD_DETERMINISTIC", "1"),
         ("REPROBUILD_SEED", str(determinism["seed"])),
         ("REPROBUILD_TF32", "1" if tf32 else "0"),
     ]
@@ -209,6 +218,7 @@ def plan(lock: Lock, lock_digest: str) -> BuildPlan:
         "torch": torch["version"],
         "cuda": lock.resolution.get("cuda"),
         "cudnn": lock.resolution.get("cudnn"),
+        "min_driver": lock.resolution.get("min_driver"),
     }
     return BuildPlan(
         name=str(lock.resolution["name"]),

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from builder import engine, host, plan
+from builder import engine, host, plan, source
 from builder.buildrecord import ImageToRun
 from builder.files import write_atomic
 
@@ -77,34 +76,18 @@ def attachment(run_plan: RunPlan, outputs: Path, user: str) -> engine.Attached:
     )
 
 
-def git_state(project: Path) -> tuple[str | None, bool | None]:
-    """HEAD's commit and whether the tree has changes; (None, None) outside a git checkout."""
-    try:
-        commit = _git(project, "rev-parse", "HEAD")
-        status = _git(project, "status", "--porcelain", "--untracked-files=normal")
-    except (OSError, subprocess.CalledProcessError):
-        return None, None
-    return commit.strip(), bool(status.strip())
-
-
-def _git(project: Path, *args: str) -> str:
-    return subprocess.run(
-        ["git", "-C", str(project), *args], capture_output=True, text=True, check=True
-    ).stdout
-
-
 def execute(
     client: Any, run_plan: RunPlan, output: Callable[[bytes, bool], None]
 ) -> tuple[RunRecord, Path]:
     """Run the command and write its record (runs/<start>-<image>/run.json), which holds the
     command's exit code; the outputs default to that run's folder."""
     image_id = run_plan.image.image_id
-    started = _now()
+    started = now()
     folder = run_folder(run_plan.project, started, image_id)
     outputs = run_plan.outputs or folder / "outputs"
     user = container_user()
     prepare_outputs(outputs, user)
-    commit, dirty = git_state(run_plan.project)
+    commit, dirty = source.git_state(run_plan.project)
     found = host.probe_nvidia(sm_counts=False)
     code = engine.run_attached(
         client, image_id, run_plan.command, attachment(run_plan, outputs, user), output
@@ -122,7 +105,7 @@ def execute(
         user=user,
         outputs=str(outputs),
         started=started,
-        ended=_now(),
+        ended=now(),
         exit_code=code,
     )
     path = folder / "run.json"
@@ -130,7 +113,7 @@ def execute(
     return record, path
 
 
-def _now() -> str:
+def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 

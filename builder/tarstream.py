@@ -5,6 +5,8 @@ bytes go past. Shared by the build context, the normaliser, image diffs and boot
 from __future__ import annotations
 
 import hashlib
+import os
+import stat
 import tarfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -102,3 +104,39 @@ def data(archive: tarfile.TarFile, entry: tarfile.TarInfo) -> IO[bytes]:
     if handle is None:
         raise ValueError(f"{entry.name} is not a regular file")
     return handle
+
+
+def folder_stream(folder: Path) -> Iterator[bytes]:
+    """The context as a tar, produced while it is sent: entries in sorted order, owner root,
+    times as written (the epoch). Large wheels are streamed, never held in memory."""
+    for path in _entries(folder):
+        info = _tar_info(path, path.relative_to(folder).as_posix())
+        if info.isreg():
+            with path.open("rb") as handle:
+                yield from member(info, handle)
+        else:
+            yield from member(info)
+    yield END
+
+
+def _entries(folder: Path) -> Iterator[Path]:
+    for root, folders, names in os.walk(folder):
+        folders.sort()
+        here = Path(root)
+        if here != folder:
+            yield here
+        yield from (here / name for name in sorted(names))
+
+
+def _tar_info(path: Path, name: str) -> tarfile.TarInfo:
+    status = path.lstat()
+    info = tarfile.TarInfo(name)
+    info.mode = stat.S_IMODE(status.st_mode)
+    info.mtime = int(status.st_mtime)
+    if stat.S_ISDIR(status.st_mode):
+        info.type = tarfile.DIRTYPE
+    elif stat.S_ISLNK(status.st_mode):
+        info.type, info.linkname = tarfile.SYMTYPE, str(path.readlink())
+    else:
+        info.size = status.st_size
+    return info

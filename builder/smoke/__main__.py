@@ -27,7 +27,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--cpu", action="store_true", help="run the same plumbing on the CPU")
     parser.add_argument(
-        "--expect", type=Path, help="JSON with the locked torch, cuda and cudnn versions to check"
+        "--expect",
+        type=Path,
+        help="JSON with the locked torch, cuda and cudnn versions to check (and min_driver, the "
+        "driver floor named when the driver is too old)",
     )
     parser.add_argument(
         "--self-test", action="store_true", help="add a kernel that differs per process (must fail)"

@@ -28,8 +28,8 @@ def _visible(device: torch.device) -> bool:
 
 def deterministic_run(device: torch.device, self_test: bool) -> dict[str, Any]:
     settings.apply(deterministic=True, seed=SEED)
-    checks = preconditions.gpu_checks() if device.type == "cuda" else []
     expected = json.loads(os.environ.get(EXPECT_VARIABLE) or "{}")
+    checks = preconditions.gpu_checks(expected.get("min_driver")) if device.type == "cuda" else []
     checks += preconditions.version_checks(expected)
     answer: dict[str, Any] = {
         "key": key.build(device) if _visible(device) else key.unseen(device),

@@ -31,28 +31,28 @@ def _arch_covers(archs: list[str], major: int, minor: int) -> str | None:
     return ptx[-1] if ptx else None
 
 
-def gpu_checks() -> list[Check]:
+def gpu_checks(min_driver: str | None) -> list[Check]:
+    """min_driver: the lock's driver floor for the image's CUDA (expect.json), named on failure."""
     if not torch.cuda.is_available():
         return [Check("gpu", False, NO_GPU)]
-    return [_driver_check(), _arch_check()]
+    return [_driver_check(min_driver), _arch_check()]
 
 
 NO_GPU = (
     "no GPU is visible to torch: run the container with the NVIDIA runtime "
     "(docker run --gpus all), or use --cpu for the CPU mode"
 )
-DRIVER_FLOORS = {"11": "450.80.02", "12": "525.60.13", "13": "580.65.06"}
 
 
-def _driver_check() -> Check:
+def _driver_check(min_driver: str | None) -> Check:
     needed = torch.version.cuda or "?"
     supported = key.cuda_driver_version()
     needed_major = needed.split(".")[0]
     if supported is not None and int(supported.split(".")[0]) < int(needed_major):
-        floor = DRIVER_FLOORS.get(needed_major, "a newer driver")
+        upgrade = f"to >= {min_driver}" if min_driver else f"to one that supports CUDA {needed}"
         detail = (
             f"the driver supports CUDA {supported}; this image needs CUDA {needed}: "
-            f"upgrade the host driver to >= {floor}"
+            f"upgrade the host driver {upgrade}"
         )
         return Check("driver", False, detail)
     return Check("driver", True, f"driver {key.driver_version()} (CUDA {supported}) runs {needed}")

@@ -70,6 +70,7 @@ class Report:
 
 
 EXPECT_VARIABLE = "REPROBUILD_SMOKE_EXPECT"
+HOOK_MODE_VARIABLE = "REPROBUILD_DETERMINISTIC"  # the image hook's switch (0: off)
 
 
 # Each process and the mode it runs the suite in.
@@ -120,6 +121,9 @@ def _start(
         **os.environ,
         "PYTHONHASHSEED": os.environ.get("PYTHONHASHSEED", "0"),
         EXPECT_VARIABLE: json.dumps(expected),
+        # The image's runtime hook would make the canary deterministic as it imports torch:
+        # every process here applies its own settings instead.
+        HOOK_MODE_VARIABLE: "0",
     }
     process = subprocess.Popen(
         argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env

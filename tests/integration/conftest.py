@@ -7,13 +7,18 @@ so a CI run cannot pass without having exercised the engine and the registry.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
-from builder import engine
+from builder import buildrecord, engine
+from builder.buildrecord import BuildRecord
+from builder.cli import cli
 from builder.errors import ReprobuildError
-from tests.infra import BASE, MINBASE, registry_has
+from tests.infra import BASE, DEBIAN_MIRROR, MINBASE, registry_has
 
 
 @pytest.fixture(scope="session")
@@ -42,3 +47,40 @@ def test_base(engine_client: Any) -> str:
 @pytest.fixture(scope="session")
 def python_less_base(engine_client: Any) -> str:
     return _in_registry(MINBASE)
+
+
+@dataclass(frozen=True)
+class Built:
+    project: Path
+    record: BuildRecord
+
+
+SPEC = f"""name = "lab/torch-e2e"
+python = "3.11"
+torch = "2.5.1"
+cuda = "auto"
+base = "{BASE}"
+packages = ["numpy==2.1.3"]
+
+[target]
+driver = "535.104.05"
+gpus = ["A100", "H100"]
+"""
+
+
+@pytest.fixture(scope="session")
+def torch_image(tmp_path_factory: pytest.TempPathFactory, engine_client: Any) -> Iterator[Built]:
+    """The PyPI CUDA build of torch 2.5.1, locked and built once for the session (minutes)."""
+    project = tmp_path_factory.mktemp("torch-e2e")
+    (project / "reprobuild.toml").write_text(SPEC)
+    (project / "train.py").write_text("import torch\nprint(torch.ones(2).sum().item())\n")
+    result = CliRunner().invoke(
+        cli, ["-C", str(project), "build", "--plain", "--debian-mirror", DEBIAN_MIRROR]
+    )
+    assert result.exit_code == 0, f"{result.output}\n{result.exception}"
+    record = buildrecord.read(project)
+    yield Built(project, record)
+    # By ID: every tag and pushed name goes with it; then the build's intermediate stages (the
+    # torch stack alone is gigabytes), so that repeated runs do not fill the disk.
+    engine.remove_image(engine_client, record.image_id)
+    engine_client.api.prune_images(filters={"dangling": True})

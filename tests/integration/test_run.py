@@ -104,7 +104,7 @@ def test_an_image_the_registry_does_not_have(project: Path, engine_client: Any) 
 
 def _write_record(project: Path, image_id: str, pushed: str | None) -> None:
     from builder import buildrecord
-    from builder.build import BuildRecord
+    from builder.buildrecord import BuildRecord
 
     record = BuildRecord(
         image="lab/train:0123456789ab",

@@ -9,51 +9,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
-
-import pytest
-from click.testing import CliRunner
-
-from builder import buildrecord, engine
-from builder.build import BuildRecord
-from builder.cli import cli
-from tests.infra import BASE, DEBIAN_MIRROR
-
-
-@dataclass(frozen=True)
-class Built:
-    project: Path
-    record: BuildRecord
-
-
-SPEC = f"""name = "lab/torch-e2e"
-python = "3.11"
-torch = "2.5.1"
-cuda = "auto"
-base = "{BASE}"
-packages = ["numpy==2.1.3"]
-
-[target]
-driver = "535.104.05"
-gpus = ["A100", "H100"]
-"""
-
-
-@pytest.fixture(scope="module")
-def torch_image(tmp_path_factory: pytest.TempPathFactory, engine_client: Any) -> Iterator[Built]:
-    project = tmp_path_factory.mktemp("torch-e2e")
-    (project / "reprobuild.toml").write_text(SPEC)
-    (project / "train.py").write_text("import torch\nprint(torch.ones(2).sum().item())\n")
-    result = CliRunner().invoke(
-        cli, ["-C", str(project), "build", "--plain", "--debian-mirror", DEBIAN_MIRROR]
-    )
-    assert result.exit_code == 0, f"{result.output}\n{result.exception}"
-    record = buildrecord.read(project)
-    yield Built(project, record)
-    engine.remove_image(engine_client, record.image)
 
 
 def _run(client: Any, image: str, argv: list[str]) -> tuple[int, str]:
@@ -121,3 +77,18 @@ def test_torch_image_record_and_size(torch_image: Any) -> None:
     sizes = [layer.size for layer in torch_image.record.layers]
     assert sizes[2] > 4_000_000_000  # the torch and CUDA stack, in its own layer
     assert len(sizes) == 7
+
+
+def test_torch_is_deterministic_on_import_unless_opted_out(
+    torch_image: Any, engine_client: Any
+) -> None:
+    probe = (
+        "import torch, numpy, _reprobuild_determinism as hook; "
+        "print(torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic, "
+        "torch.initial_seed(), numpy.random.get_state()[1][0], hook.APPLIED['numpy_seed'])"
+    )
+    opted_out = "import torch; print(torch.are_deterministic_algorithms_enabled())"
+    script = f'python -c "{probe}" && REPROBUILD_DETERMINISTIC=0 python -c "{opted_out}"'
+    code, output = _run(engine_client, torch_image.record.image, ["sh", "-c", script])
+    assert code == 0, output
+    assert output.splitlines() == ["True True 0 0 0", "False"]

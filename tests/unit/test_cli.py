@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -137,6 +138,9 @@ def test_run_needs_a_build_and_a_command(tmp_path: Path) -> None:
     assert no_command.returncode == 2 and "Missing argument 'COMMAND...'" in no_command.stderr
     bad_gpus = run("-C", str(tmp_path), "run", "--gpus", "many", "--", "true")
     assert bad_gpus.returncode == 2 and "'many': give all, or a number of GPUs" in bad_gpus.stderr
+    typo = run("-C", str(tmp_path), "run", "--gpu", "all", "--", "python", "train.py")
+    assert typo.returncode == 2
+    assert "no such option: --gpu (options go before --)" in typo.stderr
 
 
 def test_build_sif_needs_apptainer_and_a_push(tmp_path: Path) -> None:
@@ -305,7 +309,7 @@ PUSHED = "127.0.0.1:5000/lab/train@sha256:" + "ab" * 32
 
 
 def _record(project: Path, lock_digest: str) -> None:
-    from builder.build import BuildRecord
+    from builder.buildrecord import BuildRecord
 
     record = BuildRecord(
         image="lab/train:0123456789ab",
@@ -362,3 +366,77 @@ def test_fetch_without_a_lock_says_what_to_run(tmp_path: Path) -> None:
         result.stderr
         == f"error: no lock at {tmp_path}/reprobuild.lock: run `reprobuild lock` first.\n"
     )
+
+
+def _export_project(tmp_path: Path, pushed: bool = True) -> Path:
+    for name in ("reprobuild.toml", "reprobuild.lock"):
+        (tmp_path / name).write_text((EXAMPLE_LOCKED / name).read_text())
+    _record(tmp_path, lockfile.file_digest(tmp_path / "reprobuild.lock"))
+    if not pushed:
+        record = buildrecord.read(tmp_path)
+        buildrecord.write(tmp_path, dataclasses.replace(record, pushed=None))
+    return tmp_path
+
+
+def test_export_slurm_prints_the_script(tmp_path: Path) -> None:
+    project = _export_project(tmp_path)
+    result = run("-C", str(project), "export", "slurm", "--nodes", "2", "--", "train.py", "a b")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    lines = result.stdout.splitlines()
+    assert lines[0] == "#!/usr/bin/env bash"
+    assert f"IMAGE=docker://{PUSHED}" in lines
+    assert "#SBATCH --nodes=2" in lines
+    assert lines[-1] == "    train.py 'a b'"
+    assert not (project / "job.sh").exists()
+
+
+def test_export_kubernetes_writes_the_file_given_with_o(tmp_path: Path) -> None:
+    import yaml
+
+    project = _export_project(tmp_path)
+    output = tmp_path / "job.yaml"
+    options = ["--nodes", "2", "-o", str(output)]
+    result = run("-C", str(project), "export", "kubernetes", *options, "--", "-m", "lab.train")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == ""
+    assert result.stderr == f"note: wrote {output}; apply it with kubectl apply -f {output}\n"
+    service, job = yaml.safe_load_all(output.read_text())
+    assert service["kind"] == "Service" and job["kind"] == "Job"
+    assert job["spec"]["template"]["spec"]["containers"][0]["image"] == PUSHED
+
+
+def test_export_refuses_an_unpushed_build(tmp_path: Path) -> None:
+    project = _export_project(tmp_path, pushed=False)
+    for target in ("slurm", "kubernetes"):
+        result = run("-C", str(project), "export", target, "--", "train.py")
+        assert result.returncode == 1
+        assert result.stdout == ""
+        assert result.stderr == (
+            "error: the last build, lab/train:0123456789ab, was not pushed, and a cluster cannot "
+            "pull an image from this machine's engine: run `reprobuild build --push "
+            "REGISTRY/NAME:TAG` with a registry the cluster's nodes can pull from, then export "
+            "again.\n"
+        )
+
+
+def test_export_usage_errors(tmp_path: Path) -> None:
+    project = _export_project(tmp_path)
+    zero = run("-C", str(project), "export", "kubernetes", "--nodes", "0", "--", "train.py")
+    assert zero.returncode == 2
+    assert "Invalid value for '--nodes': 0 is not in the range x>=1." in zero.stderr
+    no_command = run("-C", str(project), "export", "slurm")
+    assert no_command.returncode == 2 and "Missing argument 'COMMAND...'" in no_command.stderr
+    typo = run("-C", str(project), "export", "slurm", "--node", "2", "--", "train.py")
+    assert typo.returncode == 2
+    assert "Error: no such option: --node (options go before --)" in typo.stderr
+    bad_time = run("-C", str(project), "export", "slurm", "--time", "4h", "--", "train.py")
+    assert bad_time.returncode == 2 and "Invalid value for '--time': '4h'" in bad_time.stderr
+    namespace = run("-C", str(project), "export", "kubernetes", "--namespace", "ML", "--", "t.py")
+    assert namespace.returncode == 2 and "'ML': a namespace is a DNS-1123 label" in namespace.stderr
+    launcher = run("-C", str(project), "export", "slurm", "--", "python", "train.py")
+    assert launcher.returncode == 1
+    assert launcher.stderr.startswith("error: the command starts with python, but the job starts")
+    for target in ("slurm", "kubernetes"):
+        shown = run("export", target, "--help")
+        assert shown.returncode == 0 and f"reprobuild export {target} --nodes 2" in shown.stdout

@@ -153,8 +153,8 @@ def test_both_formats_carry_the_same_image(case: str) -> None:
     for package in build_plan.system_packages:
         assert docker.count(package) == definition.count(package) == 1
     assert build_plan.clamped(build_plan.create_venv()) in definition
-    assert build_plan.clamped(build_plan.add_user()) in definition
-    for command in (build_plan.create_venv(), build_plan.add_user()):
+    assert build_plan.clamped(build_plan.finish()) in definition
+    for command in (build_plan.create_venv(), build_plan.finish()):
         assert docker.count(command) == definition.count(command) == 1
     for layer in build_plan.layers:
         assert (
