@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -71,8 +72,11 @@ def dockerignore() -> str:
     return "\n".join(lines) + "\n"
 
 
+_IGNORED = re.compile("|".join(fnmatch.translate(pattern) for pattern in IGNORED))
+
+
 def ignored(name: str) -> bool:
-    return any(fnmatch.fnmatch(name, pattern) for pattern in IGNORED)
+    return _IGNORED.match(name) is not None
 
 
 def files(build_plan: plan.BuildPlan, rendered: dict[str, str]) -> dict[str, str]:

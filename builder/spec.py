@@ -7,7 +7,6 @@ types, value formats, exclusive keys. All problems are collected and raised toge
 
 from __future__ import annotations
 
-import difflib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -137,7 +136,7 @@ class _Checker:
         for key in table:
             if key in allowed:
                 continue
-            close = difflib.get_close_matches(str(key), allowed, n=1, cutoff=0.6)
+            close = _close_matches(str(key), allowed, n=1, cutoff=0.6)
             hint = (
                 f"did you mean '{close[0]}'?" if close else f"allowed keys: {', '.join(allowed)}."
             )
@@ -429,7 +428,7 @@ class _Checker:
         model = self.knowledge.gpu_named(label)
         if model is not None:
             return model.capability
-        close = difflib.get_close_matches(label, self.knowledge.gpu_names(), n=3, cutoff=0.5)
+        close = _close_matches(label, self.knowledge.gpu_names(), n=3, cutoff=0.5)
         hint = f"did you mean {' or '.join(repr(name) for name in close)}? " if close else ""
         self.problem(
             f'\'target.gpus\' entry {label!r} is neither a compute capability ("sm_80", "8.6") nor '
@@ -491,3 +490,9 @@ def _type_name(kind: type) -> str:
 def _show(value: object) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _close_matches(word: str, choices: Any, *, n: int, cutoff: float) -> list[str]:
+    import difflib  # only a misspelt spec needs it
+
+    return difflib.get_close_matches(word, list(choices), n=n, cutoff=cutoff)
