@@ -20,6 +20,8 @@ from builder import __version__
 from builder.errors import ReprobuildError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from builder.knowledge import Knowledge
     from builder.locker import LockOptions
     from builder.lockfile import LockState
@@ -556,16 +558,24 @@ def _gpus(_context: click.Context, _parameter: click.Parameter, value: str | Non
     raise click.BadParameter(f"{value!r}: give all, or a number of GPUs such as 1.")
 
 
+def _gpus_option(
+    what: str, default: str | None = "all"
+) -> Callable[[click.decorators.FC], click.decorators.FC]:
+    """--gpus all|N: the engine's device requests (its NVIDIA runtime)."""
+    none = "" if default else "; none by default"
+    return click.option(
+        "--gpus",
+        default=default,
+        show_default=default is not None,
+        metavar="all|N",
+        callback=_gpus,
+        help=f"{what} (the engine's NVIDIA runtime){none}.",
+    )
+
+
 @cli.command("smoke")
 @click.argument("image", required=False)
-@click.option(
-    "--gpus",
-    default="all",
-    show_default=True,
-    metavar="all|N",
-    callback=_gpus,
-    help="GPUs to give the container (the engine's NVIDIA runtime).",
-)
+@_gpus_option("GPUs to give the container")
 @click.option("--cpu", is_flag=True, help="CPU mode: no GPU needed; proves the plumbing only.")
 @click.option(
     "--no-canary", is_flag=True, help="Skip the canary (the check's power stays unshown)."
@@ -602,12 +612,7 @@ def smoke_command(
     "run",
     context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False},
 )
-@click.option(
-    "--gpus",
-    metavar="all|N",
-    callback=_gpus,
-    help="GPUs to give the container (the engine's NVIDIA runtime); none by default.",
-)
+@_gpus_option("GPUs to give the container", default=None)
 @click.option(
     "--image",
     metavar="REF",
@@ -665,14 +670,7 @@ def _relay(data: bytes, to_stderr: bool) -> None:
     metavar="REF",
     help="Push the last build to REF (registry/name:tag) first; needed when it was never pushed.",
 )
-@click.option(
-    "--gpus",
-    default="all",
-    show_default=True,
-    metavar="all|N",
-    callback=_gpus,
-    help="GPUs the smoke test runs on (the engine's NVIDIA runtime).",
-)
+@_gpus_option("GPUs the smoke test runs on")
 @click.option(
     "--cpu", is_flag=True, help="Smoke-test in CPU mode (the manifest then says no GPU was used)."
 )
@@ -740,14 +738,7 @@ def publish_command(
 
 @cli.command("verify")
 @click.argument("subject", metavar="MANIFEST|IMAGE@DIGEST")
-@click.option(
-    "--gpus",
-    default="all",
-    show_default=True,
-    metavar="all|N",
-    callback=_gpus,
-    help="GPUs the smoke test runs on (the engine's NVIDIA runtime).",
-)
+@_gpus_option("GPUs the smoke test runs on")
 @click.option("--cpu", is_flag=True, help="Smoke-test in CPU mode (no GPU needed).")
 @click.option("--no-smoke", is_flag=True, help="Check digests and labels only.")
 @click.option(

@@ -13,6 +13,7 @@ import pytest
 
 from builder import buildrecord, lockfile
 from tests.conftest import LocalIndex
+from tests.records import make_record
 
 EXAMPLE = Path(__file__).parents[2] / "images" / "example"
 
@@ -309,22 +310,9 @@ PUSHED = "127.0.0.1:5000/lab/train@sha256:" + "ab" * 32
 
 
 def _record(project: Path, lock_digest: str) -> None:
-    from builder.buildrecord import BuildRecord
-
-    record = BuildRecord(
-        image="lab/train:0123456789ab",
-        image_id="sha256:" + "cd" * 32,
-        layers=(),
-        base_layers=1,
-        lock=lock_digest,
-        knowledge_version="k",
-        reprobuild_version="0.1.0",
-        engine_version="20.10.24",
-        base="python@sha256:" + "ef" * 32,
-        manifest_digest="sha256:" + "ab" * 32,
-        pushed=PUSHED,
+    buildrecord.write(
+        project, make_record(lock_digest, pushed=PUSHED, image="lab/train:0123456789ab")
     )
-    buildrecord.write(project, record)
 
 
 def test_render_bootstraps_apptainer_from_the_pushed_build_of_this_lock(tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ import yaml
 from builder import __version__, buildrecord, export, lockfile, plan
 from builder.buildrecord import BuildRecord
 from builder.export import ExportError, Job, SlurmOptions
+from tests.records import make_record
 
 EXAMPLE = Path(__file__).parents[2] / "images" / "example"
 PUSHED = "127.0.0.1:5000/lab/train@sha256:" + "ab" * 32
@@ -32,19 +33,7 @@ QUOTED = "    train.py --data '/my data' '$HOME' '`id`' --lr=0.1"
 
 
 def _record(project: Path, lock_digest: str, pushed: str | None = PUSHED) -> BuildRecord:
-    record = BuildRecord(
-        image=f"reprobuild/example-train:{lock_digest.removeprefix('sha256:')[:12]}",
-        image_id="sha256:" + "cd" * 32,
-        layers=(),
-        base_layers=1,
-        lock=lock_digest,
-        knowledge_version="k",
-        reprobuild_version="0.1.0",
-        engine_version="20.10.24",
-        base="python@sha256:" + "ef" * 32,
-        manifest_digest="sha256:" + "ab" * 32 if pushed else None,
-        pushed=pushed,
-    )
+    record = make_record(lock_digest, pushed=pushed)
     buildrecord.write(project, record)
     return record
 
