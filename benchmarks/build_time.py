@@ -22,12 +22,11 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from timing import TEST_BASE, reprobuild, timed
+from timing import DEBIAN_MIRROR, TEST_BASE, reprobuild, timed
 
 from builder import build, buildrecord, engine, lockfile, normalise, plan, tarstream, wheelhouse
 
 ROOT = Path(__file__).parents[1]
-BASE = TEST_BASE
 TARGETS = {"overhead": 1.10, "throughput_mb_s": 150.0, "code_change_s": 5.0, "size": 1.10}
 
 
@@ -35,14 +34,14 @@ def make_project(folder: Path) -> Path:
     spec = (ROOT / "images" / "example" / "reprobuild.toml").read_text()
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "reprobuild.toml").write_text(
-        spec.replace("[target]", f'base = "{BASE}"\n\n[target]')
+        spec.replace("[target]", f'base = "{TEST_BASE}"\n\n[target]')
     )
     (folder / "train.py").write_text("print('training')\n")
     return folder
 
 
 def build_seconds(project: Path, *args: str) -> float:
-    mirror = ["--debian-mirror", "http://deb.debian.org/debian"]
+    mirror = ["--debian-mirror", DEBIAN_MIRROR]
     return timed(reprobuild(project, "build", "--quiet", *args, *mirror))[0]
 
 

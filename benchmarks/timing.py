@@ -9,8 +9,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-# The Debian base with Python that scripts/infra bootstraps into the local registry.
-TEST_BASE = "127.0.0.1:5000/reprobuild-test/debian-python:bookworm"
+from tests.infra import BASE as TEST_BASE  # the Debian base with Python scripts/infra provides
+from tests.infra import DEBIAN_MIRROR
+
+__all__ = ["DEBIAN_MIRROR", "TEST_BASE", "reprobuild", "timed", "wall_ms"]
 
 
 def reprobuild(project: Path, *args: str) -> list[str]:

@@ -21,6 +21,7 @@ from typing import Any
 from builder import bootstrap, engine, snapshots
 from builder.apt import AptArchive
 from builder.compat import CudaVersion
+from builder.errors import tail
 from builder.knowledge import Knowledge
 from builder.lock import BaseLock, LockError, SystemLock
 from builder.registry import ImageReference, RegistryClient, RegistryUnreachable
@@ -128,8 +129,7 @@ def _pin(
 
 def probe_image(client: Any, image: str) -> tuple[str, str]:
     """The distribution suite and full Python version inside an image ("" when it has none)."""
-    if not engine.has_image(client, image):
-        engine.pull(client, image)
+    engine.ensure_image(client, image)
     script = (
         '. /etc/os-release; echo "reprobuild-suite=${VERSION_CODENAME:-}"; '
         "echo \"reprobuild-python=$(python3 -c 'import platform; print(platform.python_version())' "
@@ -164,10 +164,10 @@ def _simulate(source: bootstrap.DebianSource, packages: tuple[str, ...]) -> list
         argv, capture_output=True, text=True, timeout=SIMULATE_TIMEOUT_S, check=False
     )
     if result.returncode != 0:
-        tail = _tail(result.stderr, 6)
         raise LockError(
             f"apt could not resolve {', '.join(packages)} from {source.mirror} ({source.suite}):\n"
-            f"{tail}\nCheck the package names, the suite and that the mirror answers."
+            f"{tail(result.stderr, 6)}\n"
+            "Check the package names, the suite and that the mirror answers."
         )
     return bootstrap.parse_simulation(result.stdout + result.stderr)
 
@@ -251,7 +251,7 @@ def _apt_in_image(
     if result.exit_code == 90:
         raise LockError(
             f"apt in {base.image} could not read the archive {archive.mirror}:\n"
-            f"{_tail(result.output)}\nCheck that the mirror answers, or pass --debian-mirror."
+            f"{tail(result.output)}\nCheck that the mirror answers, or pass --debian-mirror."
         )
     if result.exit_code != 0:
         missing = re.findall(r"Unable to locate package (\S+)", result.output)
@@ -261,11 +261,7 @@ def _apt_in_image(
                 f"{archive.mirror}: check the names (`apt-cache search` on a {base.suite} machine)."
             )
         raise LockError(
-            f"apt could not resolve {', '.join(requested)}:\n{_tail(result.output)}\n"
+            f"apt could not resolve {', '.join(requested)}:\n{tail(result.output)}\n"
             "Check the package names and that the mirror (--debian-mirror) answers."
         )
     return [f"{name}={version}" for name, version in bootstrap.parse_simulation(result.output)]
-
-
-def _tail(text: str, lines: int = 8) -> str:
-    return "\n".join(text.strip().splitlines()[-lines:])

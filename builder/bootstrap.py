@@ -17,7 +17,7 @@ from pathlib import Path
 
 from builder import tarstream
 from builder.apt import DEFAULT_PATH
-from builder.errors import ReprobuildError
+from builder.errors import ReprobuildError, tail
 from builder.normalise import load_archive
 from builder.snapshots import epoch_seconds
 
@@ -115,11 +115,11 @@ def build_base(
     }
     result = subprocess.run(argv, env=environment, capture_output=True, text=True, check=False)
     if result.returncode != 0:
-        tail = "\n".join(result.stderr.strip().splitlines()[-10:])
+        last = tail(result.stderr, 10)
         raise BootstrapError(
             f"mmdebstrap could not build the {source.suite} base from {source.mirror} "
             f"(exit {result.returncode}); check that the archive answers and that this runs as "
-            f"root:\n{tail}"
+            f"root:\n{last}"
         )
     history = recipe(source, packages, snapshot)
     return write_image_archive(rootfs, workdir / "image.tar", reference, snapshot, history)

@@ -269,7 +269,7 @@ def build_lock(
         },
     )
     if push is not None:
-        record = push_and_point(client, record, push, current, progress.note)
+        record = push_and_point(client, record, push, current, progress.note, build_plan=build_plan)
     return record
 
 
@@ -279,6 +279,8 @@ def push_and_point(
     reference: str,
     current: Any,  # lockfile.CurrentLock
     note: Note,
+    *,
+    build_plan: plan.BuildPlan | None = None,  # the lock's plan, when the caller has it
 ) -> BuildRecord:
     """Push, then point the context's Apptainer definition at the pushed digest."""
     from builder import render
@@ -286,7 +288,7 @@ def push_and_point(
     record = push_image(client, record, reference, note)
     context_dir = current.project / context.DEFAULT_OUTPUT
     if context_dir.is_dir():
-        build_plan = plan.plan(current.lock, current.digest)
+        build_plan = build_plan or plan.plan(current.lock, current.digest)
         render.write_definition(
             context_dir, build_plan, current.digest, current.project, record.pushed
         )

@@ -7,10 +7,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from builder import source
 from builder.errors import ReprobuildError
 from builder.files import write_atomic
 
-RECORD_FILE = "reprobuild.build.json"
+RECORD_FILE = source.RECORD_FILE
 FORMAT = 1
 
 

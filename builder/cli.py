@@ -91,7 +91,7 @@ def _resolve(options: Options, knowledge: Knowledge, loaded: LoadedSpec) -> Reso
     if loaded.spec.target.host:
         from builder.host import probe_nvidia
 
-        chosen_target = target.from_host(probe_nvidia(sm_counts=False))
+        chosen_target = target.from_host(probe_nvidia())
     else:
         chosen_target = target.from_spec(loaded.spec.target)
     return resolve.resolve(loaded.spec, chosen_target, knowledge)
@@ -163,7 +163,7 @@ def lock_command(
         click.echo(f"{path} is up to date with the spec (use --upgrade to re-resolve)")
         return
     lock_options = LockOptions(index_url, debian_mirror, debian_security_mirror)
-    lock = _write_new_lock(options, knowledge, loaded, state, lock_options)
+    lock = _write_new_lock(options, knowledge, loaded, state, lock_options).lock
     wheels, packages = len(lock.python.packages), len(lock.system.packages)
     click.echo(
         f"wrote {path}: torch {lock.resolution['torch']['label']}, {count(wheels, 'wheel')}, "
@@ -178,7 +178,9 @@ def _write_new_lock(
     state: LockState,
     lock_options: LockOptions,
 ) -> Any:
-    """Resolve, lock and write the lock file atomically; return the lock."""
+    """Resolve, lock and write the lock file atomically; return the current lock written."""
+    from dataclasses import replace
+
     from builder import locker, lockfile
     from builder.files import write_atomic
 
@@ -191,8 +193,9 @@ def _write_new_lock(
         options=lock_options,
         progress=_note_progress,
     )
-    write_atomic(state.path, lockfile.dumps(lock))
-    return lock
+    text = lockfile.dumps(lock)
+    write_atomic(state.path, text)
+    return lockfile.current(replace(state, lock=lock, text=text))
 
 
 def _note_progress(text: str) -> None:
@@ -313,7 +316,9 @@ def doctor_command(options: Options, as_json: bool, use_spec: bool) -> None:
     resolution = None
     if use_spec and specfile.has_spec(options.project):
         resolution = _resolve(options, knowledge, _load_spec(options, knowledge))
-    report = doctor.examine(host.probe_nvidia(), host.probe_engine(), resolution, knowledge)
+    report = doctor.examine(
+        host.probe_nvidia(sm_counts=True), host.probe_engine(), resolution, knowledge
+    )
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
     else:
@@ -522,11 +527,7 @@ def build_command(
         )
     click.echo(f"  record {path}")
     if output_format == "sif":
-        from builder import context
-
-        definition = current.project / context.DEFAULT_OUTPUT / "reprobuild.def"
-        _note(f"building the SIF from {definition} with apptainer")
-        made = sif.build(definition, sif.output_path(current.project, record.image), _note_progress)
+        made = sif.build_for(current.project, record.image, _note_progress)
         click.echo(f"  SIF {made.path} ({made.size / 1e9:.2f} GB, sha256 {made.sha256})")
 
 
@@ -541,8 +542,9 @@ def _current_or_new_lock(options: Options, debian_mirror: str | None) -> Any:
     _note(f"{state.path.name} is {state.reason}: locking first")
     knowledge = options.knowledge()
     loaded = _load_spec(options, knowledge)
-    _write_new_lock(options, knowledge, loaded, state, LockOptions(debian_mirror=debian_mirror))
-    return lockfile.read_current(options.project)
+    return _write_new_lock(
+        options, knowledge, loaded, state, LockOptions(debian_mirror=debian_mirror)
+    )
 
 
 def _build_display(quiet: bool, plain: bool) -> Any:
@@ -597,9 +599,9 @@ def smoke_command(
     named = image or buildrecord.read(options.project)
     with contextlib.closing(engine.connect()) as client:
         chosen = buildrecord.image_to_run(client, options.project, named)
-        mode = "CPU mode" if cpu else f"--gpus {gpus}"
-        _note(f"running the smoke test in {chosen.reference} ({mode})")
-        result = smokehost.run(client, chosen, gpus=None if cpu else gpus, canary=not no_canary)
+        result = smokehost.run_noted(
+            client, chosen, gpus=None if cpu else gpus, note=_note, canary=not no_canary
+        )
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
     else:
@@ -702,38 +704,28 @@ def publish_command(
         reprobuild publish --to registry.example.org/lab/model:paper
     """
     from builder import buildrecord, engine, lockfile, publish
-    from builder.files import write_atomic
 
     if smoke_report is not None and cpu:
         raise click.UsageError("--smoke-report and --cpu exclude each other: choose one.")
     current = lockfile.read_current(options.project)
     record = buildrecord.read(current.project)
     with contextlib.closing(engine.connect()) as client:
-
-        def smoke(built: Any) -> Any:
-            if smoke_report is not None:
-                return publish.read_report(smoke_report)
-            return _smoke_for_publish(client, current.project, built, None if cpu else gpus)
-
         document = publish.prepare(
             client,
             current,
             record,
             push_to=push_to,
-            smoke=smoke,
+            smoke=publish.SmokeSource(smoke_report, None if cpu else gpus),
             save=lambda pushed: buildrecord.write(current.project, pushed),
             note=_note,
         )
-    manifest_path, reproduce_path = publish.write_target(output or current.project)
-    manifest_path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(reproduce_path, publish.reproduce_text(document))
-    write_atomic(manifest_path, publish.dumps(document))
+    manifest_path, reproduce_path = publish.write(output or current.project, document)
     click.echo(
         f"published {document['image']['reference']}\n  manifest {manifest_path}\n"
         f"  {reproduce_path}\n  badge: {document['badge']}"
     )
-    if document["smoke"]["verdict"] != "pass" or document["smoke"]["mode"] != "gpu":
-        _note(publish.weak_proof(document["smoke"]))
+    if weak := publish.weak_proof(document["smoke"]):
+        _note(weak)
 
 
 @cli.command("verify")
@@ -766,41 +758,28 @@ def verify_command(
 
         reprobuild verify reprobuild.manifest.json
     """
-    from builder import engine, lockfile, verify
+    from builder import engine, verify
     from builder.registry import RegistryClient
 
-    path = Path(subject)
-    document = verify.read_manifest(path) if "@" not in subject or path.is_file() else None
+    target = verify.read_subject(subject, options.project)
+    display = _build_display(quiet=False, plain=True) if rebuild else contextlib.nullcontext()
     with (
         contextlib.closing(engine.connect()) as client,
         RegistryClient() as registry,
-        _build_display(quiet=False, plain=True) as progress,
+        display as progress,
     ):
         steps = verify.Steps(
             smoke=not no_smoke,
             gpus=None if cpu else gpus,
             rebuild=verify.rebuilder(client, options.project, progress) if rebuild else None,
         )
-        if document is not None:
-            result = verify.verify_manifest(client, registry, document, subject, steps)
-        else:
-            lock = options.project / lockfile.LOCK_FILE
-            project_lock = lockfile.file_digest(lock) if lock.is_file() else None
-            result = verify.verify_image(client, registry, subject, project_lock, steps)
+        result = verify.verify(client, registry, target, steps)
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
     else:
         click.echo("\n".join(verify.lines(result)))
     if result.failed:
         sys.exit(1)
-
-
-def _smoke_for_publish(client: Any, project: Path, built: Any, gpus: str | None) -> dict[str, Any]:
-    from builder import buildrecord, smokehost
-
-    chosen = buildrecord.image_to_run(client, project, built)
-    _note(f"running the smoke test in {chosen.reference} ({f'--gpus {gpus}' if gpus else 'CPU'})")
-    return smokehost.run(client, chosen, gpus=gpus).to_dict()
 
 
 _EXPORT_SETTINGS = {"ignore_unknown_options": True, "allow_interspersed_args": False}

@@ -14,9 +14,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from builder import plan
+from builder import plan, source
 
-DEFAULT_OUTPUT = Path(".reprobuild") / "context"
+DEFAULT_OUTPUT = Path(source.WORK_FOLDER) / "context"
 # Never copied into an image: version control, secrets, caches and build outputs.
 IGNORED = (
     ".git",
@@ -44,9 +44,7 @@ IGNORED = (
     ".pytest_cache",
     ".ruff_cache",
     ".hypothesis",
-    ".reprobuild",
-    "reprobuild.build.json",
-    "runs",
+    *source.OUTPUTS,
     "dist",
     "build",
     "*.egg-info",
@@ -63,7 +61,7 @@ SMOKE = f"""#!/bin/sh
 exec python -m reprobuild_smoke --expect {plan.HOME}/expect.json "$@"
 """
 PAYLOAD_SOURCE = Path(__file__).parent / "smoke"
-HOOK_SOURCE = Path(__file__).parent / "determinism_hook.py"
+HOOK_SOURCE = PAYLOAD_SOURCE / "hook.py"
 
 
 def dockerignore() -> str:
@@ -91,8 +89,8 @@ def files(build_plan: plan.BuildPlan, rendered: dict[str, str]) -> dict[str, str
     hook = f"{plan.IMAGE_TREE}{plan.HOOK}"
     texts[f"{hook}/{plan.HOOK_MODULE}"] = HOOK_SOURCE.read_text()
     texts[f"{hook}/{plan.HOOK_PTH}"] = plan.HOOK_PTH_TEXT
-    for source in sorted(PAYLOAD_SOURCE.glob("*.py")):
-        texts[f"{home}/payload/reprobuild_smoke/{source.name}"] = source.read_text()
+    for module in sorted(PAYLOAD_SOURCE.glob("*.py")):
+        texts[f"{home}/payload/reprobuild_smoke/{module.name}"] = module.read_text()
     return texts
 
 

@@ -87,6 +87,11 @@ def connect(target: str | None = None, timeout_s: int = TIMEOUT_S) -> Any:
     return client
 
 
+def _why(error: Any) -> str:
+    """An APIError's reason: the engine's explanation, else the error itself (never "None")."""
+    return str(error.explanation or error)
+
+
 def first_line(error: Exception) -> str:
     text = str(error).split("\n", 1)[0]
     return text if len(text) <= 200 else text[:197] + "..."
@@ -108,7 +113,7 @@ def image_id(client: Any, reference: str) -> str | None:
         return None
     except APIError as error:
         raise EngineError(
-            f"{reference!r} is not an image the engine can look up ({error.explanation or error}): "
+            f"{reference!r} is not an image the engine can look up ({_why(error)}): "
             "give name:tag, name@sha256:<64 hex digits> or an image ID."
         ) from None
 
@@ -141,7 +146,7 @@ def pull(client: Any, reference: str) -> None:
             client.api.pull(name, tag=tag)
     except APIError as error:
         raise EngineError(
-            f"the engine could not pull {reference}: {error.explanation or error}. Check that the "
+            f"the engine could not pull {reference}: {_why(error)}. Check that the "
             "registry answers and the reference exists."
         ) from None
 
@@ -317,7 +322,7 @@ def _create(
     except APIError as error:
         raise EngineError(
             f"the engine could not create a container of {image}: "
-            f"{error.explanation or error}. Check the image and the engine's log (dockerd)."
+            f"{_why(error)}. Check the image and the engine's log (dockerd)."
         ) from None
 
 
@@ -327,11 +332,14 @@ def _start(container: Any, image: str, command: list[str], gpus: str | None) -> 
     try:
         container.start()
     except APIError as error:
-        reason = str(error.explanation or error)
+        reason = _why(error)
         if gpus is not None and "device driver" in reason:
             raise EngineError(NO_GPU_RUNTIME.format(address=address(), reason=reason)) from None
         if "executable file not found" in reason:
-            raise CommandNotFound(f"{image} has no {command[0]} on its PATH") from None
+            raise CommandNotFound(
+                f"{image} has no {command[0]} on its PATH: check the command's spelling, or give "
+                f"its full path inside the image (`docker run --rm {image} which {command[0]}`)."
+            ) from None
         raise EngineError(
             f"the engine could not start {image}: {reason}. Check the command and the engine's "
             "log (dockerd)."
@@ -385,7 +393,7 @@ def build(
         return _follow(client.api._stream_helper(response, decode=True), on_event)
     except APIError as error:
         raise EngineError(
-            f"the engine refused the build: {error.explanation or error}. Its own log says why "
+            f"the engine refused the build: {_why(error)}. Its own log says why "
             "(`journalctl -u docker`, or the output of `dockerd`)."
         ) from None
     finally:
@@ -463,7 +471,7 @@ def save_stream(client: Any, image: str) -> IO[bytes]:
         client.api._raise_for_status(response)
     except APIError as error:
         raise EngineError(
-            f"the engine could not export {image}: {error.explanation}. Check that the image "
+            f"the engine could not export {image}: {_why(error)}. Check that the image "
             "exists (`docker images`) and that the engine has disk space for the export."
         ) from None
     chunks = response.iter_content(chunk_size=BLOCK, decode_unicode=False)
@@ -489,7 +497,7 @@ def load_stream(client: Any, archive: Iterator[bytes], what: str = "the normalis
             if "error" in event:
                 raise EngineError(f"the engine refused {what}: {event['error']}. {LOAD_FIX}")
     except APIError as error:
-        raise EngineError(f"the engine refused {what}: {error.explanation}. {LOAD_FIX}") from None
+        raise EngineError(f"the engine refused {what}: {_why(error)}. {LOAD_FIX}") from None
 
 
 def inspect_image(client: Any, reference: str) -> dict[str, Any]:
@@ -504,7 +512,7 @@ def inspect_image(client: Any, reference: str) -> dict[str, Any]:
         ) from None
     except APIError as error:
         raise EngineError(
-            f"the engine could not inspect {reference}: {error.explanation}. Check the reference "
+            f"the engine could not inspect {reference}: {_why(error)}. Check the reference "
             "(name:tag, name@sha256:... or an image ID) and that the engine answers."
         ) from None
 

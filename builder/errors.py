@@ -42,3 +42,8 @@ class HostError(ReprobuildError):
 
 class IndexUnavailable(ReprobuildError):
     """A package index did not answer."""
+
+
+def tail(text: str, lines: int = 8) -> str:
+    """The last `lines` lines of a program's output, for an error message."""
+    return "\n".join(text.strip().splitlines()[-lines:])

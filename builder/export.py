@@ -21,16 +21,6 @@ from builder import __version__, buildrecord, files, lockfile, plan, render, sif
 from builder.buildrecord import BuildRecord
 from builder.errors import ReprobuildError
 
-# The image's ENV that makes a run repeatable; each one the plan sets is passed explicitly.
-DETERMINISM = (
-    "PYTHONHASHSEED",
-    "CUBLAS_WORKSPACE_CONFIG",
-    "REPROBUILD_SEED",
-    "REPROBUILD_TF32",
-    "NVIDIA_TF32_OVERRIDE",
-    "REPROBUILD_DETERMINISTIC",
-)
-OUTPUTS = "/outputs"
 RENDEZVOUS_PORT = 29500
 SLURM_TEMPLATE = "slurm.sh.j2"
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -101,11 +91,7 @@ def dns_label(text: str) -> str:
     return label or "reprobuild"
 
 
-def determinism_env(env: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
-    return tuple((key, value) for key, value in env if key in DETERMINISM)
-
-
-def pushed_build(project: Path) -> Pushed:
+def pushed_target(project: Path) -> Pushed:
     """The current lock's pushed build; refused when unpushed or of another lock."""
     current = lockfile.read_current(project)
     record = buildrecord.read(current.project)
@@ -116,7 +102,7 @@ def pushed_build(project: Path) -> Pushed:
         image=record.image,
         name=dns_label(build_plan.name),
         lock_digest=current.digest,
-        env=determinism_env(build_plan.env),
+        env=plan.determinism_env(build_plan.env),
     )
 
 
@@ -165,7 +151,7 @@ def slurm(project: Path, job: Job, options: SlurmOptions) -> str:
     """The sbatch script: pull the SIF once, then one torchrun per node through srun."""
     check_job(job)
     _check_values({"time": options.time, "partition": options.partition})
-    pushed = pushed_build(project)
+    pushed = pushed_target(project)
     values = {
         "name": pushed.name,
         "version": __version__,
@@ -175,7 +161,7 @@ def slurm(project: Path, job: Job, options: SlurmOptions) -> str:
         "options": options,
         "default_sif": sif.output_path(project, pushed.image).name,
         "env": pushed.env,
-        "outputs": OUTPUTS,
+        "outputs": plan.OUTPUTS,
         "code": plan.CODE,
         "port": RENDEZVOUS_PORT,
         "literal_dollar": any("$" in word or "`" in word for word in job.command),
@@ -202,7 +188,7 @@ def kubernetes(project: Path, job: Job, namespace: str | None = None) -> str:
     """The manifest: a Job (Indexed, with a headless Service for rendezvous, on several nodes)."""
     check_job(job)
     _check_values({"namespace": namespace})
-    pushed = pushed_build(project)
+    pushed = pushed_target(project)
     documents = [_job(pushed, job, namespace)]
     if job.nodes > 1:
         documents.insert(0, _service(pushed.name, namespace))
@@ -293,7 +279,7 @@ def _container(pushed: Pushed, job: Job) -> dict[str, Any]:
             "seccompProfile": {"type": "RuntimeDefault"},
         },
         "volumeMounts": [
-            {"name": "outputs", "mountPath": OUTPUTS},
+            {"name": "outputs", "mountPath": plan.OUTPUTS},
             {"name": "shm", "mountPath": "/dev/shm"},
         ],
     }
@@ -319,10 +305,9 @@ def _torchrun_args(name: str, job: Job) -> list[str]:
 
 def write(path: Path, text: str) -> None:
     """Write an exported job atomically: readers see the old file or the new one."""
-    try:
-        files.write_atomic(path, text)
-    except OSError as error:
-        raise ExportError(
-            f"cannot write {path} ({error.strerror or error}): give -o a path in an existing, "
-            "writable folder, or leave -o out to print the job."
-        ) from None
+    files.write_output(
+        path,
+        text,
+        "give -o a path in an existing, writable folder, or leave -o out to print the job.",
+        ExportError,
+    )

@@ -6,6 +6,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from builder.errors import ReprobuildError
+
 
 def cache_root() -> Path:
     """This user's reprobuild cache ($XDG_CACHE_HOME/reprobuild, else ~/.cache/reprobuild)."""
@@ -29,3 +31,18 @@ def write_atomic(path: Path, text: str) -> None:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+class WriteError(ReprobuildError):
+    """An output file could not be written where the user asked."""
+
+
+def write_output(
+    path: Path, text: str, remedy: str, error_type: type[ReprobuildError] = WriteError
+) -> None:
+    """`write_atomic` for a file the user named: a failure is an `error_type` that says
+    `remedy`."""
+    try:
+        write_atomic(path, text)
+    except OSError as error:
+        raise error_type(f"cannot write {path} ({error.strerror or error}): {remedy}") from None

@@ -68,7 +68,7 @@ def _nvml_problem(error: Exception) -> str:
     return known or f"NVML failed: {type(error).__name__}: {error}."
 
 
-def probe_nvidia(*, sm_counts: bool = True) -> NvidiaHost:
+def probe_nvidia(*, sm_counts: bool = False) -> NvidiaHost:
     """Read driver and GPUs through NVML (nvidia-ml-py's `pynvml` module). SM counts NVML does not
     give are read through libcuda, whose start costs about 0.2 s: ask for them only to show them."""
     import pynvml

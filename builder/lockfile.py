@@ -164,28 +164,35 @@ def read(path: Path) -> Lock:
 
 
 def _read(path: Path) -> tuple[Lock, str]:
-    """The lock and its file digest, from one read of the file."""
+    """The lock and the file's text, from one read of the file."""
     try:
-        data = path.read_bytes()
-        text = data.decode("utf-8")
+        text = path.read_bytes().decode("utf-8")
     except FileNotFoundError:
-        raise LockFileError(f"no lock at {path}: run `reprobuild lock` first.") from None
+        raise LockFileError(NO_LOCK.format(path=path)) from None
     except (OSError, UnicodeDecodeError) as error:
         raise LockFileError(
             f"{path} cannot be read ({error}): restore it from version control, or make it "
             "again with `reprobuild lock --upgrade`."
         ) from None
-    return loads(text, str(path)), _digest(data)
+    return loads(text, str(path)), text
+
+
+def text_digest(text: str) -> str:
+    """The digest of a lock file holding `text` (written as UTF-8, as every lock is)."""
+    return _digest(text.encode("utf-8"))
+
+
+NO_LOCK = "no lock at {path}: run `reprobuild lock` first."
 
 
 @dataclass(frozen=True)
 class LockState:
-    """The spec's hash now, and the lock beside it as found (None when there is none)."""
+    """The spec's hash now, and the lock beside it as found (None and "" when there is none)."""
 
     path: Path
     spec_digest: str
     lock: Lock | None
-    file_digest: str
+    text: str  # the file exactly as read: its digest is what images record
 
     @property
     def reason(self) -> str | None:
@@ -202,8 +209,8 @@ def inspect_at(spec_path: Path, table: dict[str, Any], *, read_lock: bool = True
     digest = spec_hash_at(spec_path, table)
     if not read_lock or not path.exists():
         return LockState(path, digest, None, "")
-    lock, found_digest = _read(path)
-    return LockState(path, digest, lock, found_digest)
+    lock, text = _read(path)
+    return LockState(path, digest, lock, text)
 
 
 def inspect(project: Path) -> LockState:
@@ -213,20 +220,24 @@ def inspect(project: Path) -> LockState:
 
 @dataclass(frozen=True)
 class CurrentLock:
-    """A lock that matches its spec, with where it lives and its own file digest."""
+    """A lock that matches its spec, with where it lives, its text and its file digest."""
 
     lock: Lock
     path: Path
     project: Path
-    digest: str
+    text: str
+
+    @property
+    def digest(self) -> str:
+        return text_digest(self.text)
 
 
 def current(state: LockState) -> CurrentLock:
     """The lock of `state`, refused when missing, edited by hand or older than the spec."""
     if state.lock is None:
-        raise LockFileError(f"no lock at {state.path}: run `reprobuild lock` first.")
+        raise LockFileError(NO_LOCK.format(path=state.path))
     check(state.lock, state.spec_digest, state.path)
-    return CurrentLock(state.lock, state.path, state.path.parent, state.file_digest)
+    return CurrentLock(state.lock, state.path, state.path.parent, state.text)
 
 
 def read_current(project: Path) -> CurrentLock:

@@ -13,7 +13,6 @@ import fnmatch
 import hashlib
 import io
 import json
-import shutil
 import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -155,6 +154,5 @@ def load_archive(
 
 def copy(source: IO[bytes], target: IO[bytes]) -> LayerScan:
     """A clean layer after a rewritten one: same bytes, needed because its chain ID changed."""
-    writer = tarstream.HashingWriter(target)
-    shutil.copyfileobj(source, writer, tarstream.BLOCK)
+    writer = tarstream.copy_hashed(source, target)
     return LayerScan(f"sha256:{writer.digest.hexdigest()}", writer.size)

@@ -20,7 +20,8 @@ from builder.lock import Lock, LockedPackage
 VENV = "/opt/venv"
 HOME = "/opt/reprobuild"
 CODE = "/workspace"
-HOOK = f"{HOME}/hook"  # the runtime determinism hook (builder/determinism_hook.py) and its .pth
+OUTPUTS = "/outputs"  # where `run` and the exported cluster jobs mount a writable outputs folder
+HOOK = f"{HOME}/hook"  # the runtime determinism hook (builder/smoke/hook.py) and its .pth
 HOOK_MODULE, HOOK_PTH = "_reprobuild_determinism.py", "reprobuild-determinism.pth"
 HOOK_PTH_TEXT = "import _reprobuild_determinism; _reprobuild_determinism.install()\n"
 USER, UID = "reprobuild", 1000
@@ -156,6 +157,22 @@ def _layers(lock: Lock) -> tuple[PythonLayer, ...]:
             PythonLayer("The other dependencies", "closure", f"{CONTEXT}/requirements.txt", rest)
         )
     return tuple(layers)
+
+
+# The image's ENV that makes a run repeatable; launchers outside Docker pass it explicitly.
+DETERMINISM_ENV = (
+    "PYTHONHASHSEED",
+    "CUBLAS_WORKSPACE_CONFIG",
+    "REPROBUILD_SEED",
+    "REPROBUILD_TF32",
+    "NVIDIA_TF32_OVERRIDE",
+    "REPROBUILD_DETERMINISTIC",
+)
+
+
+def determinism_env(env: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
+    """The determinism part of an image's ENV, in its order."""
+    return tuple((key, value) for key, value in env if key in DETERMINISM_ENV)
 
 
 def _env(lock: Lock) -> tuple[tuple[str, str], ...]:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from builder import __version__
+from builder import __version__, files
 from builder.buildrecord import BuildRecord
 from builder.errors import ReprobuildError
 from builder.lock import Lock
@@ -294,8 +294,27 @@ def _cell(value: Any) -> str:
     return text.replace("|", "\\|")
 
 
-def write_target(output: Path) -> tuple[Path, Path]:
-    return output / MANIFEST_FILE, output / REPRODUCE_FILE
+def write(output: Path, document: dict[str, Any]) -> tuple[Path, Path]:
+    """REPRODUCE.md, then the manifest, each atomically, into `output`; their paths."""
+    manifest_path, reproduce_path = output / MANIFEST_FILE, output / REPRODUCE_FILE
+    remedy = "give -o a folder you can write to."
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise files.WriteError(
+            f"cannot make {output} ({error.strerror or error}): {remedy}"
+        ) from None
+    files.write_output(reproduce_path, reproduce_text(document), remedy)
+    files.write_output(manifest_path, dumps(document), remedy)
+    return manifest_path, reproduce_path
+
+
+@dataclass(frozen=True)
+class SmokeSource:
+    """Where the smoke report comes from: a file, or a run here on these GPUs."""
+
+    report_file: Path | None  # a `reprobuild smoke --json` report
+    gpus: str | None  # for a run here; None: the CPU mode
 
 
 def prepare(
@@ -304,13 +323,13 @@ def prepare(
     record: BuildRecord,
     *,
     push_to: str | None,
-    smoke: Callable[[BuildRecord], Any],
+    smoke: SmokeSource,
     save: Callable[[BuildRecord], object],
     note: Callable[[str], None],
 ) -> dict[str, Any]:
-    """Check the smoke report (`smoke` gives it), push the build if needed (`save` keeps the
-    pushed record at once), and make the sealed manifest."""
-    from builder import build, buildrecord, source
+    """Check the smoke report, push the build if asked (`save` keeps the pushed record at
+    once), and make the sealed manifest."""
+    from builder import build, buildrecord, smokehost, snapshots, source
 
     if record.lock != current.digest:
         raise PublishError(
@@ -322,36 +341,39 @@ def prepare(
             f"the last build {record.image} was never pushed, and a paper needs an image "
             "readers can pull: give --to REGISTRY/NAME:TAG."
         )
-    report = smoke(record)
+    chosen = None
+    if smoke.report_file is not None:
+        report = read_report(smoke.report_file)
+    else:
+        chosen = buildrecord.image_to_run(client, current.project, record)
+        report = smokehost.run_noted(client, chosen, gpus=smoke.gpus, note=note).to_dict()
     check_smoke(report, record)
     if push_to is not None:
-        buildrecord.image_to_run(client, current.project, record)
+        if chosen is None:  # the build must be in the engine to be pushed
+            buildrecord.image_to_run(client, current.project, record)
         record = build.push_and_point(client, record, push_to, current, note)
         save(record)
-    commit, dirty = record.git_commit, record.git_dirty
-    head, _ = source.git_state(current.project)
-    if commit is None:
-        commit, dirty = head, _
-    elif head != commit:
+    head, head_dirty = source.git_state(current.project)
+    commit, dirty = (
+        (record.git_commit, record.git_dirty) if record.git_commit else (head, head_dirty)
+    )
+    if head != commit:
         note(f"HEAD is {head}, but the build is of {commit}: the manifest names {commit}")
     return manifest(
         record,
         current.lock,
-        lock_text=current.path.read_bytes().decode("utf-8"),  # exactly the bytes of the digest
+        lock_text=current.text,
         smoke=report,
         source=Source(commit, dirty),
-        published=_now(),
+        published=snapshots.utc_now(),
     )
 
 
-def _now() -> str:
-    from datetime import datetime, timezone
-
-    return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-def weak_proof(smoke: dict[str, Any]) -> str:
-    """What a reader of the manifest must be told about a proof short of a GPU pass."""
+def weak_proof(smoke: dict[str, Any]) -> str | None:
+    """What a reader of the manifest must be told about a proof short of a GPU pass; None for
+    a GPU pass."""
+    if smoke.get("mode") == "gpu" and smoke.get("verdict") == "pass":
+        return None
     if smoke.get("mode") != "gpu":
         return (
             "the smoke report is from the CPU mode: it shows the plumbing, not GPU determinism. "

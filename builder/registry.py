@@ -31,7 +31,7 @@ MANIFEST_TYPES = (
     "application/vnd.oci.image.manifest.v1+json",
     "application/vnd.docker.distribution.manifest.v2+json",
 )
-_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 _CHALLENGE = re.compile(r'(\w+)="([^"]*)"')
 
 
@@ -54,7 +54,7 @@ class ImageReference:
     @classmethod
     def parse(cls, text: str) -> ImageReference:
         rest, _, digest = text.partition("@")
-        if digest and not _DIGEST.match(digest):
+        if digest and not DIGEST.match(digest):
             raise RegistryError(f"{text!r}: the digest must be sha256:<64 hex digits>.")
         tag = None
         slash, colon = rest.rfind("/"), rest.rfind(":")
@@ -132,7 +132,7 @@ class RegistryClient:
             digest = self._platform_digest(reference, body)
             body, media_type, _ = self._manifest(reference, digest)
         config_digest = str(body.get("config", {}).get("digest", ""))
-        if not _DIGEST.match(config_digest):
+        if not DIGEST.match(config_digest):
             raise RegistryError(
                 f"{reference.written}: the manifest names no config blob, so it is not a container "
                 "image: check the reference, or give the base by a digest of an image."

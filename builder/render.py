@@ -20,7 +20,8 @@ from builder.errors import ReprobuildError
 
 OVERRIDE_FOLDER = "reprobuild-templates"
 TEMPLATES = ("Dockerfile.j2", "apptainer.def.j2")
-OUTPUTS = ("Dockerfile", "reprobuild.def")
+DEFINITION = "reprobuild.def"
+OUTPUTS = ("Dockerfile", DEFINITION)
 _PLAIN = re.compile(r"^[A-Za-z0-9_./:,=@+-]*$")
 
 
@@ -98,9 +99,8 @@ def render(
     lock_digest: str,
     project: Path | None,
     from_image: str | None = None,
-    only: tuple[str, ...] = OUTPUTS,
 ) -> dict[str, str]:
-    """{"Dockerfile": ..., "reprobuild.def": ...} for one plan (or the outputs named in `only`)."""
+    """{"Dockerfile": ..., "reprobuild.def": ...} for one plan."""
     values = {
         "plan": build_plan,
         "version": __version__,
@@ -120,8 +120,6 @@ def render(
     env = environment(project)
     outputs = {}
     for template, output in zip(TEMPLATES, OUTPUTS, strict=True):
-        if output not in only:
-            continue
         try:
             outputs[output] = env.get_template(template).render(values)
         except jinja2.TemplateNotFound:
@@ -143,8 +141,7 @@ def write_definition(
     from_image: str | None,
 ) -> Path:
     """Rewrite the context's Apptainer definition (after a push: From the pushed image)."""
-    definition = "reprobuild.def"
-    text = render(build_plan, lock_digest, project, from_image, only=(definition,))[definition]
-    path = context_dir / definition
+    text = render(build_plan, lock_digest, project, from_image)[DEFINITION]
+    path = context_dir / DEFINITION
     files.write_atomic(path, text)
     return path

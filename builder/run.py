@@ -11,16 +11,14 @@ import json
 import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from builder import engine, host, plan, source
+from builder import engine, host, plan, snapshots, source
 from builder.buildrecord import ImageToRun
 from builder.files import write_atomic
 
-RUNS_FOLDER = "runs"
-OUTPUTS_INSIDE = "/outputs"
+RUNS_FOLDER = source.RUNS_FOLDER
 
 
 @dataclass(frozen=True)
@@ -67,9 +65,9 @@ def attachment(run_plan: RunPlan, outputs: Path, user: str) -> engine.Attached:
     return engine.Attached(
         mounts={
             str(run_plan.project): {"bind": plan.CODE, "mode": "ro"},
-            str(outputs): {"bind": OUTPUTS_INSIDE, "mode": "rw"},
+            str(outputs): {"bind": plan.OUTPUTS, "mode": "rw"},
         },
-        environment={"HOME": "/tmp", "REPROBUILD_OUTPUTS": OUTPUTS_INSIDE},
+        environment={"HOME": "/tmp", "REPROBUILD_OUTPUTS": plan.OUTPUTS},
         user=user,
         working_dir=plan.CODE,
         gpus=run_plan.gpus,
@@ -82,13 +80,13 @@ def execute(
     """Run the command and write its record (runs/<start>-<image>/run.json), which holds the
     command's exit code; the outputs default to that run's folder."""
     image_id = run_plan.image.image_id
-    started = now()
+    started = snapshots.utc_now()
     folder = run_folder(run_plan.project, started, image_id)
     outputs = run_plan.outputs or folder / "outputs"
     user = container_user()
     prepare_outputs(outputs, user)
     commit, dirty = source.git_state(run_plan.project)
-    found = host.probe_nvidia(sm_counts=False)
+    found = host.probe_nvidia()
     code = engine.run_attached(
         client, image_id, run_plan.command, attachment(run_plan, outputs, user), output
     )
@@ -105,16 +103,12 @@ def execute(
         user=user,
         outputs=str(outputs),
         started=started,
-        ended=now(),
+        ended=snapshots.utc_now(),
         exit_code=code,
     )
     path = folder / "run.json"
     write_atomic(path, json.dumps(asdict(record), indent=2, sort_keys=True) + "\n")
     return record, path
-
-
-def now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def run_folder(project: Path, started: str, image_id: str) -> Path:

@@ -15,10 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from builder import tarstream
+from builder import engine, tarstream
 from builder.errors import ReprobuildError
-
-TAIL_LINES = 15
 
 
 class SifError(ReprobuildError):
@@ -56,10 +54,19 @@ def output_path(project: Path, image: str) -> Path:
     return project / (re.sub(r"[^A-Za-z0-9._-]+", "-", image).strip("-") + ".sif")
 
 
+def build_for(project: Path, image: str, on_line: Callable[[str], None]) -> SifImage:
+    """The SIF of the project's pushed build, from the definition `build --push` wrote."""
+    from builder import context, render
+
+    definition = project / context.DEFAULT_OUTPUT / render.DEFINITION
+    on_line(f"building the SIF from {definition} with apptainer")
+    return build(definition, output_path(project, image), on_line)
+
+
 def build(definition: Path, output: Path, on_line: Callable[[str], None]) -> SifImage:
     """`apptainer build --force OUTPUT DEFINITION`; each output line goes to on_line."""
     staged = output.with_name(f".{output.name}.partial")
-    tail: deque[str] = deque(maxlen=TAIL_LINES)
+    tail: deque[str] = deque(maxlen=engine.TAIL_LINES)
     argv = ["apptainer", "build", "--force", str(staged), str(definition)]
     with subprocess.Popen(
         argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True

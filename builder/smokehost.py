@@ -8,12 +8,13 @@ it by image ID with the network off as the image's own non-root user, and reads 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from builder import engine
 from builder.buildrecord import ImageToRun
-from builder.errors import ReprobuildError
+from builder.errors import ReprobuildError, tail
 
 NOT_FOUND_EXIT = 127
 TIMEOUT_S = 1200
@@ -71,6 +72,23 @@ def run(
     return SmokeRun(image.reference, image.image_id, gpus, result.exit_code, report)
 
 
+def mode_text(gpus: str | None) -> str:
+    return "CPU mode" if gpus is None else f"--gpus {gpus}"
+
+
+def run_noted(
+    client: Any,
+    image: ImageToRun,
+    *,
+    gpus: str | None,
+    note: Callable[[str], None],
+    canary: bool = True,
+) -> SmokeRun:
+    """`run`, after a note that says where and how."""
+    note(f"running the smoke test in {image.reference} ({mode_text(gpus)})")
+    return run(client, image, gpus=gpus, canary=canary)
+
+
 def _report(image: str, result: engine.RunResult) -> dict[str, Any]:
     try:
         report: dict[str, Any] = json.loads(result.stdout)
@@ -80,8 +98,8 @@ def _report(image: str, result: engine.RunResult) -> dict[str, Any]:
         return report
     if result.exit_code == NOT_FOUND_EXIT:
         raise SmokeError(NO_PAYLOAD.format(image=image))
-    tail = "\n".join((result.stderr or result.stdout).strip().splitlines()[-8:]) or "(no output)"
+    last = tail(result.stderr or result.stdout) or "(no output)"
     raise SmokeError(
-        f"the smoke payload in {image} exited {result.exit_code} without a report:\n{tail}\n"
+        f"the smoke payload in {image} exited {result.exit_code} without a report:\n{last}\n"
         "Run `docker run --rm IMAGE reprobuild-smoke` to see its whole output."
     )

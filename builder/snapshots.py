@@ -30,3 +30,8 @@ def snapshot_stamp(snapshot: str) -> str:
 
 def snapshot_mirror(snapshot: str) -> str:
     return f"{SNAPSHOT_ARCHIVE}/{snapshot_stamp(snapshot)}"
+
+
+def utc_now() -> str:
+    """This instant in UTC, to the millisecond: 2026-11-23T10:15:00.123Z."""
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")

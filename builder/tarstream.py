@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import stat
 import tarfile
 from collections.abc import Callable, Iterator
@@ -80,6 +81,13 @@ class HashingWriter:
         self.digest.update(data)
         self.size += len(data)
         return self.target.write(data)
+
+
+def copy_hashed(source: IO[bytes], target: IO[bytes]) -> HashingWriter:
+    """Copy `source` into `target`, hashing and counting as it goes."""
+    writer = HashingWriter(target)
+    shutil.copyfileobj(source, writer, BLOCK)
+    return writer
 
 
 Visit = Callable[[tarfile.TarInfo, tarfile.TarFile], None]

@@ -8,14 +8,13 @@ matches, its smoke fingerprints are compared with the manifest.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from builder import engine, publish
+from builder import engine, lockfile, publish
 from builder.errors import ReprobuildError
 
 LOCK_LABEL = "dev.reprobuild.lock"
@@ -43,6 +42,9 @@ class Verification:
 
     def add(self, check: str, status: str, detail: str) -> None:
         self.findings.append(Finding(check, status, detail))
+
+    def judge(self, check: str, holds: bool, ok: str, fail: str) -> None:
+        self.add(check, "ok" if holds else "fail", ok if holds else fail)
 
     @property
     def failed(self) -> bool:
@@ -106,9 +108,10 @@ def _shape_problem(document: dict[str, Any]) -> str | None:
 
 def image_reference(text: str) -> str:
     """name@sha256:... as the engine pulls it (a tag written before the digest is dropped)."""
+    from builder.registry import DIGEST
+
     name, _, digest = text.partition("@")
-    hexdigits = digest.removeprefix("sha256:")
-    if not digest.startswith("sha256:") or len(hexdigits) != 64 or not _is_hex(hexdigits):
+    if not DIGEST.match(digest):
         raise VerifyError(
             f"{text!r} is not pinned by digest: give name@sha256:<64 hex digits> (a tag can be "
             "moved to another image) or the paper's reprobuild.manifest.json."
@@ -116,8 +119,27 @@ def image_reference(text: str) -> str:
     return f"{engine.split_tag(name)[0]}@{digest}"
 
 
-def _is_hex(text: str) -> bool:
-    return all(character in "0123456789abcdef" for character in text)
+@dataclass(frozen=True)
+class Subject:
+    """What to verify, read before the engine is asked anything."""
+
+    text: str  # as given
+    manifest: dict[str, Any] | None  # the published manifest; None: an image by digest
+    project_lock: str | None  # for an image: this project's lock digest, when it has a lock
+
+
+def read_subject(text: str, project: Path) -> Subject:
+    path = Path(text)
+    if "@" not in text or path.is_file():
+        return Subject(text, read_manifest(path), None)
+    lock = project / lockfile.LOCK_FILE
+    return Subject(text, None, lockfile.file_digest(lock) if lock.is_file() else None)
+
+
+def verify(client: Any, registry: Any, subject: Subject, steps: Steps) -> Verification:
+    if subject.manifest is not None:
+        return verify_manifest(client, registry, subject.manifest, subject.text, steps)
+    return verify_image(client, registry, subject.text, subject.project_lock, steps)
 
 
 def verify_manifest(
@@ -136,7 +158,7 @@ def verify_manifest(
         _lock_label(result, config, lock_digest, "the manifest's lock")
     _tag(result, registry, image.get("tag"))
     if config is not None:
-        _smoke(client, result, steps, document["smoke"])
+        _smoke(client, result, steps, str(config["Id"]), document["smoke"])
         _rebuild(result, steps, lock_digest, published_config)
     return result
 
@@ -189,22 +211,20 @@ def verify_image(
             "skip",
             f"built from the lock {labelled}; no reprobuild.lock here to compare it with",
         )
-    _smoke(client, result, steps, None)
+    _smoke(client, result, steps, str(config["Id"]), None)
     _rebuild(result, steps, labelled, str(config["Id"]))
     return result
 
 
 def _integrity(result: Verification, document: dict[str, Any]) -> None:
     found = publish.integrity(document)
-    if document.get("integrity") == found:
-        result.add("manifest", "ok", f"integrity {found} matches its content")
-    else:
-        result.add(
-            "manifest",
-            "fail",
-            f"edited after publishing: its content hashes to {found}, the manifest says "
-            f"{document.get('integrity')}",
-        )
+    result.judge(
+        "manifest",
+        document.get("integrity") == found,
+        f"integrity {found} matches its content",
+        f"edited after publishing: its content hashes to {found}, the manifest says "
+        f"{document.get('integrity')}",
+    )
 
 
 def _embedded_lock(result: Verification, document: dict[str, Any]) -> str:
@@ -213,7 +233,7 @@ def _embedded_lock(result: Verification, document: dict[str, Any]) -> str:
     if not isinstance(text, str):
         result.add("lock", "fail", "the manifest carries no lock text")
         return digest
-    found = f"sha256:{hashlib.sha256(text.encode('utf-8')).hexdigest()}"
+    found = lockfile.text_digest(text)
     if found != digest:
         result.add(
             "lock", "fail", f"the embedded lock hashes to {found}, the manifest says {digest}"
@@ -251,14 +271,12 @@ def _fetched(
 
 def _same_config(result: Verification, config: dict[str, Any], published: str) -> None:
     found = str(config["Id"])
-    if found == published:
-        result.add("image", "ok", f"pulled {result.reference}; config digest {found} as published")
-    else:
-        result.add(
-            "image",
-            "fail",
-            f"{result.reference} has the config digest {found}, the manifest says {published}",
-        )
+    result.judge(
+        "image",
+        found == published,
+        f"pulled {result.reference}; config digest {found} as published",
+        f"{result.reference} has the config digest {found}, the manifest says {published}",
+    )
 
 
 def _labels(config: dict[str, Any]) -> dict[str, str]:
@@ -267,15 +285,12 @@ def _labels(config: dict[str, Any]) -> dict[str, str]:
 
 def _lock_label(result: Verification, config: dict[str, Any], expected: str, whose: str) -> None:
     labelled = _labels(config).get(LOCK_LABEL)
-    if labelled == expected:
-        result.add("lock", "ok", f"the image was built from {whose} {expected}")
-    else:
-        result.add(
-            "lock",
-            "fail",
-            f"the image was built from the lock {labelled or '(no label)'}, but {whose} is "
-            f"{expected}",
-        )
+    result.judge(
+        "lock",
+        labelled == expected,
+        f"the image was built from {whose} {expected}",
+        f"the image was built from the lock {labelled or '(no label)'}, but {whose} is {expected}",
+    )
 
 
 def _tag(result: Verification, registry: Any, tag: Any) -> None:
@@ -302,15 +317,19 @@ def _tag(result: Verification, registry: Any, tag: Any) -> None:
 
 
 def _smoke(
-    client: Any, result: Verification, steps: Steps, published: dict[str, Any] | None
+    client: Any,
+    result: Verification,
+    steps: Steps,
+    image_id: str,
+    published: dict[str, Any] | None,
 ) -> None:
     if not steps.smoke:
         result.add("smoke", "skip", "not run (--no-smoke)")
         return
     from builder import buildrecord, smokehost
+    from builder.smoke.describe import differing_kernels
 
-    config = engine.inspect_image(client, result.reference)
-    chosen = buildrecord.ImageToRun(result.reference, str(config["Id"]), result.reference)
+    chosen = buildrecord.ImageToRun(result.reference, image_id, result.reference)
     try:
         ran = smokehost.run(client, chosen, gpus=steps.gpus).to_dict()
     except ReprobuildError as error:
@@ -322,7 +341,7 @@ def _smoke(
     mode = "CPU mode" if steps.gpus is None else f"GPU ({ran.get('key', {}).get('gpu')})"
     status = {"pass": "ok", "unproven": "warn"}.get(str(verdict), "fail")
     kernels = ran.get("kernels", {})
-    differing = sorted(name for name, kernel in kernels.items() if not kernel.get("identical"))
+    differing = sorted(differing_kernels(ran))
     detail = f"{mode}: verdict {verdict}, {len(kernels)} kernels"
     if differing:
         detail += f"; differing between its two processes: {', '.join(differing)}"
@@ -384,15 +403,13 @@ def _rebuild(result: Verification, steps: Steps, lock_digest: str, published: st
     except ReprobuildError as error:
         result.add("rebuild", "fail", f"could not rebuild: {error}")
         return
-    if rebuilt == published:
-        result.add("rebuild", "ok", f"a --no-cache rebuild of the lock gave {rebuilt} again")
-    else:
-        result.add(
-            "rebuild",
-            "fail",
-            f"a --no-cache rebuild of the lock gave {rebuilt}, not {published}: "
-            f"`reprobuild diff {result.reference} {rebuilt}` shows why",
-        )
+    result.judge(
+        "rebuild",
+        rebuilt == published,
+        f"a --no-cache rebuild of the lock gave {rebuilt} again",
+        f"a --no-cache rebuild of the lock gave {rebuilt}, not {published}: "
+        f"`reprobuild diff {result.reference} {rebuilt}` shows why",
+    )
 
 
 def lines(result: Verification) -> list[str]:

@@ -8,7 +8,6 @@ download whose hash differs from the lock is discarded and reported, never kept.
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -72,8 +71,7 @@ def _place(
             written = _download(session, package, staging, progress)
         else:
             with (project / package.url).open("rb") as source, staging.open("wb") as handle:
-                written = tarstream.HashingWriter(handle)
-                shutil.copyfileobj(source, written, tarstream.BLOCK)
+                written = tarstream.copy_hashed(source, handle)
         found = written.digest.hexdigest()
         if found != package.sha256:
             raise HashMismatch(
@@ -102,13 +100,11 @@ def _download(
                         break
                     continue
                 total = int(response.headers.get("Content-Length") or 0)
-                done = 0
                 with staging.open("wb") as handle:
                     written = tarstream.HashingWriter(handle)
                     for block in response.iter_content(tarstream.BLOCK):
                         written.write(block)
-                        done += len(block)
-                        progress(package.filename, done, total)
+                        progress(package.filename, written.size, total)
                 return written
         except requests.RequestException as error:
             problem = type(error).__name__

@@ -38,7 +38,7 @@ def text(data: dict[str, Any]) -> str:
                 )
             )
     verdict = data["verdict"]
-    differing = [name for name, result in data["kernels"].items() if not result["identical"]]
+    differing = differing_kernels(data)
     count = len(data["kernels"])
     summary = {
         "pass": f"PASS: {count} fingerprints identical across 2 fresh processes",
@@ -51,3 +51,8 @@ def text(data: dict[str, Any]) -> str:
     }[verdict]
     lines.append(f"{summary} ({data['wall_s']} s)")
     return "\n".join(lines)
+
+
+def differing_kernels(report: dict[str, Any]) -> list[str]:
+    """The kernels whose fingerprints differed between the two deterministic processes."""
+    return [name for name, result in report["kernels"].items() if not result.get("identical")]

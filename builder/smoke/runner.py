@@ -137,9 +137,7 @@ def run(package: str, cpu: bool, expected: dict[str, Any], self_test: bool, cana
     start = time.perf_counter()
     report = Report(mode="cpu" if cpu else "gpu")
     children = {
-        role: _start(
-            package, role, cpu=cpu, self_test=self_test and role != "canary", expected=expected
-        )
+        role: _start(package, role, cpu=cpu, self_test=self_test, expected=expected)
         for role in ROLES
         if canary or role != "canary"
     }

@@ -7,7 +7,7 @@ import random
 
 import torch
 
-DEFAULT_CUBLAS = ":4096:8"
+from . import hook
 
 
 def tf32_allowed() -> bool:
@@ -16,17 +16,19 @@ def tf32_allowed() -> bool:
 
 
 def apply(deterministic: bool, seed: int) -> None:
-    """Deterministic mode, or the default (nondeterministic) mode the canary runs in."""
+    """Deterministic mode (the image hook's own settings), or the default (nondeterministic)
+    mode the canary runs in."""
+    tf32 = tf32_allowed()
     if deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", DEFAULT_CUBLAS)
-    torch.use_deterministic_algorithms(deterministic)
-    torch.backends.cudnn.deterministic = deterministic
-    torch.backends.cudnn.benchmark = False
-    allow = tf32_allowed()
-    torch.backends.cuda.matmul.allow_tf32 = allow
-    torch.backends.cudnn.allow_tf32 = allow
+        hook.deterministic_torch(torch, seed=seed, tf32=tf32, warn_only=False)
+    else:
+        torch.use_deterministic_algorithms(False)
+        torch.backends.cudnn.deterministic = False
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        torch.backends.cudnn.allow_tf32 = tf32
+        torch.manual_seed(seed)
     random.seed(seed)
-    torch.manual_seed(seed)
     try:
         import numpy
     except ImportError:

@@ -10,7 +10,7 @@ pytestmark = pytest.mark.gpu
 
 
 def test_nvml_reads_driver_and_gpus() -> None:
-    found = host.probe_nvidia()
+    found = host.probe_nvidia(sm_counts=True)
     assert found.problem is None
     assert found.driver is not None and found.driver.parts[0] >= 450
     assert found.cuda_driver is not None and found.cuda_driver.major >= 11

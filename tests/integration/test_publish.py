@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ import pytest
 import yaml
 
 from builder import build, buildrecord, engine, lockfile, publish
+from tests import cli
 from tests.infra import BASE, REGISTRY
 from tests.integration.test_build import build_project, small_project
 
@@ -26,15 +26,7 @@ PAPER = f"{REGISTRY}/reprobuild-test/torch-e2e:paper"
 
 
 def reprobuild(*args: str) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
-        [sys.executable, "-m", "builder", *args],
-        capture_output=True,
-        text=True,
-        timeout=1200,
-        check=False,
-    )
-    assert "Traceback" not in result.stderr, result.stderr
-    return result
+    return cli.reprobuild(*args, timeout=1200)  # a push or a pull of the torch image: minutes
 
 
 @dataclass(frozen=True)

@@ -14,16 +14,12 @@ from typing import Any
 import pytest
 
 from builder import plan
+from tests import cli
+from tests.records import make_record
 
 
 def reprobuild(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "builder", "-C", str(project), *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    return cli.reprobuild("-C", str(project), *args)
 
 
 @pytest.fixture
@@ -104,19 +100,9 @@ def test_an_image_the_registry_does_not_have(project: Path, engine_client: Any) 
 
 def _write_record(project: Path, image_id: str, pushed: str | None) -> None:
     from builder import buildrecord
-    from builder.buildrecord import BuildRecord
 
-    record = BuildRecord(
-        image="lab/train:0123456789ab",
-        image_id=image_id,
-        layers=(),
-        base_layers=1,
-        lock="sha256:" + "0" * 64,
-        knowledge_version="k",
-        reprobuild_version="0.1.0",
-        engine_version="20.10.24",
-        base="base",
-        pushed=pushed,
+    record = make_record(
+        "sha256:" + "0" * 64, pushed=pushed, image_id=image_id, image="lab/train:0123456789ab"
     )
     buildrecord.write(project, record)
 

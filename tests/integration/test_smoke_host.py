@@ -5,20 +5,15 @@ the payload itself is in test_torch_image.py (CPU mode: CI has no GPU)."""
 from __future__ import annotations
 
 import subprocess
-import sys
 from typing import Any
 
 import pytest
 
+from tests.cli import reprobuild
+
 
 def smoke(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "builder", "smoke", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    return reprobuild("smoke", *args, timeout=300)
 
 
 def test_gpu_mode_on_an_engine_without_the_nvidia_runtime(

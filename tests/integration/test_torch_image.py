@@ -7,9 +7,9 @@ About 3 GB of wheels are downloaded once into the wheel cache; the build takes m
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from typing import Any
+
+from tests.cli import reprobuild
 
 
 def _run(client: Any, image: str, argv: list[str]) -> tuple[int, str]:
@@ -38,13 +38,7 @@ def test_torch_image_runs_the_locked_cuda_build_on_the_cpu(
 def test_reprobuild_smoke_runs_the_payload_in_the_built_image(torch_image: Any) -> None:
     # CPU mode: CI has no GPU; tests/gpu runs the payload on one.
     project = str(torch_image.project)
-    result = subprocess.run(
-        [sys.executable, "-m", "builder", "-C", project, "smoke", "--cpu", "--json"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+    result = reprobuild("-C", project, "smoke", "--cpu", "--json", timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
     report = json.loads(result.stdout)
     record = torch_image.record

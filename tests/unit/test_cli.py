@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from builder import buildrecord, lockfile
+from tests.cli import reprobuild
 from tests.conftest import LocalIndex
 from tests.records import make_record
 
@@ -19,20 +20,12 @@ EXAMPLE = Path(__file__).parents[2] / "images" / "example"
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """No engine here (DOCKER_HOST names none) and the shipped knowledge base unless given."""
     environment = {**os.environ, "DOCKER_HOST": "unix:///nonexistent/docker.sock", **(env or {})}
     environment.pop("REPROBUILD_KNOWLEDGE", None)
     if env and "REPROBUILD_KNOWLEDGE" in env:
         environment["REPROBUILD_KNOWLEDGE"] = env["REPROBUILD_KNOWLEDGE"]
-    result = subprocess.run(
-        [sys.executable, "-m", "builder", *args],
-        capture_output=True,
-        text=True,
-        env=environment,
-        timeout=120,
-        check=False,
-    )
-    assert "Traceback" not in result.stderr, result.stderr
-    return result
+    return reprobuild(*args, env=environment)
 
 
 def test_resolve_example_json() -> None:

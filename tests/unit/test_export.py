@@ -58,7 +58,7 @@ def expected_env(project: Path) -> list[tuple[str, str]]:
     env = [
         pair
         for pair in plan.plan(current.lock, current.digest).env
-        if pair[0] in export.DETERMINISM
+        if pair[0] in plan.DETERMINISM_ENV
     ]
     values = dict(env)
     assert values["PYTHONHASHSEED"] == "0" and values["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
@@ -429,7 +429,7 @@ def test_determinism_env_takes_what_the_plan_has() -> None:
         ("PYTHONHASHSEED", "0"),
         ("NVIDIA_VISIBLE_DEVICES", "all"),
     )
-    assert export.determinism_env(env) == (("REPROBUILD_SEED", "7"), ("PYTHONHASHSEED", "0"))
+    assert plan.determinism_env(env) == (("REPROBUILD_SEED", "7"), ("PYTHONHASHSEED", "0"))
 
 
 def test_write_is_atomic_and_explains_a_bad_path(tmp_path: Path) -> None:

@@ -14,33 +14,26 @@ import yaml
 
 from builder import publish, verify
 from builder.buildrecord import BuildRecord, LayerRecord
+from tests import records
 from tests.locks import make_lock
+from tests.records import MANIFEST, make_record
 
-DIGEST = "sha256:" + "ab" * 32
-CONFIG = "sha256:" + "cd" * 32
+DIGEST, CONFIG = MANIFEST, records.CONFIG
 LOCK_DIGEST = "sha256:" + "ef" * 32
 PUSHED = f"registry.example.org/lab/model@{DIGEST}"
 
 
 def record(**changes: Any) -> BuildRecord:
     values: dict[str, Any] = {
+        "pushed": PUSHED,
         "image": "lab/model:efefefefefef",
-        "image_id": CONFIG,
         "layers": (
             LayerRecord("sha256:" + "01" * 32, 1000),
             LayerRecord("sha256:" + "02" * 32, 24),
         ),
-        "base_layers": 1,
-        "lock": LOCK_DIGEST,
-        "knowledge_version": "2026-11-22+000000000000",
-        "reprobuild_version": "0.1.0",
-        "engine_version": "20.10.24",
-        "base": "python@sha256:" + "0" * 64,
-        "manifest_digest": DIGEST,
-        "pushed": PUSHED,
         "pushed_tag": "registry.example.org/lab/model:paper",
     }
-    return BuildRecord(**{**values, **changes})
+    return make_record(LOCK_DIGEST, **{**values, **changes})
 
 
 def smoke(mode: str = "gpu", verdict: str = "pass", **key: Any) -> dict[str, Any]:
@@ -196,7 +189,7 @@ def test_publish_refuses_an_unpushed_build_without_a_target() -> None:
             _Current(LOCK_DIGEST),
             record(pushed=None, manifest_digest=None),
             push_to=None,
-            smoke=lambda _: {},
+            smoke=publish.SmokeSource(None, None),
             save=print,
             note=print,
         )
@@ -213,7 +206,7 @@ def test_publish_refuses_a_build_of_another_lock() -> None:
             _Current("sha256:" + "00" * 32),
             record(),
             push_to=None,
-            smoke=lambda _: {},
+            smoke=publish.SmokeSource(None, None),
             save=print,
             note=print,
         )

@@ -1,6 +1,7 @@
 """The image's runtime hook: torch becomes deterministic as it is imported, with no code change.
 
-Installed in every image's venv as `_reprobuild_determinism.py`, loaded at interpreter start by
+Part of the smoke payload (whose deterministic processes apply the same `deterministic_torch`),
+and installed in every image's venv as `_reprobuild_determinism.py`, loaded at interpreter start by
 `reprobuild-determinism.pth` (so not under `python -S`). At start it seeds Python's `random` and
 puts one finder on sys.meta_path. When the program imports torch, the finder lets torch's own
 import finish and then, before anything can touch a GPU, applies the deterministic settings;
@@ -15,14 +16,18 @@ REPROBUILD_TF32=1 allows TF32 matmuls and convolutions. What was applied is kept
 
 from __future__ import annotations
 
-import importlib.abc
-import importlib.machinery
 import os
 import random
 import sys
-from collections.abc import Callable, Sequence
-from types import ModuleType
-from typing import Any
+
+# Every Python process in the image imports this module at start, so it imports nothing beyond
+# what the interpreter has already loaded; the names below are for annotations only.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from importlib.machinery import ModuleSpec
+    from types import ModuleType
+    from typing import Any
 
 MODE_VARIABLE = "REPROBUILD_DETERMINISTIC"
 SEED_VARIABLE = "REPROBUILD_SEED"
@@ -32,6 +37,7 @@ DEFAULT_CUBLAS = ":4096:8"
 MODES = ("1", "warn", "0")
 SEED_LIMIT = 2**32  # what numpy.random.seed accepts; torch takes the same range
 APPLIED: dict[str, Any] = {}
+_warned: set[str] = set()
 
 
 def mode() -> str:
@@ -54,12 +60,22 @@ def seed() -> int:
 
 
 def _warn(text: str) -> None:
-    print(f"reprobuild determinism hook: {text}", file=sys.stderr)
+    """Once per text: the seed is read at start and at each import it serves."""
+    if text not in _warned:
+        _warned.add(text)
+        print(f"reprobuild determinism hook: {text}", file=sys.stderr)
 
 
 def apply_torch(torch: ModuleType) -> dict[str, Any]:
-    """Make the imported torch deterministic; return what was set."""
-    chosen_seed, tf32, warn_only = seed(), os.environ.get(TF32_VARIABLE) == "1", mode() == "warn"
+    """Make the imported torch deterministic as the environment says; return what was set."""
+    tf32 = os.environ.get(TF32_VARIABLE) == "1"
+    return deterministic_torch(torch, seed=seed(), tf32=tf32, warn_only=mode() == "warn")
+
+
+def deterministic_torch(
+    torch: ModuleType, *, seed: int, tf32: bool, warn_only: bool
+) -> dict[str, Any]:
+    """The deterministic settings, which the smoke test applies too: it proves these."""
     # cuBLAS reads this when its first handle is made, which is after torch's import.
     os.environ.setdefault(CUBLAS_VARIABLE, DEFAULT_CUBLAS)
     torch.use_deterministic_algorithms(True, warn_only=warn_only)
@@ -67,14 +83,14 @@ def apply_torch(torch: ModuleType) -> dict[str, Any]:
     torch.backends.cudnn.benchmark = False
     torch.backends.cuda.matmul.allow_tf32 = tf32
     torch.backends.cudnn.allow_tf32 = tf32
-    torch.manual_seed(chosen_seed)
+    torch.manual_seed(seed)
     return {
         "deterministic_algorithms": True,
         "warn_only": warn_only,
         "cudnn_deterministic": True,
         "cudnn_benchmark": False,
         "allow_tf32": tf32,
-        "torch_seed": chosen_seed,
+        "torch_seed": seed,
         CUBLAS_VARIABLE: os.environ[CUBLAS_VARIABLE],
     }
 
@@ -91,14 +107,16 @@ SETTINGS: dict[str, Callable[[ModuleType], dict[str, Any]]] = {
 }
 
 
-class _ApplyAfterImport(importlib.abc.Loader):
-    """The module's own loader, then its settings on the finished module."""
+class _ApplyAfterImport:
+    """The module's own loader, then its settings on the finished module. (Import hooks need
+    only these methods; the importlib.abc bases would cost every start their imports.)"""
 
-    def __init__(self, loader: importlib.abc.Loader) -> None:
+    def __init__(self, loader: Any) -> None:
         self.loader = loader
 
-    def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType | None:
-        return self.loader.create_module(spec)
+    def create_module(self, spec: ModuleSpec) -> ModuleType | None:
+        module: ModuleType | None = self.loader.create_module(spec)
+        return module
 
     def exec_module(self, module: ModuleType) -> None:
         self.loader.exec_module(module)
@@ -117,7 +135,7 @@ class _ApplyAfterImport(importlib.abc.Loader):
         return getattr(self.loader, name)
 
 
-class _Finder(importlib.abc.MetaPathFinder):
+class _Finder:
     """Wraps the loader of `torch` and `numpy` (top level only) until each is imported. It never
     leaves sys.meta_path, so a mere lookup (`importlib.util.find_spec("torch")`, which libraries
     do to test for torch) cannot switch it off, and no other thread's lookup sees the list
@@ -128,22 +146,22 @@ class _Finder(importlib.abc.MetaPathFinder):
         fullname: str,
         path: Sequence[str] | None,
         target: ModuleType | None = None,
-    ) -> importlib.machinery.ModuleSpec | None:
+    ) -> ModuleSpec | None:
         if path is not None or fullname not in SETTINGS or fullname in sys.modules:
             return None
         spec = _spec_from_the_others(self, fullname)
         if spec is None or spec.loader is None:
             return spec
-        spec.loader = _ApplyAfterImport(spec.loader)
+        spec.loader = _ApplyAfterImport(spec.loader)  # type: ignore[assignment]
         return spec
 
 
-def _spec_from_the_others(hook: _Finder, fullname: str) -> importlib.machinery.ModuleSpec | None:
+def _spec_from_the_others(hook: _Finder, fullname: str) -> ModuleSpec | None:
     for finder in list(sys.meta_path):
         find = getattr(finder, "find_spec", None)
         if finder is hook or find is None:
             continue
-        spec: importlib.machinery.ModuleSpec | None = find(fullname, None)
+        spec: ModuleSpec | None = find(fullname, None)
         if spec is not None:
             return spec
     return None
