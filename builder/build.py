@@ -8,7 +8,9 @@ after normalisation, so a failed or interrupted build leaves no tag behind.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import re
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
@@ -16,7 +18,17 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, Any
 
-from builder import __version__, bootstrap, context, engine, normalise, plan, source, tarstream
+from builder import (
+    __version__,
+    bootstrap,
+    context,
+    engine,
+    imagecache,
+    normalise,
+    plan,
+    source,
+    tarstream,
+)
 from builder.buildrecord import BuildRecord, LayerRecord
 from builder.errors import ReprobuildError
 from builder.lock import Lock
@@ -32,7 +44,6 @@ class NormaliseError(ReprobuildError):
 class Normalised:
     image_id: str
     layers: tuple[LayerRecord, ...]
-    base_layers: int
     rewritten: tuple[str, ...]  # the noise found in layers that had to be rewritten
     scanned_bytes: int
 
@@ -60,40 +71,56 @@ def ensure_base(client: Any, lock: Lock, build_plan: plan.BuildPlan, note: Note)
 
 
 def normalise_image(
-    client: Any, image_id: str, *, base: str, epoch: int, reference: str, note: Note
+    client: Any,
+    image_id: str,
+    *,
+    parent: str,
+    epoch: int,
+    reference: str,
+    note: Note,
+    trust_context_copies: bool = False,
+    rescan: bool = False,
 ) -> Normalised:
-    """Normalise a built image and load it back as `reference`; return what it became."""
-    diff_ids: list[str] = engine.inspect_image(client, image_id)["RootFS"]["Layers"]
-    base_ids: list[str] = engine.inspect_image(client, base)["RootFS"]["Layers"]
-    if diff_ids[: len(base_ids)] != base_ids:
-        raise NormaliseError(
-            f"the built image {image_id} does not start with the base {base}. A template "
-            "override must keep `FROM {{ plan.base }} AS system` as its first stage and build the "
-            "image from it; restore that line, or remove the override."
+    """Normalise an image built FROM `parent` and load it back as `reference`.
+
+    The config is written from the engine's inspect and history of the build (see
+    `normalise.config`). Each layer the build added is checked for noise, except a layer whose
+    diff ID was found clean before (the diff ID is the layer's sha256) and, with
+    `trust_context_copies`, a layer copied from the build context, whose every file reprobuild
+    wrote and dated itself. Layers still to check are read from an export of the image (`rescan`:
+    all of them), and a noisy one is rewritten.
+    """
+    parent_raw = parent_config(client, parent, note)
+    inherited = len(json.loads(parent_raw)["rootfs"]["diff_ids"])
+    inspected = engine.inspect_image(client, image_id)
+    diff_ids: list[str] = inspected["RootFS"]["Layers"]
+    steps = _own_steps(client, image_id, parent, parent_raw, diff_ids)
+    layer_steps = [step for step in steps if step.adds_layer]
+    to_check = {
+        diff_id
+        for diff_id, step in zip(diff_ids[inherited:], layer_steps, strict=True)
+        if rescan
+        or not (
+            imagecache.is_clean(diff_id, epoch)
+            or (trust_context_copies and _CONTEXT_COPY in step.created_by)
         )
-    base_history = engine.history_length(client, base)
-    note("normalising: reading the built image")
-    raw_config, scans, members = _scan(client, image_id, epoch, set(base_ids))
-    own = [
-        (index, scans[diff_id]) for index, diff_id in enumerate(diff_ids) if index >= len(base_ids)
-    ]
-    noisy = [index for index, scan in own if not scan.clean]
-    rewritten = tuple(problem for _, scan in own for problem in scan.noise)
+    }
     with ExitStack() as stack:
-        if noisy:
-            note(
-                f"normalising: rewriting {len(diff_ids) - noisy[0]} layers "
-                f"from layer {noisy[0] + 1}"
+        if to_check:
+            checked = _check_layers(
+                client,
+                image_id,
+                diff_ids=diff_ids,
+                inherited=inherited,
+                epoch=epoch,
+                stack=stack,
+                note=note,
             )
-            folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="reprobuild-")))
-            work = _Pass(diff_ids, noisy, members, scans)
-            final = _rewrite(client, image_id, work, epoch, folder)
-            layers = [(r.diff_id, _open(stack, folder, i), r.size) for i, r in enumerate(final)]
         else:
-            layers = [(diff_id, None, scans[diff_id].size) for diff_id in diff_ids]
-        new_ids = [diff_id for diff_id, _, _ in layers]
-        config = normalise.config(raw_config, epoch, base_history, new_ids)
-        engine.load_stream(client, normalise.load_archive(config, layers, reference))
+            checked = _Checked([(diff_id, None, 0) for diff_id in diff_ids], (), 0)
+        new_ids = [diff_id for diff_id, _, _ in checked.layers]
+        config = normalise.config(parent_raw, inspected, steps, epoch, new_ids)
+        engine.load_stream(client, normalise.load_archive(config, checked.layers, reference))
     new_id = f"sha256:{hashlib.sha256(config).hexdigest()}"
     loaded = engine.inspect_image(client, reference)["Id"]
     if loaded != new_id:
@@ -101,9 +128,122 @@ def normalise_image(
             f"the engine loaded {reference} as {loaded}, expected {new_id}: another build took "
             "the name at the same moment. Run `reprobuild build` again."
         )
-    records = tuple(LayerRecord(diff_id, size) for diff_id, _, size in layers)
-    scanned = sum(scan.size for _, scan in own)
-    return Normalised(new_id, records, len(base_ids), rewritten, scanned)
+    imagecache.keep_config(config)
+    layers = _layer_sizes(client, reference, config)
+    return Normalised(new_id, layers, checked.rewritten, checked.scanned_bytes)
+
+
+@dataclass(frozen=True)
+class _Checked:
+    """The layers to load (a file for each rewritten one and each above it, None where the engine
+    holds the layer), the noise removed, and the bytes of layers read to check them."""
+
+    layers: list[tuple[str, IO[bytes] | None, int]]
+    rewritten: tuple[str, ...]
+    scanned_bytes: int
+
+
+def _check_layers(
+    client: Any,
+    image_id: str,
+    *,
+    diff_ids: list[str],
+    inherited: int,
+    epoch: int,
+    stack: ExitStack,
+    note: Note,
+) -> _Checked:
+    """Read the image's export, scan the build's layers, rewrite from the first noisy one."""
+    note("normalising: reading the built image")
+    scans, members = _scan(client, image_id, epoch)
+    own = [(index, scans[d]) for index, d in enumerate(diff_ids) if index >= inherited]
+    noisy = [index for index, scan in own if not scan.clean]
+    layers: list[tuple[str, IO[bytes] | None, int]] = [(d, None, 0) for d in diff_ids]
+    if noisy:
+        note(f"normalising: rewriting {len(diff_ids) - noisy[0]} layers from layer {noisy[0] + 1}")
+        folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="reprobuild-")))
+        final = _rewrite(client, image_id, _Pass(diff_ids, noisy, members, scans), epoch, folder)
+        layers = [(r.diff_id, _open(stack, folder, i), r.size) for i, r in enumerate(final)]
+    for diff_id, _, _ in layers[inherited:]:  # a rewritten layer is clean by construction
+        if diff_id not in scans or scans[diff_id].clean:
+            imagecache.mark_clean(diff_id, epoch)
+    rewritten = tuple(problem for _, scan in own for problem in scan.noise)
+    return _Checked(layers, rewritten, sum(scan.size for _, scan in own))
+
+
+# How the classic builder records a COPY in the history (ADD and RUN read differently).
+_CONTEXT_COPY = "#(nop) COPY "
+
+
+def parent_config(client: Any, parent: str, note: Note) -> bytes:
+    """The raw config of `parent`: from the cache, else read once from an export of it."""
+    parent_id = engine.inspect_image(client, parent)["Id"]
+    raw = imagecache.config(parent_id)
+    if raw is None:
+        note(f"normalising: reading the config of {parent} (once)")
+        raw = _exported_config(client, parent_id)
+        imagecache.keep_config(raw)
+    return raw
+
+
+def _exported_config(client: Any, image_id: str) -> bytes:
+    names = {f"{image_id.removeprefix('sha256:')}.json", f"blobs/{image_id.replace(':', '/')}"}
+    with engine.saved_members(client, image_id) as archive:
+        for member in archive:
+            if member.isreg() and member.name in names:
+                raw = tarstream.data(archive, member).read()
+                if f"sha256:{hashlib.sha256(raw).hexdigest()}" == image_id:
+                    return raw
+    raise NormaliseError(
+        f"the engine's export of {image_id} holds no image config. {engine.DAMAGED}"
+    )
+
+
+def _own_steps(
+    client: Any, image_id: str, parent: str, parent_raw: bytes, diff_ids: list[str]
+) -> list[normalise.Step]:
+    """The build's steps above the parent; whether each added a layer is told by the layers of
+    the image that step made (the history API does not say, and a step can add an empty one)."""
+    parent_document = json.loads(parent_raw)
+    inherited = parent_document.get("history") or []
+    parent_ids = parent_document["rootfs"]["diff_ids"]
+    history = engine.history(client, image_id)
+    commands = [entry["CreatedBy"] for entry in history[: len(inherited)]]
+    if diff_ids[: len(parent_ids)] != parent_ids or commands != [
+        entry.get("created_by", "") for entry in inherited
+    ]:
+        raise NormaliseError(
+            f"the built image {image_id} does not start with {parent}. A template override "
+            "must keep `FROM {{ plan.base }} AS system` as its first stage and build the image "
+            "from it; restore that line, or remove the override."
+        )
+    steps, layers = [], len(parent_ids)
+    for entry in history[len(inherited) :]:
+        if entry["Id"] == "<missing>":
+            raise NormaliseError(
+                f"the engine no longer holds the images of the steps that built {image_id} "
+                "(pruned during the build?). Run `reprobuild build` again."
+            )
+        count = len(engine.inspect_image(client, entry["Id"])["RootFS"]["Layers"])
+        steps.append(normalise.Step(entry["CreatedBy"], entry["Comment"], count > layers))
+        layers = count
+    if layers != len(diff_ids):
+        raise NormaliseError(
+            f"the steps of {image_id} do not add up to its layers. {engine.DAMAGED}"
+        )
+    return steps
+
+
+def _layer_sizes(client: Any, reference: str, config: bytes) -> tuple[LayerRecord, ...]:
+    """Each layer's diff ID and size (the bytes of its files, as `docker history` shows)."""
+    document = json.loads(config)
+    sizes = [
+        step["Size"]
+        for step, entry in zip(engine.history(client, reference), document["history"], strict=True)
+        if not entry.get("empty_layer")
+    ]
+    diff_ids = document["rootfs"]["diff_ids"]
+    return tuple(LayerRecord(d, size) for d, size in zip(diff_ids, sizes, strict=True))
 
 
 def _open(stack: ExitStack, folder: Path, index: int) -> IO[bytes] | None:
@@ -116,35 +256,19 @@ def _is_layer(name: str) -> bool:
 
 
 def _scan(
-    client: Any, image_id: str, epoch: int, base_ids: set[str]
-) -> tuple[bytes, dict[str, normalise.LayerScan], dict[str, str]]:
-    """First pass: the raw config, a scan of every layer, and which archive member is which."""
-    config_names = {
-        f"{image_id.removeprefix('sha256:')}.json",
-        f"blobs/{image_id.replace(':', '/')}",
-    }
-    raw_config = b""
+    client: Any, image_id: str, epoch: int
+) -> tuple[dict[str, normalise.LayerScan], dict[str, str]]:
+    """Read the export once: a scan of every layer, and which archive member is which."""
     scans: dict[str, normalise.LayerScan] = {}
     members: dict[str, str] = {}
     with engine.saved_members(client, image_id) as archive:
         for member in archive:
-            if not member.isreg():
-                continue
-            handle = tarstream.data(archive, member)
-            if member.name in config_names:
-                raw_config = handle.read()
-            elif _is_layer(member.name):
-                scan = _scan_layer(handle, epoch)
+            if member.isreg() and _is_layer(member.name):
+                scan = _scan_layer(tarstream.data(archive, member), epoch)
                 if scan is not None:
                     scans[scan.diff_id] = scan
                     members[member.name] = scan.diff_id
-    if not raw_config:
-        raise NormaliseError(
-            f"the engine's export of {image_id} holds no image config. {engine.DAMAGED}"
-        )
-    for diff_id in base_ids:
-        scans.setdefault(diff_id, normalise.LayerScan(diff_id, 0))
-    return raw_config, scans, members
+    return scans, members
 
 
 def _scan_layer(handle: IO[bytes], epoch: int) -> normalise.LayerScan | None:
@@ -196,7 +320,7 @@ def _rewrite(
         raise NormaliseError(
             f"the engine's export of {image_id} lacks layers {missing}. {engine.DAMAGED}"
         )
-    unchanged = [work.scans[diff_id] for diff_id in work.diff_ids[:first]]
+    unchanged = [work.scans.get(d, normalise.LayerScan(d, 0)) for d in work.diff_ids[:first]]
     return unchanged + [results[index] for index in range(first, len(work.diff_ids))]
 
 
@@ -239,23 +363,48 @@ def build_lock(
         project / context.DEFAULT_OUTPUT, texts, project, build_plan, wheelhouse=wheel_cache
     )
     ensure_base(client, lock, build_plan, progress.note)
-    stream = _counted(tarstream.folder_stream(context_dir), progress.sent)
-    built = engine.build(client, stream, progress.event, no_cache)
     reference = image_reference(lock, lock_digest)
-    normalised = normalise_image(
-        client,
-        built,
-        base=build_plan.base,
-        epoch=build_plan.epoch,
-        reference=reference,
-        note=progress.note,
-    )
+    stages = split_stages(texts["Dockerfile"])
+    if stages is None:
+        progress.note(
+            f"building in one pass (the Dockerfile has no final `FROM {plan.DEPS_STAGE}`)"
+        )
+        normalised = _build_on_base(
+            client, context_dir, build_plan, reference, no_cache=no_cache, progress=progress
+        )
+        rewritten, deps = normalised.rewritten, None
+    else:
+        deps, deps_rewritten = _dependencies(
+            client,
+            context_dir,
+            build_plan=build_plan,
+            stages=stages,
+            no_cache=no_cache,
+            progress=progress,
+        )
+        progress.note("building the image on its dependencies")
+        app = f"FROM {deps}\n{stages.app}".encode()
+        stream = tarstream.folder_stream(
+            context_dir, leave_out=frozenset({plan.WHEELS}), replace={"Dockerfile": app}
+        )
+        built = engine.build(client, _counted(stream, progress.sent), progress.event, no_cache)
+        normalised = normalise_image(
+            client,
+            built,
+            parent=deps,
+            epoch=build_plan.epoch,
+            reference=reference,
+            note=progress.note,
+            trust_context_copies=stages.copies_from_context_only,
+        )
+        rewritten = deps_rewritten + normalised.rewritten
     commit, dirty = source.git_state(project)
+    base_layers = len(engine.inspect_image(client, build_plan.base)["RootFS"]["Layers"])
     record = BuildRecord(
         image=reference,
         image_id=normalised.image_id,
         layers=normalised.layers,
-        base_layers=normalised.base_layers,
+        base_layers=base_layers,
         lock=lock_digest,
         knowledge_version=lock.knowledge_version,
         reprobuild_version=__version__,
@@ -263,14 +412,95 @@ def build_lock(
         base=build_plan.base,
         git_commit=commit,
         git_dirty=dirty,
-        normalisation={
-            "rewritten": list(normalised.rewritten),
-            "scanned_bytes": normalised.scanned_bytes,
-        },
+        normalisation={"rewritten": list(rewritten), "scanned_bytes": normalised.scanned_bytes},
+        dependencies=deps,
     )
     if push is not None:
         record = push_and_point(client, record, push, current, progress.note, build_plan=build_plan)
     return record
+
+
+@dataclass(frozen=True)
+class Stages:
+    """A rendered Dockerfile cut before its final stage, `FROM deps`."""
+
+    dependencies: str  # every stage up to and including `deps`
+    app: str  # the final stage's instructions after its FROM line
+    copies_from_context_only: bool  # no COPY --from in the final stage
+
+    @property
+    def key(self) -> str:
+        """Names the dependencies image: a pure function of the text that builds it (which
+        names the lock digest and reprobuild's version)."""
+        return hashlib.sha256(self.dependencies.encode()).hexdigest()[:16]
+
+
+_FINAL_FROM = re.compile(rf"^FROM[ \t]+{plan.DEPS_STAGE}[ \t]*$", re.IGNORECASE | re.MULTILINE)
+_ANY_FROM = re.compile(r"^FROM[ \t]", re.IGNORECASE | re.MULTILINE)
+_COPY_FROM = re.compile(r"^[ \t]*COPY[ \t][^\n]*--from", re.IGNORECASE | re.MULTILINE)
+
+
+def split_stages(dockerfile: str) -> Stages | None:
+    """The dependencies and the final stage; None when the last stage is not `FROM deps` (a
+    template override), which is then built in one pass."""
+    finals = list(_FINAL_FROM.finditer(dockerfile))
+    if not finals or _ANY_FROM.search(dockerfile, finals[-1].end()):
+        return None
+    app = dockerfile[finals[-1].end() :].lstrip("\n")
+    only_context = _COPY_FROM.search(app.replace("\\\n", " ")) is None
+    return Stages(dockerfile[: finals[-1].start()], app, only_context)
+
+
+def _dependencies(
+    client: Any,
+    context_dir: Path,
+    *,
+    build_plan: plan.BuildPlan,
+    stages: Stages,
+    no_cache: bool,
+    progress: Progress,
+) -> tuple[str, tuple[str, ...]]:
+    """The dependencies image (the `deps` stage, normalised): built when missing or with
+    `no_cache`, else the one an earlier build of this lock left. Returns its name and what its
+    normalisation rewrote."""
+    reference = f"{build_plan.name}:{plan.DEPS_STAGE}-{stages.key}"
+    if not no_cache and engine.has_image(client, reference):
+        progress.note(f"dependencies: {reference}, built before")
+        return reference, ()
+    progress.note(f"building the dependencies (stage {plan.DEPS_STAGE})")
+    normalised = _build_on_base(
+        client,
+        context_dir,
+        build_plan,
+        reference,
+        no_cache=no_cache,
+        progress=progress,
+        target=plan.DEPS_STAGE,
+    )
+    return reference, normalised.rewritten
+
+
+def _build_on_base(
+    client: Any,
+    context_dir: Path,
+    build_plan: plan.BuildPlan,
+    reference: str,
+    *,
+    no_cache: bool,
+    progress: Progress,
+    target: str | None = None,
+) -> Normalised:
+    """Build the whole context (up to the stage `target`) and normalise it on the base."""
+    stream = _counted(tarstream.folder_stream(context_dir), progress.sent)
+    built = engine.build(client, stream, progress.event, no_cache, target=target)
+    return normalise_image(
+        client,
+        built,
+        parent=build_plan.base,
+        epoch=build_plan.epoch,
+        reference=reference,
+        note=progress.note,
+    )
 
 
 def push_and_point(

@@ -37,6 +37,7 @@ class BuildRecord:
     pushed_tag: str | None = None  # name:tag it was pushed under (tags move; digests do not)
     git_commit: str | None = None  # the project's HEAD when it was built (its code is inside)
     git_dirty: bool | None = None
+    dependencies: str | None = None  # the image of the Dockerfile's deps stage it was built on
     normalisation: dict[str, Any] = field(default_factory=dict)
 
 

@@ -466,7 +466,11 @@ def main() -> None:
 
 
 @cli.command("build")
-@click.option("--no-cache", is_flag=True, help="Build every step again (the digest must not move).")
+@click.option(
+    "--no-cache",
+    is_flag=True,
+    help="Build every step again, the deps stage too (the digest must not move).",
+)
 @click.option(
     "--push",
     "push_to",
@@ -497,7 +501,8 @@ def build_command(
     plain: bool,
     debian_mirror: str | None,
 ) -> None:
-    """Lock if needed, render, build with the Docker engine, normalise, push; write the record."""
+    """Lock if needed, render, build with the Docker engine (the deps stage once per lock, then the
+    image on it), normalise, push; write the record."""
     from builder import build, buildrecord, engine, sif, wheelhouse
 
     if output_format == "sif":

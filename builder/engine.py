@@ -366,16 +366,29 @@ TAIL_LINES = 15
 
 
 def build(
-    client: Any, context: Iterator[bytes], on_event: Callable[[BuildEvent], None], no_cache: bool
+    client: Any,
+    context: Iterator[bytes],
+    on_event: Callable[[BuildEvent], None],
+    no_cache: bool,
+    target: str | None = None,
 ) -> str:
-    """Build a streamed context with the classic builder; return the image ID, untagged.
+    """Build a streamed context with the classic builder (up to the stage `target`, when one is
+    named); return the image ID, untagged.
 
     Nothing is tagged here: a failed or interrupted build leaves no name pointing at a
     half-built image. Closing the stream (Ctrl-C) makes the engine cancel the build.
     """
     from docker.errors import APIError
 
-    params = {"rm": True, "forcerm": True, "nocache": no_cache, "pull": False, "q": False}
+    params: dict[str, bool | str] = {
+        "rm": True,
+        "forcerm": True,
+        "nocache": no_cache,
+        "pull": False,
+        "q": False,
+    }
+    if target is not None:
+        params["target"] = target
     # The request is made here rather than through docker-py's build() so that the streamed
     # response can be closed: on a failed step, and on Ctrl-C, where closing the connection
     # makes the engine cancel the build.
@@ -517,9 +530,18 @@ def inspect_image(client: Any, reference: str) -> dict[str, Any]:
         ) from None
 
 
-def history_length(client: Any, reference: str) -> int:
-    """How many history entries an image's config holds (empty layers included)."""
-    return len(client.api.history(reference))
+def history(client: Any, reference: str) -> list[dict[str, Any]]:
+    """An image's history, oldest step first: per step the image it made (where the engine still
+    holds it, else "<missing>"), the command, the comment and the size of the layer it added."""
+    from docker.errors import APIError
+
+    try:
+        steps: list[dict[str, Any]] = client.api.history(reference)
+    except APIError as error:
+        raise EngineError(
+            f"the engine could not read the history of {reference}: {_why(error)}."
+        ) from None
+    return steps[::-1]
 
 
 def tag(client: Any, image_id: str, reference: str) -> str:

@@ -33,9 +33,8 @@ NOISE = (
     "root/.cache/*",
     "tmp/*",
 )
-# Fields of the engine's config that name the build, not the image: container IDs, hostnames,
-# the parent image ID (itself dated), the engine's version.
-BUILD_FIELDS = ("container", "container_config", "docker_version")
+# Fields of the engine's runtime config that name the build, not the image: the build
+# container's hostname, the parent image ID (itself dated).
 CONFIG_BUILD_FIELDS = ("Hostname", "Image")
 
 
@@ -51,21 +50,60 @@ def iso_time(epoch: int) -> str:
     return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def config(raw: bytes, epoch: int, base_history: int, diff_ids: list[str]) -> bytes:
-    """The normalised config: dated by the epoch, build fields dropped, base history kept."""
-    document: dict[str, Any] = json.loads(raw)
-    for key in BUILD_FIELDS:
-        document.pop(key, None)
-    runtime = document.get("config") or {}
+@dataclass(frozen=True)
+class Step:
+    """One build step above the parent image, as the engine's history tells it."""
+
+    created_by: str
+    comment: str
+    adds_layer: bool
+
+
+def config(
+    parent: bytes, image: dict[str, Any], steps: list[Step], epoch: int, diff_ids: list[str]
+) -> bytes:
+    """The normalised config of an image built FROM `parent` (its raw config bytes), written from
+    what the engine shows of the built image (`image`: its inspect document) and of its steps.
+
+    Nothing build-specific survives: no container ID, hostname, parent ID or engine version, and
+    the image and each of its own steps are dated by the epoch. The parent's history is kept as
+    the parent's config has it. Written, not edited from the engine's raw config, so that the
+    config is the same whether or not that raw config was read (it needs an export).
+    """
+    parent_document: dict[str, Any] = json.loads(parent)
+    created = iso_time(epoch)
+    history: list[dict[str, Any]] = list(parent_document.get("history") or [])
+    history += [_history_entry(step, created) for step in steps]
+    runtime = dict(image.get("Config") or {})
     for key in CONFIG_BUILD_FIELDS:
         runtime.pop(key, None)
-    created = iso_time(epoch)
-    document["created"] = created
-    history = document.get("history") or []
-    for entry in history[base_history:]:
-        entry["created"] = created
-    document["rootfs"] = {"type": "layers", "diff_ids": diff_ids}
+    document: dict[str, Any] = {
+        "architecture": image["Architecture"],
+        "config": runtime,
+        "created": created,
+        "history": history,
+        "os": image["Os"],
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+    }
+    optional = {
+        "author": image.get("Author"),
+        "variant": image.get("Variant"),
+        "os.version": image.get("OsVersion"),
+        "os.features": parent_document.get("os.features"),
+    }
+    document.update((key, value) for key, value in optional.items() if value)
     return json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
+
+
+def _history_entry(step: Step, created: str) -> dict[str, Any]:
+    entry: dict[str, Any] = {"created": created}
+    if step.created_by:
+        entry["created_by"] = step.created_by
+    if step.comment:
+        entry["comment"] = step.comment
+    if not step.adds_layer:
+        entry["empty_layer"] = True
+    return entry
 
 
 @dataclass

@@ -31,6 +31,9 @@ CONTEXT = "reprobuild"  # folder of generated files inside the build context
 IMAGE_TREE = f"{CONTEXT}/image"  # holds opt/reprobuild: the payload, entry, expectations
 CODE_TREE = "code"  # holds workspace: the user's code
 WHEELS = f"{CONTEXT}/wheels"  # the lock's wheels, verified on the host before the build
+# The Dockerfile stage that holds everything but the context's own files (payload, code): built
+# once per lock and kept as an image, the final stage starts from it.
+DEPS_STAGE = "deps"
 STAGING = f"{HOME}/layer"  # an install stage puts one layer here, as a tree rooted at /
 STAGED = f"{STAGING}{VENV}"  # the --prefix of that install
 TORCH_STACK = ("torch", "triton", "cuda-toolkit", "cuda-bindings", "cuda-pathfinder")

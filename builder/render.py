@@ -116,6 +116,7 @@ def render(
         "staging": plan.STAGING,
         "image_tree": plan.IMAGE_TREE,
         "code_tree": plan.CODE_TREE,
+        "deps_stage": plan.DEPS_STAGE,
     }
     env = environment(project)
     outputs = {}

@@ -5,11 +5,12 @@ bytes go past. Shared by the build context, the normaliser, image diffs and boot
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import shutil
 import stat
 import tarfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import IO
 
@@ -114,12 +115,20 @@ def data(archive: tarfile.TarFile, entry: tarfile.TarInfo) -> IO[bytes]:
     return handle
 
 
-def folder_stream(folder: Path) -> Iterator[bytes]:
+def folder_stream(
+    folder: Path, leave_out: frozenset[str] = frozenset(), replace: Mapping[str, bytes] = {}
+) -> Iterator[bytes]:
     """The context as a tar, produced while it is sent: entries in sorted order, owner root,
-    times as written (the epoch). Large wheels are streamed, never held in memory."""
-    for path in _entries(folder):
-        info = _tar_info(path, path.relative_to(folder).as_posix())
-        if info.isreg():
+    times as written (the epoch). Large wheels are streamed, never held in memory. Folders named
+    in `leave_out` (relative paths) are not sent; a file named in `replace` is sent with the
+    bytes given instead of its own."""
+    for path in _entries(folder, leave_out):
+        name = path.relative_to(folder).as_posix()
+        info = _tar_info(path, name)
+        if name in replace:
+            info.size = len(replace[name])
+            yield from member(info, io.BytesIO(replace[name]))
+        elif info.isreg():
             with path.open("rb") as handle:
                 yield from member(info, handle)
         else:
@@ -127,10 +136,11 @@ def folder_stream(folder: Path) -> Iterator[bytes]:
     yield END
 
 
-def _entries(folder: Path) -> Iterator[Path]:
+def _entries(folder: Path, leave_out: frozenset[str]) -> Iterator[Path]:
     for root, folders, names in os.walk(folder):
-        folders.sort()
         here = Path(root)
+        relative = here.relative_to(folder)
+        folders[:] = sorted(f for f in folders if (relative / f).as_posix() not in leave_out)
         if here != folder:
             yield here
         yield from (here / name for name in sorted(names))

@@ -47,13 +47,50 @@ def fetch(lock: Lock, project: Path, destination: Path, progress: Progress) -> F
         session.headers["User-Agent"] = "reprobuild"
         for package in lock.python.packages:
             target = destination / package.filename
-            if target.is_file() and tarstream.sha256_file(target) == package.sha256:
+            if _verified(target, package.sha256):
                 report.cached.append(package.filename)
                 continue
             size = _place(session, package, project, target, progress)
+            _stamp(target, package.sha256)
             report.fetched.append(package.filename)
             report.bytes_fetched += size
     return report
+
+
+# A wheel hashed once is not hashed again while its size, mtime and inode stay as they were (as
+# git's index and make judge files): a stamp beside it records them with its sha256. Every wheel
+# is hashed again by pip (--require-hashes) whenever a build installs it.
+STAMPS = ".verified"
+
+
+def _stamp_text(path: Path, sha256: str) -> str:
+    status = path.stat()
+    return f"{sha256} {status.st_size} {status.st_mtime_ns} {status.st_ino}\n"
+
+
+def _verified(path: Path, sha256: str) -> bool:
+    """Whether `path` holds the wheel with `sha256`: by its stamp, else by hashing it."""
+    if not path.is_file():
+        return False
+    stamp = path.parent / STAMPS / path.name
+    try:
+        if stamp.read_text() == _stamp_text(path, sha256):
+            return True
+    except OSError:
+        pass
+    if tarstream.sha256_file(path) != sha256:
+        return False
+    _stamp(path, sha256)
+    return True
+
+
+def _stamp(path: Path, sha256: str) -> None:
+    stamp = path.parent / STAMPS / path.name
+    try:
+        stamp.parent.mkdir(exist_ok=True)
+        files.write_atomic(stamp, _stamp_text(path, sha256))
+    except OSError:
+        pass  # no stamp: the wheel is hashed again next time
 
 
 def _place(

@@ -83,4 +83,6 @@ def torch_image(tmp_path_factory: pytest.TempPathFactory, engine_client: Any) ->
     # By ID: every tag and pushed name goes with it; then the build's intermediate stages (the
     # torch stack alone is gigabytes), so that repeated runs do not fill the disk.
     engine.remove_image(engine_client, record.image_id)
+    if record.dependencies:
+        engine.remove_image(engine_client, record.dependencies)
     engine_client.api.prune_images(filters={"dangling": True})

@@ -8,6 +8,7 @@ image is built once, in test_torch_image.py. Package versions come from deb.debi
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import zipfile
 from collections.abc import Iterator
@@ -18,7 +19,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from builder import build, buildrecord, engine, lockfile, normalise, specfile
+from builder import build, buildrecord, engine, lockfile, normalise, plan, specfile, tarstream
 from builder.cli import cli
 from builder.lock import BaseLock, Lock, LockedPackage
 from builder.registry import ImageReference, RegistryClient
@@ -81,10 +82,11 @@ class Recorder:
     def __init__(self) -> None:
         self.notes: list[str] = []
         self.events: list[engine.BuildEvent] = []
+        self.sent: list[int] = []  # bytes of context sent so far, per report
 
     def progress(self) -> build.Progress:
         return build.Progress(
-            self.notes.append, self.events.append, lambda *_: None, lambda _: None
+            self.notes.append, self.events.append, lambda *_: None, self.sent.append
         )
 
 
@@ -99,6 +101,11 @@ def build_project(client: Any, project: Path, cache: Path, no_cache: bool = True
         progress=recorder.progress(),
     )
     return record, recorder
+
+
+def made(record: buildrecord.BuildRecord) -> list[str]:
+    """The names a build left in the engine: the image and the image of its deps stage."""
+    return [record.image, *([record.dependencies] if record.dependencies else [])]
 
 
 @pytest.fixture
@@ -117,7 +124,7 @@ def test_clean_rebuilds_give_one_image_id_and_one_manifest_digest(
     project = small_project(tmp_path / "project", system=("libgomp1=12.2.0-14+deb12u1",))
     cache = tmp_path / "cache"
     first, _ = build_project(engine_client, project, cache)
-    cleanup.append(first.image)
+    cleanup += made(first)
     pushed_first = build.push_image(engine_client, first, f"{REGISTRY}/test/small:one", print)
     second, _ = build_project(engine_client, project, cache)
     assert second.image_id == first.image_id
@@ -129,7 +136,7 @@ def test_clean_rebuilds_give_one_image_id_and_one_manifest_digest(
     engine_client.api.prune_images(filters={"dangling": False})
     assert not engine.has_image(engine_client, first.base)
     third, _ = build_project(engine_client, project, cache)
-    cleanup += [third.image, f"{REGISTRY}/test/small:two", f"{REGISTRY}/test/small:three"]
+    cleanup += [*made(third), f"{REGISTRY}/test/small:two", f"{REGISTRY}/test/small:three"]
     assert third.image_id == first.image_id
     pushed_again = build.push_image(engine_client, third, f"{REGISTRY}/test/small:two", print)
     pushed_twice = build.push_image(engine_client, third, f"{REGISTRY}/test/small:three", print)
@@ -150,7 +157,7 @@ def test_code_only_change_rebuilds_one_layer(
     project = small_project(tmp_path / "project")
     cache = tmp_path / "cache"
     before, _ = build_project(engine_client, project, cache)
-    cleanup.append(before.image)
+    cleanup += made(before)
     (project / "train.py").write_text("print('training, changed')\n")
     after, recorder = build_project(engine_client, project, cache, no_cache=False)
     pairs = zip(before.layers, after.layers, strict=True)
@@ -161,6 +168,50 @@ def test_code_only_change_rebuilds_one_layer(
     runs = [e.instruction for e in recorder.events if not e.line and e.step not in cached]
     assert all(not i.startswith(("RUN", "COPY")) or i.startswith("COPY code/") for i in runs)
     assert len(steps) == recorder.events[0].steps
+    # The deps stage was not built again, the wheels were not sent (the context sent is the
+    # payload and the code: kilobytes), and no layer was read back from an export: the payload
+    # and the code are copied from the context, and every other layer was checked before.
+    assert f"dependencies: {before.dependencies}, built before" in recorder.notes
+    assert recorder.sent[-1] < 200_000
+    assert "normalising: reading the built image" not in recorder.notes
+    assert after.dependencies == before.dependencies and after.base_layers == before.base_layers
+
+
+def test_the_two_pass_build_is_the_normalised_one_pass_build_of_its_dockerfile(
+    tmp_path: Path, engine_client: Any, test_base: str, cleanup: list[str]
+) -> None:
+    """`reprobuild build` builds the deps stage, then the image on it; a plain build of the whole
+    rendered Dockerfile, normalised, is the same image. Its config is written from the engine's
+    inspect and history; here it is also derived the other way, by editing the raw config of an
+    export, and the two agree byte for byte."""
+    project = small_project(tmp_path / "project")
+    record, _ = build_project(engine_client, project, tmp_path / "cache")
+    cleanup += made(record)
+    context_dir = project / ".reprobuild" / "context"
+    built = engine.build(engine_client, tarstream.folder_stream(context_dir), lambda _: None, False)
+    epoch = plan.plan(lockfile.read_current(project).lock, record.lock).epoch
+    one_pass = build.normalise_image(
+        engine_client,
+        built,
+        parent=record.base,
+        epoch=epoch,
+        reference="lab/small:one-pass",
+        note=lambda _: None,
+        rescan=True,
+    )
+    cleanup.append("lab/small:one-pass")
+    assert one_pass.image_id == record.image_id
+    assert one_pass.layers == record.layers and one_pass.rewritten == ()
+    raw = json.loads(build._exported_config(engine_client, built))
+    base_history = len(engine_client.api.history(record.base))
+    for key in ("container", "container_config", "docker_version"):
+        del raw[key]
+    del raw["config"]["Hostname"], raw["config"]["Image"]
+    raw["created"] = "2026-11-22T00:00:00Z"
+    for entry in raw["history"][base_history:]:
+        entry["created"] = raw["created"]
+    edited = json.dumps(raw, sort_keys=True, separators=(",", ":")).encode()
+    assert f"sha256:{hashlib.sha256(edited).hexdigest()}" == record.image_id
 
 
 def test_noise_from_a_template_override_is_normalised_away(
@@ -182,7 +233,7 @@ def test_noise_from_a_template_override_is_normalised_away(
     (override / "Dockerfile.j2").write_text(text)
     cache = tmp_path / "cache"
     first, _ = build_project(engine_client, project, cache)
-    cleanup.append(first.image)
+    cleanup += made(first)
     second, _ = build_project(engine_client, project, cache)
     assert second.image_id == first.image_id
     diff_ids = [layer.diff_id for layer in first.layers]
@@ -227,7 +278,7 @@ def test_build_command_writes_the_record(
     result = CliRunner().invoke(cli, argv)
     assert result.exit_code == 0, result.output
     record = buildrecord.read(project)
-    cleanup.extend([record.image, target])
+    cleanup += [*made(record), target]
     assert record.image.startswith("lab/train:")
     assert result.output.startswith(f"built {record.image}\n  image ID {record.image_id} (")
     assert record.pushed == f"{REGISTRY}/test/record@{record.manifest_digest}"

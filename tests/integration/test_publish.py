@@ -246,3 +246,4 @@ def test_verify_pulls_by_digest_and_rebuilds_the_lock(engine_client: Any, tmp_pa
         assert "fail lock          the image was built from the lock" in stale.stdout
     finally:
         engine.remove_image(engine_client, record.image_id)
+        engine.remove_image(engine_client, record.dependencies or "")

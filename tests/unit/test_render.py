@@ -219,8 +219,9 @@ def test_no_tmp_staging_and_layer_order() -> None:
             "requirements.txt /opt",
             "COPY --from=torch-stack",
             "COPY --from=closure",
-            "COPY reprobuild/image/ /",
             "useradd",
+            "FROM deps\n",
+            "COPY reprobuild/image/ /",
             "COPY code/ /",
         )
     ]

@@ -93,3 +93,28 @@ def test_fetch_from_pypi(tmp_path: Path) -> None:
     report = wheelhouse.fetch(lock_of(SIX), tmp_path, tmp_path / "wh", no_progress)
     assert report.fetched == ["six-1.17.0-py2.py3-none-any.whl"]
     assert tarstream.sha256_file(tmp_path / "wh" / "six-1.17.0-py2.py3-none-any.whl") == SIX.sha256
+
+
+def test_a_verified_wheel_is_hashed_again_only_when_it_changed(
+    local_index: LocalIndex, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    package = served(local_index, "alpha-1.0-py3-none-any.whl", b"alpha wheel bytes")
+    lock, cache = lock_of(package), tmp_path / "wh"
+    wheelhouse.fetch(lock, tmp_path, cache, no_progress)
+    hashed: list[str] = []
+    real_hash = tarstream.sha256_file
+
+    def counted(path: Path) -> str:
+        hashed.append(path.name)
+        return real_hash(path)
+
+    monkeypatch.setattr(tarstream, "sha256_file", counted)
+    again = wheelhouse.fetch(lock, tmp_path, cache, no_progress)
+    assert again.cached == ["alpha-1.0-py3-none-any.whl"] and hashed == []
+    # Same size, other bytes, a new mtime: the stamp no longer matches, the file is hashed,
+    # found wrong, and downloaded again.
+    (cache / "alpha-1.0-py3-none-any.whl").write_bytes(b"alpha wheel BYTES")
+    repaired = wheelhouse.fetch(lock, tmp_path, cache, no_progress)
+    assert hashed == ["alpha-1.0-py3-none-any.whl"]
+    assert repaired.fetched == ["alpha-1.0-py3-none-any.whl"]
+    assert (cache / "alpha-1.0-py3-none-any.whl").read_bytes() == b"alpha wheel bytes"

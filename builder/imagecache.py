@@ -1,0 +1,64 @@
+"""What normalisation has read from the engine before, kept in this user's cache so that a rebuild
+does not export the image again to read it.
+
+- Image configs, by image ID. An image ID is the sha256 of its config, so a cached config is
+  checked against its name on every read; a damaged or edited file is ignored (and read again
+  from the engine), never trusted.
+- Layers found clean, by diff ID and epoch. A diff ID is the sha256 of the layer's bytes, so a
+  layer with a known diff ID holds exactly what was scanned before; the verdict depends on the
+  epoch its dates were judged against, which is part of the key.
+
+A cache that cannot be written costs a later export, never a wrong answer: write failures are
+ignored.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+from builder import files
+
+
+def _root() -> Path:
+    return files.cache_root() / "images"
+
+
+def _hex(digest: str) -> str:
+    return digest.removeprefix("sha256:")
+
+
+def config(image_id: str) -> bytes | None:
+    """The config of `image_id` as the engine holds it, when read before and still intact."""
+    try:
+        raw = (_root() / "configs" / f"{_hex(image_id)}.json").read_bytes()
+    except OSError:
+        return None
+    return raw if hashlib.sha256(raw).hexdigest() == _hex(image_id) else None
+
+
+def keep_config(raw: bytes) -> None:
+    _write(_root() / "configs" / f"{hashlib.sha256(raw).hexdigest()}.json", raw)
+
+
+def is_clean(diff_id: str, epoch: int) -> bool:
+    return (_root() / "clean" / str(epoch) / _hex(diff_id)).is_file()
+
+
+def mark_clean(diff_id: str, epoch: int) -> None:
+    _write(_root() / "clean" / str(epoch) / _hex(diff_id), b"")
+
+
+def _write(path: Path, data: bytes) -> None:
+    with contextlib.suppress(OSError):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        try:
+            with os.fdopen(descriptor, "wb") as handle:
+                handle.write(data)
+            Path(temporary).replace(path)
+        finally:
+            Path(temporary).unlink(missing_ok=True)

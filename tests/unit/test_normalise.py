@@ -1,0 +1,147 @@
+"""Normalisation's pure parts: the config written from the engine's view of a build, the cut of
+a Dockerfile into its deps stage and final stage, the cache of what was read before, and the
+context stream. The engine-side behaviour is in tests/integration/test_build.py."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from builder import build, files, imagecache, normalise, plan, render, tarstream
+from tests.unit.test_render import CASES, LOCK_DIGEST
+
+PARENT = {
+    "architecture": "amd64",
+    "config": {"Env": ["PATH=/usr/bin"]},
+    "created": "2026-11-01T00:00:00Z",
+    "history": [{"created": "2026-11-01T00:00:00Z", "created_by": "mmdebstrap ..."}],
+    "os": "linux",
+    "rootfs": {"type": "layers", "diff_ids": ["sha256:" + "1" * 64]},
+}
+INSPECTED = {
+    "Architecture": "amd64",
+    "Os": "linux",
+    "Author": "",
+    "Variant": "",
+    "Config": {"Hostname": "", "User": "1000:1000", "Image": "sha256:" + "9" * 64, "Cmd": None},
+}
+
+
+def test_the_config_is_written_from_the_engines_view_of_the_build() -> None:
+    steps = [
+        normalise.Step("/bin/sh -c #(nop)  ENV A=1", "", adds_layer=False),
+        normalise.Step("/bin/sh -c echo x > /x", "", adds_layer=True),
+        normalise.Step("/bin/sh -c true", "a comment", adds_layer=False),
+    ]
+    layers = ["sha256:" + "1" * 64, "sha256:" + "2" * 64]
+    written = normalise.config(json.dumps(PARENT).encode(), INSPECTED, steps, 1795305600, layers)
+    assert written == (
+        b'{"architecture":"amd64","config":{"Cmd":null,"User":"1000:1000"},'
+        b'"created":"2026-11-22T00:00:00Z","history":['
+        b'{"created":"2026-11-01T00:00:00Z","created_by":"mmdebstrap ..."},'
+        b'{"created":"2026-11-22T00:00:00Z","created_by":"/bin/sh -c #(nop)  ENV A=1",'
+        b'"empty_layer":true},'
+        b'{"created":"2026-11-22T00:00:00Z","created_by":"/bin/sh -c echo x > /x"},'
+        b'{"comment":"a comment","created":"2026-11-22T00:00:00Z",'
+        b'"created_by":"/bin/sh -c true","empty_layer":true}],'
+        b'"os":"linux","rootfs":{"diff_ids":["sha256:'
+        + b"1" * 64
+        + b'","sha256:'
+        + b"2" * 64
+        + b'"],"type":"layers"}}'
+    )
+
+
+def test_platform_fields_the_engine_shows_are_kept() -> None:
+    inspected = {**INSPECTED, "Architecture": "arm64", "Variant": "v8", "Author": "lab"}
+    document = json.loads(normalise.config(json.dumps(PARENT).encode(), inspected, [], 0, []))
+    assert (document["architecture"], document["variant"], document["author"]) == (
+        "arm64",
+        "v8",
+        "lab",
+    )
+    assert "os.version" not in document and "os.features" not in document
+
+
+def test_the_rendered_dockerfile_is_cut_before_its_final_stage() -> None:
+    build_plan = plan.plan(CASES["gpu-default"], LOCK_DIGEST)
+    dockerfile = render.render(build_plan, LOCK_DIGEST, None)["Dockerfile"]
+    stages = build.split_stages(dockerfile)
+    assert stages is not None
+    assert "&& rm /dev/shm/reprobuild-step\n\n# The image: " in stages.dependencies
+    assert "FROM system AS deps\n" in stages.dependencies
+    assert stages.app.startswith("# The smoke test payload")
+    assert stages.app.splitlines()[1] == "COPY reprobuild/image/ /"
+    assert stages.copies_from_context_only
+    assert dockerfile == stages.dependencies + "FROM deps\n" + stages.app
+    # The dependencies image is named by the text that builds it, not by the final stage.
+    edited_app = build.split_stages(dockerfile.replace("WORKDIR", "EXPOSE 80\nWORKDIR"))
+    edited_deps = build.split_stages(dockerfile.replace("-m venv", "-m  venv"))
+    assert edited_app is not None and edited_deps is not None
+    assert edited_app.key == stages.key != edited_deps.key
+    assert len(stages.key) == 16
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("FROM base AS deps\nRUN x\nFROM deps\nCOPY code/ /\n", True),
+        ("FROM base AS deps\nFROM deps\nCOPY --chown=1:1 \\\n  --from=deps /a /b\n", False),
+        ("FROM base AS deps\nFROM deps\nCOPY --from=deps /a /b\n", False),
+    ],
+)
+def test_only_copies_from_the_context_are_trusted(text: str, expected: bool) -> None:
+    stages = build.split_stages(text)
+    assert stages is not None and stages.copies_from_context_only is expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "FROM base\nCOPY code/ /\n",  # no deps stage
+        "FROM base AS deps\nFROM deps\nCOPY a /\nFROM deps AS other\nCOPY b /\n",  # not last
+        "FROM base AS deps\nFROM deps AS final\n",  # a named final stage is not `FROM deps`
+    ],
+)
+def test_a_dockerfile_without_a_final_from_deps_is_built_in_one_pass(text: str) -> None:
+    assert build.split_stages(text) is None
+
+
+def test_the_image_cache_trusts_only_what_hashes_to_its_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    raw = b'{"rootfs":{}}'
+    image_id = f"sha256:{hashlib.sha256(raw).hexdigest()}"
+    assert imagecache.config(image_id) is None
+    imagecache.keep_config(raw)
+    assert imagecache.config(image_id) == raw
+    stored = files.cache_root() / "images" / "configs" / f"{image_id[7:]}.json"
+    stored.write_bytes(b'{"rootfs":{"edited":1}}')
+    assert imagecache.config(image_id) is None
+    layer = "sha256:" + "3" * 64
+    imagecache.mark_clean(layer, 100)
+    assert imagecache.is_clean(layer, 100) and not imagecache.is_clean(layer, 99)
+
+
+def test_the_context_stream_leaves_out_and_replaces(tmp_path: Path) -> None:
+    (tmp_path / "reprobuild" / "wheels").mkdir(parents=True)
+    (tmp_path / "reprobuild" / "wheels" / "big.whl").write_bytes(b"w" * 1000)
+    (tmp_path / "reprobuild" / "image").mkdir()
+    (tmp_path / "Dockerfile").write_text("FROM deps\n")
+    stream = b"".join(
+        tarstream.folder_stream(
+            tmp_path,
+            leave_out=frozenset({"reprobuild/wheels"}),
+            replace={"Dockerfile": b"FROM lab/x:deps-1\n"},
+        )
+    )
+    with tarfile.open(fileobj=io.BytesIO(stream)) as archive:
+        assert archive.getnames() == ["Dockerfile", "reprobuild", "reprobuild/image"]
+        dockerfile = archive.extractfile("Dockerfile")
+        assert dockerfile is not None and dockerfile.read() == b"FROM lab/x:deps-1\n"
