@@ -90,21 +90,17 @@ def normalise_image(
     wrote and dated itself. Layers still to check are read from an export of the image (`rescan`:
     all of them), and a noisy one is rewritten.
     """
-    parent_raw = parent_config(client, parent, note)
+    parent_raw = _parent_config(client, parent, note)
     inherited = len(json.loads(parent_raw)["rootfs"]["diff_ids"])
     inspected = engine.inspect_image(client, image_id)
     diff_ids: list[str] = inspected["RootFS"]["Layers"]
     steps = _own_steps(client, image_id, parent, parent_raw, diff_ids)
     layer_steps = [step for step in steps if step.adds_layer]
-    to_check = {
-        diff_id
-        for diff_id, step in zip(diff_ids[inherited:], layer_steps, strict=True)
-        if rescan
-        or not (
-            imagecache.is_clean(diff_id, epoch)
-            or (trust_context_copies and _CONTEXT_COPY in step.created_by)
-        )
+    own = list(zip(diff_ids[inherited:], layer_steps, strict=True))
+    trusted = {
+        d for d, step in own if trust_context_copies and _CONTEXT_COPY.search(step.created_by)
     }
+    to_check = rescan or any(d not in trusted and not imagecache.is_clean(d, epoch) for d, _ in own)
     with ExitStack() as stack:
         if to_check:
             checked = _check_layers(
@@ -112,6 +108,7 @@ def normalise_image(
                 image_id,
                 diff_ids=diff_ids,
                 inherited=inherited,
+                trusted=trusted,
                 epoch=epoch,
                 stack=stack,
                 note=note,
@@ -129,7 +126,8 @@ def normalise_image(
             "the name at the same moment. Run `reprobuild build` again."
         )
     imagecache.keep_config(config)
-    layers = _layer_sizes(client, reference, config)
+    imagecache.keep_name(reference, new_id)
+    layers = _layer_sizes(client, new_id, config)
     return Normalised(new_id, layers, checked.rewritten, checked.scanned_bytes)
 
 
@@ -149,6 +147,7 @@ def _check_layers(
     *,
     diff_ids: list[str],
     inherited: int,
+    trusted: set[str],
     epoch: int,
     stack: ExitStack,
     note: Note,
@@ -158,6 +157,7 @@ def _check_layers(
     scans, members = _scan(client, image_id, epoch)
     own = [(index, scans[d]) for index, d in enumerate(diff_ids) if index >= inherited]
     noisy = [index for index, scan in own if not scan.clean]
+    _refuse_noisy_copies([scan for _, scan in own if scan.diff_id in trusted and not scan.clean])
     layers: list[tuple[str, IO[bytes] | None, int]] = [(d, None, 0) for d in diff_ids]
     if noisy:
         note(f"normalising: rewriting {len(diff_ids) - noisy[0]} layers from layer {noisy[0] + 1}")
@@ -171,22 +171,35 @@ def _check_layers(
     return _Checked(layers, rewritten, sum(scan.size for _, scan in own))
 
 
-# How the classic builder records a COPY in the history (ADD and RUN read differently).
-_CONTEXT_COPY = "#(nop) COPY "
+def _refuse_noisy_copies(scans: list[normalise.LayerScan]) -> None:
+    """A layer copied from the context is never read on a rebuild, so it cannot be rewritten on a
+    first build either (the two would give different images): noise in one is an error."""
+    if scans:
+        raise NormaliseError(
+            f"a layer copied from the build context holds build-time noise ({scans[0].noise[0]}); "
+            "the context is reprobuild's own and should never hold any. Remove the file from "
+            "the project, or report it if it is one reprobuild wrote."
+        )
 
 
-def parent_config(client: Any, parent: str, note: Note) -> bytes:
+# How the classic builder records a COPY from the context in the history: `<shell> #(nop) COPY
+# dir:<sha256> in <destination> ` (ADD, RUN and WORKDIR read differently).
+_CONTEXT_COPY = re.compile(r" #\(nop\) COPY (?:--chown=\S+ )?(?:file|dir|multi):[0-9a-f]{64} in ")
+
+
+def _parent_config(client: Any, parent: str, note: Note) -> bytes:
     """The raw config of `parent`: from the cache, else read once from an export of it."""
     parent_id = engine.inspect_image(client, parent)["Id"]
     raw = imagecache.config(parent_id)
     if raw is None:
         note(f"normalising: reading the config of {parent} (once)")
-        raw = _exported_config(client, parent_id)
+        raw = exported_config(client, parent_id)
         imagecache.keep_config(raw)
     return raw
 
 
-def _exported_config(client: Any, image_id: str) -> bytes:
+def exported_config(client: Any, image_id: str) -> bytes:
+    """The raw config of `image_id`, read from an export of it."""
     names = {f"{image_id.removeprefix('sha256:')}.json", f"blobs/{image_id.replace(':', '/')}"}
     with engine.saved_members(client, image_id) as archive:
         for member in archive:
@@ -197,6 +210,13 @@ def _exported_config(client: Any, image_id: str) -> bytes:
     raise NormaliseError(
         f"the engine's export of {image_id} holds no image config. {engine.DAMAGED}"
     )
+
+
+_KEEP_STAGES = (
+    "A template override must keep `FROM {{ plan.base }} AS system` as its first stage, build "
+    f"the `{plan.DEPS_STAGE}` stage from it and the last stage `FROM {plan.DEPS_STAGE}`; "
+    "restore those lines, or remove the override."
+)
 
 
 def _own_steps(
@@ -213,9 +233,7 @@ def _own_steps(
         entry.get("created_by", "") for entry in inherited
     ]:
         raise NormaliseError(
-            f"the built image {image_id} does not start with {parent}. A template override "
-            "must keep `FROM {{ plan.base }} AS system` as its first stage and build the image "
-            "from it; restore that line, or remove the override."
+            f"the built image {image_id} does not start with {parent}. {_KEEP_STAGES}"
         )
     steps, layers = [], len(parent_ids)
     for entry in history[len(inherited) :]:
@@ -234,15 +252,21 @@ def _own_steps(
     return steps
 
 
-def _layer_sizes(client: Any, reference: str, config: bytes) -> tuple[LayerRecord, ...]:
+def _layer_sizes(client: Any, image_id: str, config: bytes) -> tuple[LayerRecord, ...]:
     """Each layer's diff ID and size (the bytes of its files, as `docker history` shows)."""
     document = json.loads(config)
+    history = engine.history(client, image_id)
     sizes = [
         step["Size"]
-        for step, entry in zip(engine.history(client, reference), document["history"], strict=True)
+        for step, entry in zip(history, document["history"], strict=False)
         if not entry.get("empty_layer")
     ]
     diff_ids = document["rootfs"]["diff_ids"]
+    if len(history) != len(document["history"]) or len(sizes) != len(diff_ids):
+        raise NormaliseError(
+            f"the history of {image_id} does not name one step per layer, as reprobuild needs "
+            f"to record the layers' sizes. {engine.DAMAGED}"
+        )
     return tuple(LayerRecord(d, size) for d, size in zip(diff_ids, sizes, strict=True))
 
 
@@ -365,39 +389,18 @@ def build_lock(
     ensure_base(client, lock, build_plan, progress.note)
     reference = image_reference(lock, lock_digest)
     stages = split_stages(texts["Dockerfile"])
+    deps: str | None = None
     if stages is None:
         progress.note(
-            f"building in one pass (the Dockerfile has no final `FROM {plan.DEPS_STAGE}`)"
+            f"building in one pass (the Dockerfile's last stage is not `FROM {plan.DEPS_STAGE}`)"
         )
         normalised = _build_on_base(
             client, context_dir, build_plan, reference, no_cache=no_cache, progress=progress
         )
-        rewritten, deps = normalised.rewritten, None
     else:
-        deps, deps_rewritten = _dependencies(
-            client,
-            context_dir,
-            build_plan=build_plan,
-            stages=stages,
-            no_cache=no_cache,
-            progress=progress,
+        deps, normalised = _build_on_dependencies(
+            client, context_dir, build_plan, reference, stages, no_cache=no_cache, progress=progress
         )
-        progress.note("building the image on its dependencies")
-        app = f"FROM {deps}\n{stages.app}".encode()
-        stream = tarstream.folder_stream(
-            context_dir, leave_out=frozenset({plan.WHEELS}), replace={"Dockerfile": app}
-        )
-        built = engine.build(client, _counted(stream, progress.sent), progress.event, no_cache)
-        normalised = normalise_image(
-            client,
-            built,
-            parent=deps,
-            epoch=build_plan.epoch,
-            reference=reference,
-            note=progress.note,
-            trust_context_copies=stages.copies_from_context_only,
-        )
-        rewritten = deps_rewritten + normalised.rewritten
     commit, dirty = source.git_state(project)
     base_layers = len(engine.inspect_image(client, build_plan.base)["RootFS"]["Layers"])
     record = BuildRecord(
@@ -412,7 +415,10 @@ def build_lock(
         base=build_plan.base,
         git_commit=commit,
         git_dirty=dirty,
-        normalisation={"rewritten": list(rewritten), "scanned_bytes": normalised.scanned_bytes},
+        normalisation={
+            "rewritten": list(normalised.rewritten),
+            "scanned_bytes": normalised.scanned_bytes,
+        },
         dependencies=deps,
     )
     if push is not None:
@@ -426,7 +432,7 @@ class Stages:
 
     dependencies: str  # every stage up to and including `deps`
     app: str  # the final stage's instructions after its FROM line
-    copies_from_context_only: bool  # no COPY --from in the final stage
+    trust_copies: bool  # no RUN or ADD in the final stage: its COPY steps are from the context
 
     @property
     def key(self) -> str:
@@ -437,36 +443,86 @@ class Stages:
 
 _FINAL_FROM = re.compile(rf"^FROM[ \t]+{plan.DEPS_STAGE}[ \t]*$", re.IGNORECASE | re.MULTILINE)
 _ANY_FROM = re.compile(r"^FROM[ \t]", re.IGNORECASE | re.MULTILINE)
+# What only a one-pass build keeps: parser directives and ARGs before the first FROM (the final
+# stage is built on its own), and COPY --from a stage (stage names mean nothing there).
+_HEADER_ONLY = re.compile(r"^(?:#[ \t]*(?:syntax|escape)[ \t]*=|ARG[ \t])", re.I | re.M)
 _COPY_FROM = re.compile(r"^[ \t]*COPY[ \t][^\n]*--from", re.IGNORECASE | re.MULTILINE)
+_RUN_OR_ADD = re.compile(r"^[ \t]*(?:RUN|ADD)[ \t]", re.IGNORECASE | re.MULTILINE)
 
 
 def split_stages(dockerfile: str) -> Stages | None:
-    """The dependencies and the final stage; None when the last stage is not `FROM deps` (a
-    template override), which is then built in one pass."""
+    """The dependencies and the final stage; None when the Dockerfile must be built in one pass
+    (a template override whose last stage is not `FROM deps`, that copies from another stage,
+    or that sets parser directives or ARGs before the first FROM)."""
     finals = list(_FINAL_FROM.finditer(dockerfile))
     if not finals or _ANY_FROM.search(dockerfile, finals[-1].end()):
         return None
+    first_from = _ANY_FROM.search(dockerfile)
+    header = dockerfile[: first_from.start() if first_from else 0]
     app = dockerfile[finals[-1].end() :].lstrip("\n")
-    only_context = _COPY_FROM.search(app.replace("\\\n", " ")) is None
-    return Stages(dockerfile[: finals[-1].start()], app, only_context)
+    instructions = app.replace("\\\n", " ")
+    if _HEADER_ONLY.search(header) or _COPY_FROM.search(instructions):
+        return None
+    trust = _RUN_OR_ADD.search(instructions) is None
+    return Stages(dockerfile[: finals[-1].start()], app, trust)
+
+
+def _build_on_dependencies(
+    client: Any,
+    context_dir: Path,
+    build_plan: plan.BuildPlan,
+    reference: str,
+    stages: Stages,
+    *,
+    no_cache: bool,
+    progress: Progress,
+) -> tuple[str, Normalised]:
+    """The deps image (made when missing), then the final stage on it from a context without the
+    wheels. Returns the deps image's name and the image, with what both normalisations did."""
+    deps, made = _dependencies(
+        client, context_dir, build_plan, stages, no_cache=no_cache, progress=progress
+    )
+    progress.note("building the image on its dependencies")
+    app = f"FROM {deps}\n{stages.app}".encode()
+    stream = tarstream.folder_stream(
+        context_dir, leave_out=frozenset({plan.WHEELS}), replace={"Dockerfile": app}
+    )
+    built = engine.build(client, _counted(stream, progress.sent), progress.event, no_cache)
+    image = normalise_image(
+        client,
+        built,
+        parent=deps,
+        epoch=build_plan.epoch,
+        reference=reference,
+        note=progress.note,
+        trust_context_copies=stages.trust_copies,
+    )
+    if made is None:
+        return deps, image
+    return deps, replace(
+        image,
+        rewritten=made.rewritten + image.rewritten,
+        scanned_bytes=made.scanned_bytes + image.scanned_bytes,
+    )
 
 
 def _dependencies(
     client: Any,
     context_dir: Path,
-    *,
     build_plan: plan.BuildPlan,
     stages: Stages,
+    *,
     no_cache: bool,
     progress: Progress,
-) -> tuple[str, tuple[str, ...]]:
-    """The dependencies image (the `deps` stage, normalised): built when missing or with
-    `no_cache`, else the one an earlier build of this lock left. Returns its name and what its
-    normalisation rewrote."""
+) -> tuple[str, Normalised | None]:
+    """The dependencies image (the `deps` stage, normalised): built when missing, when its name
+    no longer names the image reprobuild loaded under it, or with `no_cache`; else the one an
+    earlier build of this lock left (returned without a `Normalised`)."""
     reference = f"{build_plan.name}:{plan.DEPS_STAGE}-{stages.key}"
-    if not no_cache and engine.has_image(client, reference):
+    known = imagecache.named(reference)
+    if not no_cache and known is not None and engine.image_id(client, reference) == known:
         progress.note(f"dependencies: {reference}, built before")
-        return reference, ()
+        return reference, None
     progress.note(f"building the dependencies (stage {plan.DEPS_STAGE})")
     normalised = _build_on_base(
         client,
@@ -477,7 +533,7 @@ def _dependencies(
         progress=progress,
         target=plan.DEPS_STAGE,
     )
-    return reference, normalised.rewritten
+    return reference, normalised
 
 
 def _build_on_base(

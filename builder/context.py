@@ -1,8 +1,9 @@
 """Write the build context: rendered files, locked requirements, payload, entry and user code.
 
 Written into a temporary sibling directory and renamed into place, so a failure leaves the old
-context untouched. Every file's mtime is the lock's epoch, so an unchanged input gives an
-unchanged context (and the engine's layer cache hits).
+context untouched. Every file's mtime is the lock's epoch (the wheels, links into the cache,
+keep theirs), so an unchanged input gives an unchanged context (and the engine's layer cache
+hits).
 """
 
 from __future__ import annotations
@@ -154,6 +155,10 @@ def _copy_code(project: Path, destination: Path, exclude: Path) -> None:
 
 
 def _clamp_times(folder: Path, epoch: int) -> None:
+    # The wheels are hard links into the wheel cache: redating them would redate the cache's
+    # files (and void their verified stamps). Only the throwaway install stages see their dates.
+    wheels = folder / plan.WHEELS
     for path in sorted(folder.rglob("*"), reverse=True):
-        os.utime(path, (epoch, epoch), follow_symlinks=False)
+        if path.parent != wheels:
+            os.utime(path, (epoch, epoch), follow_symlinks=False)
     os.utime(folder, (epoch, epoch))

@@ -4,9 +4,11 @@ does not export the image again to read it.
 - Image configs, by image ID. An image ID is the sha256 of its config, so a cached config is
   checked against its name on every read; a damaged or edited file is ignored (and read again
   from the engine), never trusted.
-- Layers found clean, by diff ID and epoch. A diff ID is the sha256 of the layer's bytes, so a
-  layer with a known diff ID holds exactly what was scanned before; the verdict depends on the
-  epoch its dates were judged against, which is part of the key.
+- Layers found clean, by diff ID, epoch and rules. A diff ID is the sha256 of the layer's bytes,
+  so a layer with a known diff ID holds exactly what was scanned before; the verdict depends on
+  the epoch its dates were judged against and on the noise rules, both part of the key.
+- Images reprobuild loaded under a name, by that name: a tag can be moved by anyone, so a name is
+  used again only while it still names the image recorded here.
 
 A cache that cannot be written costs a later export, never a wrong answer: write failures are
 ignored.
@@ -20,7 +22,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from builder import files
+from builder import files, normalise
 
 
 def _root() -> Path:
@@ -44,12 +46,33 @@ def keep_config(raw: bytes) -> None:
     _write(_root() / "configs" / f"{hashlib.sha256(raw).hexdigest()}.json", raw)
 
 
+def _clean_marker(diff_id: str, epoch: int) -> Path:
+    return _root() / "clean" / normalise.RULES / str(epoch) / _hex(diff_id)
+
+
 def is_clean(diff_id: str, epoch: int) -> bool:
-    return (_root() / "clean" / str(epoch) / _hex(diff_id)).is_file()
+    """Whether the layer was scanned and found clean, under today's rules and this epoch."""
+    return _clean_marker(diff_id, epoch).is_file()
 
 
 def mark_clean(diff_id: str, epoch: int) -> None:
-    _write(_root() / "clean" / str(epoch) / _hex(diff_id), b"")
+    _write(_clean_marker(diff_id, epoch), b"")
+
+
+def _name_file(reference: str) -> Path:
+    return _root() / "names" / hashlib.sha256(reference.encode()).hexdigest()
+
+
+def named(reference: str) -> str | None:
+    """The image ID reprobuild itself loaded as `reference` (a tag anyone can move)."""
+    try:
+        return _name_file(reference).read_text().strip() or None
+    except OSError:
+        return None
+
+
+def keep_name(reference: str, image_id: str) -> None:
+    _write(_name_file(reference), image_id.encode())
 
 
 def _write(path: Path, data: bytes) -> None:

@@ -119,16 +119,25 @@ def cleanup(engine_client: Any) -> Iterator[list[str]]:
 
 
 def test_clean_rebuilds_give_one_image_id_and_one_manifest_digest(
-    tmp_path: Path, engine_client: Any, test_base: str, cleanup: list[str]
+    tmp_path: Path,
+    engine_client: Any,
+    test_base: str,
+    cleanup: list[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # An empty reprobuild cache: the first build reads every layer from an export, the second
+    # reads none (all known clean by diff ID); both paths must give one image.
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     project = small_project(tmp_path / "project", system=("libgomp1=12.2.0-14+deb12u1",))
     cache = tmp_path / "cache"
-    first, _ = build_project(engine_client, project, cache)
+    first, first_run = build_project(engine_client, project, cache)
     cleanup += made(first)
     pushed_first = build.push_image(engine_client, first, f"{REGISTRY}/test/small:one", print)
-    second, _ = build_project(engine_client, project, cache)
+    second, second_run = build_project(engine_client, project, cache)
     assert second.image_id == first.image_id
     assert second.layers == first.layers
+    assert first_run.notes.count("normalising: reading the built image") == 1  # the deps stage
+    assert "normalising: reading the built image" not in second_run.notes
     # Delete every image no container uses (the build cache and the base included), then build
     # once more: the base is pulled again by digest and every step runs from nothing.
     for name in (first.image, f"{REGISTRY}/test/small:one"):
@@ -177,6 +186,19 @@ def test_code_only_change_rebuilds_one_layer(
     assert after.dependencies == before.dependencies and after.base_layers == before.base_layers
 
 
+def test_a_deps_name_moved_to_another_image_is_built_again(
+    tmp_path: Path, engine_client: Any, test_base: str, cleanup: list[str]
+) -> None:
+    project = small_project(tmp_path / "project")
+    before, _ = build_project(engine_client, project, tmp_path / "cache")
+    cleanup += made(before)
+    assert before.dependencies is not None
+    engine.tag(engine_client, before.base, before.dependencies)  # the name now names the base
+    after, recorder = build_project(engine_client, project, tmp_path / "cache", no_cache=False)
+    assert "building the dependencies (stage deps)" in recorder.notes
+    assert after.image_id == before.image_id
+
+
 def test_the_two_pass_build_is_the_normalised_one_pass_build_of_its_dockerfile(
     tmp_path: Path, engine_client: Any, test_base: str, cleanup: list[str]
 ) -> None:
@@ -202,12 +224,12 @@ def test_the_two_pass_build_is_the_normalised_one_pass_build_of_its_dockerfile(
     cleanup.append("lab/small:one-pass")
     assert one_pass.image_id == record.image_id
     assert one_pass.layers == record.layers and one_pass.rewritten == ()
-    raw = json.loads(build._exported_config(engine_client, built))
+    raw = json.loads(build.exported_config(engine_client, built))
     base_history = len(engine_client.api.history(record.base))
     for key in ("container", "container_config", "docker_version"):
         del raw[key]
     del raw["config"]["Hostname"], raw["config"]["Image"]
-    raw["created"] = "2026-11-22T00:00:00Z"
+    raw["created"] = normalise.iso_time(epoch)
     for entry in raw["history"][base_history:]:
         entry["created"] = raw["created"]
     edited = json.dumps(raw, sort_keys=True, separators=(",", ":")).encode()

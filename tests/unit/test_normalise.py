@@ -77,7 +77,7 @@ def test_the_rendered_dockerfile_is_cut_before_its_final_stage() -> None:
     assert "FROM system AS deps\n" in stages.dependencies
     assert stages.app.startswith("# The smoke test payload")
     assert stages.app.splitlines()[1] == "COPY reprobuild/image/ /"
-    assert stages.copies_from_context_only
+    assert stages.trust_copies
     assert dockerfile == stages.dependencies + "FROM deps\n" + stages.app
     # The dependencies image is named by the text that builds it, not by the final stage.
     edited_app = build.split_stages(dockerfile.replace("WORKDIR", "EXPOSE 80\nWORKDIR"))
@@ -90,14 +90,16 @@ def test_the_rendered_dockerfile_is_cut_before_its_final_stage() -> None:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("FROM base AS deps\nRUN x\nFROM deps\nCOPY code/ /\n", True),
-        ("FROM base AS deps\nFROM deps\nCOPY --chown=1:1 \\\n  --from=deps /a /b\n", False),
-        ("FROM base AS deps\nFROM deps\nCOPY --from=deps /a /b\n", False),
+        ("FROM base AS deps\nRUN x\nFROM deps\nCOPY code/ /\nWORKDIR /w\n", True),
+        ("FROM base AS deps\nFROM deps\nCOPY a /\n  RUN touch /b\n", False),
+        ("FROM base AS deps\nFROM deps\nadd x.tar /\n", False),
     ],
 )
-def test_only_copies_from_the_context_are_trusted(text: str, expected: bool) -> None:
+def test_copies_are_trusted_only_in_a_final_stage_without_run_or_add(
+    text: str, expected: bool
+) -> None:
     stages = build.split_stages(text)
-    assert stages is not None and stages.copies_from_context_only is expected
+    assert stages is not None and stages.trust_copies is expected
 
 
 @pytest.mark.parametrize(
@@ -106,6 +108,10 @@ def test_only_copies_from_the_context_are_trusted(text: str, expected: bool) -> 
         "FROM base\nCOPY code/ /\n",  # no deps stage
         "FROM base AS deps\nFROM deps\nCOPY a /\nFROM deps AS other\nCOPY b /\n",  # not last
         "FROM base AS deps\nFROM deps AS final\n",  # a named final stage is not `FROM deps`
+        "FROM base AS deps\nFROM deps\nCOPY --from=deps /a /b\n",  # stage names
+        "FROM base AS deps\nFROM deps\nCOPY --chown=1:1 \\\n  --from=deps /a /b\n",
+        "ARG BASE=x\nFROM $BASE AS deps\nFROM deps\nCOPY a /\n",  # global ARGs
+        "# escape=`\nFROM base AS deps\nFROM deps\nCOPY a /\n",  # parser directives
     ],
 )
 def test_a_dockerfile_without_a_final_from_deps_is_built_in_one_pass(text: str) -> None:
@@ -145,3 +151,15 @@ def test_the_context_stream_leaves_out_and_replaces(tmp_path: Path) -> None:
         assert archive.getnames() == ["Dockerfile", "reprobuild", "reprobuild/image"]
         dockerfile = archive.extractfile("Dockerfile")
         assert dockerfile is not None and dockerfile.read() == b"FROM lab/x:deps-1\n"
+
+
+def test_noise_in_a_layer_copied_from_the_context_stops_the_build() -> None:
+    scan = normalise.LayerScan("sha256:" + "4" * 64, 10, ["workspace/a.pyc: build-time noise"])
+    build._refuse_noisy_copies([])
+    with pytest.raises(build.NormaliseError) as caught:
+        build._refuse_noisy_copies([scan])
+    assert str(caught.value) == (
+        "a layer copied from the build context holds build-time noise (workspace/a.pyc: "
+        "build-time noise); the context is reprobuild's own and should never hold any. Remove "
+        "the file from the project, or report it if it is one reprobuild wrote."
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -113,7 +114,10 @@ def test_a_verified_wheel_is_hashed_again_only_when_it_changed(
     assert again.cached == ["alpha-1.0-py3-none-any.whl"] and hashed == []
     # Same size, other bytes, a new mtime: the stamp no longer matches, the file is hashed,
     # found wrong, and downloaded again.
-    (cache / "alpha-1.0-py3-none-any.whl").write_bytes(b"alpha wheel BYTES")
+    wheel = cache / "alpha-1.0-py3-none-any.whl"
+    before = wheel.stat().st_mtime_ns
+    wheel.write_bytes(b"alpha wheel BYTES")
+    os.utime(wheel, ns=(before + 1_000_000_000, before + 1_000_000_000))
     repaired = wheelhouse.fetch(lock, tmp_path, cache, no_progress)
     assert hashed == ["alpha-1.0-py3-none-any.whl"]
     assert repaired.fetched == ["alpha-1.0-py3-none-any.whl"]
