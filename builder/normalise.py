@@ -154,6 +154,7 @@ def rewrite(layer: IO[bytes], output: IO[bytes], epoch: int) -> LayerScan:
             fileobj=hashing_out, mode="w|", format=tarfile.PAX_FORMAT, bufsize=tarstream.BLOCK
         ) as target,  # type: ignore[call-overload]
     ):
+        target.copybufsize = tarstream.BLOCK  # copies member data in 1 MiB reads, not 16 KiB
         for member in source:
             if is_noise(member.name):
                 continue
