@@ -90,11 +90,11 @@ def normalise_image(
     wrote and dated itself. Layers still to check are read from an export of the image (`rescan`:
     all of them), and a noisy one is rewritten.
     """
-    parent_raw = _parent_config(client, parent, note)
-    inherited = len(json.loads(parent_raw)["rootfs"]["diff_ids"])
+    parent_document: dict[str, Any] = json.loads(_parent_config(client, parent, note))
+    inherited = len(parent_document["rootfs"]["diff_ids"])
     inspected = engine.inspect_image(client, image_id)
     diff_ids: list[str] = inspected["RootFS"]["Layers"]
-    steps = _own_steps(client, image_id, parent, parent_raw, diff_ids)
+    steps = _own_steps(client, image_id, parent, parent_document, diff_ids)
     layer_steps = [step for step in steps if step.adds_layer]
     own = list(zip(diff_ids[inherited:], layer_steps, strict=True))
     trusted = {
@@ -116,7 +116,7 @@ def normalise_image(
         else:
             checked = _Checked([(diff_id, None, 0) for diff_id in diff_ids], (), 0)
         new_ids = [diff_id for diff_id, _, _ in checked.layers]
-        config = normalise.config(parent_raw, inspected, steps, epoch, new_ids)
+        config = normalise.config(parent_document, inspected, steps, epoch, new_ids)
         engine.load_stream(client, normalise.load_archive(config, checked.layers, reference))
     new_id = f"sha256:{hashlib.sha256(config).hexdigest()}"
     loaded = engine.inspect_image(client, reference)["Id"]
@@ -220,11 +220,10 @@ _KEEP_STAGES = (
 
 
 def _own_steps(
-    client: Any, image_id: str, parent: str, parent_raw: bytes, diff_ids: list[str]
+    client: Any, image_id: str, parent: str, parent_document: dict[str, Any], diff_ids: list[str]
 ) -> list[normalise.Step]:
     """The build's steps above the parent; whether each added a layer is told by the layers of
     the image that step made (the history API does not say, and a step can add an empty one)."""
-    parent_document = json.loads(parent_raw)
     inherited = parent_document.get("history") or []
     parent_ids = parent_document["rootfs"]["diff_ids"]
     history = engine.history(client, image_id)

@@ -63,9 +63,13 @@ class Step:
 
 
 def config(
-    parent: bytes, image: dict[str, Any], steps: list[Step], epoch: int, diff_ids: list[str]
+    parent: dict[str, Any],
+    image: dict[str, Any],
+    steps: list[Step],
+    epoch: int,
+    diff_ids: list[str],
 ) -> bytes:
-    """The normalised config of an image built FROM `parent` (its raw config bytes), written from
+    """The normalised config of an image built FROM `parent` (its parsed config), written from
     what the engine shows of the built image (`image`: its inspect document) and of its steps.
 
     Nothing build-specific survives: no container ID, hostname, parent ID or engine version, and
@@ -73,9 +77,8 @@ def config(
     the parent's config has it. Written, not edited from the engine's raw config, so that the
     config is the same whether or not that raw config was read (it needs an export).
     """
-    parent_document: dict[str, Any] = json.loads(parent)
     created = iso_time(epoch)
-    history: list[dict[str, Any]] = list(parent_document.get("history") or [])
+    history: list[dict[str, Any]] = list(parent.get("history") or [])
     history += [_history_entry(step, created) for step in steps]
     runtime = dict(image.get("Config") or {})
     for key in CONFIG_BUILD_FIELDS:
@@ -92,7 +95,7 @@ def config(
         "author": image.get("Author"),
         "variant": image.get("Variant"),
         "os.version": image.get("OsVersion"),
-        "os.features": parent_document.get("os.features"),
+        "os.features": parent.get("os.features"),
     }
     document.update((key, value) for key, value in optional.items() if value)
     return json.dumps(document, sort_keys=True, separators=(",", ":")).encode()

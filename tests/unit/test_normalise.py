@@ -39,7 +39,7 @@ def test_the_config_is_written_from_the_engines_view_of_the_build() -> None:
         normalise.Step("/bin/sh -c true", "a comment", adds_layer=False),
     ]
     layers = ["sha256:" + "1" * 64, "sha256:" + "2" * 64]
-    written = normalise.config(json.dumps(PARENT).encode(), INSPECTED, steps, 1795305600, layers)
+    written = normalise.config(PARENT, INSPECTED, steps, 1795305600, layers)
     assert written == (
         b'{"architecture":"amd64","config":{"Cmd":null,"User":"1000:1000"},'
         b'"created":"2026-11-22T00:00:00Z","history":['
@@ -59,7 +59,7 @@ def test_the_config_is_written_from_the_engines_view_of_the_build() -> None:
 
 def test_platform_fields_the_engine_shows_are_kept() -> None:
     inspected = {**INSPECTED, "Architecture": "arm64", "Variant": "v8", "Author": "lab"}
-    document = json.loads(normalise.config(json.dumps(PARENT).encode(), inspected, [], 0, []))
+    document = json.loads(normalise.config(PARENT, inspected, [], 0, []))
     assert (document["architecture"], document["variant"], document["author"]) == (
         "arm64",
         "v8",
