@@ -1,3 +1,3 @@
-from builder.cli import main
+from builder.launch import main
 
 main()

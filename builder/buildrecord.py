@@ -7,12 +7,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from builder import source
-from builder.errors import ReprobuildError
+from builder import recordfile, source
 from builder.files import write_atomic
 
 RECORD_FILE = source.RECORD_FILE
-FORMAT = 1
+FORMAT = recordfile.FORMAT
 
 
 @dataclass(frozen=True)
@@ -41,8 +40,8 @@ class BuildRecord:
     normalisation: dict[str, Any] = field(default_factory=dict)
 
 
-class RecordError(ReprobuildError):
-    """The build record is missing or unreadable."""
+RecordError = recordfile.RecordError
+ImageToRun = recordfile.ImageToRun
 
 
 def dumps(record: BuildRecord) -> str:
@@ -57,24 +56,12 @@ def write(project: Path, record: BuildRecord) -> Path:
 
 
 def read(project: Path) -> BuildRecord:
-    path = project / RECORD_FILE
-    try:
-        document: dict[str, Any] = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise RecordError(f"{path} does not exist: run `reprobuild build` first.") from None
-    except (OSError, ValueError) as error:
-        raise RecordError(
-            f"{path} is unreadable ({error}); run `reprobuild build` again."
-        ) from None
-    if document.pop("format", None) != FORMAT:
-        raise RecordError(f"{path} has an unknown format; run `reprobuild build` again.")
+    document = recordfile.load(project)
     try:
         layers = tuple(LayerRecord(**layer) for layer in document.pop("layers"))
         return BuildRecord(layers=layers, **document)
     except (KeyError, TypeError) as error:
-        raise RecordError(
-            f"{path} is incomplete ({error}); run `reprobuild build` again."
-        ) from None
+        raise recordfile.incomplete(project, error) from None
 
 
 def pushed_build(project: Path, lock_digest: str) -> str | None:
@@ -85,13 +72,6 @@ def pushed_build(project: Path, lock_digest: str) -> str | None:
     return record.pushed if record.lock == lock_digest else None
 
 
-@dataclass(frozen=True)
-class ImageToRun:
-    reference: str  # as the user named it, or the last build's tag
-    image_id: str
-    pushed: str | None  # the last build's pushed name@sha256:..., for the records
-
-
 def image_to_run(client: Any, project: Path, chosen: str | BuildRecord) -> ImageToRun:
     """The image a command runs: a reference (pulled if the engine lacks it), or the project's
     last build (its record, read first), from the engine or pulled back by digest from where it
@@ -100,19 +80,9 @@ def image_to_run(client: Any, project: Path, chosen: str | BuildRecord) -> Image
 
     if isinstance(chosen, str):
         return ImageToRun(chosen, engine.ensure_image(client, chosen), None)
-    record = chosen
-    found = engine.image_id(client, record.image_id)
-    if found is None and record.pushed:
-        found = engine.ensure_image(client, record.pushed)
-    if found is None:
-        raise RecordError(
-            f"the last build's image {record.image} ({record.image_id}) is no longer in the "
-            "engine and was not pushed: run `reprobuild build` again."
-        )
-    if found != record.image_id:
-        raise RecordError(
-            f"{record.pushed} is {found} in the registry, but {project / RECORD_FILE} recorded "
-            f"{record.image_id}: the record was edited or belongs to another build. Run "
-            "`reprobuild build` again."
-        )
-    return ImageToRun(record.image, record.image_id, record.pushed)
+    return recordfile.recorded_image(
+        project,
+        asdict(chosen),
+        lambda reference: engine.image_id(client, reference),
+        lambda reference: engine.ensure_image(client, reference),
+    )

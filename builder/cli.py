@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from builder import __version__
+from builder import __version__, launch
 from builder.errors import ReprobuildError
 
 if TYPE_CHECKING:
@@ -67,7 +67,7 @@ def _console() -> Any:
     "--knowledge",
     "knowledge_dir",
     type=click.Path(file_okay=False, path_type=Path),
-    envvar="REPROBUILD_KNOWLEDGE",
+    envvar=launch.KNOWLEDGE_VARIABLE,
     help="Use the knowledge base in this directory instead of the shipped one.",
 )
 @click.pass_context
@@ -560,9 +560,10 @@ def _build_display(quiet: bool, plain: bool) -> Any:
 
 
 def _gpus(_context: click.Context, _parameter: click.Parameter, value: str | None) -> str | None:
-    if value is None or value == "all" or (value.isdigit() and int(value) > 0):
-        return value
-    raise click.BadParameter(f"{value!r}: give all, or a number of GPUs such as 1.")
+    problem = None if value is None else launch.gpus_problem(value)
+    if problem is not None:
+        raise click.BadParameter(problem)
+    return value
 
 
 def _gpus_option(
@@ -647,27 +648,12 @@ def run_command(
 
         reprobuild run --gpus all -- python train.py --epochs 3
     """
-    from builder import buildrecord, engine, run
+    from builder import run
 
-    argv = list(_training_command(command))
-    named = image or buildrecord.read(options.project)
-    with contextlib.closing(engine.connect()) as client:
-        plan = run.RunPlan(
-            project=options.project.resolve(),
-            outputs=outputs.resolve() if outputs else None,
-            image=buildrecord.image_to_run(client, options.project, named),
-            command=argv,
-            gpus=gpus,
-        )
-        result, path = run.execute(client, plan, _relay)
-    _note(f"exit {result.exit_code}; record {path}")
-    sys.exit(result.exit_code)
-
-
-def _relay(data: bytes, to_stderr: bool) -> None:
-    stream = sys.stderr.buffer if to_stderr else sys.stdout.buffer
-    stream.write(data)
-    stream.flush()
+    plan = run.RunPlan(
+        options.project, image or None, list(_training_command(command)), outputs=outputs, gpus=gpus
+    )
+    sys.exit(run.command(plan))
 
 
 @cli.command("publish")

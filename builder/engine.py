@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
 import re
-import signal
 import socket
 import tarfile
 from collections.abc import Callable, Iterator
@@ -19,14 +17,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from builder.errors import ReprobuildError
+from builder import enginewire
 from builder.tarstream import BLOCK, blocks
 
-TIMEOUT_S = 600
-# A fixed API version: with "auto" docker-py queries the engine inside the client constructor and
-# leaks the socket when that fails. 1.41 is spoken by Debian's docker.io (20.10) and newer engines.
-API_VERSION = "1.41"
-DEFAULT_ADDRESS = "unix:///var/run/docker.sock"
+TIMEOUT_S, API_VERSION, DEFAULT_ADDRESS = (
+    enginewire.TIMEOUT_S,
+    enginewire.API_VERSION,
+    enginewire.DEFAULT_ADDRESS,
+)
+EngineError = enginewire.EngineError
+CommandNotFound = enginewire.CommandNotFound
+address, missing_engine_message = enginewire.address, enginewire.missing_engine_message
 
 
 PUSH_FIX = (
@@ -38,14 +39,6 @@ DAMAGED = (
     "The engine's image store may be damaged: run the command again; if it fails the same way, "
     "restart dockerd and rebuild with `reprobuild build --no-cache`."
 )
-
-
-class EngineError(ReprobuildError):
-    """The Docker engine is missing or refused an operation."""
-
-
-def address() -> str:
-    return os.environ.get("DOCKER_HOST", DEFAULT_ADDRESS)
 
 
 def unreachable_reason(target: str) -> str | None:
@@ -60,14 +53,6 @@ def unreachable_reason(target: str) -> str | None:
         except OSError as error:
             return f"{path}: {error.strerror or error}"
     return None
-
-
-def missing_engine_message(target: str, reason: str) -> str:
-    return (
-        f"no Docker engine answers at {target} ({reason}). Start one: on Debian "
-        "`apt-get install docker.io` then `dockerd &` (or `systemctl start docker`); or set "
-        "DOCKER_HOST to a running engine."
-    )
 
 
 def connect(target: str | None = None, timeout_s: int = TIMEOUT_S) -> Any:
@@ -184,10 +169,6 @@ def run_script(client: Any, image: str, script: str, timeout_s: int = TIMEOUT_S)
     return ScriptResult(result.exit_code, result.stdout + result.stderr)
 
 
-class CommandNotFound(EngineError):
-    """The image has no such program; callers say which image would have it."""
-
-
 @dataclass(frozen=True)
 class RunResult:
     exit_code: int
@@ -195,20 +176,11 @@ class RunResult:
     stderr: str
 
 
-NO_GPU_RUNTIME = (
-    "the Docker engine at {address} cannot give a container a GPU ({reason}): it has no NVIDIA "
-    "container runtime. Install the NVIDIA Container Toolkit (`nvidia-container-toolkit`), run "
-    "`nvidia-ctk runtime configure --runtime=docker` and restart dockerd; or use --cpu for the "
-    "CPU mode."
-)
-
-
 def gpu_request(gpus: str) -> Any:
     """`--gpus all` or `--gpus N` as the engine's device request."""
     from docker.types import DeviceRequest
 
-    count = -1 if gpus == "all" else int(gpus)
-    return DeviceRequest(count=count, capabilities=[["gpu"]])
+    return DeviceRequest(count=enginewire.gpu_count(gpus), capabilities=[["gpu"]])
 
 
 def run(
@@ -246,62 +218,6 @@ def run(
         container.remove(force=True)
 
 
-@dataclass(frozen=True)
-class Attached:
-    """What `run_attached` needs besides the image and command."""
-
-    mounts: dict[str, dict[str, str]]  # host path -> {"bind": path inside, "mode": "ro"|"rw"}
-    environment: dict[str, str]
-    user: str | None
-    working_dir: str
-    gpus: str | None
-
-
-FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-
-
-def run_attached(
-    client: Any,
-    image: str,
-    command: list[str],
-    how: Attached,
-    output: Callable[[bytes, bool], None],
-) -> int:
-    """Run a command in a fresh container, stream its stdout and stderr (second argument True
-    for stderr), forward SIGINT, SIGTERM and SIGHUP to it, and return its exit code. The
-    container is removed afterwards, also on errors."""
-    from docker.errors import APIError
-
-    options: dict[str, Any] = {
-        "volumes": how.mounts,
-        "environment": how.environment,
-        "working_dir": how.working_dir,
-    }
-    container = _create(client, image, command, options, user=how.user, gpus=how.gpus)
-    previous = {}
-
-    def forward(signum: int, _frame: Any) -> None:
-        with contextlib.suppress(APIError):
-            container.kill(signal=signum)
-
-    try:
-        for number in FORWARDED_SIGNALS:
-            previous[number] = signal.signal(number, forward)
-        # Attached before the start, as `docker run` does, so no early output is lost.
-        stream = client.api.attach(container.id, stdout=True, stderr=True, stream=True, demux=True)
-        _start(container, image, command, how.gpus)
-        for out, err in stream:
-            if out:
-                output(out, False)
-            if err:
-                output(err, True)
-        return int(container.wait().get("StatusCode", 1))
-    finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
-        container.remove(force=True)
-
-
 def _create(
     client: Any,
     image: str,
@@ -320,10 +236,7 @@ def _create(
     try:
         return client.containers.create(image, command, **options)
     except APIError as error:
-        raise EngineError(
-            f"the engine could not create a container of {image}: "
-            f"{_why(error)}. Check the image and the engine's log (dockerd)."
-        ) from None
+        raise enginewire.create_failed(image, _why(error)) from None
 
 
 def _start(container: Any, image: str, command: list[str], gpus: str | None) -> None:
@@ -332,18 +245,7 @@ def _start(container: Any, image: str, command: list[str], gpus: str | None) -> 
     try:
         container.start()
     except APIError as error:
-        reason = _why(error)
-        if gpus is not None and "device driver" in reason:
-            raise EngineError(NO_GPU_RUNTIME.format(address=address(), reason=reason)) from None
-        if "executable file not found" in reason:
-            raise CommandNotFound(
-                f"{image} has no {command[0]} on its PATH: check the command's spelling, or give "
-                f"its full path inside the image (`docker run --rm {image} which {command[0]}`)."
-            ) from None
-        raise EngineError(
-            f"the engine could not start {image}: {reason}. Check the command and the engine's "
-            "log (dockerd)."
-        ) from None
+        raise enginewire.start_failed(image, command, gpus, _why(error)) from None
 
 
 @dataclass(frozen=True)

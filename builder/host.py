@@ -13,6 +13,7 @@ from typing import Any
 from builder.compat import ComputeCapability, CudaVersion, DriverVersion
 
 ENGINE_TIMEOUT_S = 5
+NVML_LIBRARY = "libnvidia-ml.so.1"  # the name pynvml loads on Linux
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,8 @@ def _nvml_problem(error: Exception) -> str:
 def probe_nvidia(*, sm_counts: bool = False) -> NvidiaHost:
     """Read driver and GPUs through NVML (nvidia-ml-py's `pynvml` module). SM counts NVML does not
     give are read through libcuda, whose start costs about 0.2 s: ask for them only to show them."""
+    if not _nvml_library_loads():
+        return NvidiaHost(None, None, (), _NVML_PROBLEMS["NVMLError_LibraryNotFound"])
     import pynvml
 
     try:
@@ -89,6 +92,18 @@ def probe_nvidia(*, sm_counts: bool = False) -> NvidiaHost:
         return NvidiaHost(None, None, (), _nvml_problem(error))
     finally:
         pynvml.nvmlShutdown()
+
+
+def _nvml_library_loads() -> bool:
+    """Whether the driver's NVML library is there, asked before importing pynvml, whose import
+    alone (25 ms) is most of a probe on a machine without a GPU."""
+    import ctypes
+
+    try:
+        ctypes.CDLL(NVML_LIBRARY)
+    except OSError:
+        return False
+    return True
 
 
 def _text(value: str | bytes) -> str:

@@ -13,18 +13,16 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Any
 
-from builder import __version__, snapshots
+from builder import __version__, layout, snapshots
 from builder.apt import DEFAULT_PATH, AptArchive
 from builder.lock import Lock, LockedPackage
 
 VENV = "/opt/venv"
+CODE, OUTPUTS, USER, UID = layout.CODE, layout.OUTPUTS, layout.USER, layout.UID
 HOME = "/opt/reprobuild"
-CODE = "/workspace"
-OUTPUTS = "/outputs"  # where `run` and the exported cluster jobs mount a writable outputs folder
 HOOK = f"{HOME}/hook"  # the runtime determinism hook (builder/smoke/hook.py) and its .pth
 HOOK_MODULE, HOOK_PTH = "_reprobuild_determinism.py", "reprobuild-determinism.pth"
 HOOK_PTH_TEXT = "import _reprobuild_determinism; _reprobuild_determinism.install()\n"
-USER, UID = "reprobuild", 1000
 CONTEXT = "reprobuild"  # folder of generated files inside the build context
 # Trees copied onto / in one COPY each: copying onto an existing folder would date that folder
 # by the build, copying onto / keeps the dates the context carries.

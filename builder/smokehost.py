@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from builder import engine
-from builder.buildrecord import ImageToRun
 from builder.errors import ReprobuildError, tail
+from builder.recordfile import ImageToRun
 
 NOT_FOUND_EXIT = 127
 TIMEOUT_S = 1200

@@ -9,23 +9,39 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-WORK_FOLDER = ".reprobuild"  # the build context and the wheelhouse
-RECORD_FILE = "reprobuild.build.json"
-RUNS_FOLDER = "runs"
+from builder import layout
+
+WORK_FOLDER, RECORD_FILE, RUNS_FOLDER = layout.WORK_FOLDER, layout.RECORD_FILE, layout.RUNS_FOLDER
 OUTPUTS = (WORK_FOLDER, RECORD_FILE, RUNS_FOLDER)
+_HEAD = "# branch.oid "
 
 
-def git_state(project: Path) -> tuple[str | None, bool | None]:
-    """HEAD's commit and whether the tree has changes besides reprobuild's own outputs;
-    (None, None) outside a git checkout."""
+def git_state(project: Path, also_ignored: tuple[Path, ...] = ()) -> tuple[str | None, bool | None]:
+    """HEAD's commit and whether the tree has changes besides reprobuild's own outputs (and
+    the folders `also_ignored`, where they lie in the project); (None, None) outside a git
+    checkout or before its first commit."""
     # The whole checkout counts (`:/`), but not the outputs in this project (relative to it).
-    pathspec = [":/", *(f":(exclude){name}" for name in OUTPUTS)]
+    excluded = [*OUTPUTS, *_inside(project, also_ignored)]
+    pathspec = [":/", *(f":(exclude){name}" for name in excluded)]
+    # One git process: `reprobuild run` asks this while the engine starts a container, and on a
+    # small machine every process then competes with the engine for the CPU.
+    arguments = ["status", "--porcelain=v2", "--branch", "--no-ahead-behind"]
     try:
-        commit = _git(project, "rev-parse", "HEAD")
-        status = _git(project, "status", "--porcelain", "--untracked-files=normal", "--", *pathspec)
+        status = _git(project, *arguments, "--untracked-files=normal", "--", *pathspec)
     except (OSError, subprocess.CalledProcessError):
         return None, None
-    return commit.strip(), bool(status.strip())
+    lines = status.splitlines()
+    commit = next((line[len(_HEAD) :] for line in lines if line.startswith(_HEAD)), None)
+    if commit is None or commit == "(initial)":
+        return None, None
+    return commit, any(not line.startswith("# ") for line in lines)
+
+
+def _inside(project: Path, folders: tuple[Path, ...]) -> list[str]:
+    """The folders that lie inside the project (not the project itself), relative to it."""
+    root = project.resolve()
+    inside = [folder.resolve() for folder in folders]
+    return [str(folder.relative_to(root)) for folder in inside if root in folder.parents]
 
 
 def _git(project: Path, *args: str) -> str:

@@ -91,6 +91,88 @@ def test_sigterm_reaches_the_command(project: Path, test_base: str) -> None:
     assert only_record(project)["exit_code"] == 42
 
 
+def test_a_command_the_image_lacks_starts_nothing_and_leaves_nothing(
+    project: Path, engine_client: Any, test_base: str
+) -> None:
+    result = reprobuild(project, "run", "--image", test_base, "--", "trian.py")
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr == (
+        f"error: {test_base} has no trian.py on its PATH: check the command's spelling, or give "
+        f"its full path inside the image (`docker run --rm {test_base} which trian.py`).\n"
+    )
+    assert not (project / "runs").exists()
+    assert engine_client.containers.list(all=True, filters={"ancestor": test_base}) == []
+
+
+def test_a_failed_start_with_outputs_elsewhere_leaves_no_run_folder(
+    project: Path, tmp_path: Path, test_base: str
+) -> None:
+    outputs = tmp_path / "outputs"
+    result = reprobuild(
+        project, "run", "--image", test_base, "--outputs", str(outputs), "--", "trian.py"
+    )
+    assert result.returncode == 1 and "has no trian.py on its PATH" in result.stderr
+    assert not (project / "runs").exists()
+    assert outputs.is_dir()  # the user's folder stays
+
+
+def test_outputs_inside_the_project_do_not_make_it_dirty(project: Path, test_base: str) -> None:
+    result = reprobuild(
+        project, "run", "--image", test_base, "--outputs", str(project / "out"), "--",
+        "sh", "-c", "echo weights > /outputs/model.pt",
+    )  # fmt: skip
+    assert result.returncode == 0
+    assert (project / "out" / "model.pt").read_text() == "weights\n"
+    assert only_record(project)["git_dirty"] is False
+
+
+def test_gpus_on_an_engine_without_the_nvidia_runtime(
+    project: Path, engine_client: Any, test_base: str
+) -> None:
+    if "nvidia" in engine_client.info().get("Runtimes", {}):
+        pytest.skip("this engine has the NVIDIA runtime")
+    result = reprobuild(project, "run", "--gpus", "all", "--image", test_base, "--", "true")
+    assert result.returncode == 1
+    assert result.stderr == (
+        "error: the Docker engine at unix:///var/run/docker.sock cannot give a container a GPU "
+        '(could not select device driver "" with capabilities: [[gpu]]): it has no NVIDIA '
+        "container runtime. Install the NVIDIA Container Toolkit (`nvidia-container-toolkit`), "
+        "run `nvidia-ctk runtime configure --runtime=docker` and restart dockerd; or use --cpu "
+        "for the CPU mode.\n"
+    )
+    assert not (project / "runs").exists()
+    assert engine_client.containers.list(all=True, filters={"ancestor": test_base}) == []
+
+
+def test_a_run_click_parses_runs_the_same(project: Path, test_base: str) -> None:
+    """No `--`: the entry point leaves the parsing to click, and the run is the same."""
+    result = reprobuild(project, "run", "--image", test_base, "sh", "-c", "echo $HOME; exit 5")
+    assert (result.returncode, result.stdout) == (5, "/tmp\n")
+    record = only_record(project)
+    assert (record["exit_code"], record["command"]) == (5, ["sh", "-c", "echo $HOME; exit 5"])
+
+
+def test_facts_that_cannot_be_read_leave_a_note_not_a_lost_run(
+    project: Path, test_base: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from builder import enginewire, run, runrecord
+
+    def broken_driver(project: str, outputs: str | None) -> runrecord.HostFacts:
+        raise ValueError("driver version '555.x' is not a version")
+
+    monkeypatch.setattr(runrecord, "gather", broken_driver)  # an NVML answer no host here gives
+    printed: list[bytes] = []
+    plan = run.RunPlan(project, test_base, ["sh", "-c", "echo done; exit 3"])
+    outcome = run.execute(enginewire.Wire(), plan, lambda data, _: printed.append(data))
+    assert (outcome.code, b"".join(printed)) == (3, b"done\n")
+    assert outcome.notes == [
+        "the host's git state and GPUs could not be read (ValueError: driver version '555.x' is "
+        "not a version); the record has none"
+    ]
+    record = only_record(project)
+    assert (record["exit_code"], record["git_commit"], record["gpus"]) == (3, None, [])
+
+
 def test_an_image_the_registry_does_not_have(project: Path, engine_client: Any) -> None:
     result = reprobuild(project, "run", "--image", "127.0.0.1:5000/nothing:here", "--", "true")
     assert result.returncode == 1

@@ -137,6 +137,29 @@ def test_run_needs_a_build_and_a_command(tmp_path: Path) -> None:
     assert "no such option: --gpu (options go before --)" in typo.stderr
 
 
+def test_run_without_an_engine_names_it_and_leaves_nothing(tmp_path: Path) -> None:
+    socket = tmp_path / "docker.sock"
+    missing = run(
+        "-C", str(tmp_path), "run", "--image", "a:b", "--", "true",
+        env={"DOCKER_HOST": f"unix://{socket}"},
+    )  # fmt: skip
+    assert missing.returncode == 1
+    assert missing.stderr == (
+        f"error: no Docker engine answers at unix://{socket} ({socket}: No such file or "
+        "directory). Start one: on Debian `apt-get install docker.io` then `dockerd &` (or "
+        "`systemctl start docker`); or set DOCKER_HOST to a running engine.\n"
+    )
+    remote = run("-C", str(tmp_path), "run", "--", "true", env={"DOCKER_HOST": "ssh://gpu-box"})
+    assert remote.returncode == 1
+    assert remote.stderr == (
+        "error: DOCKER_HOST=ssh://gpu-box: `reprobuild run` reaches the engine through a unix:// "
+        "socket or tcp://HOST:PORT, and mounts this machine's folders by path, so it needs the "
+        "engine on this machine. Unset DOCKER_HOST for unix:///var/run/docker.sock, or point it "
+        "at this machine's engine.\n"
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_build_sif_needs_apptainer_and_a_push(tmp_path: Path) -> None:
     # apptainer cannot be installed on this machine: a stand-in on PATH shows the order of checks.
     bare = {"PATH": str(Path(sys.executable).parent) + ":/usr/bin:/bin"}

@@ -32,3 +32,22 @@ def test_reprobuilds_own_outputs_do_not_make_the_tree_dirty(tmp_path: Path) -> N
 
 def test_outside_a_checkout_there_is_no_state(tmp_path: Path) -> None:
     assert source.git_state(tmp_path) == (None, None)
+
+
+def test_before_the_first_commit_there_is_no_state(tmp_path: Path) -> None:
+    git(tmp_path, "init", "-q")
+    (tmp_path / "train.py").write_text("")
+    assert source.git_state(tmp_path) == (None, None)
+
+
+def test_folders_also_ignored_do_not_make_the_tree_dirty(tmp_path: Path) -> None:
+    git(tmp_path, "init", "-q")
+    (tmp_path / "train.py").write_text("")
+    git(tmp_path, "add", "train.py")
+    git(tmp_path, "commit", "-qm", "first")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "model.pt").write_text("weights")
+    commit, dirty = source.git_state(tmp_path, also_ignored=(tmp_path / "out",))
+    assert commit is not None and dirty is False
+    outside = tmp_path.parent / f"{tmp_path.name}-outputs"
+    assert source.git_state(tmp_path, also_ignored=(outside,)) == (commit, True)

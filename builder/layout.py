@@ -1,0 +1,16 @@
+"""Names every stage agrees on: where things live inside the image and in the project.
+
+A module that imports nothing, because `reprobuild run` reads it on its way to the container's
+start, where importing the plan (and the lock and apt modules behind it) would cost more than
+the rest of that path.
+"""
+
+# Inside the image.
+CODE = "/workspace"
+OUTPUTS = "/outputs"  # where `run` and the exported cluster jobs mount a writable outputs folder
+USER, UID = "reprobuild", 1000
+
+# In the project: what reprobuild itself writes there.
+WORK_FOLDER = ".reprobuild"  # the build context and the wheelhouse
+RECORD_FILE = "reprobuild.build.json"
+RUNS_FOLDER = "runs"
