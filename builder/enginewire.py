@@ -419,7 +419,8 @@ def exit_code(wire: Wire, removal: Response) -> int:
         raise wire.broken("POST", "/containers/ID/wait", error) from None
     finally:
         removal.close()
-    problem = (answer.get("Error") or {}).get("Message")
+    reported = answer.get("Error")
+    problem = reported.get("Message") if isinstance(reported, dict) else reported
     if problem:
         raise EngineError(
             f"the engine lost track of the run: {problem}. Its log (dockerd) says why."

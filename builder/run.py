@@ -90,11 +90,11 @@ def execute(
     folder = run_folder(run_plan.project, started, image.image_id)
     outputs = run_plan.outputs or os.path.join(folder, "outputs")
     user = container_user()
-    prepare_outputs(outputs, user)
-    spec = enginewire.container_spec(
-        image.image_id, run_plan.command, mounts(run_plan.project, outputs, user), run_plan.gpus
-    )
     try:
+        prepare_outputs(outputs, user)
+        spec = enginewire.container_spec(
+            image.image_id, run_plan.command, mounts(run_plan.project, outputs, user), run_plan.gpus
+        )
         code, ended, facts = _run(wire, image.reference, spec, run_plan, output)
     except BaseException:
         _discard(folder)
@@ -142,6 +142,7 @@ def _run(
                 enginewire.relay_frames(wire, stream, output)
                 code = enginewire.exit_code(wire, removal)
         except BaseException:
+            opened.close()  # our streams first: an unread attach stream can stall the removal
             container.remove()
             raise
     return code, snapshots.utc_now(), facts.result()
@@ -200,16 +201,17 @@ class ForwardedSignals:
 
     def __enter__(self) -> ForwardedSignals:
         for number in FORWARDED_SIGNALS:
-            self._previous[number] = signal.signal(number, self._forward)
+            if signal.getsignal(number) is not signal.SIG_IGN:  # nohup's SIGHUP stays ignored
+                self._previous[number] = signal.signal(number, self._forward)
         return self
 
     def __exit__(self, *_exception: object) -> None:
         for number, handler in self._previous.items():
-            signal.signal(number, handler)
+            signal.signal(number, signal.SIG_DFL if handler is None else handler)
 
     def started(self) -> None:
-        pending, self._pending = self._pending or [], None
-        for signum in pending:
+        pending, self._pending = self._pending, None
+        for signum in pending or ():
             self._container.kill(signum)
 
     def _forward(self, signum: int, _frame: FrameType | None) -> None:

@@ -21,8 +21,11 @@ def git_state(project: Path, also_ignored: tuple[Path, ...] = ()) -> tuple[str |
     the folders `also_ignored`, where they lie in the project); (None, None) outside a git
     checkout or before its first commit."""
     # The whole checkout counts (`:/`), but not the outputs in this project (relative to it).
-    excluded = [*OUTPUTS, *_inside(project, also_ignored)]
-    pathspec = [":/", *(f":(exclude){name}" for name in excluded)]
+    pathspec = [
+        ":/",
+        *(f":(exclude){name}" for name in OUTPUTS),
+        *(f":(exclude,literal){name}" for name in _inside(project, also_ignored)),
+    ]
     # One git process: `reprobuild run` asks this while the engine starts a container, and on a
     # small machine every process then competes with the engine for the CPU.
     arguments = ["status", "--porcelain=v2", "--branch", "--no-ahead-behind"]
@@ -45,6 +48,11 @@ def _inside(project: Path, folders: tuple[Path, ...]) -> list[str]:
 
 
 def _git(project: Path, *args: str) -> str:
+    # Its own session: a Ctrl-C meant for a run's command does not cut its record's git state.
     return subprocess.run(
-        ["git", "-C", str(project), *args], capture_output=True, text=True, check=True
+        ["git", "-C", str(project), *args],
+        capture_output=True,
+        text=True,
+        check=True,
+        start_new_session=True,
     ).stdout

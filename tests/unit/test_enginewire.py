@@ -27,6 +27,7 @@ def serve(tmp_path: Path) -> Iterator[Serve]:
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         listener.bind(str(path))
         listener.listen(1)
+        listener.settimeout(10)  # a test that fails before connecting does not leave it waiting
 
         def answer_once() -> None:
             with listener, listener.accept()[0] as connection:
