@@ -82,7 +82,7 @@ def image_to_run(client: Any, project: Path, chosen: str | BuildRecord) -> Image
         return ImageToRun(chosen, engine.ensure_image(client, chosen), None)
     return recordfile.recorded_image(
         project,
-        asdict(chosen),
+        {"image": chosen.image, "image_id": chosen.image_id, "pushed": chosen.pushed},
         lambda reference: engine.image_id(client, reference),
         lambda reference: engine.ensure_image(client, reference),
     )

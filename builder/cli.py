@@ -653,7 +653,7 @@ def run_command(
     plan = run.RunPlan(
         options.project, image or None, list(_training_command(command)), outputs=outputs, gpus=gpus
     )
-    sys.exit(run.command(plan))
+    sys.exit(launch.run_and_report(plan))
 
 
 @cli.command("publish")

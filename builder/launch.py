@@ -33,10 +33,8 @@ def main() -> None:
 
         click_main()
         return
-    from builder import run
-
     try:
-        code = run.command(run_plan)
+        code = run_and_report(run_plan)
     except ReprobuildError as error:
         sys.stderr.write(f"error: {error}\n")
         sys.exit(error.exit_code)
@@ -49,6 +47,24 @@ def main() -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
+
+
+def run_and_report(run_plan: RunPlan) -> int:
+    """The `run` verb for both parsers: the command's output as it comes, then the notes and
+    where the record is; the command's exit code."""
+    from builder import enginewire, run
+
+    outcome = run.execute(enginewire.Wire(), run_plan, relay)
+    for note in outcome.notes:
+        sys.stderr.write(f"note: {note}\n")
+    sys.stderr.write(f"note: exit {outcome.code}; record {outcome.record}\n")
+    return outcome.code
+
+
+def relay(data: bytes, to_stderr: bool) -> None:
+    stream = sys.stderr.buffer if to_stderr else sys.stdout.buffer
+    stream.write(data)
+    stream.flush()
 
 
 def gpus_problem(value: str) -> str | None:

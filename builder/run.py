@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import sys
 import threading
 
 from builder import enginewire, layout, recordfile, snapshots
@@ -62,21 +61,6 @@ class Outcome:
         self.code = code
         self.record = record
         self.notes = notes
-
-
-def command(run_plan: RunPlan) -> int:
-    """The `run` verb: run, say where the record is, return the command's exit code."""
-    outcome = execute(enginewire.Wire(), run_plan, relay)
-    for note in outcome.notes:
-        sys.stderr.write(f"note: {note}\n")
-    sys.stderr.write(f"note: exit {outcome.code}; record {outcome.record}\n")
-    return outcome.code
-
-
-def relay(data: bytes, to_stderr: bool) -> None:
-    stream = sys.stderr.buffer if to_stderr else sys.stdout.buffer
-    stream.write(data)
-    stream.flush()
 
 
 def execute(

@@ -22,7 +22,7 @@ def click_plan(arguments: list[str], monkeypatch: pytest.MonkeyPatch) -> run.Run
         seen.append(plan)
         return 0
 
-    monkeypatch.setattr(run, "command", command)
+    monkeypatch.setattr(launch, "run_and_report", command)
     with pytest.raises(SystemExit) as exited:
         cli.main(args=arguments, standalone_mode=False)
     assert exited.value.code == 0
