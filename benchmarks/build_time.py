@@ -27,17 +27,11 @@ from typing import Any
 
 from timing import DEBIAN_MIRROR, TEST_BASE, reprobuild, timed
 
-from builder import (
-    build,
-    buildrecord,
-    engine,
-    files,
-    lockfile,
-    normalise,
-    plan,
-    tarstream,
-    wheelhouse,
-)
+from builder import files, tarstream
+from builder.build import build, buildrecord, normalise
+from builder.engine import sdk as engine
+from builder.lock import lockfile
+from builder.render import plan, wheelhouse
 
 ROOT = Path(__file__).parents[1]
 TARGETS = {"overhead": 1.10, "throughput_mb_s": 150.0, "code_change_s": 5.0, "size": 1.10}

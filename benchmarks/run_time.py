@@ -23,7 +23,8 @@ from pathlib import Path
 from timing import TEST_BASE, reprobuild, wall_ms
 
 import builder
-from builder import buildrecord, engine
+from builder.build import buildrecord
+from builder.engine import sdk as engine
 from tests.records import make_record
 
 TARGET = 1.10

@@ -17,7 +17,7 @@ from builder.errors import ReprobuildError
 
 TYPE_CHECKING = False  # typing's own flag, without importing typing on `run`'s way to the start
 if TYPE_CHECKING:
-    from builder.run import RunPlan
+    from builder.run.run import RunPlan
 
 GLOBAL_OPTIONS = {"-C": "project", "--project": "project", "--knowledge": "knowledge"}
 RUN_OPTIONS = {"--gpus": "gpus", "--image": "image", "--outputs": "outputs"}
@@ -29,7 +29,7 @@ def main() -> None:
     """Entry point of the `reprobuild` command and of `python -m builder`."""
     run_plan = plain_run(sys.argv[1:])
     if run_plan is None:
-        from builder.cli import main as click_main
+        from builder.cli.main import main as click_main
 
         click_main()
         return
@@ -52,7 +52,8 @@ def main() -> None:
 def run_and_report(run_plan: RunPlan) -> int:
     """The `run` verb for both parsers: the command's output as it comes, then the notes and
     where the record is; the command's exit code."""
-    from builder import enginewire, run
+    from builder.engine import wire as enginewire
+    from builder.run import run
 
     outcome = run.execute(enginewire.Wire(), run_plan, relay)
     for note in outcome.notes:
@@ -86,7 +87,7 @@ def plain_run(arguments: list[str]) -> RunPlan | None:
         return None
     if not _acceptable(values):
         return None
-    from builder import run
+    from builder.run import run
 
     return run.RunPlan(
         values.get("project", "."),

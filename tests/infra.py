@@ -10,8 +10,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from builder import bootstrap, engine
-from builder.registry import ImageReference, RegistryClient, RegistryError
+from builder.engine import sdk as engine
+from builder.engine.registry import ImageReference, RegistryClient, RegistryError
+from builder.lock import bootstrap
 
 REGISTRY = "127.0.0.1:5000"
 BASE = f"{REGISTRY}/reprobuild-test/debian-python:bookworm"

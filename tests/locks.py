@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from builder.lock import BaseLock, Lock, LockedPackage, PythonClosure, SystemLock
+from builder.lock.model import BaseLock, Lock, LockedPackage, PythonClosure, SystemLock
 
 DIGEST = "sha256:" + "d" * 64
 PYPI = "https://files.pythonhosted.org/packages/xx"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from builder.buildrecord import BuildRecord
+from builder.build.buildrecord import BuildRecord
 
 CONFIG = "sha256:" + "cd" * 32
 MANIFEST = "sha256:" + "ab" * 32

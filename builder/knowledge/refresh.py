@@ -30,8 +30,8 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.version import InvalidVersion, Version
 
 from builder.compat import CudaVersion
+from builder.engine.http import NotFound, RemoteFile
 from builder.errors import IndexUnavailable
-from builder.http import NotFound, RemoteFile
 from builder.knowledge import PYPI
 from builder.knowledge.pins import component_of
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from builder import host
+from builder.engine import host
 
 pytestmark = pytest.mark.gpu
 

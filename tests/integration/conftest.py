@@ -14,9 +14,10 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from builder import buildrecord, engine
-from builder.buildrecord import BuildRecord
-from builder.cli import cli
+from builder.build import buildrecord
+from builder.build.buildrecord import BuildRecord
+from builder.cli.main import cli
+from builder.engine import sdk as engine
 from builder.errors import ReprobuildError
 from tests.infra import BASE, DEBIAN_MIRROR, MINBASE, registry_has
 

@@ -19,10 +19,15 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from builder import build, buildrecord, engine, lockfile, normalise, plan, specfile, tarstream
-from builder.cli import cli
-from builder.lock import BaseLock, Lock, LockedPackage
-from builder.registry import ImageReference, RegistryClient
+from builder import tarstream
+from builder.build import build, buildrecord, normalise
+from builder.cli.main import cli
+from builder.engine import sdk as engine
+from builder.engine.registry import ImageReference, RegistryClient
+from builder.lock import lockfile
+from builder.lock.model import BaseLock, Lock, LockedPackage
+from builder.render import plan
+from builder.spec import file as specfile
 from tests.infra import BASE, DEBIAN_MIRROR, REGISTRY
 from tests.locks import make_lock
 

@@ -18,8 +18,9 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from builder import engine, imagediff
-from builder.cli import cli
+from builder.check import diff as imagediff
+from builder.cli.main import cli
+from builder.engine import sdk as engine
 
 CREATED_A = "2024-01-01T00:00:00Z"
 CREATED_B = "2024-02-01T00:00:00Z"

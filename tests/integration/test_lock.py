@@ -11,9 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from builder import apt, knowledge, locker, lockfile, resolve, spec, target
+from builder import knowledge
 from builder.errors import ReprobuildError
-from builder.lock import Lock, LockError
+from builder.lock import apt, lockfile
+from builder.lock import stage as locker
+from builder.lock.model import Lock, LockError
+from builder.resolve import resolve, target
+from builder.spec import check as spec
 from tests.infra import BASE, DEBIAN_MIRROR
 
 KB = knowledge.load()

@@ -17,7 +17,10 @@ from typing import Any
 import pytest
 import yaml
 
-from builder import build, buildrecord, engine, lockfile, publish
+from builder.build import build, buildrecord
+from builder.engine import sdk as engine
+from builder.lock import lockfile
+from builder.publish import publish
 from tests import cli
 from tests.infra import BASE, REGISTRY
 from tests.integration.test_build import build_project, small_project

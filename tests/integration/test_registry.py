@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import requests
 
-from builder.registry import ImageReference, RegistryClient, RegistryError
+from builder.engine.registry import ImageReference, RegistryClient, RegistryError
 from tests.infra import REGISTRY
 
 

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 import pytest
 import requests
 
-from builder.registry import ImageReference, RegistryClient
+from builder.engine.registry import ImageReference, RegistryClient
 from tests.infra import REGISTRY
 
 TOKEN = "anonymous-pull-token"

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from builder import plan
+from builder.render import plan
 from tests import cli
 from tests.records import make_record
 
@@ -155,7 +155,8 @@ def test_a_run_click_parses_runs_the_same(project: Path, test_base: str) -> None
 def test_facts_that_cannot_be_read_leave_a_note_not_a_lost_run(
     project: Path, test_base: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from builder import enginewire, run, runrecord
+    from builder.engine import wire as enginewire
+    from builder.run import run, runrecord
 
     def broken_driver(project: str, outputs: str | None) -> runrecord.HostFacts:
         raise ValueError("driver version '555.x' is not a version")
@@ -181,7 +182,7 @@ def test_an_image_the_registry_does_not_have(project: Path, engine_client: Any) 
 
 
 def _write_record(project: Path, image_id: str, pushed: str | None) -> None:
-    from builder import buildrecord
+    from builder.build import buildrecord
 
     record = make_record(
         "sha256:" + "0" * 64, pushed=pushed, image_id=image_id, image="lab/train:0123456789ab"
@@ -206,7 +207,7 @@ def test_a_last_build_gone_from_the_engine_and_never_pushed(project: Path, test_
 def test_a_last_build_pulled_back_must_have_the_recorded_id(
     project: Path, engine_client: Any, test_base: str
 ) -> None:
-    from builder.registry import ImageReference, RegistryClient
+    from builder.engine.registry import ImageReference, RegistryClient
 
     with RegistryClient(attempts=1) as registry:
         digest = registry.resolve(ImageReference.parse(test_base)).digest

@@ -6,9 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from builder import apt, baseimage, knowledge, spec
+from builder import knowledge
 from builder.compat import CudaVersion
-from builder.lock import LockError
+from builder.lock import apt, baseimage
+from builder.lock.model import LockError
+from builder.spec import check as spec
 
 KB = knowledge.load()
 

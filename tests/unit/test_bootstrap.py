@@ -7,7 +7,8 @@ import json
 import tarfile
 from pathlib import Path
 
-from builder import bootstrap, snapshots
+from builder import snapshots
+from builder.lock import bootstrap
 
 SOURCE = bootstrap.DebianSource("bookworm", "http://deb.debian.org/debian")
 

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from builder import buildrecord, lockfile
+from builder.build import buildrecord
+from builder.lock import lockfile
 from tests.cli import reprobuild
 from tests.conftest import LocalIndex
 from tests.records import make_record

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from builder import context, plan
+from builder.render import context, plan
 
 STRICT_REFUSAL = "put_ does not have a deterministic implementation"
 PROBE = """

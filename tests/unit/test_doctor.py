@@ -7,9 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from builder import doctor, host, knowledge, resolve, spec, target
+from builder import knowledge
+from builder.check import doctor
 from builder.compat import ComputeCapability, CudaVersion, DriverVersion
-from builder.host import EngineHost, HostGpu, NvidiaHost
+from builder.engine import host
+from builder.engine.host import EngineHost, HostGpu, NvidiaHost
+from builder.resolve import resolve, target
+from builder.spec import check as spec
 
 KB = knowledge.load()
 EXAMPLE = Path(__file__).parents[2] / "images" / "example"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from builder import enginewire
+from builder.engine import wire as enginewire
 
 Serve = Callable[[bytes], enginewire.Wire]
 

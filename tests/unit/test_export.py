@@ -18,9 +18,13 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from builder import __version__, buildrecord, export, lockfile, plan
-from builder.buildrecord import BuildRecord
-from builder.export import ExportError, Job, SlurmOptions
+from builder import __version__
+from builder.build import buildrecord
+from builder.build.buildrecord import BuildRecord
+from builder.lock import lockfile
+from builder.publish import export
+from builder.publish.export import ExportError, Job, SlurmOptions
+from builder.render import plan
 from tests.records import make_record
 
 EXAMPLE = Path(__file__).parents[2] / "images" / "example"

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from builder import launch, run
-from builder.cli import cli
+from builder import launch
+from builder.cli.main import cli
+from builder.run import run
 
 
 def click_plan(arguments: list[str], monkeypatch: pytest.MonkeyPatch) -> run.RunPlan:
@@ -114,12 +115,12 @@ def test_the_way_to_the_start_imports_none_of_the_heavy_modules(tmp_path: Path) 
         "before = set(sys.modules)\n"
         "from builder import launch\n"
         f"plan = launch.plain_run(['-C', {str(tmp_path)!r}, 'run', '--image', 'a:b', '--', 'x'])\n"
-        "from builder import enginewire, run\n"
+        "from builder.engine import wire\nfrom builder.run import run\n"
         "print(json.dumps(sorted(set(sys.modules) - before)))\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True
     )
     imported = set(json.loads(result.stdout))
-    assert {"builder.launch", "builder.run", "builder.enginewire"} <= imported
+    assert {"builder.launch", "builder.run.run", "builder.engine.wire"} <= imported
     assert imported.isdisjoint(HEAVY)

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from builder import knowledge, lockfile
-from builder.lock import (
+from builder import knowledge
+from builder.lock import lockfile
+from builder.lock.model import (
     BaseLock,
     Lock,
     LockedPackage,

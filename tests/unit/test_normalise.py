@@ -12,7 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from builder import build, files, imagecache, normalise, plan, render, tarstream
+from builder import files, tarstream
+from builder.build import build, imagecache, normalise
+from builder.render import plan
+from builder.render import templates as render
 from tests.unit.test_render import CASES, LOCK_DIGEST
 
 PARENT = {

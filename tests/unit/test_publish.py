@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 import yaml
 
-from builder import publish, verify
-from builder.buildrecord import BuildRecord, LayerRecord
+from builder.build.buildrecord import BuildRecord, LayerRecord
+from builder.publish import publish, verify
 from tests import records
 from tests.locks import make_lock
 from tests.records import MANIFEST, make_record

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from builder import knowledge
+from builder.engine.http import Getter
 from builder.errors import IndexUnavailable
-from builder.http import Getter
 from builder.knowledge import refresh
 from tests.conftest import LocalIndex
 

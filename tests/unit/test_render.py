@@ -15,9 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from builder import context, plan, render
-from builder.lock import BaseLock, Lock
-from builder.render import RenderError
+from builder.lock.model import BaseLock, Lock
+from builder.render import context, plan
+from builder.render import templates as render
+from builder.render.templates import RenderError
 from tests.locks import DIGEST, make_lock, wheel
 
 SNAPSHOTS = Path(__file__).parents[1] / "snapshots"

@@ -6,10 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from builder import knowledge, resolve, spec, target
+from builder import knowledge
 from builder.compat import ComputeCapability, CudaVersion, DriverVersion
+from builder.engine.host import HostGpu, NvidiaHost
 from builder.errors import HostError, ResolutionError
-from builder.host import HostGpu, NvidiaHost
+from builder.resolve import resolve, target
+from builder.spec import check as spec
 
 KB = knowledge.load()
 

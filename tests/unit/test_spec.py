@@ -11,9 +11,10 @@ import tomli_w
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from builder import knowledge, spec
+from builder import knowledge
 from builder.compat import CudaVersion, DriverVersion
 from builder.errors import SpecError
+from builder.spec import check as spec
 
 KB = knowledge.load()
 MINIMAL = 'name = "lab/train"\npython = "3.11"\ntorch = "2.5.1"\n'

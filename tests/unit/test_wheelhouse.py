@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from builder import tarstream, wheelhouse
-from builder.lock import Lock, LockedPackage
+from builder import tarstream
+from builder.lock.model import Lock, LockedPackage
+from builder.render import wheelhouse
 from tests.conftest import LocalIndex
 from tests.unit.test_lockfile import sample_lock
 

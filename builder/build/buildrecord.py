@@ -1,0 +1,89 @@
+"""`reprobuild.build.json`: what a build produced, written atomically, read back by later stages."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from builder import source
+from builder.build import recordfile
+from builder.files import write_atomic
+
+RECORD_FILE = source.RECORD_FILE
+FORMAT = recordfile.FORMAT
+
+
+@dataclass(frozen=True)
+class LayerRecord:
+    diff_id: str
+    size: int
+
+
+@dataclass(frozen=True)
+class BuildRecord:
+    image: str  # name:tag in the engine
+    image_id: str  # sha256 of the config: the config digest
+    layers: tuple[LayerRecord, ...]
+    base_layers: int
+    lock: str
+    knowledge_version: str
+    reprobuild_version: str
+    engine_version: str
+    base: str
+    manifest_digest: str | None = None
+    pushed: str | None = None  # name@sha256:... after --push
+    pushed_tag: str | None = None  # name:tag it was pushed under (tags move; digests do not)
+    git_commit: str | None = None  # the project's HEAD when it was built (its code is inside)
+    git_dirty: bool | None = None
+    dependencies: str | None = None  # the image of the Dockerfile's deps stage it was built on
+    normalisation: dict[str, Any] = field(default_factory=dict)
+
+
+RecordError = recordfile.RecordError
+ImageToRun = recordfile.ImageToRun
+
+
+def dumps(record: BuildRecord) -> str:
+    document = {"format": FORMAT, **asdict(record)}
+    return json.dumps(document, indent=2, sort_keys=True) + "\n"
+
+
+def write(project: Path, record: BuildRecord) -> Path:
+    path = project / RECORD_FILE
+    write_atomic(path, dumps(record))
+    return path
+
+
+def read(project: Path) -> BuildRecord:
+    document = recordfile.load(project)
+    try:
+        layers = tuple(LayerRecord(**layer) for layer in document.pop("layers"))
+        return BuildRecord(layers=layers, **document)
+    except (KeyError, TypeError) as error:
+        raise recordfile.incomplete(project, error) from None
+
+
+def pushed_build(project: Path, lock_digest: str) -> str | None:
+    """The pushed image (name@sha256:...) of this lock's last build, if it was pushed."""
+    if not (project / RECORD_FILE).is_file():
+        return None
+    record = read(project)
+    return record.pushed if record.lock == lock_digest else None
+
+
+def image_to_run(client: Any, project: Path, chosen: str | BuildRecord) -> ImageToRun:
+    """The image a command runs: a reference (pulled if the engine lacks it), or the project's
+    last build (its record, read first), from the engine or pulled back by digest from where it
+    was pushed."""
+    from builder.engine import sdk as engine
+
+    if isinstance(chosen, str):
+        return ImageToRun(chosen, engine.ensure_image(client, chosen), None)
+    return recordfile.recorded_image(
+        project,
+        {"image": chosen.image, "image_id": chosen.image_id, "pushed": chosen.pushed},
+        lambda reference: engine.image_id(client, reference),
+        lambda reference: engine.ensure_image(client, reference),
+    )

@@ -1,0 +1,105 @@
+"""`reprobuild smoke IMAGE`: run the image's own smoke payload through the Docker engine.
+
+The payload (builder/smoke, installed in every image as `reprobuild-smoke`) does the proving; this
+stage gives it the GPUs (the engine's device requests, i.e. the NVIDIA container runtime), runs
+it by image ID with the network off as the image's own non-root user, and reads its JSON report.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from builder.build.recordfile import ImageToRun
+from builder.engine import sdk as engine
+from builder.errors import ReprobuildError, tail
+
+NOT_FOUND_EXIT = 127
+TIMEOUT_S = 1200
+
+
+NO_PAYLOAD = (
+    "{image} has no reprobuild-smoke on its PATH: only images made by `reprobuild build` carry "
+    "the smoke payload. Build the project's image, or name one that was."
+)
+
+
+class SmokeError(ReprobuildError):
+    """The image could not run its smoke payload, or it gave no report."""
+
+
+@dataclass(frozen=True)
+class SmokeRun:
+    image: str
+    image_id: str
+    gpus: str | None  # None: the CPU mode
+    exit_code: int  # the payload's: 0 pass, 1 fail, 3 unproven, 4 precondition
+    report: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"image": self.image, "image_id": self.image_id, "gpus": self.gpus, **self.report}
+
+
+def command(*, cpu: bool, canary: bool) -> list[str]:
+    # The in-image command checks the lock's versions (/opt/reprobuild/expect.json) by itself.
+    argv = ["reprobuild-smoke", "--json"]
+    return argv + (["--cpu"] if cpu else []) + ([] if canary else ["--no-canary"])
+
+
+def run(
+    client: Any,
+    image: ImageToRun,
+    *,
+    gpus: str | None,
+    canary: bool = True,
+    timeout_s: int = TIMEOUT_S,
+) -> SmokeRun:
+    """Run the image's payload by ID (GPU mode when gpus is given) and read its report."""
+    try:
+        result = engine.run(
+            client,
+            image.image_id,
+            command(cpu=gpus is None, canary=canary),
+            gpus=gpus,
+            network=False,
+            timeout_s=timeout_s,
+        )
+    except engine.CommandNotFound:
+        raise SmokeError(NO_PAYLOAD.format(image=image.reference)) from None
+    report = _report(image.reference, result)
+    return SmokeRun(image.reference, image.image_id, gpus, result.exit_code, report)
+
+
+def mode_text(gpus: str | None) -> str:
+    return "CPU mode" if gpus is None else f"--gpus {gpus}"
+
+
+def run_noted(
+    client: Any,
+    image: ImageToRun,
+    *,
+    gpus: str | None,
+    note: Callable[[str], None],
+    canary: bool = True,
+) -> SmokeRun:
+    """`run`, after a note that says where and how."""
+    note(f"running the smoke test in {image.reference} ({mode_text(gpus)})")
+    return run(client, image, gpus=gpus, canary=canary)
+
+
+def _report(image: str, result: engine.RunResult) -> dict[str, Any]:
+    try:
+        report: dict[str, Any] = json.loads(result.stdout)
+    except ValueError:
+        report = {}
+    if isinstance(report, dict) and "verdict" in report:
+        return report
+    if result.exit_code == NOT_FOUND_EXIT:
+        raise SmokeError(NO_PAYLOAD.format(image=image))
+    last = tail(result.stderr or result.stdout) or "(no output)"
+    raise SmokeError(
+        f"the smoke payload in {image} exited {result.exit_code} without a report:\n{last}\n"
+        "Run `docker run --rm IMAGE reprobuild-smoke` to see its whole output."
+    )

@@ -1,0 +1,1 @@
+"""The `reprobuild` command: click only. Parse, call one stage, print; one module per verb."""

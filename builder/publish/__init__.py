@@ -1,0 +1,1 @@
+"""Hand the image on: the manifest a paper publishes, its verification, cluster jobs that run it."""

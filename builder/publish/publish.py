@@ -1,0 +1,388 @@
+"""Build record + smoke report -> the manifest a paper publishes (`reprobuild.manifest.json`),
+its human-readable twin (`REPRODUCE.md`), a CITATION.cff fragment and a README badge line.
+
+The manifest names the image by registry digest, carries its config digest, the whole lock it
+was built from, and the smoke report with its fingerprint key, so `reprobuild verify` can check
+each against the image a reader pulls. An integrity digest over the manifest's content catches
+an edit made after publishing (it is a checksum, not a signature: sign the file to vouch for it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from builder import __version__, files
+from builder.build.buildrecord import BuildRecord
+from builder.errors import ReprobuildError
+from builder.lock.model import Lock
+
+MANIFEST_FILE = "reprobuild.manifest.json"
+REPRODUCE_FILE = "REPRODUCE.md"
+FORMAT = 1
+PUBLISHABLE = ("pass", "unproven")  # unproven: identical bits, but the canary showed no power
+
+
+class PublishError(ReprobuildError):
+    """The build cannot be published as it stands."""
+
+
+@dataclass(frozen=True)
+class Source:
+    git_commit: str | None
+    git_dirty: bool | None
+
+
+def report_problem(report: Any) -> str | None:
+    """What makes `report` not a smoke report (`reprobuild smoke --json`); None when it is one."""
+    if not isinstance(report, dict):
+        return "it is not a JSON object"
+    for name, kind in (("image_id", str), ("verdict", str), ("mode", str), ("key", dict)):
+        if not isinstance(report.get(name), kind):
+            return f"its {name!r} is missing or not a {kind.__name__}"
+    kernels = report.get("kernels")
+    if not isinstance(kernels, dict) or not all(
+        isinstance(kernel, dict) and isinstance(kernel.get("runs"), list) and kernel["runs"]
+        for kernel in kernels.values()
+    ):
+        return "its 'kernels' are missing or have no runs"
+    return None
+
+
+def check_smoke(report: Any, record: BuildRecord) -> None:
+    """The report must be a smoke report of this image that shows identical bits."""
+    problem = report_problem(report)
+    if problem is not None:
+        raise PublishError(
+            f"the smoke report cannot be used: {problem}. Give the output of "
+            "`reprobuild smoke --json` for this build."
+        )
+    if report["image_id"] != record.image_id:
+        raise PublishError(
+            f"the smoke report is of {report['image_id']}, not of the last build "
+            f"{record.image_id}: run `reprobuild smoke --json` on this build and give that report."
+        )
+    verdict = report["verdict"]
+    if verdict not in PUBLISHABLE:
+        raise PublishError(
+            f"the smoke test's verdict is {verdict!r}, so there is no proof of determinism to "
+            "publish: fix what `reprobuild smoke` reports, rebuild, and publish again."
+        )
+
+
+def read_report(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise PublishError(
+            f"{path} is not a smoke report ({error}): give the output of `reprobuild smoke --json`."
+        ) from None
+
+
+def integrity(document: dict[str, Any]) -> str:
+    """sha256 over the canonical JSON of everything but the integrity field itself."""
+    content = {key: value for key, value in document.items() if key != "integrity"}
+    canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return f"sha256:{hashlib.sha256(canonical.encode()).hexdigest()}"
+
+
+def sealed(document: dict[str, Any]) -> dict[str, Any]:
+    return {**document, "integrity": integrity(document)}
+
+
+def repository_of(pushed: str) -> str:
+    return pushed.partition("@")[0]
+
+
+def commands(pushed: str) -> dict[str, str]:
+    """What a reader types, each by digest: a tag can be moved, a digest cannot."""
+    sif = f"{repository_of(pushed).rsplit('/', 1)[-1]}-{pushed.rpartition(':')[2][:12]}.sif"
+    return {
+        "pull": f"docker pull {pushed}",
+        "verify": f"reprobuild verify {MANIFEST_FILE}",
+        "run": f"docker run --rm --gpus all {pushed} python train.py",
+        "smoke": f"docker run --rm --gpus all {pushed} reprobuild-smoke",
+        "apptainer": f"apptainer pull {sif} docker://{pushed} && apptainer test --nv {sif}",
+    }
+
+
+def citation(name: str, pushed: str, summary: str, lock_digest: str) -> str:
+    """A CITATION.cff `identifiers` entry (CFF 1.2.0) naming the image by digest."""
+    description = f"Training image ({summary}; lock {lock_digest}), built with reprobuild"
+    return (
+        "# For CITATION.cff; if yours has `identifiers:` already, add only the list item.\n"
+        "identifiers:\n"
+        "  - type: other\n"
+        f"    value: {json.dumps(pushed)}\n"
+        f"    description: {json.dumps(f'{name}: {description}')}\n"
+    )
+
+
+def badge(pushed: str) -> str:
+    """A static shields.io badge naming the digest, linking to REPRODUCE.md."""
+    short = pushed.rpartition("@")[2][:19]  # sha256: and 12 hex digits
+    label = quote(short.replace("-", "--"), safe="")
+    return f"[![reprobuild {short}](https://img.shields.io/badge/reprobuild-{label}-blue)]({REPRODUCE_FILE})"
+
+
+def resolution_summary(lock: Lock) -> dict[str, Any]:
+    resolution = lock.resolution
+    return {
+        "torch": resolution["torch"]["label"],
+        "cuda": resolution.get("cuda"),
+        "cudnn": resolution.get("cudnn"),
+        "python": lock.base.python,
+        "min_driver": resolution.get("min_driver"),
+    }
+
+
+def summary_text(summary: dict[str, Any]) -> str:
+    cuda = f"CUDA {summary['cuda']}" if summary["cuda"] else "CPU only"
+    return f"torch {summary['torch']}, {cuda}, Python {summary['python']}"
+
+
+def manifest(
+    record: BuildRecord,
+    lock: Lock,
+    *,
+    lock_text: str,
+    smoke: dict[str, Any],
+    source: Source,
+    published: str,
+) -> dict[str, Any]:
+    """The manifest document, sealed with its integrity digest."""
+    if record.pushed is None or record.manifest_digest is None:
+        raise PublishError("the build was not pushed: publish pushes it first (--to REF).")
+    summary = resolution_summary(lock)
+    name = str(lock.resolution["name"])
+    document = {
+        "format": FORMAT,
+        "name": name,
+        "published": published,
+        "image": {
+            "reference": record.pushed,
+            "tag": record.pushed_tag,
+            "config_digest": record.image_id,
+            "manifest_digest": record.manifest_digest,
+            "layers": [layer.diff_id for layer in record.layers],
+            "size": sum(layer.size for layer in record.layers),
+        },
+        "resolution": summary,
+        "lock": {"digest": record.lock, "text": lock_text},
+        "source": {"git_commit": source.git_commit, "git_dirty": source.git_dirty},
+        "smoke": smoke,
+        "built_with": {
+            "reprobuild": record.reprobuild_version,
+            "knowledge": record.knowledge_version,
+            "engine": record.engine_version,
+        },
+        "published_with": __version__,
+        "commands": commands(record.pushed),
+        "citation_cff": citation(name, record.pushed, summary_text(summary), record.lock),
+        "badge": badge(record.pushed),
+    }
+    return sealed(document)
+
+
+def dumps(document: dict[str, Any]) -> str:
+    return json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def reproduce_text(document: dict[str, Any]) -> str:
+    """REPRODUCE.md: the manifest for a reader, in the order they need it."""
+    image, smoke, command = document["image"], document["smoke"], document["commands"]
+    source = document["source"]
+    lines = [
+        f"# Reproducing {document['name']}",
+        "",
+        document["badge"],
+        "",
+        f"The training environment is the container image **`{image['reference']}`**: "
+        f"{summary_text(document['resolution'])}. Its config digest (image ID) is "
+        f"`{image['config_digest']}`; it was built from the lock `{document['lock']['digest']}` "
+        "(embedded in `reprobuild.manifest.json`); `reprobuild verify --rebuild`, run in a "
+        "checkout of the code, rebuilds that lock and compares the digest.",
+        "",
+        *_source_lines(source),
+        "## Get it and check it",
+        "",
+        "```sh",
+        command["pull"],
+        f"{command['verify']}   # pulls by digest, checks it, re-runs the smoke test",
+        "```",
+        "",
+        "## Train in it",
+        "",
+        "```sh",
+        command["run"],
+        "# or, on an HPC site with Apptainer:",
+        command["apptainer"],
+        "```",
+        "",
+        "Inside the image torch is deterministic as it is imported (seeds, deterministic "
+        "kernels, `CUBLAS_WORKSPACE_CONFIG`); `REPROBUILD_DETERMINISTIC=0` turns that off.",
+        "",
+        "## Determinism, as measured",
+        "",
+        *_smoke_lines(smoke),
+        "## Cite it",
+        "",
+        "```yaml",
+        document["citation_cff"].rstrip("\n"),
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _source_lines(source: dict[str, Any]) -> list[str]:
+    if not source["git_commit"]:
+        return []
+    dirty = " (with uncommitted changes)" if source["git_dirty"] else ""
+    return [f"The code is commit `{source['git_commit']}`{dirty}, copied into the image.", ""]
+
+
+def _smoke_lines(smoke: dict[str, Any]) -> list[str]:
+    key = smoke.get("key", {})
+    kernels = smoke.get("kernels", {})
+    canary = smoke.get("canary", {})
+    device = key.get("gpu") or key.get("cpu") or "the CPU"
+    where = (
+        f"on {device}"
+        if smoke.get("mode") == "gpu"
+        else "in CPU mode (no GPU was used: this shows the plumbing, not GPU determinism)"
+    )
+    lines = [
+        f"The smoke test ran {where}: {len(kernels)} kernels and a short training run gave "
+        f"bit-identical results in two fresh processes (verdict: {smoke.get('verdict')}).",
+    ]
+    if smoke.get("mode") == "gpu":
+        lines.append(_canary_line(canary))
+    lines += [
+        "Identical bits are promised for an identical fingerprint key:",
+        "",
+        "| key | value |",
+        "|---|---|",
+        *(f"| {name} | {_cell(value)} |" for name, value in sorted(key.items())),
+        "",
+    ]
+    return lines
+
+
+def _canary_line(canary: dict[str, Any]) -> str:
+    differed, witnesses = canary.get("differed", 0), canary.get("witnesses", 0)
+    if not witnesses:
+        return "The canary was not run, so this report does not show that the check can fail."
+    if not differed:
+        return (
+            f"None of {witnesses} witness kernels differed without deterministic settings on "
+            "this GPU: the check's power to fail was not shown here (verdict unproven)."
+        )
+    return (
+        f"Without deterministic settings {differed} of {witnesses} witness kernels differed, so "
+        "the check can fail."
+    )
+
+
+def _cell(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+    return text.replace("|", "\\|")
+
+
+def write(output: Path, document: dict[str, Any]) -> tuple[Path, Path]:
+    """REPRODUCE.md, then the manifest, each atomically, into `output`; their paths."""
+    manifest_path, reproduce_path = output / MANIFEST_FILE, output / REPRODUCE_FILE
+    remedy = "give -o a folder you can write to."
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise files.WriteError(
+            f"cannot make {output} ({error.strerror or error}): {remedy}"
+        ) from None
+    files.write_output(reproduce_path, reproduce_text(document), remedy)
+    files.write_output(manifest_path, dumps(document), remedy)
+    return manifest_path, reproduce_path
+
+
+@dataclass(frozen=True)
+class SmokeSource:
+    """Where the smoke report comes from: a file, or a run here on these GPUs."""
+
+    report_file: Path | None  # a `reprobuild smoke --json` report
+    gpus: str | None  # for a run here; None: the CPU mode
+
+
+def prepare(
+    client: Any,
+    current: Any,  # lockfile.CurrentLock
+    record: BuildRecord,
+    *,
+    push_to: str | None,
+    smoke: SmokeSource,
+    save: Callable[[BuildRecord], object],
+    note: Callable[[str], None],
+) -> dict[str, Any]:
+    """Check the smoke report, push the build if asked (`save` keeps the pushed record at
+    once), and make the sealed manifest."""
+    from builder import snapshots, source
+    from builder.build import build, buildrecord
+    from builder.check import smoke as smokehost
+
+    if record.lock != current.digest:
+        raise PublishError(
+            f"the last build ({record.image}) is of the lock {record.lock}, but "
+            f"{current.path} is {current.digest}: run `reprobuild build` first."
+        )
+    if push_to is None and record.pushed is None:
+        raise PublishError(
+            f"the last build {record.image} was never pushed, and a paper needs an image "
+            "readers can pull: give --to REGISTRY/NAME:TAG."
+        )
+    chosen = None
+    if smoke.report_file is not None:
+        report = read_report(smoke.report_file)
+    else:
+        chosen = buildrecord.image_to_run(client, current.project, record)
+        report = smokehost.run_noted(client, chosen, gpus=smoke.gpus, note=note).to_dict()
+    check_smoke(report, record)
+    if push_to is not None:
+        if chosen is None:  # the build must be in the engine to be pushed
+            buildrecord.image_to_run(client, current.project, record)
+        record = build.push_and_point(client, record, push_to, current, note)
+        save(record)
+    head, head_dirty = source.git_state(current.project)
+    commit, dirty = (
+        (record.git_commit, record.git_dirty) if record.git_commit else (head, head_dirty)
+    )
+    if head != commit:
+        note(f"HEAD is {head}, but the build is of {commit}: the manifest names {commit}")
+    return manifest(
+        record,
+        current.lock,
+        lock_text=current.text,
+        smoke=report,
+        source=Source(commit, dirty),
+        published=snapshots.utc_now(),
+    )
+
+
+def weak_proof(smoke: dict[str, Any]) -> str | None:
+    """What a reader of the manifest must be told about a proof short of a GPU pass; None for
+    a GPU pass."""
+    if smoke.get("mode") == "gpu" and smoke.get("verdict") == "pass":
+        return None
+    if smoke.get("mode") != "gpu":
+        return (
+            "the smoke report is from the CPU mode: it shows the plumbing, not GPU determinism. "
+            "Publish with a GPU run (`reprobuild publish` on a GPU host, or --smoke-report from "
+            "`reprobuild smoke --json` there) before the paper goes out."
+        )
+    return (
+        "the canary showed no power on this GPU (no witness differed without deterministic "
+        "settings), so identical bits here prove less; REPRODUCE.md says so."
+    )

@@ -1,0 +1,453 @@
+"""`reprobuild verify MANIFEST | IMAGE@DIGEST`: is the published image the one the paper names?
+
+Each check is a finding: ok, fail (the image or the manifest is not what was published),
+warn (worth knowing, not a mismatch) or skip (could not be judged here, and why). The image is
+pulled by digest, never by tag; its config digest, its lock label and, where the fingerprint key
+matches, its smoke fingerprints are compared with the manifest.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from builder.engine import sdk as engine
+from builder.errors import ReprobuildError
+from builder.lock import lockfile
+from builder.publish import publish
+
+LOCK_LABEL = "dev.reprobuild.lock"
+STATUSES = ("ok", "warn", "skip", "fail")
+CHECK_WIDTH = len("fingerprints")  # one column for every check, whichever ran
+
+
+class VerifyError(ReprobuildError):
+    """What to verify could not be read."""
+
+
+@dataclass(frozen=True)
+class Finding:
+    check: str
+    status: str  # one of STATUSES
+    detail: str
+
+
+@dataclass
+class Verification:
+    subject: str
+    reference: str  # name@sha256:... pulled
+    findings: list[Finding] = field(default_factory=list)
+    smoke: dict[str, Any] | None = None
+
+    def add(self, check: str, status: str, detail: str) -> None:
+        self.findings.append(Finding(check, status, detail))
+
+    def judge(self, check: str, holds: bool, ok: str, fail: str) -> None:
+        self.add(check, "ok" if holds else "fail", ok if holds else fail)
+
+    @property
+    def failed(self) -> bool:
+        return any(finding.status == "fail" for finding in self.findings)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "subject": self.subject,
+            "reference": self.reference,
+            "verified": not self.failed,
+            "findings": [asdict(finding) for finding in self.findings],
+            "smoke": self.smoke,
+        }
+
+
+@dataclass(frozen=True)
+class Steps:
+    """How far to go beyond the digests: the smoke test (on which GPUs), and a rebuild."""
+
+    smoke: bool
+    gpus: str | None  # None: the CPU mode
+    rebuild: Callable[[str], str] | None  # lock digest -> rebuilt image ID
+
+
+def read_manifest(path: Path) -> dict[str, Any]:
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise VerifyError(
+            f"{path} does not exist: give the paper's reprobuild.manifest.json or an image as "
+            "name@sha256:<digest>."
+        ) from None
+    except (OSError, ValueError) as error:
+        raise VerifyError(
+            f"{path} is not a reprobuild manifest ({error}): get the file again from where the "
+            "paper published it."
+        ) from None
+    if not isinstance(document, dict) or document.get("format") != publish.FORMAT:
+        raise VerifyError(
+            f"{path} is not a reprobuild manifest of format {publish.FORMAT}: get the file again "
+            "from where the paper published it, or update reprobuild."
+        )
+    problem = _shape_problem(document)
+    if problem is not None:
+        raise VerifyError(
+            f"{path} is damaged ({problem}): get the file again from where the paper published it."
+        )
+    return document
+
+
+def _shape_problem(document: dict[str, Any]) -> str | None:
+    image, lock = document.get("image"), document.get("lock")
+    if not isinstance(image, dict) or not isinstance(image.get("reference"), str):
+        return "image.reference is missing"
+    if not isinstance(lock, dict) or not isinstance(lock.get("digest"), str):
+        return "lock.digest is missing"
+    smoke = document.get("smoke")
+    problem = publish.report_problem(smoke)
+    return None if problem is None else f"the smoke report is not one: {problem}"
+
+
+def image_reference(text: str) -> str:
+    """name@sha256:... as the engine pulls it (a tag written before the digest is dropped)."""
+    from builder.engine.registry import DIGEST
+
+    name, _, digest = text.partition("@")
+    if not DIGEST.match(digest):
+        raise VerifyError(
+            f"{text!r} is not pinned by digest: give name@sha256:<64 hex digits> (a tag can be "
+            "moved to another image) or the paper's reprobuild.manifest.json."
+        )
+    return f"{engine.split_tag(name)[0]}@{digest}"
+
+
+@dataclass(frozen=True)
+class Subject:
+    """What to verify, read before the engine is asked anything."""
+
+    text: str  # as given
+    manifest: dict[str, Any] | None  # the published manifest; None: an image by digest
+    project_lock: str | None  # for an image: this project's lock digest, when it has a lock
+
+
+def read_subject(text: str, project: Path) -> Subject:
+    path = Path(text)
+    if "@" not in text or path.is_file():
+        return Subject(text, read_manifest(path), None)
+    lock = project / lockfile.LOCK_FILE
+    return Subject(text, None, lockfile.file_digest(lock) if lock.is_file() else None)
+
+
+def verify(client: Any, registry: Any, subject: Subject, steps: Steps) -> Verification:
+    if subject.manifest is not None:
+        return verify_manifest(client, registry, subject.manifest, subject.text, steps)
+    return verify_image(client, registry, subject.text, subject.project_lock, steps)
+
+
+def verify_manifest(
+    client: Any, registry: Any, document: dict[str, Any], subject: str, steps: Steps
+) -> Verification:
+    image = document["image"]
+    published_config = str(image.get("config_digest"))
+    result = Verification(subject, str(image["reference"]))
+    _integrity(result, document)
+    lock_digest = _embedded_lock(result, document)
+    if not _pinned(result, document):
+        return result
+    config = _fetched(client, registry, result, published_config)
+    if config is not None:
+        _same_config(result, config, published_config)
+        _lock_label(result, config, lock_digest, "the manifest's lock")
+    _tag(result, registry, image.get("tag"))
+    if config is not None:
+        _smoke(client, result, steps, str(config["Id"]), document["smoke"])
+        _rebuild(result, steps, lock_digest, published_config)
+    return result
+
+
+def _pinned(result: Verification, document: dict[str, Any]) -> bool:
+    """The manifest's reference is by digest, and its digest and commands name that image."""
+    try:
+        reference = image_reference(result.reference)
+    except VerifyError as error:
+        result.add("image", "fail", str(error))
+        return False
+    digest = reference.rpartition("@")[2]
+    if document["image"].get("manifest_digest") != digest:
+        result.add(
+            "image",
+            "fail",
+            f"the manifest digest {document['image'].get('manifest_digest')} is not the "
+            f"reference's {digest}",
+        )
+    if document.get("commands") != publish.commands(result.reference):
+        result.add("commands", "fail", f"the published commands do not all name {reference}")
+    result.reference = reference
+    return True
+
+
+def verify_image(
+    client: Any, registry: Any, text: str, project_lock: str | None, steps: Steps
+) -> Verification:
+    """An image by digest alone: no published fingerprints to compare; the project's lock, if
+    there is one, is compared with the image's label."""
+    result = Verification(text, image_reference(text))
+    config = _fetched(client, registry, result, None)
+    if config is None:
+        return result
+    result.add("image", "ok", f"pulled {result.reference}; config digest {config['Id']}")
+    labelled = _labels(config).get(LOCK_LABEL)
+    if labelled is None:
+        result.add(
+            "lock",
+            "fail",
+            "the image has no reprobuild lock label: it was not built by reprobuild build, so "
+            "there is nothing to verify it against",
+        )
+        return result
+    if project_lock is not None:
+        _lock_label(result, config, project_lock, "this project's reprobuild.lock")
+    else:
+        result.add(
+            "lock",
+            "skip",
+            f"built from the lock {labelled}; no reprobuild.lock here to compare it with",
+        )
+    _smoke(client, result, steps, str(config["Id"]), None)
+    _rebuild(result, steps, labelled, str(config["Id"]))
+    return result
+
+
+def _integrity(result: Verification, document: dict[str, Any]) -> None:
+    found = publish.integrity(document)
+    result.judge(
+        "manifest",
+        document.get("integrity") == found,
+        f"integrity {found} matches its content",
+        f"edited after publishing: its content hashes to {found}, the manifest says "
+        f"{document.get('integrity')}",
+    )
+
+
+def _embedded_lock(result: Verification, document: dict[str, Any]) -> str:
+    lock = document.get("lock") or {}
+    digest, text = str(lock.get("digest")), lock.get("text")
+    if not isinstance(text, str):
+        result.add("lock", "fail", "the manifest carries no lock text")
+        return digest
+    found = lockfile.text_digest(text)
+    if found != digest:
+        result.add(
+            "lock", "fail", f"the embedded lock hashes to {found}, the manifest says {digest}"
+        )
+    return digest
+
+
+def _fetched(
+    client: Any, registry: Any, result: Verification, published_config: str | None
+) -> dict[str, Any] | None:
+    """Ask the registry for the digest (the engine may hold a copy the registry lost), then pull
+    it; the engine's inspection of it, or None with a failed finding."""
+    from builder.engine.registry import ImageReference, RegistryError
+
+    try:
+        served = registry.resolve(ImageReference.parse(result.reference))
+    except RegistryError as error:
+        result.add("image", "fail", f"the registry does not serve {result.reference}: {error}")
+        return None
+    if published_config is not None and served.config_digest != published_config:
+        result.add(
+            "image",
+            "fail",
+            f"the registry serves {result.reference} with the config digest "
+            f"{served.config_digest}, the manifest says {published_config}",
+        )
+        return None
+    try:
+        engine.ensure_image(client, result.reference)
+        return engine.inspect_image(client, result.reference)
+    except engine.EngineError as error:
+        result.add("image", "fail", f"{result.reference} could not be pulled: {error}")
+        return None
+
+
+def _same_config(result: Verification, config: dict[str, Any], published: str) -> None:
+    found = str(config["Id"])
+    result.judge(
+        "image",
+        found == published,
+        f"pulled {result.reference}; config digest {found} as published",
+        f"{result.reference} has the config digest {found}, the manifest says {published}",
+    )
+
+
+def _labels(config: dict[str, Any]) -> dict[str, str]:
+    return dict((config.get("Config") or {}).get("Labels") or {})
+
+
+def _lock_label(result: Verification, config: dict[str, Any], expected: str, whose: str) -> None:
+    labelled = _labels(config).get(LOCK_LABEL)
+    result.judge(
+        "lock",
+        labelled == expected,
+        f"the image was built from {whose} {expected}",
+        f"the image was built from the lock {labelled or '(no label)'}, but {whose} is {expected}",
+    )
+
+
+def _tag(result: Verification, registry: Any, tag: Any) -> None:
+    if not tag:
+        return
+    from builder.engine.registry import ImageReference, RegistryError
+
+    published = result.reference.rpartition("@")[2]
+    try:
+        resolved = registry.resolve(ImageReference.parse(str(tag)))
+    except RegistryError as error:
+        result.add("tag", "warn", f"{tag} could not be read ({error}); the digest is what counts")
+        return
+    found = resolved.index_digest or resolved.digest
+    if published in (resolved.digest, resolved.index_digest):
+        result.add("tag", "ok", f"{tag} still names the published image")
+    else:
+        result.add(
+            "tag",
+            "warn",
+            f"{tag} now names {found}, a different image from the published {published}: "
+            "anyone pulling by tag gets that image; pull by digest as the manifest says",
+        )
+
+
+def _smoke(
+    client: Any,
+    result: Verification,
+    steps: Steps,
+    image_id: str,
+    published: dict[str, Any] | None,
+) -> None:
+    if not steps.smoke:
+        result.add("smoke", "skip", "not run (--no-smoke)")
+        return
+    from builder.build import buildrecord
+    from builder.check import smoke as smokehost
+    from builder.smoke.describe import differing_kernels
+
+    chosen = buildrecord.ImageToRun(result.reference, image_id, result.reference)
+    try:
+        ran = smokehost.run(client, chosen, gpus=steps.gpus).to_dict()
+    except ReprobuildError as error:
+        hint = "" if steps.gpus is None else " (no GPU here? --cpu runs the CPU mode)"
+        result.add("smoke", "fail", f"could not run{hint}: {error}")
+        return
+    result.smoke = ran
+    verdict = ran.get("verdict")
+    mode = "CPU mode" if steps.gpus is None else f"GPU ({ran.get('key', {}).get('gpu')})"
+    status = {"pass": "ok", "unproven": "warn"}.get(str(verdict), "fail")
+    kernels = ran.get("kernels", {})
+    differing = sorted(differing_kernels(ran))
+    detail = f"{mode}: verdict {verdict}, {len(kernels)} kernels"
+    if differing:
+        detail += f"; differing between its two processes: {', '.join(differing)}"
+    result.add("smoke", status, detail)
+    _fingerprints(result, ran, published)
+
+
+def _fingerprints(
+    result: Verification, ran: dict[str, Any], published: dict[str, Any] | None
+) -> None:
+    if not published:
+        result.add(
+            "fingerprints",
+            "skip",
+            "no published fingerprints to compare (give the paper's manifest)",
+        )
+        return
+    mine, theirs = ran.get("key") or {}, published.get("key") or {}
+    different = sorted(
+        name for name in set(mine) | set(theirs) if mine.get(name) != theirs.get(name)
+    )
+    if different:
+        shown = "; ".join(
+            f"{name}: {_short(theirs.get(name))} there, {_short(mine.get(name))} here"
+            for name in different
+        )
+        result.add(
+            "fingerprints",
+            "skip",
+            f"not compared: identical bits are promised only for an identical key, and the key "
+            f"differs ({shown})",
+        )
+        return
+    first = {name: kernel["runs"][0] for name, kernel in ran.get("kernels", {}).items()}
+    stated = {name: kernel["runs"][0] for name, kernel in published.get("kernels", {}).items()}
+    unequal = sorted(
+        name for name in set(first) | set(stated) if first.get(name) != stated.get(name)
+    )
+    if unequal:
+        result.add("fingerprints", "fail", f"differ from the published ones: {', '.join(unequal)}")
+    else:
+        result.add(
+            "fingerprints",
+            "ok",
+            f"same key; all {len(first)} fingerprints equal to the published ones",
+        )
+
+
+def _short(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+    return text if len(text) <= 60 else f"{text[:57]}..."
+
+
+def _rebuild(result: Verification, steps: Steps, lock_digest: str, published: str) -> None:
+    if steps.rebuild is None:
+        return
+    try:
+        rebuilt = steps.rebuild(lock_digest)
+    except ReprobuildError as error:
+        result.add("rebuild", "fail", f"could not rebuild: {error}")
+        return
+    result.judge(
+        "rebuild",
+        rebuilt == published,
+        f"a --no-cache rebuild of the lock gave {rebuilt} again",
+        f"a --no-cache rebuild of the lock gave {rebuilt}, not {published}: "
+        f"`reprobuild diff {result.reference} {rebuilt}` shows why",
+    )
+
+
+def lines(result: Verification) -> list[str]:
+    width = max(CHECK_WIDTH, *(len(finding.check) for finding in result.findings))
+    out = [f"{f.status:<4} {f.check:<{width}}  {f.detail}" for f in result.findings]
+    verdict = "verified" if not result.failed else "NOT verified"
+    unchecked = any(f.check == "fingerprints" and f.status == "skip" for f in result.findings)
+    if not result.failed and unchecked:
+        verdict += " (fingerprints not compared)"
+    out.append(f"{result.reference}: {verdict}")
+    return out
+
+
+def rebuilder(client: Any, project: Path, progress: Any) -> Callable[[str], str]:
+    """A --no-cache build of the project's lock, which must be the published one; no record is
+    written (the project's own build stays its last build)."""
+    from builder.build import build
+    from builder.lock import lockfile
+    from builder.render import wheelhouse
+
+    def rebuild(lock_digest: str) -> str:
+        current = lockfile.read_current(project)
+        if current.digest != lock_digest:
+            raise VerifyError(
+                f"{current.path} is {current.digest}, not the published lock {lock_digest}: "
+                "check out the commit the manifest names (source.git_commit) and verify from there"
+            )
+        record = build.build_lock(
+            client,
+            current,
+            wheel_cache=wheelhouse.default_cache(),
+            no_cache=True,
+            push=None,
+            progress=progress,
+        )
+        return record.image_id
+
+    return rebuild

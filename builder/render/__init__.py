@@ -1,0 +1,1 @@
+"""Stage 4, rendering: Lock -> `BuildPlan` -> Dockerfile, Apptainer definition and build context."""

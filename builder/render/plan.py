@@ -1,0 +1,256 @@
+"""Lock -> BuildPlan: one ordered description of the image that both templates render.
+
+The Dockerfile and the Apptainer definition are two renderings of this one plan, so they carry
+the same base, packages, Python layers, environment, labels and entry behaviour by
+construction. Layer order serves caching: OS packages, then the torch/CUDA stack, then the rest
+of the closure, then the smoke payload, then user code last.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from dataclasses import dataclass, field
+from typing import Any
+
+from builder import __version__, layout, snapshots
+from builder.lock.apt import DEFAULT_PATH, AptArchive
+from builder.lock.model import Lock, LockedPackage
+
+VENV = "/opt/venv"
+CODE, OUTPUTS, USER, UID = layout.CODE, layout.OUTPUTS, layout.USER, layout.UID
+HOME = "/opt/reprobuild"
+HOOK = f"{HOME}/hook"  # the runtime determinism hook (builder/smoke/hook.py) and its .pth
+HOOK_MODULE, HOOK_PTH = "_reprobuild_determinism.py", "reprobuild-determinism.pth"
+HOOK_PTH_TEXT = "import _reprobuild_determinism; _reprobuild_determinism.install()\n"
+CONTEXT = "reprobuild"  # folder of generated files inside the build context
+# Trees copied onto / in one COPY each: copying onto an existing folder would date that folder
+# by the build, copying onto / keeps the dates the context carries.
+IMAGE_TREE = f"{CONTEXT}/image"  # holds opt/reprobuild: the payload, entry, expectations
+CODE_TREE = "code"  # holds workspace: the user's code
+WHEELS = f"{CONTEXT}/wheels"  # the lock's wheels, verified on the host before the build
+# The Dockerfile stage that holds everything but the context's own files (payload, code): built
+# once per lock and kept as an image, the final stage starts from it.
+DEPS_STAGE = "deps"
+STAGING = f"{HOME}/layer"  # an install stage puts one layer here, as a tree rooted at /
+STAGED = f"{STAGING}{VENV}"  # the --prefix of that install
+TORCH_STACK = ("torch", "triton", "cuda-toolkit", "cuda-bindings", "cuda-pathfinder")
+# Offline and exact: only the wheels in the context, each checked against the lock's hash, no
+# dependency resolution, no sdists, no bytecode; --ignore-installed so that a locked pip or
+# setuptools is installed even though the install stage's own pip already provides one.
+PIP_INSTALL = (
+    "pip install --no-cache-dir --no-compile --disable-pip-version-check --no-index "
+    f"--find-links {HOME}/wheels --require-hashes --no-deps --only-binary :all: "
+    "--ignore-installed --no-warn-script-location"
+)
+# Files a step created or changed, dated later than the lock's epoch, get the epoch as their
+# mtime: the layer then holds the same bytes on every build. What the step touched is told by
+# ctime against a marker made as the step starts, to the nanosecond, on /dev/shm (a tmpfs, so the
+# marker is never part of a layer); files of the base, however recently the engine unpacked them,
+# are older and are never copied up. Mount points of the build container are skipped.
+STEP_MARKER = "/dev/shm/reprobuild-step"
+CLAMP_CHANGED = (
+    "find / -xdev \\( -path /proc -o -path /sys -o -path /dev -o -path /etc/hosts"
+    " -o -path /etc/hostname -o -path /etc/resolv.conf \\) -prune"
+    f' -o -cnewer {STEP_MARKER} -newermt "@$SOURCE_DATE_EPOCH"'
+    ' -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +'
+)
+
+
+@dataclass(frozen=True)
+class PythonLayer:
+    name: str
+    stage: str  # the throwaway build stage that installs it
+    file: str  # requirements file, path inside the build context
+    packages: tuple[LockedPackage, ...]
+
+    def wheel_paths(self) -> tuple[str, ...]:
+        return tuple(f"{WHEELS}/{package.filename}" for package in self.packages)
+
+
+@dataclass(frozen=True)
+class BuildPlan:
+    name: str
+    base: str  # FROM: name@sha256 (or the local name of a bootstrapped base)
+    epoch: int
+    apt_sources: str  # "" when no system packages are installed
+    system_packages: tuple[str, ...]
+    interpreter: str  # creates the venv, e.g. python3.11
+    layers: tuple[PythonLayer, ...]
+    env: tuple[tuple[str, str], ...]
+    labels: tuple[tuple[str, str], ...]
+    expect: dict[str, Any] = field(default_factory=dict)  # locked versions for the smoke test
+
+    def system_install(self) -> str:
+        """Snapshot sources in, pinned packages, then the noise out: package lists and caches
+        deleted, logs this step wrote emptied. Files of the base are truncated, never deleted:
+        a deletion leaves a whiteout dated by the build. Runs inside `clamped`."""
+        sources = " ".join(shlex.quote(line) for line in self.apt_sources.splitlines())
+        return (
+            f"rm -f /etc/apt/sources.list.d/* && printf '%s\\n' {sources} > /etc/apt/sources.list"
+            " && apt-get update -o Acquire::Check-Valid-Until=false"
+            f" && apt-get install -y --no-install-recommends {' '.join(self.system_packages)}"
+            " && rm -rf /var/lib/apt/lists/*_* /var/cache/apt/*.bin /var/cache/ldconfig/aux-cache"
+            f" && find /var/log -type f -cnewer {STEP_MARKER} ! -empty -exec truncate -s 0 {{}} +"
+        )
+
+    def pip_install(self, layer: PythonLayer) -> str:
+        """Install one layer into STAGED, with a pip that only the install stage carries."""
+        requirements = f"{HOME}/{layer.file.removeprefix(CONTEXT + '/')}"
+        return (
+            "python -m ensurepip --default-pip > /dev/null"
+            f" && {PIP_INSTALL} --prefix {STAGED} -r {requirements}"
+            # Bytecode that wheels ship is a cache Python rebuilds in memory; none in the image.
+            f" && find {STAGING} -name '*.pyc' -delete"
+            f" && find {STAGING} -name __pycache__ -type d -empty -delete"
+            f' && find {STAGING} -exec touch -h -d "@$SOURCE_DATE_EPOCH" {{}} +'
+        )
+
+    @staticmethod
+    def clamped(command: str) -> str:
+        """`command`, then the files it changed dated to the epoch (see CLAMP_CHANGED)."""
+        return f"touch {STEP_MARKER} && {command} && {CLAMP_CHANGED} && rm {STEP_MARKER}"
+
+    def create_venv(self) -> str:
+        return f"{self.interpreter} -m venv --without-pip {VENV}"
+
+    def site_packages(self) -> str:
+        return f"{VENV}/lib/{self.interpreter}/site-packages"
+
+    def finish(self) -> str:
+        """The non-root user, and the determinism hook linked into the venv's site-packages (one
+        step, after the Python layers, so both formats get it the same way)."""
+        return (
+            f"useradd --uid {UID} --user-group --create-home --home-dir /home/{USER}"
+            f" --shell /bin/sh {USER}"
+            f" && ln -s {HOOK}/{HOOK_MODULE} {HOOK}/{HOOK_PTH} {self.site_packages()}/"
+        )
+
+
+def bootstrap_image_name(lock: Lock) -> str:
+    """The local name a bootstrapped base is imported under: a pure function of the lock."""
+    stamp = snapshots.snapshot_stamp(lock.base.snapshot)
+    return f"reprobuild-base/debian-{lock.base.suite}:{stamp.lower()}"
+
+
+def requirement_line(package: LockedPackage) -> str:
+    marker = f" ; {package.marker}" if package.marker else ""
+    pin = f"{package.name}=={package.version}{marker}"
+    return f"{pin} \\\n    --hash=sha256:{package.sha256}"
+
+
+def requirements_text(layer: PythonLayer) -> str:
+    header = f"# {layer.name}: generated by reprobuild from reprobuild.lock; do not edit.\n"
+    return header + "".join(f"{requirement_line(p)}\n" for p in layer.packages)
+
+
+def _layers(lock: Lock) -> tuple[PythonLayer, ...]:
+    packages = lock.python.packages
+    stack = tuple(p for p in packages if p.name in TORCH_STACK or p.name.startswith("nvidia-"))
+    rest = tuple(p for p in packages if p not in stack)
+    layers = [
+        PythonLayer(
+            "The torch and CUDA stack", "torch-stack", f"{CONTEXT}/requirements-torch.txt", stack
+        )
+    ]
+    if rest:
+        layers.append(
+            PythonLayer("The other dependencies", "closure", f"{CONTEXT}/requirements.txt", rest)
+        )
+    return tuple(layers)
+
+
+# The image's ENV that makes a run repeatable; launchers outside Docker pass it explicitly.
+DETERMINISM_ENV = (
+    "PYTHONHASHSEED",
+    "CUBLAS_WORKSPACE_CONFIG",
+    "REPROBUILD_SEED",
+    "REPROBUILD_TF32",
+    "NVIDIA_TF32_OVERRIDE",
+    "REPROBUILD_DETERMINISTIC",
+)
+
+
+def determinism_env(env: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
+    """The determinism part of an image's ENV, in its order."""
+    return tuple((key, value) for key, value in env if key in DETERMINISM_ENV)
+
+
+def _env(lock: Lock) -> tuple[tuple[str, str], ...]:
+    determinism = lock.determinism
+    tf32 = bool(determinism["tf32"])
+    env = [
+        ("PATH", f"{VENV}/bin:{HOME}/bin:{DEFAULT_PATH}"),
+        ("VIRTUAL_ENV", VENV),
+        ("PYTHONDONTWRITEBYTECODE", "1"),
+        ("PYTHONHASHSEED", "0"),
+        ("PYTHONPATH", f"{HOME}/payload"),
+        ("SOURCE_DATE_EPOCH", str(_epoch(lock))),
+        ("CUBLAS_WORKSPACE_CONFIG", str(determinism["cublas_workspace_config"])),
+        ("REPROBUILD_DETERMINISTIC", "1"),
+        ("REPROBUILD_SEED", str(determinism["seed"])),
+        ("REPROBUILD_TF32", "1" if tf32 else "0"),
+    ]
+    if not tf32:
+        env.append(("NVIDIA_TF32_OVERRIDE", "0"))
+    cuda = lock.resolution.get("cuda")
+    if cuda:
+        env += [
+            ("NVIDIA_VISIBLE_DEVICES", "all"),
+            ("NVIDIA_DRIVER_CAPABILITIES", "compute,utility"),
+            ("NVIDIA_REQUIRE_CUDA", f"cuda>={cuda}"),
+        ]
+    return tuple(env)
+
+
+def _epoch(lock: Lock) -> int:
+    return snapshots.epoch_seconds(lock.base.snapshot or lock.system.snapshot)
+
+
+def _labels(lock: Lock, lock_digest: str) -> tuple[tuple[str, str], ...]:
+    resolution = lock.resolution
+    torch = resolution["torch"]
+    created = snapshots.epoch_time(lock.base.snapshot or lock.system.snapshot)
+    cuda = resolution.get("cuda") or "none"
+    summary = f"torch {torch['label']}, CUDA {cuda}, Python {lock.base.python}"
+    labels = (
+        ("org.opencontainers.image.title", str(resolution["name"])),
+        ("org.opencontainers.image.created", created.strftime("%Y-%m-%dT%H:%M:%SZ")),
+        ("org.opencontainers.image.base.name", lock.base.image or lock.base.reference),
+        ("org.opencontainers.image.base.digest", lock.base.digest),
+        ("dev.reprobuild.version", __version__),
+        ("dev.reprobuild.lock", lock_digest),
+        ("dev.reprobuild.knowledge", lock.knowledge_version),
+        ("dev.reprobuild.resolution", summary),
+        ("dev.reprobuild.min-driver", str(resolution.get("min_driver") or "")),
+    )
+    return tuple((key, value) for key, value in labels if value)
+
+
+def plan(lock: Lock, lock_digest: str) -> BuildPlan:
+    base = lock.base.image if lock.base.kind == "registry" else bootstrap_image_name(lock)
+    suite = lock.base.suite
+    archive = AptArchive(lock.system.snapshot, lock.system.mirror, lock.system.security_mirror)
+    torch = lock.resolution["torch"]
+    expect = {
+        "torch": torch["version"],
+        "cuda": lock.resolution.get("cuda"),
+        "cudnn": lock.resolution.get("cudnn"),
+        "min_driver": lock.resolution.get("min_driver"),
+    }
+    return BuildPlan(
+        name=str(lock.resolution["name"]),
+        base=base,
+        epoch=_epoch(lock),
+        apt_sources=archive.sources(suite) if lock.system.packages else "",
+        system_packages=lock.system.packages,
+        interpreter=f"python{lock.python.python}",
+        layers=_layers(lock),
+        env=_env(lock),
+        labels=_labels(lock, lock_digest),
+        expect=expect,
+    )
+
+
+def expect_json(build_plan: BuildPlan) -> str:
+    return json.dumps(build_plan.expect, indent=2, sort_keys=True) + "\n"

@@ -1,0 +1,1 @@
+"""Stage 2, resolution: Spec x Target x Knowledge -> the torch build to install, and why."""

@@ -1,0 +1,331 @@
+"""Spec x Target x Knowledge -> Resolution: the torch build to install, and why.
+
+Among the builds of the allowed torch releases, keep those that
+(a) have a cubin for every target GPU (same major, lower-or-equal minor), or else PTX of a lower
+    version that the target driver can JIT,
+(b) run on the target driver (the minor-version-compatibility floor of their CUDA family),
+(c) have wheels for the spec's Python, and
+(d) match an explicit `cuda` (or `+cuXYZ` local tag).
+Preference: the PyPI default build when it qualifies, else the newest qualifying CUDA, else the
+newest torch. The newest CUDA is never chosen just because it exists.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from packaging.version import Version
+
+from builder.compat import Arch, CudaVersion, DriverVersion, coverage
+from builder.errors import ResolutionError
+from builder.knowledge import Knowledge, TorchBuild
+from builder.resolve.target import Target, gpu_label
+from builder.spec.check import GpuRequest, Spec
+
+
+@dataclass(frozen=True)
+class Request:
+    """What a build is judged against: the spec's choices plus the target."""
+
+    python: str | None  # None: Python is not in question (the doctor judges a host)
+    cuda: CudaVersion | None
+    variant: str | None
+    target: Target
+
+    @classmethod
+    def of(cls, spec: Spec, target: Target) -> Request:
+        variant = spec.torch_variant if spec.torch_variant != "cpu" else None
+        return cls(spec.python, spec.cuda, variant, target)
+
+
+@dataclass(frozen=True)
+class GpuCoverage:
+    gpu: GpuRequest
+    via: Arch | None
+
+
+@dataclass(frozen=True)
+class Verdict:
+    build: TorchBuild
+    rejections: tuple[str, ...]
+    notes: tuple[str, ...]
+    coverage: tuple[GpuCoverage, ...]
+
+    @property
+    def eligible(self) -> bool:
+        return not self.rejections
+
+
+@dataclass(frozen=True)
+class Resolution:
+    name: str
+    python: str
+    build: TorchBuild
+    target: Target
+    min_driver: DriverVersion | None
+    toolkit_driver: DriverVersion | None
+    coverage: tuple[GpuCoverage, ...]
+    notes: tuple[str, ...]
+    verdicts: tuple[Verdict, ...]
+    knowledge_version: str
+
+    @property
+    def pin(self) -> str:
+        return f"torch=={self.build.wheel_version}"
+
+    def to_dict(self) -> dict[str, Any]:
+        build = self.build
+        return {
+            "name": self.name,
+            "python": self.python,
+            "torch": {
+                "version": str(build.torch),
+                "label": build.label,
+                "variant": build.variant,
+                "wheel_version": build.wheel_version,
+                "pin": self.pin,
+                "index": build.index,
+                "pypi_default": build.pypi_default,
+            },
+            "cuda": _text(build.cuda),
+            "cuda_runtime": build.cuda_runtime,
+            "cudnn": build.cudnn,
+            "nccl": build.nccl,
+            "archs": None if build.archs is None else [str(arch) for arch in build.archs],
+            "min_driver": _text(self.min_driver),
+            "toolkit_driver": _text(self.toolkit_driver),
+            "target": {
+                "origin": self.target.origin,
+                "driver": _text(self.target.driver),
+                "gpus": [
+                    {"label": c.gpu.label, "capability": str(c.gpu.capability), "via": _text(c.via)}
+                    for c in self.coverage
+                ],
+            },
+            "notes": list(self.notes),
+            "knowledge_version": self.knowledge_version,
+            "sources": {"build": build.source, "archs": build.archs_source},
+            "candidates": [
+                {
+                    "label": verdict.build.label,
+                    "eligible": verdict.eligible,
+                    "chosen": verdict.build == build,
+                    "rejections": list(verdict.rejections),
+                }
+                for verdict in self.verdicts
+            ],
+        }
+
+
+def _text(value: object | None) -> str | None:
+    return None if value is None else str(value)
+
+
+def preference(build: TorchBuild) -> tuple[bool, tuple[int, int], Version]:
+    cuda = (build.cuda.major, build.cuda.minor) if build.cuda else (0, 0)
+    return (build.pypi_default, cuda, build.torch)
+
+
+def candidates(spec: Spec, knowledge: Knowledge) -> list[TorchBuild]:
+    """Builds of the allowed releases, of the right kind (CPU or CUDA), best first."""
+    allowed = [
+        build
+        for build in knowledge.builds
+        if spec.torch.contains(build.torch) and build.is_cpu == spec.cpu_only
+    ]
+    return sorted(allowed, key=preference, reverse=True)
+
+
+def judge(build: TorchBuild, request: Request, knowledge: Knowledge) -> Verdict:
+    """Every reason this build cannot serve the request, plus notes on how it would run."""
+    rejections: list[str] = []
+    notes: list[str] = []
+    if request.python is not None and request.python not in build.pythons:
+        rejections.append(
+            f"no wheel for Python {request.python} (wheels for {', '.join(build.pythons)})"
+        )
+    if request.variant is not None and build.variant != request.variant:
+        rejections.append(f"+{build.variant} build; the spec asks for +{request.variant}")
+    elif request.cuda is not None and build.cuda != request.cuda:
+        rejections.append(f"CUDA {build.cuda} build; the spec asks for CUDA {request.cuda}")
+    if build.cuda is None:
+        return Verdict(build, tuple(rejections), tuple(notes), ())
+    _judge_driver(build.cuda, request.target.driver, knowledge, rejections, notes)
+    covered = _judge_gpus(build, request.target, knowledge, rejections, notes)
+    return Verdict(build, tuple(rejections), tuple(notes), covered)
+
+
+def _judge_driver(
+    cuda: CudaVersion,
+    driver: DriverVersion | None,
+    knowledge: Knowledge,
+    rejections: list[str],
+    notes: list[str],
+) -> None:
+    family = knowledge.family(cuda)
+    if family is None:
+        rejections.append(f"the knowledge base has no driver floor for CUDA {cuda.major}.x")
+        return
+    if driver is None:
+        return
+    if driver < family.min_driver:
+        rejections.append(
+            f"CUDA {cuda} needs driver >= {family.min_driver}; the target driver is {driver}"
+        )
+        return
+    toolkit = knowledge.toolkit_driver(cuda)
+    if toolkit is not None and driver < toolkit:
+        notes.append(
+            f"runs under CUDA minor-version compatibility: driver {driver} is older than "
+            f"{toolkit} of the CUDA {cuda} toolkit, so JIT of newer PTX is unavailable"
+        )
+
+
+def _judge_gpus(
+    build: TorchBuild,
+    target: Target,
+    knowledge: Knowledge,
+    rejections: list[str],
+    notes: list[str],
+) -> tuple[GpuCoverage, ...]:
+    if not target.gpus:
+        return ()
+    if build.archs is None:
+        rejections.append(
+            "its compiled GPU architectures are not measured yet, so it cannot be promised to "
+            "run on " + ", ".join(gpu_label(gpu) for gpu in target.gpus)
+        )
+        return ()
+    covered = []
+    toolkit = knowledge.toolkit_driver(build.cuda) if build.cuda else None
+    for gpu in target.gpus:
+        found = coverage(build.archs, gpu.capability)
+        covered.append(GpuCoverage(gpu, found.via))
+        label = gpu_label(gpu)
+        if found.via is None:
+            rejections.append(f"no kernels for {label}: built for {arch_summary(build)}")
+        elif found.needs_jit:
+            if target.driver is not None and toolkit is not None and target.driver < toolkit:
+                rejections.append(
+                    f"{label} has no cubin; JIT from {found.via} PTX needs driver >= {toolkit}"
+                )
+            else:
+                notes.append(f"{label} has no cubin and JIT-compiles {found.via} PTX at first use")
+        elif found.via.capability != gpu.capability:
+            notes.append(f"{label} runs the {found.via} cubins (same major, lower minor)")
+    return tuple(covered)
+
+
+def arch_summary(build: TorchBuild) -> str:
+    if build.archs is None:
+        return "(not measured)"
+    return " ".join(str(arch) for arch in build.archs) or "no GPU"
+
+
+def resolve(spec: Spec, target: Target, knowledge: Knowledge) -> Resolution:
+    """Choose one build, or raise ResolutionError explaining every rejection and the way out."""
+    pool = candidates(spec, knowledge)
+    if not pool:
+        raise ResolutionError(_no_release_message(spec, knowledge))
+    request = Request.of(spec, target)
+    verdicts = tuple(judge(build, request, knowledge) for build in pool)
+    eligible = [verdict for verdict in verdicts if verdict.eligible]
+    if not eligible:
+        raise ResolutionError(_nothing_qualifies(spec, request, verdicts, knowledge))
+    chosen = eligible[0]
+    build = chosen.build
+    family = knowledge.family(build.cuda) if build.cuda else None
+    notes = list(chosen.notes)
+    if target.origin == "none" and build.cuda is not None:
+        notes.append(
+            "no [target] in the spec: the image runs on drivers >= "
+            f"{family.min_driver if family else '?'} and GPUs with {arch_summary(build)}"
+        )
+    return Resolution(
+        name=spec.name,
+        python=spec.python,
+        build=build,
+        target=target,
+        min_driver=family.min_driver if family else None,
+        toolkit_driver=knowledge.toolkit_driver(build.cuda) if build.cuda else None,
+        coverage=chosen.coverage,
+        notes=tuple(notes),
+        verdicts=verdicts,
+        knowledge_version=knowledge.version,
+    )
+
+
+def _no_release_message(spec: Spec, knowledge: Knowledge) -> str:
+    releases = knowledge.releases_of_torch()
+    kind = "CPU" if spec.cpu_only else "CUDA"
+    hint = ""
+    if spec.torch_text.count(".") == 1 and spec.torch_text[0].isdigit():
+        text = spec.torch_text
+        hint = f' "{text}" means =={text} exactly; did you mean "{text}.*"?'
+    return (
+        f"no {kind} build of a torch release matching '{spec.torch_text}' is in the knowledge base "
+        f"(it knows torch {releases[0]} to {releases[-1]}, version {knowledge.version}).{hint} "
+        "If the release is newer than the knowledge base, run `reprobuild knowledge refresh`."
+    )
+
+
+def _nothing_qualifies(
+    spec: Spec, request: Request, verdicts: tuple[Verdict, ...], knowledge: Knowledge
+) -> str:
+    lines = [
+        f"no torch build matching '{spec.torch_text}' fits Python {spec.python} and the target "
+        f"({request.target.describe()}). Each candidate and what rejected it:"
+    ]
+    width = max(len(verdict.build.label) for verdict in verdicts)
+    for verdict in verdicts:
+        lines.append(f"  {verdict.build.label:<{width}}  {'; '.join(verdict.rejections)}")
+    alternatives = suggestions(spec, request, knowledge)
+    if alternatives:
+        lines.append("What would work instead:")
+        lines.extend(f"  - {text}" for text in alternatives)
+    return "\n".join(lines)
+
+
+def suggestions(spec: Spec, request: Request, knowledge: Knowledge) -> list[str]:
+    """Concrete ways out: releases that cover each GPU, driver upgrades, the best other build."""
+    kind_builds = [build for build in knowledge.builds if build.is_cpu == spec.cpu_only]
+    found: list[str] = []
+    relaxed = Request(request.python, None, None, request.target)
+    for gpu in request.target.gpus:
+        solo = Request(request.python, None, None, Target(None, (gpu,), request.target.origin))
+        covering = [b for b in kind_builds if judge(b, solo, knowledge).eligible]
+        if covering and not any(spec.torch.contains(b.torch) for b in covering):
+            first = min(covering, key=lambda b: (b.torch, b.cuda or CudaVersion(0, 0)))
+            found.append(
+                f"torch >= {first.torch} with CUDA {first.cuda} ({first.label}) has kernels for "
+                f"{gpu_label(gpu)}."
+            )
+    driver = request.target.driver
+    if driver is not None:
+        floors = sorted(
+            {
+                family.min_driver
+                for build in kind_builds
+                if spec.torch.contains(build.torch)
+                and build.cuda is not None
+                and (family := knowledge.family(build.cuda)) is not None
+            }
+        )
+        if floors and floors[0] > driver:
+            found.append(
+                f"a target driver >= {floors[0]} runs the CUDA builds of '{spec.torch_text}'."
+            )
+    pythons = sorted(
+        {p for b in kind_builds if spec.torch.contains(b.torch) for p in b.pythons},
+        key=lambda p: tuple(int(x) for x in p.split(".")),
+    )
+    if pythons and request.python is not None and request.python not in pythons:
+        found.append(f"torch '{spec.torch_text}' has wheels for Python {', '.join(pythons)}.")
+    best = [b for b in kind_builds if judge(b, relaxed, knowledge).eligible]
+    if best:
+        top = max(best, key=preference)
+        found.append(
+            f"torch=={top.torch} ({top.label}) satisfies everything but the torch/CUDA pin."
+        )
+    return found
