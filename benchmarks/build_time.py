@@ -28,9 +28,12 @@ from typing import Any
 from timing import DEBIAN_MIRROR, TEST_BASE, reprobuild, timed
 
 from builder import files, tarstream
-from builder.build import build, buildrecord, normalise
-from builder.engine import sdk as engine
+from builder.build import buildrecord, normalise
+from builder.build.image import normalise_image
+from builder.engine.common import API_VERSION
+from builder.engine.sdk import Engine
 from builder.lock import lockfile
+from builder.reference import split_tag
 from builder.render import plan, wheelhouse
 
 ROOT = Path(__file__).parents[1]
@@ -53,16 +56,16 @@ def build_seconds(project: Path, *args: str) -> float:
 
 
 def plain_build(context_dir: Path) -> tuple[float, str]:
-    environment = {**os.environ, "DOCKER_BUILDKIT": "0", "DOCKER_API_VERSION": engine.API_VERSION}
+    environment = {**os.environ, "DOCKER_BUILDKIT": "0", "DOCKER_API_VERSION": API_VERSION}
     seconds, output = timed(
         ["docker", "build", "--no-cache", "-q", str(context_dir)], env=environment
     )
     return seconds, output.strip()
 
 
-def settle(client: Any) -> None:
+def settle(engine: Engine) -> None:
     """Drop the images a --no-cache build leaves untagged (its stages: gigabytes each time)."""
-    client.api.prune_images(filters={"dangling": True})
+    engine.client.api.prune_images(filters={"dangling": True})
 
 
 def installed_size(lock: Any) -> int:
@@ -75,10 +78,10 @@ def installed_size(lock: Any) -> int:
     return total
 
 
-def rewrite_throughput(client: Any, image: str, epoch: int) -> float:
+def rewrite_throughput(engine: Engine, image: str, epoch: int) -> float:
     """MB/s of a forced rewrite of the image's largest layer, read from the engine's export."""
     best = 0.0
-    with engine.saved_members(client, image) as archive, tempfile.TemporaryFile() as target:
+    with engine.saved_members(image) as archive, tempfile.TemporaryFile() as target:
         for member in archive:
             if member.isreg() and member.name.endswith("layer.tar") and member.size > 10**9:
                 start = time.perf_counter()
@@ -93,15 +96,15 @@ def main() -> None:
     options = parser.parse_args()
     folder = options.project or Path(tempfile.mkdtemp(prefix="reprobuild-bench-"))
     project = make_project(folder)
-    client = engine.connect()
+    engine = Engine.connect()
 
     build_seconds(project)  # lock, fetch the wheels and pull the base outside the timed runs
     ours = build_seconds(project, "--no-cache")
     record = buildrecord.read(project)
-    settle(client)
+    settle(engine)
     shutil.rmtree(files.cache_root() / "images", ignore_errors=True)
     first = build_seconds(project, "--no-cache")
-    settle(client)
+    settle(engine)
     plain, plain_id = plain_build(project / ".reprobuild" / "context")
     print(
         f"overhead: reprobuild build {ours:.1f} s, docker build {plain:.1f} s, "
@@ -112,8 +115,8 @@ def main() -> None:
     current = lockfile.read_current(project)
     epoch = plan.plan(current.lock, current.digest).epoch
     start = time.perf_counter()
-    normalised = build.normalise_image(
-        client,
+    normalised = normalise_image(
+        engine,
         plain_id,
         parent=record.base,
         epoch=epoch,
@@ -123,7 +126,7 @@ def main() -> None:
     )
     seconds = time.perf_counter() - start
     scanned = normalised.scanned_bytes / 1e6
-    rewrite = rewrite_throughput(client, plain_id, epoch)
+    rewrite = rewrite_throughput(engine, plain_id, epoch)
     print(
         f"normalisation: {scanned:.0f} MB in {seconds:.1f} s = {scanned / seconds:.0f} MB/s "
         f"(export + scan), forced rewrite {rewrite:.0f} MB/s "
@@ -131,7 +134,7 @@ def main() -> None:
         f"{normalised.image_id == record.image_id}"
     )
 
-    settle(client)
+    settle(engine)
     unchanged = build_seconds(project)  # leaves the final stage's steps in the engine's cache
     (project / "train.py").write_text("print('training, changed')\n")
     code_change = build_seconds(project)
@@ -151,16 +154,16 @@ def main() -> None:
         f"{closure / 1e9:.2f} GB, ratio {image / (base + closure):.3f} "
         f"(target <= {TARGETS['size']})"
     )
-    repository = engine.split_tag(record.image)[0]
+    repository = split_tag(record.image)[0]
     dependencies = [
         tag
-        for image in client.api.images(name=repository)
+        for image in engine.client.api.images(name=repository)
         for tag in image["RepoTags"] or []
         if tag.startswith(f"{repository}:{plan.DEPS_STAGE}-")
     ]
     for name in (record.image, changed.image, "bench/plain:normalised", plain_id, *dependencies):
-        engine.remove_image(client, name)
-    client.close()
+        engine.remove_image(name)
+    engine.close()
 
 
 if __name__ == "__main__":

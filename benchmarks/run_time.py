@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import compileall
-import contextlib
 import os
 import shutil
 import statistics
@@ -24,7 +23,8 @@ from timing import TEST_BASE, reprobuild, wall_ms
 
 import builder
 from builder.build import buildrecord
-from builder.engine import sdk as engine
+from builder.engine.common import API_VERSION
+from builder.engine.sdk import Engine
 from tests.records import make_record
 
 TARGET = 1.10
@@ -38,7 +38,7 @@ def main() -> None:
     docker = shutil.which("docker")
     if docker is None:
         raise SystemExit("the docker CLI is needed for the comparison (scripts/infra up)")
-    os.environ.setdefault("DOCKER_API_VERSION", engine.API_VERSION)
+    os.environ.setdefault("DOCKER_API_VERSION", API_VERSION)
     subprocess.run([docker, "pull", "-q", options.image], check=True, stdout=subprocess.DEVNULL)
     # As an installed package is: compiled once (PYTHONDONTWRITEBYTECODE would otherwise make
     # every run compile the modules that changed since the last write).
@@ -67,8 +67,8 @@ def main() -> None:
 
 def write_record(project: Path, image: str) -> None:
     """A last build that is `image`, for `reprobuild run` without --image."""
-    with contextlib.closing(engine.connect()) as client:
-        image_id = engine.image_id(client, image)
+    with Engine.connect() as engine:
+        image_id = engine.image_id(image)
     assert image_id is not None
     lock = "sha256:" + "0" * 64
     buildrecord.write(project, make_record(lock, image_id=image_id, image=image))

@@ -1,22 +1,45 @@
-"""Errors that reach the user.
+"""Every error that reaches the user, and the exit codes the `reprobuild` command returns.
 
 Every stage raises a subclass of `ReprobuildError` whose message names the cause and the fix.
-The CLI prints the message (no traceback) and exits with the class's exit code.
+The CLI prints the message (no traceback) and exits with the class's exit code, which is one of
+`EXIT_CODES` (a unit test holds the classes, the CLI and the README's table to it). Kept to the
+standard library: `reprobuild run` imports this module on its way to the container's start.
 """
 
 from __future__ import annotations
+
+# What each exit code of `reprobuild` means. `run` exits with its command's own code; `smoke`
+# with its payload's (builder/smoke/runner.py defines the same four numbers, which a test checks).
+EXIT_CODES = {
+    0: "success (smoke: identical fingerprints and a canary that showed the check can fail)",
+    1: "failure: an index, registry or engine that does not answer, a stale or hand-edited lock, "
+    "an image that will not run on this host, a failed check (smoke: fingerprints differ)",
+    2: "invalid spec or usage",
+    3: "no compatible torch build (smoke: identical bits, but the canary showed no power)",
+    4: "smoke: a precondition failed (GPU, driver, compiled architectures, locked versions)",
+    130: "interrupted (Ctrl-C)",
+}
+FAILURE, USAGE, NO_TORCH_BUILD, INTERRUPTED = 1, 2, 3, 130
+
+
+def tail(text: str, lines: int = 8) -> str:
+    """The last `lines` lines of a program's output, for an error message."""
+    return "\n".join(text.strip().splitlines()[-lines:])
 
 
 class ReprobuildError(Exception):
     """A failure the user can act on; the message says how."""
 
-    exit_code = 1
+    exit_code = FAILURE
+
+
+# The spec, the knowledge base and resolution.
 
 
 class SpecError(ReprobuildError):
     """The project spec is malformed; one paragraph per problem."""
 
-    exit_code = 2
+    exit_code = USAGE
 
     def __init__(self, source: str, problems: list[str]) -> None:
         self.source = source
@@ -26,24 +49,127 @@ class SpecError(ReprobuildError):
         super().__init__(f"{source}: {len(problems)} {noun} in the spec:\n{listed}")
 
 
+class KnowledgeError(ReprobuildError):
+    """The knowledge base is missing, unreadable or inconsistent."""
+
+
 class ResolutionError(ReprobuildError):
     """No torch build satisfies the spec and the target."""
 
-    exit_code = 3
-
-
-class KnowledgeError(ReprobuildError):
-    """The knowledge base is missing, unreadable or inconsistent."""
+    exit_code = NO_TORCH_BUILD
 
 
 class HostError(ReprobuildError):
     """The host could not be read (no driver, no GPU) when the spec needs it."""
 
 
+# The lock.
+
+
 class IndexUnavailable(ReprobuildError):
     """A package index did not answer."""
 
 
-def tail(text: str, lines: int = 8) -> str:
-    """The last `lines` lines of a program's output, for an error message."""
-    return "\n".join(text.strip().splitlines()[-lines:])
+class NotFound(IndexUnavailable):
+    """The server answered 404: the resource does not exist (no retry helps)."""
+
+
+class LockError(ReprobuildError):
+    """An input could not be pinned; the message names the package or host and the fix."""
+
+
+class LockFileError(ReprobuildError):
+    """The lock file is missing, unreadable, edited by hand, or stale."""
+
+
+class RegistryError(ReprobuildError):
+    """A registry did not answer, or has no such image."""
+
+
+class RegistryUnreachable(RegistryError):
+    """The registry did not answer at all (network, DNS, 5xx): offline fallbacks may apply."""
+
+
+# Rendering and the wheelhouse.
+
+
+class RenderError(ReprobuildError):
+    """A template is missing or broken."""
+
+
+class HashMismatch(ReprobuildError):
+    """A wheel's bytes do not match the sha256 the lock pinned."""
+
+
+class FetchError(ReprobuildError):
+    """A wheel could not be downloaded."""
+
+
+# The engine and the build.
+
+
+class EngineError(ReprobuildError):
+    """The Docker engine is missing or refused an operation."""
+
+
+class CommandNotFound(EngineError):
+    """The image has no such program; callers say which image would have it."""
+
+
+class BuildFailed(EngineError):
+    """A build step failed; the message names the step, its command and its last output."""
+
+
+class MissingImage(EngineError):
+    """An image named on the command line is not in the engine: a usage error."""
+
+    exit_code = USAGE
+
+
+class ApiError(Exception):
+    """The engine answered a call with an error status; `message` is its explanation. Internal
+    to the socket client, which turns it into an `EngineError` that names the fix."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"{status}: {message}")
+        self.status = status
+        self.message = message
+
+
+class BootstrapError(ReprobuildError):
+    """mmdebstrap is missing or failed."""
+
+
+class NormaliseError(ReprobuildError):
+    """The engine's export of a built image was not what the normaliser expects."""
+
+
+class SifError(ReprobuildError):
+    """apptainer is missing, or its build failed."""
+
+
+class RecordError(ReprobuildError):
+    """The build record is missing or unreadable."""
+
+
+# Checking, publishing, writing.
+
+
+class SmokeError(ReprobuildError):
+    """The image could not run its smoke payload, or it gave no report."""
+
+
+class PublishError(ReprobuildError):
+    """The build cannot be published as it stands."""
+
+
+class VerifyError(ReprobuildError):
+    """What to verify could not be read."""
+
+
+class ExportError(ReprobuildError):
+    """The last build cannot run on a cluster (not pushed, of another lock), or a bad value."""
+
+
+class WriteError(ReprobuildError):
+    """An output file could not be written where the user asked."""

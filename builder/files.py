@@ -6,7 +6,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from builder.errors import ReprobuildError
+from builder.errors import ReprobuildError, WriteError
 
 
 def cache_root() -> Path:
@@ -32,10 +32,6 @@ def write_atomic(path: Path, text: str | bytes) -> None:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
-
-
-class WriteError(ReprobuildError):
-    """An output file could not be written where the user asked."""
 
 
 def write_output(

@@ -13,26 +13,25 @@ from __future__ import annotations
 import os
 import sys
 
-from builder.errors import ReprobuildError
+from builder import layout
+from builder.errors import INTERRUPTED, ReprobuildError
+from builder.run.args import FOLDER_OPTIONS, GLOBAL_OPTIONS, RUN_OPTIONS, gpus_problem
 
 TYPE_CHECKING = False  # typing's own flag, without importing typing on `run`'s way to the start
 if TYPE_CHECKING:
     from builder.run.run import RunPlan
-
-GLOBAL_OPTIONS = {"-C": "project", "--project": "project", "--knowledge": "knowledge"}
-RUN_OPTIONS = {"--gpus": "gpus", "--image": "image", "--outputs": "outputs"}
-FOLDER_OPTIONS = ("project", "knowledge", "outputs")  # click: a folder, or nothing there yet
-KNOWLEDGE_VARIABLE = "REPROBUILD_KNOWLEDGE"
 
 
 def main() -> None:
     """Entry point of the `reprobuild` command and of `python -m builder`."""
     run_plan = plain_run(sys.argv[1:])
     if run_plan is None:
-        from builder.cli.main import main as click_main
+        from builder.cli.main import run_cli
 
-        click_main()
+        run_cli()
         return
+    from builder.cli.run_report import run_and_report
+
     try:
         code = run_and_report(run_plan)
     except ReprobuildError as error:
@@ -40,39 +39,13 @@ def main() -> None:
         sys.exit(error.exit_code)
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
-        sys.exit(130)
+        sys.exit(INTERRUPTED)
     # The record is written and synced; the interpreter's teardown of the modules the run
     # loaded would add about 8 ms to every run, and nothing is left to clean up (the thread
     # that read the host's facts has been joined).
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
-
-
-def run_and_report(run_plan: RunPlan) -> int:
-    """The `run` verb for both parsers: the command's output as it comes, then the notes and
-    where the record is; the command's exit code."""
-    from builder.engine import wire as enginewire
-    from builder.run import run
-
-    outcome = run.execute(enginewire.Wire(), run_plan, relay)
-    for note in outcome.notes:
-        sys.stderr.write(f"note: {note}\n")
-    sys.stderr.write(f"note: exit {outcome.code}; record {outcome.record}\n")
-    return outcome.code
-
-
-def relay(data: bytes, to_stderr: bool) -> None:
-    stream = sys.stderr.buffer if to_stderr else sys.stdout.buffer
-    stream.write(data)
-    stream.flush()
-
-
-def gpus_problem(value: str) -> str | None:
-    """Why a --gpus value is refused, or None: all, or a positive number of GPUs."""
-    if value == "all" or (value.isascii() and value.isdigit() and int(value) > 0):
-        return None
-    return f"{value!r}: give all, or a number of GPUs such as 1."
 
 
 def plain_run(arguments: list[str]) -> RunPlan | None:
@@ -126,7 +99,7 @@ def _acceptable(values: dict[str, str]) -> bool:
     if "gpus" in values and gpus_problem(values["gpus"]) is not None:
         return False
     folders = [values[name] for name in FOLDER_OPTIONS if name in values]
-    folders.append(os.environ.get(KNOWLEDGE_VARIABLE, ""))  # click reads --knowledge from it
+    folders.append(os.environ.get(layout.KNOWLEDGE_VARIABLE, ""))  # click reads --knowledge from it
     return not any(_refused_folder(folder) for folder in folders if folder)
 
 

@@ -14,3 +14,6 @@ USER, UID = "reprobuild", 1000
 WORK_FOLDER = ".reprobuild"  # the build context and the wheelhouse
 RECORD_FILE = "reprobuild.build.json"
 RUNS_FOLDER = "runs"
+
+# Where a knowledge base other than the shipped one is named (as --knowledge does).
+KNOWLEDGE_VARIABLE = "REPROBUILD_KNOWLEDGE"

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from builder import layout
 
-WORK_FOLDER, RECORD_FILE, RUNS_FOLDER = layout.WORK_FOLDER, layout.RECORD_FILE, layout.RUNS_FOLDER
-OUTPUTS = (WORK_FOLDER, RECORD_FILE, RUNS_FOLDER)
+# reprobuild's own outputs in a project: never source, never copied into an image.
+OUTPUTS = (layout.WORK_FOLDER, layout.RECORD_FILE, layout.RUNS_FOLDER)
 _HEAD = "# branch.oid "
 
 

@@ -10,9 +10,12 @@ import sys
 import tempfile
 from pathlib import Path
 
-from builder.engine import sdk as engine
-from builder.engine.registry import ImageReference, RegistryClient, RegistryError
+from builder.build.base import build_base
+from builder.engine.registry import RegistryClient
+from builder.engine.sdk import Engine
+from builder.errors import RegistryError
 from builder.lock import bootstrap
+from builder.reference import ImageReference
 
 REGISTRY = "127.0.0.1:5000"
 BASE = f"{REGISTRY}/reprobuild-test/debian-python:bookworm"
@@ -35,13 +38,10 @@ def registry_has(reference: str) -> bool:
 def build_image(workdir: Path, reference: str, packages: tuple[str, ...]) -> None:
     source = bootstrap.DebianSource("bookworm", DEBIAN_MIRROR)
     print(f"test base: bootstrapping {reference} from {DEBIAN_MIRROR}", flush=True)
-    archive = bootstrap.build_base(source, packages, BASE_SNAPSHOT, reference, workdir)
-    client = engine.connect()
-    try:
-        engine.load_archive(client, archive.path)
-        digest = engine.push(client, reference)
-    finally:
-        client.close()
+    archive = build_base(source, packages, BASE_SNAPSHOT, reference, workdir)
+    with Engine.connect() as engine:
+        engine.load_archive(archive.path)
+        digest = engine.push(reference)
     print(f"test base: {reference} image {archive.image_id}, pushed as {digest}")
 
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, cast
+
+if TYPE_CHECKING:
+    from builder.resolve.resolve import ResolutionRecord
 from builder.lock.model import BaseLock, Lock, LockedPackage, PythonClosure, SystemLock
 
 DIGEST = "sha256:" + "d" * 64
@@ -38,13 +42,17 @@ def make_lock(
         spec_hash="sha256:" + "1" * 64,
         knowledge_version="2026-11-22+000000000000",
         reprobuild_version="0.1.0",
-        resolution={
-            "name": "lab/train",
-            "torch": {"version": "2.5.1", "label": label},
-            "cuda": cuda,
-            "cudnn": "9.1.0.70" if cuda else None,
-            "min_driver": "525.60.13" if cuda else None,
-        },
+        # Only the keys plan and publish read: the record as a lock file would carry it.
+        resolution=cast(
+            "ResolutionRecord",
+            {
+                "name": "lab/train",
+                "torch": {"version": "2.5.1", "label": label},
+                "cuda": cuda,
+                "cudnn": "9.1.0.70" if cuda else None,
+                "min_driver": "525.60.13" if cuda else None,
+            },
+        ),
         determinism={"seed": 0, "tf32": False, "cublas_workspace_config": ":4096:8"},
         base=base
         or BaseLock(

@@ -1,1 +1,1 @@
-"""Stage 5, the build: context -> image built by the engine, normalised, recorded in a `BuildRecord`."""
+"""Stage 5, the build: context -> an image the engine builds, normalised -> `BuildRecord`."""

@@ -7,12 +7,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from builder import source
+from builder import layout
 from builder.build import recordfile
+from builder.build.recordfile import ImageToRun
+from builder.engine.sdk import Engine
 from builder.files import write_atomic
-
-RECORD_FILE = source.RECORD_FILE
-FORMAT = recordfile.FORMAT
 
 
 @dataclass(frozen=True)
@@ -41,17 +40,13 @@ class BuildRecord:
     normalisation: dict[str, Any] = field(default_factory=dict)
 
 
-RecordError = recordfile.RecordError
-ImageToRun = recordfile.ImageToRun
-
-
 def dumps(record: BuildRecord) -> str:
-    document = {"format": FORMAT, **asdict(record)}
+    document = {"format": recordfile.FORMAT, **asdict(record)}
     return json.dumps(document, indent=2, sort_keys=True) + "\n"
 
 
 def write(project: Path, record: BuildRecord) -> Path:
-    path = project / RECORD_FILE
+    path = project / layout.RECORD_FILE
     write_atomic(path, dumps(record))
     return path
 
@@ -67,23 +62,22 @@ def read(project: Path) -> BuildRecord:
 
 def pushed_build(project: Path, lock_digest: str) -> str | None:
     """The pushed image (name@sha256:...) of this lock's last build, if it was pushed."""
-    if not (project / RECORD_FILE).is_file():
+    if not (project / layout.RECORD_FILE).is_file():
         return None
     record = read(project)
     return record.pushed if record.lock == lock_digest else None
 
 
-def image_to_run(client: Any, project: Path, chosen: str | BuildRecord) -> ImageToRun:
+def image_to_run(engine: Engine, project: Path, chosen: str | BuildRecord) -> ImageToRun:
     """The image a command runs: a reference (pulled if the engine lacks it), or the project's
     last build (its record, read first), from the engine or pulled back by digest from where it
     was pushed."""
-    from builder.engine import sdk as engine
 
     if isinstance(chosen, str):
-        return ImageToRun(chosen, engine.ensure_image(client, chosen), None)
+        return ImageToRun(chosen, engine.ensure_image(chosen), None)
     return recordfile.recorded_image(
         project,
         {"image": chosen.image, "image_id": chosen.image_id, "pushed": chosen.pushed},
-        lambda reference: engine.image_id(client, reference),
-        lambda reference: engine.ensure_image(client, reference),
+        engine.image_id,
+        engine.ensure_image,
     )

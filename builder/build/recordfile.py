@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 
-from builder.errors import ReprobuildError
+from builder.errors import RecordError
 from builder.layout import RECORD_FILE
 
 TYPE_CHECKING = False  # typing's own flag, without importing typing on `run`'s way to the start
@@ -20,10 +20,6 @@ if TYPE_CHECKING:
     Folder = str | os.PathLike[str]
 
 FORMAT = 1
-
-
-class RecordError(ReprobuildError):
-    """The build record is missing or unreadable."""
 
 
 def path_in(project: Folder) -> str:

@@ -16,13 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from builder import tarstream
-from builder.engine import sdk as engine
-from builder.errors import ReprobuildError
-
-
-class SifError(ReprobuildError):
-    """apptainer is missing, or its build failed."""
-
+from builder.engine.sdk import TAIL_LINES
+from builder.errors import SifError
 
 NO_APPTAINER = (
     "--format sif needs apptainer, which is not installed here. Build and push the Docker image "
@@ -57,10 +52,9 @@ def output_path(project: Path, image: str) -> Path:
 
 def build_for(project: Path, image: str, on_line: Callable[[str], None]) -> SifImage:
     """The SIF of the project's pushed build, from the definition `build --push` wrote."""
-    from builder.render import context
-    from builder.render import templates as render
+    from builder.render import context, templates
 
-    definition = project / context.DEFAULT_OUTPUT / render.DEFINITION
+    definition = project / context.DEFAULT_OUTPUT / templates.DEFINITION
     on_line(f"building the SIF from {definition} with apptainer")
     return build(definition, output_path(project, image), on_line)
 
@@ -68,7 +62,7 @@ def build_for(project: Path, image: str, on_line: Callable[[str], None]) -> SifI
 def build(definition: Path, output: Path, on_line: Callable[[str], None]) -> SifImage:
     """`apptainer build --force OUTPUT DEFINITION`; each output line goes to on_line."""
     staged = output.with_name(f".{output.name}.partial")
-    tail: deque[str] = deque(maxlen=engine.TAIL_LINES)
+    tail: deque[str] = deque(maxlen=TAIL_LINES)
     argv = ["apptainer", "build", "--force", str(staged), str(definition)]
     with subprocess.Popen(
         argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True

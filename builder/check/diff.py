@@ -12,15 +12,12 @@ import posixpath
 import re
 import tarfile
 from dataclasses import dataclass, field, fields
-from datetime import datetime, timezone
 from typing import IO, Any, Literal
 
 from builder import tarstream
-from builder.cli.present import count
-from builder.engine import sdk as engine
-from builder.engine.sdk import EngineError
+from builder.engine.sdk import DAMAGED, Engine
+from builder.errors import EngineError, MissingImage
 
-CLIP = 120
 XATTR_PREFIXES = ("SCHILY.xattr.", "LIBARCHIVE.xattr.")
 TYPES = {
     tarfile.REGTYPE: "file",
@@ -34,12 +31,6 @@ TYPES = {
     tarfile.FIFOTYPE: "fifo",
 }
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-
-
-class MissingImage(EngineError):
-    """An image named on the command line is not in the engine: a usage error."""
-
-    exit_code = 2
 
 
 @dataclass(frozen=True)
@@ -112,9 +103,9 @@ class ImageDiff:
         return self.id_a == self.id_b
 
 
-def diff_images(client: Any, image_a: str, image_b: str) -> ImageDiff:
+def diff_images(engine: Engine, image_a: str, image_b: str) -> ImageDiff:
     """Compare two images in the engine; MissingImage when either is not there."""
-    inspected_a, inspected_b = _inspect(client, image_a), _inspect(client, image_b)
+    inspected_a, inspected_b = _inspect(engine, image_a), _inspect(engine, image_b)
     id_a, id_b = str(inspected_a["Id"]), str(inspected_b["Id"])
     layers = compare_layers(_diff_ids(inspected_a), _diff_ids(inspected_b))
     if id_a == id_b:
@@ -122,16 +113,16 @@ def diff_images(client: Any, image_a: str, image_b: str) -> ImageDiff:
     first = first_difference(layers)
     wanted_a = layers[first].a if first is not None else None
     wanted_b = layers[first].b if first is not None else None
-    saved_a = read_saved(client, image_a, id_a, first, wanted_a)
-    saved_b = read_saved(client, image_b, id_b, first, wanted_b)
+    saved_a = read_saved(engine, image_a, id_a, first, wanted_a)
+    saved_b = read_saved(engine, image_b, id_b, first, wanted_b)
     files = compare_entries(saved_a.layer, saved_b.layer) if first is not None else []
     config = compare_config(saved_a.config, saved_b.config)
     return ImageDiff(image_a, image_b, id_a, id_b, config, layers, first, files)
 
 
-def _inspect(client: Any, reference: str) -> dict[str, Any]:
+def _inspect(engine: Engine, reference: str) -> dict[str, Any]:
     try:
-        return engine.inspect_image(client, reference)
+        return engine.inspect_image(reference)
     except EngineError as error:
         raise MissingImage(str(error)) from None
 
@@ -210,7 +201,7 @@ class _Export:
 
 
 def read_saved(
-    client: Any, reference: str, image_id: str, index: int | None, diff_id: str | None
+    engine: Engine, reference: str, image_id: str, index: int | None, diff_id: str | None
 ) -> Saved:
     """Stream `docker save` once; keep the config and the entries of layer `index`.
 
@@ -218,11 +209,11 @@ def read_saved(
     entry table; the manifest, last in the stream, then says which member is layer `index`.
     """
     # Saved by ID: a tag moved between inspect and save cannot swap the image under us.
-    with engine.saved_members(client, image_id) as archive:
+    with engine.saved_members(image_id) as archive:
         export = _read_export(archive, image_id.removeprefix("sha256:"), diff_id)
     if export.config is None:
         raise EngineError(
-            f"the engine's export of {reference} holds no config {image_id}. {engine.DAMAGED}"
+            f"the engine's export of {reference} holds no config {image_id}. {DAMAGED}"
         )
     if index is None or diff_id is None:
         return Saved(export.config, {})
@@ -261,7 +252,7 @@ def _layer_at(export: _Export, reference: str, index: int, diff_id: str) -> Entr
     if index >= len(names):
         raise EngineError(
             f"the engine's export of {reference} lists {len(names)} layers, not {index + 1}. "
-            f"{engine.DAMAGED}"
+            f"{DAMAGED}"
         )
     name = posixpath.normpath(names[index])
     name = export.links.get(name, name)
@@ -269,7 +260,7 @@ def _layer_at(export: _Export, reference: str, index: int, diff_id: str) -> Entr
     if table is None:
         raise EngineError(
             f"layer {index} ({name}) in the engine's export of {reference} does not hash to its "
-            f"diff ID {diff_id}. {engine.DAMAGED}"
+            f"diff ID {diff_id}. {DAMAGED}"
         )
     return table
 
@@ -329,96 +320,3 @@ def compare_entries(a: EntryTable, b: EntryTable) -> list[FileDifference]:
         elif attributes := old.differing(new):
             differences.append(FileDifference(path, "changed", attributes, old, new))
     return differences
-
-
-def render(report: ImageDiff, max_files: int = 200) -> str:
-    """The report as plain text; at most `max_files` file lines (0: all of them)."""
-    names = [f"A: {report.image_a} ({_short(report.id_a)})"]
-    names.append(f"B: {report.image_b} ({_short(report.id_b)})")
-    if report.identical:
-        return "\n".join([*names, "identical: both names are the same image"])
-    sections = [names, _config_lines(report), _layer_lines(report), _file_lines(report, max_files)]
-    return "\n\n".join("\n".join(lines) for lines in sections)
-
-
-def _config_lines(report: ImageDiff) -> list[str]:
-    if not report.config:
-        return ["config: the same fields and values (the documents differ only in encoding)"]
-    lines = [f"config: {count(len(report.config), 'field')} differ"]
-    for difference in report.config:
-        lines.append(f"  {difference.path}")
-        lines += [f"    A: {_value(difference.a)}", f"    B: {_value(difference.b)}"]
-    return lines
-
-
-def _value(text: str | None) -> str:
-    if text is None:
-        return "(absent)"
-    return text if len(text) <= CLIP else text[: CLIP - 3] + "..."
-
-
-def _layer_lines(report: ImageDiff) -> list[str]:
-    count_a = sum(layer.a is not None for layer in report.layers)
-    count_b = sum(layer.b is not None for layer in report.layers)
-    counts = f"A has {count_a}, B has {count_b}"
-    differing = sum(not layer.equal for layer in report.layers)
-    lines = [f"layers: {counts}; {differing} of {len(report.layers)} differ"]
-    for layer in report.layers:
-        if layer.equal:
-            lines.append(f"  [{layer.index}] same     {_short(layer.a)}")
-        else:
-            lines.append(f"  [{layer.index}] differs  A {_short(layer.a)}  B {_short(layer.b)}")
-    return lines
-
-
-def _file_lines(report: ImageDiff, max_files: int) -> list[str]:
-    if report.first_differing_layer is None:
-        return ["files: every layer is the same; only the config differs"]
-    index = report.first_differing_layer
-    header = f"files in layer {index}, the first that differs: "
-    if not report.files:
-        return [header + "the same entries (the tars differ in order or padding)"]
-    lines = [header + f"{count(len(report.files), 'path')} differ"]
-    shown = report.files if max_files == 0 else report.files[:max_files]
-    lines += [_file_line(difference) for difference in shown]
-    if len(shown) < len(report.files):
-        lines.append(f"  ... {len(report.files) - len(shown)} more (--max-files 0 lists all)")
-    return lines
-
-
-def _file_line(difference: FileDifference) -> str:
-    if difference.kind != "changed" or difference.a is None or difference.b is None:
-        return f"  {difference.kind:<9}  {difference.path}"
-    changes = "; ".join(
-        f"{name}: {_attribute(difference.a, name)} -> {_attribute(difference.b, name)}"
-        for name in difference.attributes
-    )
-    return f"  changed    {difference.path}  {changes}"
-
-
-def _attribute(entry: Entry, name: str) -> str:
-    value = getattr(entry, name)
-    if name == "mode":
-        return f"{value:04o}"
-    if name == "mtime":
-        return _time(value)
-    if name == "content":
-        return _short(value) if value else "(none)"
-    return _value(json.dumps(value) if name in ("linkname", "xattrs") else str(value))
-
-
-def _time(mtime: float) -> str:
-    try:
-        moment = datetime.fromtimestamp(mtime, timezone.utc)
-    except (OverflowError, OSError, ValueError):
-        return str(mtime)
-    # Sub-second differences come from PAX headers; keep them visible.
-    spec = "seconds" if mtime == int(mtime) else "microseconds"
-    return moment.isoformat(timespec=spec).replace("+00:00", "Z")
-
-
-def _short(digest: str | None) -> str:
-    if digest is None:
-        return "(none)"
-    algorithm, _, hexdigest = digest.partition(":")
-    return f"{algorithm}:{hexdigest[:12]}" if hexdigest else digest[:12]

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from builder.build.recordfile import ImageToRun
-from builder.engine import sdk as engine
-from builder.errors import ReprobuildError, tail
+from builder.engine.sdk import Engine, RunResult
+from builder.errors import CommandNotFound, SmokeError, tail
 
 NOT_FOUND_EXIT = 127
 TIMEOUT_S = 1200
@@ -24,10 +24,6 @@ NO_PAYLOAD = (
     "{image} has no reprobuild-smoke on its PATH: only images made by `reprobuild build` carry "
     "the smoke payload. Build the project's image, or name one that was."
 )
-
-
-class SmokeError(ReprobuildError):
-    """The image could not run its smoke payload, or it gave no report."""
 
 
 @dataclass(frozen=True)
@@ -48,8 +44,8 @@ def command(*, cpu: bool, canary: bool) -> list[str]:
     return argv + (["--cpu"] if cpu else []) + ([] if canary else ["--no-canary"])
 
 
-def run(
-    client: Any,
+def run_smoke(
+    engine: Engine,
     image: ImageToRun,
     *,
     gpus: str | None,
@@ -59,14 +55,13 @@ def run(
     """Run the image's payload by ID (GPU mode when gpus is given) and read its report."""
     try:
         result = engine.run(
-            client,
             image.image_id,
             command(cpu=gpus is None, canary=canary),
             gpus=gpus,
             network=False,
             timeout_s=timeout_s,
         )
-    except engine.CommandNotFound:
+    except CommandNotFound:
         raise SmokeError(NO_PAYLOAD.format(image=image.reference)) from None
     report = _report(image.reference, result)
     return SmokeRun(image.reference, image.image_id, gpus, result.exit_code, report)
@@ -77,7 +72,7 @@ def mode_text(gpus: str | None) -> str:
 
 
 def run_noted(
-    client: Any,
+    engine: Engine,
     image: ImageToRun,
     *,
     gpus: str | None,
@@ -86,10 +81,10 @@ def run_noted(
 ) -> SmokeRun:
     """`run`, after a note that says where and how."""
     note(f"running the smoke test in {image.reference} ({mode_text(gpus)})")
-    return run(client, image, gpus=gpus, canary=canary)
+    return run_smoke(engine, image, gpus=gpus, canary=canary)
 
 
-def _report(image: str, result: engine.RunResult) -> dict[str, Any]:
+def _report(image: str, result: RunResult) -> dict[str, Any]:
     try:
         report: dict[str, Any] = json.loads(result.stdout)
     except ValueError:

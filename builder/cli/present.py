@@ -5,6 +5,8 @@ rich is imported inside the functions that need it, so the plain `resolve` path 
 
 from __future__ import annotations
 
+import json
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
 from builder.check.doctor import FAIL, OK, WARN, DoctorReport
@@ -13,9 +15,15 @@ from builder.resolve.resolve import Resolution, arch_summary
 from builder.resolve.target import gpu_label
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from rich.table import Table
 
+    from builder.build.buildrecord import BuildRecord
+    from builder.check.diff import Entry, FileDifference, ImageDiff
     from builder.knowledge.refresh import RefreshReport
+    from builder.lock.lockfile import CurrentLock
+    from builder.publish.verify import Verification
 
 
 def resolution_text(resolution: Resolution) -> str:
@@ -153,3 +161,138 @@ def refresh_lines(report: RefreshReport, written: str) -> list[str]:
 def count(number: int, noun: str) -> str:
     """`1 wheel`, `24 wheels`."""
     return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
+def lock_summary(written: CurrentLock) -> str:
+    lock = written.lock
+    wheels, packages = len(lock.python.packages), len(lock.system.packages)
+    return (
+        f"wrote {written.path}: torch {lock.resolution['torch']['label']}, "
+        f"{count(wheels, 'wheel')}, base {lock.base.image or lock.base.reference}, "
+        f"{count(packages, 'system package')}"
+    )
+
+
+def build_lines(record: BuildRecord, path: Path) -> list[str]:
+    size = sum(layer.size for layer in record.layers) / 1e9
+    lines = [
+        f"built {record.image}",
+        f"  image ID {record.image_id} ({size:.2f} GB, {len(record.layers)} layers)",
+    ]
+    if record.pushed:
+        lines.append(f"  pushed {record.pushed}; reprobuild.def now bootstraps from it")
+    if record.normalisation.get("rewritten"):
+        noise = len(record.normalisation["rewritten"])
+        lines.append(f"  normalised: {noise} noisy entries removed or redated")
+    lines.append(f"  record {path}")
+    return lines
+
+
+CHECK_WIDTH = len("fingerprints")  # one column for every check, whichever ran
+
+
+def verify_lines(result: Verification) -> list[str]:
+    width = max(CHECK_WIDTH, *(len(finding.check) for finding in result.findings))
+    out = [f"{f.status:<4} {f.check:<{width}}  {f.detail}" for f in result.findings]
+    verdict = "verified" if not result.failed else "NOT verified"
+    unchecked = any(f.check == "fingerprints" and f.status == "skip" for f in result.findings)
+    if not result.failed and unchecked:
+        verdict += " (fingerprints not compared)"
+    out.append(f"{result.reference}: {verdict}")
+    return out
+
+
+CLIP = 120
+
+
+def diff_text(report: ImageDiff, max_files: int = 200) -> str:
+    """The report as plain text; at most `max_files` file lines (0: all of them)."""
+    names = [f"A: {report.image_a} ({_short(report.id_a)})"]
+    names.append(f"B: {report.image_b} ({_short(report.id_b)})")
+    if report.identical:
+        return "\n".join([*names, "identical: both names are the same image"])
+    sections = [names, _config_lines(report), _layer_lines(report), _file_lines(report, max_files)]
+    return "\n\n".join("\n".join(lines) for lines in sections)
+
+
+def _config_lines(report: ImageDiff) -> list[str]:
+    if not report.config:
+        return ["config: the same fields and values (the documents differ only in encoding)"]
+    lines = [f"config: {count(len(report.config), 'field')} differ"]
+    for difference in report.config:
+        lines.append(f"  {difference.path}")
+        lines += [f"    A: {_value(difference.a)}", f"    B: {_value(difference.b)}"]
+    return lines
+
+
+def _value(text: str | None) -> str:
+    if text is None:
+        return "(absent)"
+    return text if len(text) <= CLIP else text[: CLIP - 3] + "..."
+
+
+def _layer_lines(report: ImageDiff) -> list[str]:
+    count_a = sum(layer.a is not None for layer in report.layers)
+    count_b = sum(layer.b is not None for layer in report.layers)
+    counts = f"A has {count_a}, B has {count_b}"
+    differing = sum(not layer.equal for layer in report.layers)
+    lines = [f"layers: {counts}; {differing} of {len(report.layers)} differ"]
+    for layer in report.layers:
+        if layer.equal:
+            lines.append(f"  [{layer.index}] same     {_short(layer.a)}")
+        else:
+            lines.append(f"  [{layer.index}] differs  A {_short(layer.a)}  B {_short(layer.b)}")
+    return lines
+
+
+def _file_lines(report: ImageDiff, max_files: int) -> list[str]:
+    if report.first_differing_layer is None:
+        return ["files: every layer is the same; only the config differs"]
+    index = report.first_differing_layer
+    header = f"files in layer {index}, the first that differs: "
+    if not report.files:
+        return [header + "the same entries (the tars differ in order or padding)"]
+    lines = [header + f"{count(len(report.files), 'path')} differ"]
+    shown = report.files if max_files == 0 else report.files[:max_files]
+    lines += [_file_line(difference) for difference in shown]
+    if len(shown) < len(report.files):
+        lines.append(f"  ... {len(report.files) - len(shown)} more (--max-files 0 lists all)")
+    return lines
+
+
+def _file_line(difference: FileDifference) -> str:
+    if difference.kind != "changed" or difference.a is None or difference.b is None:
+        return f"  {difference.kind:<9}  {difference.path}"
+    changes = "; ".join(
+        f"{name}: {_attribute(difference.a, name)} -> {_attribute(difference.b, name)}"
+        for name in difference.attributes
+    )
+    return f"  changed    {difference.path}  {changes}"
+
+
+def _attribute(entry: Entry, name: str) -> str:
+    value = getattr(entry, name)
+    if name == "mode":
+        return f"{value:04o}"
+    if name == "mtime":
+        return _time(value)
+    if name == "content":
+        return _short(value) if value else "(none)"
+    return _value(json.dumps(value) if name in ("linkname", "xattrs") else str(value))
+
+
+def _time(mtime: float) -> str:
+    try:
+        moment = datetime.fromtimestamp(mtime, timezone.utc)
+    except (OverflowError, OSError, ValueError):
+        return str(mtime)
+    # Sub-second differences come from PAX headers; keep them visible.
+    spec = "seconds" if mtime == int(mtime) else "microseconds"
+    return moment.isoformat(timespec=spec).replace("+00:00", "Z")
+
+
+def _short(digest: str | None) -> str:
+    if digest is None:
+        return "(none)"
+    algorithm, _, hexdigest = digest.partition(":")
+    return f"{algorithm}:{hexdigest[:12]}" if hexdigest else digest[:12]

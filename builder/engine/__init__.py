@@ -1,1 +1,1 @@
-"""Edges to the outside: the Docker engine (docker SDK and the socket), registries, package indexes, this host."""
+"""Edges: the Docker engine (SDK and socket), registries, package indexes, this host."""

@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from builder.compat import ComputeCapability, CudaVersion, DriverVersion
+from builder.errors import EngineError
 
 ENGINE_TIMEOUT_S = 5
 NVML_LIBRARY = "libnvidia-ml.so.1"  # the name pynvml loads on Linux
@@ -193,23 +194,23 @@ def probe_engine(base_url: str | None = None) -> EngineHost:
     """Ask the Docker engine for its version and runtimes through the docker SDK."""
     from docker.errors import DockerException
 
-    from builder.engine import sdk as engine
+    from builder.engine.common import address, missing_engine_message
+    from builder.engine.sdk import Engine, first_line
 
-    address = base_url or engine.address()
+    target = base_url or address()
     try:
-        client = engine.connect(address, timeout_s=ENGINE_TIMEOUT_S)
-    except engine.EngineError as error:
-        return EngineHost(address, None, None, (), None, str(error))
+        engine = Engine.connect(target, timeout_s=ENGINE_TIMEOUT_S)
+    except EngineError as error:
+        return EngineHost(target, None, None, (), None, str(error))
     try:
-        version = client.version()
-        info = client.info()
+        version, info = engine.describe()
     except (DockerException, OSError) as error:
-        message = engine.missing_engine_message(address, engine.first_line(error))
-        return EngineHost(address, None, None, (), None, message)
+        message = missing_engine_message(target, first_line(error))
+        return EngineHost(target, None, None, (), None, message)
     finally:
-        client.close()
+        engine.close()
     return EngineHost(
-        address=address,
+        address=target,
         version=str(version.get("Version")),
         api_version=str(version.get("ApiVersion")),
         runtimes=tuple(sorted(info.get("Runtimes") or {})),

@@ -9,17 +9,13 @@ from urllib.parse import urlsplit
 
 import requests
 
-from builder.errors import IndexUnavailable
+from builder.errors import IndexUnavailable, NotFound
 
 CONNECT_TIMEOUT_S = 5.0
 READ_TIMEOUT_S = 60.0
 ATTEMPTS = 3
 BACKOFF_S = 0.5
 _RETRYABLE_STATUS = {429, 500, 502, 503, 504}
-
-
-class NotFound(IndexUnavailable):
-    """The server answered 404: the resource does not exist (no retry helps)."""
 
 
 class Getter:

@@ -16,9 +16,9 @@ from typing import Any
 
 import requests
 
-from builder.errors import ReprobuildError
+from builder.errors import RegistryError, RegistryUnreachable
+from builder.reference import DIGEST, ImageReference
 
-DOCKER_HUB = "registry-1.docker.io"
 PLATFORM = ("linux", "amd64")
 ATTEMPTS = 3
 BACKOFF_S = 0.5
@@ -31,65 +31,7 @@ MANIFEST_TYPES = (
     "application/vnd.oci.image.manifest.v1+json",
     "application/vnd.docker.distribution.manifest.v2+json",
 )
-DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 _CHALLENGE = re.compile(r'(\w+)="([^"]*)"')
-
-
-class RegistryError(ReprobuildError):
-    """A registry did not answer, or has no such image."""
-
-
-class RegistryUnreachable(RegistryError):
-    """The registry did not answer at all (network, DNS, 5xx): offline fallbacks may apply."""
-
-
-@dataclass(frozen=True)
-class ImageReference:
-    registry: str  # host[:port]; registry-1.docker.io for Docker Hub
-    repository: str  # library/python
-    tag: str | None
-    digest: str | None
-    written: str  # as the user wrote it
-
-    @classmethod
-    def parse(cls, text: str) -> ImageReference:
-        rest, _, digest = text.partition("@")
-        if digest and not DIGEST.match(digest):
-            raise RegistryError(f"{text!r}: the digest must be sha256:<64 hex digits>.")
-        tag = None
-        slash, colon = rest.rfind("/"), rest.rfind(":")
-        if colon > slash:
-            rest, tag = rest[:colon], rest[colon + 1 :]
-        first, _, remainder = rest.partition("/")
-        if remainder and ("." in first or ":" in first or first == "localhost"):
-            registry, repository = first, remainder
-        else:
-            registry, repository = DOCKER_HUB, rest
-        if registry in ("docker.io", "index.docker.io"):
-            registry = DOCKER_HUB
-        if registry == DOCKER_HUB and "/" not in repository:
-            repository = f"library/{repository}"
-        if tag is None and not digest:
-            tag = "latest"
-        return cls(registry, repository, tag, digest or None, text)
-
-    @property
-    def name(self) -> str:
-        """The repository as `FROM` writes it: python, nvidia/cuda, 127.0.0.1:5000/x/y."""
-        if self.registry == DOCKER_HUB:
-            return self.repository.removeprefix("library/")
-        return f"{self.registry}/{self.repository}"
-
-    def pinned(self, digest: str) -> str:
-        return f"{self.name}@{digest}"
-
-    @property
-    def base_url(self) -> str:
-        host = self.registry.split(":")[0]
-        scheme = (
-            "http" if host in ("127.0.0.1", "localhost") or host.startswith("127.") else "https"
-        )
-        return f"{scheme}://{self.registry}/v2/{self.repository}"
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,9 @@
-"""The Docker engine edge, through the docker SDK: connect, build, save, load, pull, push, run.
+"""The Docker engine edge, through the docker SDK: one `Engine` that connects, builds, saves,
+loads, pulls, pushes and runs.
 
 Every engine failure becomes an `EngineError` whose message names the engine address and the
-fix. Containers started here are always removed, also on errors and Ctrl-C.
+fix. Containers started here are always removed, also on errors and Ctrl-C. The docker SDK's
+private calls (streamed build and save responses that must be closable) live only in this class.
 """
 
 from __future__ import annotations
@@ -15,20 +17,21 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from types import TracebackType
 from typing import IO, Any
 
-from builder.engine import wire as enginewire
-from builder.tarstream import BLOCK, blocks
-
-TIMEOUT_S, API_VERSION, DEFAULT_ADDRESS = (
-    enginewire.TIMEOUT_S,
-    enginewire.API_VERSION,
-    enginewire.DEFAULT_ADDRESS,
+from builder.engine.common import (
+    API_VERSION,
+    TIMEOUT_S,
+    address,
+    create_failed,
+    gpu_count,
+    missing_engine_message,
+    start_failed,
 )
-EngineError = enginewire.EngineError
-CommandNotFound = enginewire.CommandNotFound
-address, missing_engine_message = enginewire.address, enginewire.missing_engine_message
-
+from builder.errors import BuildFailed, EngineError
+from builder.reference import split_tag
+from builder.tarstream import BLOCK, blocks
 
 PUSH_FIX = (
     "Check that the registry answers, that the engine may push there (`docker login`), and "
@@ -39,6 +42,32 @@ DAMAGED = (
     "The engine's image store may be damaged: run the command again; if it fails the same way, "
     "restart dockerd and rebuild with `reprobuild build --no-cache`."
 )
+TAIL_LINES = 15
+_STEP = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
+
+
+@dataclass(frozen=True)
+class ScriptResult:
+    exit_code: int
+    output: str
+
+
+@dataclass(frozen=True)
+class RunResult:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+
+@dataclass(frozen=True)
+class BuildEvent:
+    """One line of the engine's build log, with the step it belongs to."""
+
+    step: int  # 1-based; 0 before the first step
+    steps: int
+    instruction: str  # the step's Dockerfile instruction, as the engine echoes it
+    line: str  # "" for the step's own header line
+    cached: bool = False
 
 
 def unreachable_reason(target: str) -> str | None:
@@ -55,21 +84,9 @@ def unreachable_reason(target: str) -> str | None:
     return None
 
 
-def connect(target: str | None = None, timeout_s: int = TIMEOUT_S) -> Any:
-    """A docker.DockerClient that has answered a ping; EngineError otherwise."""
-    import docker
-    from docker.errors import DockerException
-
-    chosen = target or address()
-    reason = unreachable_reason(chosen)
-    if reason is not None:
-        raise EngineError(missing_engine_message(chosen, reason))
-    try:
-        client = docker.DockerClient(base_url=chosen, version=API_VERSION, timeout=timeout_s)
-        client.ping()
-    except (DockerException, OSError) as error:
-        raise EngineError(missing_engine_message(chosen, first_line(error))) from None
-    return client
+def first_line(error: Exception) -> str:
+    text = str(error).split("\n", 1)[0]
+    return text if len(text) <= 200 else text[:197] + "..."
 
 
 def _why(error: Any) -> str:
@@ -77,243 +94,330 @@ def _why(error: Any) -> str:
     return str(error.explanation or error)
 
 
-def first_line(error: Exception) -> str:
-    text = str(error).split("\n", 1)[0]
-    return text if len(text) <= 200 else text[:197] + "..."
+class Engine:
+    """A Docker engine that answered a ping, spoken to through the docker SDK. Close it (or use
+    it as a context manager) to release its connection pool."""
 
+    def __init__(self, client: Any, target: str) -> None:
+        self.client = client  # a docker.DockerClient
+        self.target = target
 
-def load_archive(client: Any, archive: Path) -> None:
-    """`docker load` an image archive from disk, waiting for the engine's verdict."""
-    with archive.open("rb") as handle:
-        load_stream(client, blocks(handle), what=archive.name)
+    @classmethod
+    def connect(cls, target: str | None = None, timeout_s: int = TIMEOUT_S) -> Engine:
+        """The engine at `target` (default: $DOCKER_HOST, else the local socket); EngineError
+        naming the fix when none answers."""
+        import docker
+        from docker.errors import DockerException
 
-
-def image_id(client: Any, reference: str) -> str | None:
-    """The ID of an image the engine has; None when it has none of that name."""
-    from docker.errors import APIError, ImageNotFound
-
-    try:
-        return str(client.images.get(reference).id)
-    except ImageNotFound:
-        return None
-    except APIError as error:
-        raise EngineError(
-            f"{reference!r} is not an image the engine can look up ({_why(error)}): "
-            "give name:tag, name@sha256:<64 hex digits> or an image ID."
-        ) from None
-
-
-def has_image(client: Any, reference: str) -> bool:
-    return image_id(client, reference) is not None
-
-
-def ensure_image(client: Any, reference: str) -> str:
-    """The ID of `reference`, pulled first (by digest where it has one) if the engine lacks it."""
-    found = image_id(client, reference)
-    if found is None:
-        pull(client, reference)
-        found = image_id(client, reference)
-    if found is None:
-        raise EngineError(f"the engine pulled {reference} but does not list it. {DAMAGED}")
-    return found
-
-
-def pull(client: Any, reference: str) -> None:
-    """Pull an image (by digest where given); EngineError naming the reference otherwise."""
-    from docker.errors import APIError
-
-    repository, _, digest = reference.partition("@")
-    try:
-        if digest:
-            client.api.pull(repository, tag=digest)
-        else:
-            name, tag = split_tag(repository)
-            client.api.pull(name, tag=tag)
-    except APIError as error:
-        raise EngineError(
-            f"the engine could not pull {reference}: {_why(error)}. Check that the "
-            "registry answers and the reference exists."
-        ) from None
-
-
-def push(client: Any, reference: str) -> str:
-    """Push a local tag; return the manifest digest the registry reported."""
-    name, tag = split_tag(reference)
-    digest = ""
-    for event in client.api.push(name, tag=tag, stream=True, decode=True):
-        if "error" in event:
-            raise EngineError(f"pushing {reference} failed: {event['error']}. {PUSH_FIX}")
-        digest = event.get("aux", {}).get("Digest", digest)
-    if not digest:
-        raise EngineError(f"pushing {reference} reported no manifest digest. {PUSH_FIX}")
-    return str(digest)
-
-
-def split_tag(reference: str) -> tuple[str, str]:
-    slash = reference.rfind("/")
-    colon = reference.rfind(":")
-    if colon > slash:
-        return reference[:colon], reference[colon + 1 :]
-    return reference, "latest"
-
-
-@dataclass(frozen=True)
-class ScriptResult:
-    exit_code: int
-    output: str
-
-
-def run_script(client: Any, image: str, script: str, timeout_s: int = TIMEOUT_S) -> ScriptResult:
-    """Run `sh -c script` as root in a throwaway container; return exit code and output."""
-    result = run(client, image, ["sh", "-c", script], user="0:0", timeout_s=timeout_s)
-    return ScriptResult(result.exit_code, result.stdout + result.stderr)
-
-
-@dataclass(frozen=True)
-class RunResult:
-    exit_code: int
-    stdout: str
-    stderr: str
-
-
-def gpu_request(gpus: str) -> Any:
-    """`--gpus all` or `--gpus N` as the engine's device request."""
-    from docker.types import DeviceRequest
-
-    return DeviceRequest(count=enginewire.gpu_count(gpus), capabilities=[["gpu"]])
-
-
-def run(
-    client: Any,
-    image: str,
-    command: list[str],
-    *,
-    user: str | None = None,
-    gpus: str | None = None,
-    network: bool = True,
-    timeout_s: int = TIMEOUT_S,
-) -> RunResult:
-    """Run a command in a throwaway container (removed afterwards, also on errors and Ctrl-C)."""
-    from requests.exceptions import ConnectionError as LostConnection
-    from requests.exceptions import ReadTimeout
-
-    options: dict[str, Any] = {"network_disabled": not network}
-    container = _create(client, image, command, options, user=user, gpus=gpus)
-    try:
-        _start(container, image, command, gpus)
+        chosen = target or address()
+        reason = unreachable_reason(chosen)
+        if reason is not None:
+            raise EngineError(missing_engine_message(chosen, reason))
         try:
-            status = container.wait(timeout=timeout_s)
-        except (ReadTimeout, LostConnection):
+            client = docker.DockerClient(base_url=chosen, version=API_VERSION, timeout=timeout_s)
+            client.ping()
+        except (DockerException, OSError) as error:
+            raise EngineError(missing_engine_message(chosen, first_line(error))) from None
+        return cls(client, chosen)
+
+    def close(self) -> None:
+        self.client.close()
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # Facts.
+
+    def version(self) -> str:
+        return str(self.client.version().get("Version", "unknown"))
+
+    def describe(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The engine's version document and its system info (runtimes among them)."""
+        return dict(self.client.version()), dict(self.client.info())
+
+    # Images.
+
+    def image_id(self, reference: str) -> str | None:
+        """The ID of an image the engine has; None when it has none of that name."""
+        from docker.errors import APIError, ImageNotFound
+
+        try:
+            return str(self.client.images.get(reference).id)
+        except ImageNotFound:
+            return None
+        except APIError as error:
             raise EngineError(
-                f"{' '.join(command)} in {image} did not finish within {timeout_s} s; it was "
-                "stopped and removed. Run it by hand (`docker run --rm IMAGE ...`) to see where "
-                "it hangs."
+                f"{reference!r} is not an image the engine can look up ({_why(error)}): "
+                "give name:tag, name@sha256:<64 hex digits> or an image ID."
             ) from None
-        return RunResult(
-            int(status.get("StatusCode", 1)),
-            container.logs(stdout=True, stderr=False).decode("utf-8", errors="replace"),
-            container.logs(stdout=False, stderr=True).decode("utf-8", errors="replace"),
-        )
-    finally:
-        container.remove(force=True)
 
+    def has_image(self, reference: str) -> bool:
+        return self.image_id(reference) is not None
 
-def _create(
-    client: Any,
-    image: str,
-    command: list[str],
-    options: dict[str, Any],
-    *,
-    user: str | None,
-    gpus: str | None,
-) -> Any:
-    from docker.errors import APIError
+    def ensure_image(self, reference: str) -> str:
+        """The ID of `reference`, pulled first (by digest where it has one) if the engine lacks
+        it."""
+        found = self.image_id(reference)
+        if found is None:
+            self.pull(reference)
+            found = self.image_id(reference)
+        if found is None:
+            raise EngineError(f"the engine pulled {reference} but does not list it. {DAMAGED}")
+        return found
 
-    if user is not None:
-        options["user"] = user
-    if gpus is not None:
-        options["device_requests"] = [gpu_request(gpus)]
-    try:
-        return client.containers.create(image, command, **options)
-    except APIError as error:
-        raise enginewire.create_failed(image, _why(error)) from None
+    def inspect_image(self, reference: str) -> dict[str, Any]:
+        from docker.errors import APIError, ImageNotFound
 
+        try:
+            return dict(self.client.api.inspect_image(reference))
+        except ImageNotFound:
+            raise EngineError(
+                f"the engine has no image {reference}. Build it with `reprobuild build`, or fetch "
+                f"it with `docker pull {reference}`; `docker images` lists the images the engine "
+                "has."
+            ) from None
+        except APIError as error:
+            raise EngineError(
+                f"the engine could not inspect {reference}: {_why(error)}. Check the reference "
+                "(name:tag, name@sha256:... or an image ID) and that the engine answers."
+            ) from None
 
-def _start(container: Any, image: str, command: list[str], gpus: str | None) -> None:
-    from docker.errors import APIError
+    def history(self, reference: str) -> list[dict[str, Any]]:
+        """An image's history, oldest step first: per step the image it made (where the engine
+        still holds it, else "<missing>"), the command, the comment and the size of the layer it
+        added."""
+        from docker.errors import APIError
 
-    try:
-        container.start()
-    except APIError as error:
-        raise enginewire.start_failed(image, command, gpus, _why(error)) from None
+        try:
+            steps: list[dict[str, Any]] = self.client.api.history(reference)
+        except APIError as error:
+            raise EngineError(
+                f"the engine could not read the history of {reference}: {_why(error)}."
+            ) from None
+        return steps[::-1]
 
+    def tag(self, image_id: str, reference: str) -> str:
+        """Name an image; return the name with its tag made explicit."""
+        name, label = split_tag(reference)
+        self.client.api.tag(image_id, name, label)
+        return f"{name}:{label}"
 
-@dataclass(frozen=True)
-class BuildEvent:
-    """One line of the engine's build log, with the step it belongs to."""
+    def remove_image(self, reference: str) -> None:
+        from docker.errors import APIError, ImageNotFound
 
-    step: int  # 1-based; 0 before the first step
-    steps: int
-    instruction: str  # the step's Dockerfile instruction, as the engine echoes it
-    line: str  # "" for the step's own header line
-    cached: bool = False
+        with contextlib.suppress(ImageNotFound, APIError):
+            self.client.api.remove_image(reference, force=True, noprune=False)
 
+    # Registries.
 
-class BuildFailed(EngineError):
-    """A build step failed; the message names the step, its command and its last output."""
+    def pull(self, reference: str) -> None:
+        """Pull an image (by digest where given); EngineError naming the reference otherwise."""
+        from docker.errors import APIError
 
+        repository, _, digest = reference.partition("@")
+        try:
+            if digest:
+                self.client.api.pull(repository, tag=digest)
+            else:
+                name, tag = split_tag(repository)
+                self.client.api.pull(name, tag=tag)
+        except APIError as error:
+            raise EngineError(
+                f"the engine could not pull {reference}: {_why(error)}. Check that the "
+                "registry answers and the reference exists."
+            ) from None
 
-_STEP = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
-TAIL_LINES = 15
+    def push(self, reference: str) -> str:
+        """Push a local tag; return the manifest digest the registry reported."""
+        name, tag = split_tag(reference)
+        digest = ""
+        for event in self.client.api.push(name, tag=tag, stream=True, decode=True):
+            if "error" in event:
+                raise EngineError(f"pushing {reference} failed: {event['error']}. {PUSH_FIX}")
+            digest = event.get("aux", {}).get("Digest", digest)
+        if not digest:
+            raise EngineError(f"pushing {reference} reported no manifest digest. {PUSH_FIX}")
+        return str(digest)
 
+    # Archives: `docker save` and `docker load`, streamed.
 
-def build(
-    client: Any,
-    context: Iterator[bytes],
-    on_event: Callable[[BuildEvent], None],
-    no_cache: bool,
-    target: str | None = None,
-) -> str:
-    """Build a streamed context with the classic builder (up to the stage `target`, when one is
-    named); return the image ID, untagged.
+    def save_stream(self, image: str) -> IO[bytes]:
+        """`docker save` of one image as a readable stream (never written to disk here)."""
+        from docker.errors import APIError
 
-    Nothing is tagged here: a failed or interrupted build leaves no name pointing at a
-    half-built image. Closing the stream (Ctrl-C) makes the engine cancel the build.
-    """
-    from docker.errors import APIError
+        # docker-py's get_image hides the response, and a reader that stops at the end of the
+        # tar (before the stream's last bytes) must still close the connection.
+        api = self.client.api
+        try:
+            response = api._get(api._url("/images/{0}/get", image), stream=True)
+            api._raise_for_status(response)
+        except APIError as error:
+            raise EngineError(
+                f"the engine could not export {image}: {_why(error)}. Check that the image "
+                "exists (`docker images`) and that the engine has disk space for the export."
+            ) from None
+        chunks = response.iter_content(chunk_size=BLOCK, decode_unicode=False)
+        return io.BufferedReader(_ChunkReader(chunks, response), BLOCK)
 
-    params: dict[str, bool | str] = {
-        "rm": True,
-        "forcerm": True,
-        "nocache": no_cache,
-        "pull": False,
-        "q": False,
-    }
-    if target is not None:
-        params["target"] = target
-    # The request is made here rather than through docker-py's build() so that the streamed
-    # response can be closed: on a failed step, and on Ctrl-C, where closing the connection
-    # makes the engine cancel the build.
-    response = None
-    try:
-        response = client.api._post(
-            client.api._url("/build"),
-            data=context,
-            params=params,
-            headers={"Content-Type": "application/tar"},
-            stream=True,
-            timeout=None,
-        )
-        client.api._raise_for_status(response)
-        return _follow(client.api._stream_helper(response, decode=True), on_event)
-    except APIError as error:
-        raise EngineError(
-            f"the engine refused the build: {_why(error)}. Its own log says why "
-            "(`journalctl -u docker`, or the output of `dockerd`)."
-        ) from None
-    finally:
-        if response is not None:
-            response.close()
+    @contextmanager
+    def saved_members(self, image: str) -> Iterator[tarfile.TarFile]:
+        """The members of `docker save`, streamed; the connection is closed however reading
+        ends."""
+        with (
+            self.save_stream(image) as stream,
+            tarfile.open(fileobj=stream, mode="r|", bufsize=BLOCK) as archive,
+        ):
+            yield archive
+
+    def load_stream(self, archive: Iterator[bytes], what: str = "the normalised image") -> None:
+        """`docker load` of an archive produced while it is sent; returns once the engine has
+        it."""
+        from docker.errors import APIError
+
+        try:
+            for event in self.client.api.load_image(archive):
+                if "error" in event:
+                    raise EngineError(f"the engine refused {what}: {event['error']}. {LOAD_FIX}")
+        except APIError as error:
+            raise EngineError(f"the engine refused {what}: {_why(error)}. {LOAD_FIX}") from None
+
+    def load_archive(self, archive: Path) -> None:
+        """`docker load` an image archive from disk, waiting for the engine's verdict."""
+        with archive.open("rb") as handle:
+            self.load_stream(blocks(handle), what=archive.name)
+
+    # Builds.
+
+    def build(
+        self,
+        context: Iterator[bytes],
+        on_event: Callable[[BuildEvent], None],
+        no_cache: bool,
+        target: str | None = None,
+    ) -> str:
+        """Build a streamed context with the classic builder (up to the stage `target`, when one
+        is named); return the image ID, untagged.
+
+        Nothing is tagged here: a failed or interrupted build leaves no name pointing at a
+        half-built image. Closing the stream (Ctrl-C) makes the engine cancel the build.
+        """
+        from docker.errors import APIError
+
+        params: dict[str, bool | str] = {
+            "rm": True,
+            "forcerm": True,
+            "nocache": no_cache,
+            "pull": False,
+            "q": False,
+        }
+        if target is not None:
+            params["target"] = target
+        # The request is made here rather than through docker-py's build() so that the streamed
+        # response can be closed: on a failed step, and on Ctrl-C, where closing the connection
+        # makes the engine cancel the build.
+        api = self.client.api
+        response = None
+        try:
+            response = api._post(
+                api._url("/build"),
+                data=context,
+                params=params,
+                headers={"Content-Type": "application/tar"},
+                stream=True,
+                timeout=None,
+            )
+            api._raise_for_status(response)
+            return _follow(api._stream_helper(response, decode=True), on_event)
+        except APIError as error:
+            raise EngineError(
+                f"the engine refused the build: {_why(error)}. Its own log says why "
+                "(`journalctl -u docker`, or the output of `dockerd`)."
+            ) from None
+        finally:
+            if response is not None:
+                response.close()
+
+    # Containers.
+
+    def run(
+        self,
+        image: str,
+        command: list[str],
+        *,
+        user: str | None = None,
+        gpus: str | None = None,
+        network: bool = True,
+        timeout_s: int = TIMEOUT_S,
+    ) -> RunResult:
+        """Run a command in a throwaway container (removed afterwards, also on errors and
+        Ctrl-C)."""
+        from requests.exceptions import ConnectionError as LostConnection
+        from requests.exceptions import ReadTimeout
+
+        options: dict[str, Any] = {"network_disabled": not network}
+        container = self._create(image, command, options, user=user, gpus=gpus)
+        try:
+            self._start(container, image, command, gpus)
+            try:
+                status = container.wait(timeout=timeout_s)
+            except (ReadTimeout, LostConnection):
+                raise EngineError(
+                    f"{' '.join(command)} in {image} did not finish within {timeout_s} s; it was "
+                    "stopped and removed. Run it by hand (`docker run --rm IMAGE ...`) to see "
+                    "where it hangs."
+                ) from None
+            return RunResult(
+                int(status.get("StatusCode", 1)),
+                container.logs(stdout=True, stderr=False).decode("utf-8", errors="replace"),
+                container.logs(stdout=False, stderr=True).decode("utf-8", errors="replace"),
+            )
+        finally:
+            container.remove(force=True)
+
+    def run_script(self, image: str, script: str, timeout_s: int = TIMEOUT_S) -> ScriptResult:
+        """Run `sh -c script` as root in a throwaway container; return exit code and output."""
+        result = self.run(image, ["sh", "-c", script], user="0:0", timeout_s=timeout_s)
+        return ScriptResult(result.exit_code, result.stdout + result.stderr)
+
+    def _create(
+        self,
+        image: str,
+        command: list[str],
+        options: dict[str, Any],
+        *,
+        user: str | None,
+        gpus: str | None,
+    ) -> Any:
+        from docker.errors import APIError
+        from docker.types import DeviceRequest
+
+        if user is not None:
+            options["user"] = user
+        if gpus is not None:  # `--gpus all|N`: the engine's device request (its NVIDIA runtime)
+            options["device_requests"] = [
+                DeviceRequest(count=gpu_count(gpus), capabilities=[["gpu"]])
+            ]
+        try:
+            return self.client.containers.create(image, command, **options)
+        except APIError as error:
+            raise create_failed(image, _why(error)) from None
+
+    @staticmethod
+    def _start(container: Any, image: str, command: list[str], gpus: str | None) -> None:
+        from docker.errors import APIError
+
+        try:
+            container.start()
+        except APIError as error:
+            raise start_failed(image, command, gpus, _why(error)) from None
 
 
 def _follow(events: Iterator[dict[str, Any]], on_event: Callable[[BuildEvent], None]) -> str:
@@ -373,92 +477,3 @@ class _ChunkReader(io.RawIOBase):
         buffer[:size] = self.pending[:size]
         self.pending = self.pending[size:]
         return size
-
-
-def save_stream(client: Any, image: str) -> IO[bytes]:
-    """`docker save` of one image as a readable stream (never written to disk here)."""
-    from docker.errors import APIError
-
-    # docker-py's get_image hides the response, and a reader that stops at the end of the tar
-    # (before the stream's last bytes) must still close the connection.
-    try:
-        response = client.api._get(client.api._url("/images/{0}/get", image), stream=True)
-        client.api._raise_for_status(response)
-    except APIError as error:
-        raise EngineError(
-            f"the engine could not export {image}: {_why(error)}. Check that the image "
-            "exists (`docker images`) and that the engine has disk space for the export."
-        ) from None
-    chunks = response.iter_content(chunk_size=BLOCK, decode_unicode=False)
-    return io.BufferedReader(_ChunkReader(chunks, response), BLOCK)
-
-
-@contextmanager
-def saved_members(client: Any, image: str) -> Iterator[tarfile.TarFile]:
-    """The members of `docker save`, streamed; the connection is closed however reading ends."""
-    with (
-        save_stream(client, image) as stream,
-        tarfile.open(fileobj=stream, mode="r|", bufsize=BLOCK) as archive,
-    ):
-        yield archive
-
-
-def load_stream(client: Any, archive: Iterator[bytes], what: str = "the normalised image") -> None:
-    """`docker load` of an archive produced while it is sent; returns once the engine has it."""
-    from docker.errors import APIError
-
-    try:
-        for event in client.api.load_image(archive):
-            if "error" in event:
-                raise EngineError(f"the engine refused {what}: {event['error']}. {LOAD_FIX}")
-    except APIError as error:
-        raise EngineError(f"the engine refused {what}: {_why(error)}. {LOAD_FIX}") from None
-
-
-def inspect_image(client: Any, reference: str) -> dict[str, Any]:
-    from docker.errors import APIError, ImageNotFound
-
-    try:
-        return dict(client.api.inspect_image(reference))
-    except ImageNotFound:
-        raise EngineError(
-            f"the engine has no image {reference}. Build it with `reprobuild build`, or fetch it "
-            f"with `docker pull {reference}`; `docker images` lists the images the engine has."
-        ) from None
-    except APIError as error:
-        raise EngineError(
-            f"the engine could not inspect {reference}: {_why(error)}. Check the reference "
-            "(name:tag, name@sha256:... or an image ID) and that the engine answers."
-        ) from None
-
-
-def history(client: Any, reference: str) -> list[dict[str, Any]]:
-    """An image's history, oldest step first: per step the image it made (where the engine still
-    holds it, else "<missing>"), the command, the comment and the size of the layer it added."""
-    from docker.errors import APIError
-
-    try:
-        steps: list[dict[str, Any]] = client.api.history(reference)
-    except APIError as error:
-        raise EngineError(
-            f"the engine could not read the history of {reference}: {_why(error)}."
-        ) from None
-    return steps[::-1]
-
-
-def tag(client: Any, image_id: str, reference: str) -> str:
-    """Name an image; return the name with its tag made explicit."""
-    name, label = split_tag(reference)
-    client.api.tag(image_id, name, label)
-    return f"{name}:{label}"
-
-
-def version(client: Any) -> str:
-    return str(client.version().get("Version", "unknown"))
-
-
-def remove_image(client: Any, reference: str) -> None:
-    from docker.errors import APIError, ImageNotFound
-
-    with contextlib.suppress(ImageNotFound, APIError):
-        client.api.remove_image(reference, force=True, noprune=False)

@@ -2,95 +2,34 @@
 
 A short `docker run` lives about 0.3 s, and importing the docker SDK (with requests) takes a
 third of that, so `run` talks HTTP/1.1 to the engine itself with the standard library's socket
-and json; every other stage uses the SDK (`builder.engine`). One connection per call (a local
+and json; every other stage uses the SDK (`engine.sdk`). One connection per call (a local
 socket connects in microseconds), JSON in and out, and the attach stream's 8-byte frame headers.
-
-This module also holds what both clients share: the engine's address, the API version, and the
-errors and messages of creating and starting a container.
+What both clients share lives in `engine.common`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import socket
 
-from builder.errors import ReprobuildError
+from builder.engine.common import (
+    API_VERSION,
+    TIMEOUT_S,
+    address,
+    create_failed,
+    gpu_count,
+    missing_engine_message,
+    start_failed,
+)
+from builder.errors import ApiError, EngineError
 
 TYPE_CHECKING = False  # typing's own flag, without importing typing on `run`'s way to the start
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
     from typing import IO, Any
 
-TIMEOUT_S = 600
-# A fixed API version: with "auto" docker-py queries the engine inside the client constructor and
-# leaks the socket when that fails. 1.41 is spoken by Debian's docker.io (20.10) and newer engines.
-API_VERSION = "1.41"
-DEFAULT_ADDRESS = "unix:///var/run/docker.sock"
 FRAME_HEADER = 8  # stream (1 stdout, 2 stderr), three zero bytes, big-endian payload length
-
-NO_GPU_RUNTIME = (
-    "the Docker engine at {address} cannot give a container a GPU ({reason}): it has no NVIDIA "
-    "container runtime. Install the NVIDIA Container Toolkit (`nvidia-container-toolkit`), run "
-    "`nvidia-ctk runtime configure --runtime=docker` and restart dockerd; or use --cpu for the "
-    "CPU mode."
-)
-
-
-class EngineError(ReprobuildError):
-    """The Docker engine is missing or refused an operation."""
-
-
-class CommandNotFound(EngineError):
-    """The image has no such program; callers say which image would have it."""
-
-
-class ApiError(Exception):
-    """The engine answered a call with an error status; `message` is its explanation."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(f"{status}: {message}")
-        self.status = status
-        self.message = message
-
-
-def address() -> str:
-    return os.environ.get("DOCKER_HOST", DEFAULT_ADDRESS)
-
-
-def missing_engine_message(target: str, reason: str) -> str:
-    return (
-        f"no Docker engine answers at {target} ({reason}). Start one: on Debian "
-        "`apt-get install docker.io` then `dockerd &` (or `systemctl start docker`); or set "
-        "DOCKER_HOST to a running engine."
-    )
-
-
-def create_failed(image: str, reason: str) -> EngineError:
-    return EngineError(
-        f"the engine could not create a container of {image}: {reason}. Check the image and "
-        "the engine's log (dockerd)."
-    )
-
-
-def start_failed(image: str, command: list[str], gpus: str | None, reason: str) -> EngineError:
-    if gpus is not None and "device driver" in reason:
-        return EngineError(NO_GPU_RUNTIME.format(address=address(), reason=reason))
-    if "executable file not found" in reason:
-        return CommandNotFound(
-            f"{image} has no {command[0]} on its PATH: check the command's spelling, or give "
-            f"its full path inside the image (`docker run --rm {image} which {command[0]}`)."
-        )
-    return EngineError(
-        f"the engine could not start {image}: {reason}. Check the command and the engine's "
-        "log (dockerd)."
-    )
-
-
-def gpu_count(gpus: str) -> int:
-    """`--gpus all` is every GPU (-1 to the engine), `--gpus N` the first N."""
-    return -1 if gpus == "all" else int(gpus)
+STDERR, ENGINE_ERROR = 2, 3  # attach stream types besides stdout (1)
 
 
 class Response:
@@ -236,6 +175,72 @@ class Wire:
             reason = f"{where}: {error.strerror or error}"
             raise EngineError(missing_engine_message(self.target, reason)) from None
 
+    def image_id(self, reference: str) -> str | None:
+        """The ID of an image the engine has; None when it has none of that name."""
+        try:
+            return str(self.call("GET", f"/images/{_path_safe(reference)}/json")["Id"])
+        except ApiError as error:
+            if error.status == 404:
+                return None
+            raise EngineError(
+                f"{reference!r} is not an image the engine can look up ({error.message}): "
+                "give name:tag, name@sha256:<64 hex digits> or an image ID."
+            ) from None
+
+    def ensure_image(self, reference: str) -> str:
+        """The ID of `reference`, pulled first (through the docker SDK, with its progress) if the
+        engine lacks it."""
+        found = self.image_id(reference)
+        if found is None:
+            from builder.engine.sdk import Engine
+
+            with Engine.connect(self.target) as engine:
+                return engine.ensure_image(reference)
+        return found
+
+    def create(self, image: str, spec: dict[str, Any]) -> Container:
+        """Create a container from the create call's body `spec`; `image` names it in messages."""
+        try:
+            created = self.call("POST", "/containers/create", spec)
+        except ApiError as error:
+            raise create_failed(image, error.message) from None
+        return Container(self, str(created["Id"]), image)
+
+    def exit_code(self, removal: Response) -> int:
+        """The exit code in the answer of `Container.removal`."""
+        try:
+            answer = json.loads(removal.body())
+            code = int(answer["StatusCode"])
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise self.broken("POST", "/containers/ID/wait", error) from None
+        finally:
+            removal.close()
+        reported = answer.get("Error")
+        problem = reported.get("Message") if isinstance(reported, dict) else reported
+        if problem:
+            raise EngineError(
+                f"the engine lost track of the run: {problem}. Its log (dockerd) says why."
+            )
+        return code
+
+    def relay_frames(self, stream: Response, output: Callable[[bytes, bool], None]) -> None:
+        """Pass each frame of an attach stream on (second argument True for stderr and for the
+        engine's own errors) until it ends."""
+        while frame := self._next_frame(stream.reader):
+            kind, payload = frame
+            if payload:
+                output(payload, kind in (STDERR, ENGINE_ERROR))
+
+    def _next_frame(self, reader: IO[bytes]) -> tuple[int, bytes] | None:
+        """The next frame's stream type and payload; None at the stream's end."""
+        try:
+            header = reader.read(FRAME_HEADER)
+            if len(header) < FRAME_HEADER:
+                return None
+            return header[0], reader.read(int.from_bytes(header[4:], "big"))
+        except OSError as error:  # the connection reset: the engine went away mid-run
+            raise self.broken("POST", "/containers/ID/attach", error) from None
+
 
 UNSUPPORTED_ADDRESS = (
     "DOCKER_HOST={target}: `reprobuild run` reaches the engine through a unix:// socket or "
@@ -267,19 +272,6 @@ def _explanation(response: Response) -> str:
         return text.strip() or f"HTTP {response.status}"
 
 
-def image_id(wire: Wire, reference: str) -> str | None:
-    """The ID of an image the engine has; None when it has none of that name."""
-    try:
-        return str(wire.call("GET", f"/images/{_path_safe(reference)}/json")["Id"])
-    except ApiError as error:
-        if error.status == 404:
-            return None
-        raise EngineError(
-            f"{reference!r} is not an image the engine can look up ({error.message}): "
-            "give name:tag, name@sha256:<64 hex digits> or an image ID."
-        ) from None
-
-
 def _path_safe(reference: str) -> str:
     """A reference as one path segment's worth of URL: references hold none of ?#% or spaces,
     so anything else is refused here rather than sent as a different request."""
@@ -289,18 +281,6 @@ def _path_safe(reference: str) -> str:
             "name@sha256:<64 hex digits> or an image ID."
         )
     return reference
-
-
-def ensure_image(wire: Wire, reference: str) -> str:
-    """The ID of `reference`, pulled first (through the docker SDK, with its progress) if the
-    engine lacks it."""
-    found = image_id(wire, reference)
-    if found is None:
-        from builder.engine import sdk as engine
-
-        with contextlib.closing(engine.connect(wire.target)) as client:
-            return engine.ensure_image(client, reference)
-    return found
 
 
 class Mounts:
@@ -399,53 +379,3 @@ class Container:
                     f"the engine could not remove container {self.id[:12]}: {error.message}. "
                     f"Remove it by hand: `docker rm -f {self.id[:12]}`."
                 ) from None
-
-
-def create(wire: Wire, image: str, spec: dict[str, Any]) -> Container:
-    """Create a container from the create call's body `spec`; `image` names it in messages."""
-    try:
-        created = wire.call("POST", "/containers/create", spec)
-    except ApiError as error:
-        raise create_failed(image, error.message) from None
-    return Container(wire, str(created["Id"]), image)
-
-
-def exit_code(wire: Wire, removal: Response) -> int:
-    """The exit code in the answer of `Container.removal`."""
-    try:
-        answer = json.loads(removal.body())
-        code = int(answer["StatusCode"])
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise wire.broken("POST", "/containers/ID/wait", error) from None
-    finally:
-        removal.close()
-    reported = answer.get("Error")
-    problem = reported.get("Message") if isinstance(reported, dict) else reported
-    if problem:
-        raise EngineError(
-            f"the engine lost track of the run: {problem}. Its log (dockerd) says why."
-        )
-    return code
-
-
-STDERR, ENGINE_ERROR = 2, 3  # attach stream types besides stdout (1)
-
-
-def relay_frames(wire: Wire, stream: Response, output: Callable[[bytes, bool], None]) -> None:
-    """Pass each frame of an attach stream on (second argument True for stderr and for the
-    engine's own errors) until it ends."""
-    while frame := _next_frame(wire, stream.reader):
-        kind, payload = frame
-        if payload:
-            output(payload, kind in (STDERR, ENGINE_ERROR))
-
-
-def _next_frame(wire: Wire, reader: IO[bytes]) -> tuple[int, bytes] | None:
-    """The next frame's stream type and payload; None at the stream's end."""
-    try:
-        header = reader.read(FRAME_HEADER)
-        if len(header) < FRAME_HEADER:
-            return None
-        return header[0], reader.read(int.from_bytes(header[4:], "big"))
-    except OSError as error:  # the connection reset: the engine went away mid-run
-        raise wire.broken("POST", "/containers/ID/attach", error) from None

@@ -25,12 +25,12 @@ from typing import Any
 
 from packaging.version import InvalidVersion, Version
 
+from builder import layout
 from builder.compat import Arch, ComputeCapability, CudaVersion, DriverVersion
 from builder.errors import KnowledgeError
 
 DATA_FILES = ("torch.json", "cuda.json", "gpus.json", "bases.json")
 PACKAGED_DATA = Path(__file__).parent / "data"
-ENV_OVERRIDE = "REPROBUILD_KNOWLEDGE"
 PYPI = "pypi"
 
 
@@ -186,7 +186,7 @@ def data_directory(override: Path | None = None) -> Path:
     """The directory to load: an explicit override, then $REPROBUILD_KNOWLEDGE, then the package."""
     if override is not None:
         return override
-    from_env = os.environ.get(ENV_OVERRIDE)
+    from_env = os.environ.get(layout.KNOWLEDGE_VARIABLE)
     return Path(from_env) if from_env else PACKAGED_DATA
 
 
@@ -201,8 +201,8 @@ def load(directory: Path | None = None) -> Knowledge:
         except OSError as error:
             raise KnowledgeError(
                 f"cannot read the knowledge file {path}: {error.strerror}. Point --knowledge "
-                f"(or ${ENV_OVERRIDE}) at a directory holding {', '.join(DATA_FILES)}, or "
-                "reinstall reprobuild to restore the shipped data."
+                f"(or ${layout.KNOWLEDGE_VARIABLE}) at a directory holding "
+                f"{', '.join(DATA_FILES)}, or reinstall reprobuild to restore the shipped data."
             ) from None
     documents = {name: _parse_json(folder / name, content) for name, content in raw.items()}
     try:

@@ -21,8 +21,10 @@ import zipfile
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from email.parser import HeaderParser
 from html.parser import HTMLParser
+from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urldefrag, urljoin, urlsplit
 
@@ -30,9 +32,9 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.version import InvalidVersion, Version
 
 from builder.compat import CudaVersion
-from builder.engine.http import NotFound, RemoteFile
-from builder.errors import IndexUnavailable
-from builder.knowledge import PYPI
+from builder.engine.http import Getter, RemoteFile
+from builder.errors import IndexUnavailable, NotFound, ReprobuildError
+from builder.knowledge import PYPI, Knowledge, store
 from builder.knowledge.pins import component_of
 
 OLDEST_TORCH = Version("2.0.0")
@@ -354,3 +356,27 @@ def refresh(
     merged, report = merge(existing, fetched, answered)
     report.unreachable = unreachable
     return merged, report
+
+
+def known_variants(knowledge: Knowledge) -> tuple[str, ...]:
+    """The variant indexes of the builds the knowledge base already holds."""
+    return tuple(build.variant for build in knowledge.builds if not build.pypi_default)
+
+
+def refresh_knowledge(
+    knowledge: Knowledge, indexes: list[IndexSource], output: Path | None
+) -> tuple[Path, RefreshReport]:
+    """Read the indexes and write the refreshed torch.json (to `output`, else where the
+    knowledge base was loaded from); where it was written, and what changed. When no index
+    answers, nothing is written and the error says so."""
+    today = datetime.now(timezone.utc).date().isoformat()
+    existing = [build.to_dict() for build in knowledge.builds]
+    try:
+        with Getter() as getter:
+            rows, report = refresh(getter, existing, indexes, today)
+    except ReprobuildError as error:
+        raise ReprobuildError(
+            f"offline: {error}\nThe knowledge base {knowledge.version} was kept unchanged."
+        ) from None
+    written = store.write(knowledge.directory, output or knowledge.directory, dump(rows))
+    return written, report

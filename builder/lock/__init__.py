@@ -1,1 +1,1 @@
-"""Stage 3, the lock: Resolution -> `Lock` (Python closure, base image, system packages) -> reprobuild.lock."""
+"""Stage 3, the lock: Resolution -> `Lock` (Python closure, base, system packages)."""

@@ -16,18 +16,18 @@ import shutil
 import subprocess
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
 
 from builder import snapshots
 from builder.compat import CudaVersion
-from builder.engine import sdk as engine
-from builder.engine.registry import ImageReference, RegistryClient, RegistryUnreachable
-from builder.errors import tail
+from builder.engine.registry import RegistryClient
+from builder.engine.sdk import Engine
+from builder.errors import EngineError, LockError, RegistryUnreachable, tail
 from builder.knowledge import Knowledge
 from builder.lock import bootstrap
 from builder.lock.apt import AptArchive
-from builder.lock.model import BaseLock, LockError, SystemLock
-from builder.spec.check import BootstrapBase, Spec
+from builder.lock.model import BaseLock, SystemLock
+from builder.reference import ImageReference
+from builder.spec.model import BootstrapBase, Spec
 
 DEFAULT_SUITE = "bookworm"
 SIMULATE_TIMEOUT_S = 300
@@ -67,13 +67,13 @@ def lock_base(
     cuda: CudaVersion | None,
     knowledge: Knowledge,
     registry: RegistryClient,
-    client_factory: Callable[[], Any],
+    connect: Callable[[], Engine],  # the engine, connected on first use
 ) -> BaseLock:
     base = spec.base
     if isinstance(base, BootstrapBase):
         return lock_bootstrap(base, spec.python)
     reference = base or default_reference(spec, cuda, knowledge)
-    return lock_registry_base(spec, reference, knowledge, registry, client_factory)
+    return lock_registry_base(spec, reference, knowledge, registry, connect)
 
 
 def lock_registry_base(
@@ -81,7 +81,7 @@ def lock_registry_base(
     text: str,
     knowledge: Knowledge,
     registry: RegistryClient,
-    client_factory: Callable[[], Any],
+    connect: Callable[[], Engine],  # the engine, connected on first use
 ) -> BaseLock:
     reference = ImageReference.parse(text)
     digest, index_digest, config_digest, source = _pin(reference, knowledge, registry)
@@ -89,8 +89,8 @@ def lock_registry_base(
     known = knowledge.base_named(text)
     python_source = "image"
     try:
-        suite, python = probe_image(client_factory(), image)
-    except engine.EngineError:
+        suite, python = probe_image(connect(), image)
+    except EngineError:
         # Offline with a digest from the knowledge base: its recorded Python and suite stand in,
         # unless apt must run in the image (system packages), which needs the image itself.
         if known is None or known.python is None or spec.system_packages:
@@ -129,15 +129,15 @@ def _pin(
     return resolved.digest, resolved.index_digest, resolved.config_digest, source
 
 
-def probe_image(client: Any, image: str) -> tuple[str, str]:
+def probe_image(engine: Engine, image: str) -> tuple[str, str]:
     """The distribution suite and full Python version inside an image ("" when it has none)."""
-    engine.ensure_image(client, image)
+    engine.ensure_image(image)
     script = (
         '. /etc/os-release; echo "reprobuild-suite=${VERSION_CODENAME:-}"; '
         "echo \"reprobuild-python=$(python3 -c 'import platform; print(platform.python_version())' "
         '2>/dev/null)"'
     )
-    result = engine.run_script(client, image, script)
+    result = engine.run_script(image, script)
     found = dict(_PROBE.findall(result.output))
     if not found.get("suite"):
         raise LockError(
@@ -216,7 +216,7 @@ def lock_system(
     base: BaseLock,
     requested: tuple[str, ...],
     archive: AptArchive,
-    client_factory: Callable[[], Any],
+    connect: Callable[[], Engine],  # the engine, connected on first use
 ) -> SystemLock:
     """Exact versions of the requested packages and everything apt would add for them."""
     if not requested:
@@ -227,7 +227,7 @@ def lock_system(
         already = set(base.packages)
         packages = [f"{n}={v}" for n, v in both if f"{n}={v}" not in already]
     else:
-        packages = _apt_in_image(client_factory(), base, requested, archive)
+        packages = _apt_in_image(connect(), base, requested, archive)
     return SystemLock(
         snapshot=archive.snapshot,
         mirror=archive.mirror,
@@ -238,7 +238,7 @@ def lock_system(
 
 
 def _apt_in_image(
-    client: Any, base: BaseLock, requested: tuple[str, ...], archive: AptArchive
+    engine: Engine, base: BaseLock, requested: tuple[str, ...], archive: AptArchive
 ) -> list[str]:
     names = " ".join(shlex.quote(name) for name in requested)
     script = (
@@ -249,7 +249,7 @@ def _apt_in_image(
         "|| { cat /tmp/update.log; exit 90; }; "
         f"apt-get install --simulate --no-install-recommends -y {names}"
     )
-    result = engine.run_script(client, base.image, script)
+    result = engine.run_script(base.image, script)
     if result.exit_code == 90:
         raise LockError(
             f"apt in {base.image} could not read the archive {archive.mirror}:\n"

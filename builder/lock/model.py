@@ -1,43 +1,31 @@
-"""Resolution -> Lock: pin every input of the image.
+"""The lock's records: every input of the image, pinned.
 
-- the Python closure for the container's platform (linux x86_64 manylinux, the spec's Python),
-  one wheel per package with its sha256, resolved by `uv pip compile` into PEP 751 form and
-  cross-checked against the resolution (torch build, CUDA runtime, cuDNN, NCCL);
+- the Python closure for the container's platform, one wheel per package with its sha256
+  (lock.python);
 - the base image: a registry base by its linux/amd64 manifest digest, or a Debian base
-  bootstrapped from the archive at a snapshot time with its exact package set;
-- the system packages: the requested ones and their closure at exact versions, as apt inside the
-  base image resolves them against the archive snapshot.
+  bootstrapped from the archive at a snapshot time with its exact package set (lock.baseimage);
+- the system packages: the requested ones and their closure at exact versions, as apt resolves
+  them against the archive snapshot (lock.baseimage, lock.apt).
+
+`reprobuild.lock` (lock.lockfile) is these records as TOML; `lock.stage` makes them.
 """
 
 from __future__ import annotations
 
-import re
-import sys
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TypedDict
 from urllib.parse import unquote, urlsplit
 
-from builder.errors import ReprobuildError
-
-if TYPE_CHECKING:
-    from builder.knowledge import TorchBuild
-    from builder.resolve.resolve import Resolution
-    from builder.spec.check import Spec
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on Python 3.10 only
-    import tomli as tomllib
-
-PYPI_SIMPLE = "https://pypi.org/simple"
-PLATFORM = "x86_64-manylinux_2_28"
-UV_TIMEOUT_S = 600
+from builder.resolve.resolve import ResolutionRecord
 
 
-class LockError(ReprobuildError):
-    """An input could not be pinned; the message names the package or host and the fix."""
+class LockedDeterminism(TypedDict):
+    """The spec's determinism policy, as the lock keeps it and the image's ENV applies it."""
+
+    seed: int
+    tf32: bool
+    cublas_workspace_config: str
 
 
 @dataclass(frozen=True)
@@ -66,218 +54,6 @@ class PythonClosure:
 
     def package(self, name: str) -> LockedPackage | None:
         return next((p for p in self.packages if p.name == name), None)
-
-
-def torch_requirement(build: TorchBuild) -> str:
-    """The exact pin: `torch==2.5.1` from PyPI, `torch==2.5.1+cu121` from a variant index."""
-    return f"torch=={build.wheel_version}"
-
-
-def requirement_lines(spec: Spec, build: TorchBuild) -> list[str]:
-    lines = [torch_requirement(build), *spec.packages]
-    if spec.requirements is not None:
-        lines.append(f"-r {spec.requirements}")
-    return lines
-
-
-def uv_binary() -> str:
-    from uv import find_uv_bin
-
-    return str(find_uv_bin())
-
-
-def uv_version() -> str:
-    import subprocess
-
-    result = subprocess.run([uv_binary(), "--version"], capture_output=True, text=True, check=False)
-    return result.stdout.split()[1] if result.returncode == 0 else "unknown"
-
-
-def lock_python(
-    spec: Spec,
-    resolution: Resolution,
-    project: Path,
-    index_url: str = PYPI_SIMPLE,
-) -> PythonClosure:
-    """Resolve the full closure with uv for the container's platform; one hashed wheel each."""
-    import subprocess
-    import tempfile
-
-    from builder.knowledge import PYPI
-
-    build = resolution.build
-    indexes = [index_url] if build.index == PYPI else [build.index, index_url]
-    lines = requirement_lines(spec, build)
-    with tempfile.TemporaryDirectory(prefix="reprobuild-lock-") as folder:
-        request = Path(folder) / "requirements.in"
-        request.write_text("\n".join(lines) + "\n")
-        output = Path(folder) / "pylock.toml"
-        argv = [
-            uv_binary(),
-            "pip",
-            "compile",
-            str(request),
-            "-o",
-            str(output),
-            "--quiet",
-            "--no-header",
-            "--python-platform",
-            PLATFORM,
-            "--python-version",
-            spec.python,
-            "--only-binary",
-            ":all:",
-            "--index-url",
-            index_url,
-        ]
-        if build.index != PYPI:
-            argv += ["--extra-index-url", build.index]
-        result = subprocess.run(
-            argv, capture_output=True, text=True, timeout=UV_TIMEOUT_S, cwd=project, check=False
-        )
-        if result.returncode != 0:
-            raise LockError(explain_uv_failure(result.stderr, indexes))
-        document = tomllib.loads(output.read_text())
-    packages = tuple(sorted(_packages(document, project), key=lambda p: p.name))
-    closure = PythonClosure(
-        platform=PLATFORM,
-        python=spec.python,
-        indexes=tuple(indexes),
-        find_links=_find_links(spec),
-        requirements=tuple(_portable(line, project) for line in lines),
-        packages=packages,
-        uv_version=uv_version(),
-    )
-    cross_check(closure, build)
-    return closure
-
-
-def _portable(line: str, project: Path) -> str:
-    """Requirement lines as recorded: paths relative to the project, not to this machine."""
-    if not line.startswith("-r "):
-        return line
-    return f"-r {_relative(Path(line[3:]), project)}"
-
-
-def _find_links(spec: Spec) -> tuple[str, ...]:
-    if spec.requirements is None:
-        return ()
-    found = re.findall(
-        r"^\s*(?:--find-links|-f)[ =](\S+)", spec.requirements.read_text(), re.MULTILINE
-    )
-    return tuple(found)
-
-
-def _packages(document: dict[str, Any], project: Path) -> list[LockedPackage]:
-    packages = []
-    for entry in document.get("packages", []):
-        name, version = str(entry["name"]), str(entry["version"])
-        wheels = entry.get("wheels") or []
-        if not wheels:
-            raise LockError(
-                f"{name} {version} has no wheel for linux x86_64 (only a source distribution); "
-                "images install binary wheels only. Pin a version that has a wheel, or build one "
-                "into a wheelhouse listed with --find-links."
-            )
-        wheel = wheels[0]
-        sha256 = wheel.get("hashes", {}).get("sha256")
-        location = str(wheel.get("url") or wheel.get("path") or "")
-        if not sha256 or not location:
-            raise LockError(
-                f"{name} {version}: the resolver gave no sha256 for its wheel. Use an index or "
-                "--find-links folder that publishes sha256 hashes (PyPI does)."
-            )
-        packages.append(
-            LockedPackage(
-                name=name,
-                version=version,
-                url=_relative_file_url(location, project),
-                sha256=str(sha256),
-                size=wheel.get("size"),
-                marker=entry.get("marker"),
-            )
-        )
-    return packages
-
-
-def _relative_file_url(location: str, project: Path) -> str:
-    if not location.startswith("file://"):
-        return location
-    return _relative(Path(unquote(urlsplit(location).path)), project)
-
-
-def _relative(path: Path, project: Path) -> str:
-    """Relative to the project when inside it (portable across checkouts), else as it is."""
-    root = project.resolve()
-    return str(path.relative_to(root) if path.is_relative_to(root) else path)
-
-
-def explain_uv_failure(stderr: str, indexes: list[str]) -> str:
-    detail = "\n".join(
-        line.rstrip()
-        for line in stderr.strip().splitlines()
-        if line.strip() and "warning" not in line
-    )
-    missing = re.search(r"Because ([\w.\-\[\]]+) was not found in the package registry", stderr)
-    if missing:
-        return (
-            f"the package '{missing.group(1)}' is not on {', '.join(indexes)}: check its name, or "
-            f"add the index or wheelhouse that serves it.\n{detail}"
-        )
-    if "No solution found" in stderr:
-        return f"the Python requirements conflict; relax or align the pins uv names:\n{detail}"
-    if re.search(r"(Failed to fetch|error sending request|Could not connect|dns error)", stderr):
-        hosts = sorted({urlsplit(url).netloc for url in indexes})
-        return (
-            f"the package index ({', '.join(hosts)}) did not answer; check the network or point "
-            f"--index-url at a reachable mirror.\n{detail}"
-        )
-    return (
-        f"uv could not lock the Python closure:\n{detail}\nCheck the requirements and the "
-        f"indexes ({', '.join(indexes)}) that the output above names."
-    )
-
-
-def closure_versions(closure: PythonClosure) -> dict[str, str]:
-    """torch, CUDA runtime, cuDNN and NCCL as the closure pins them."""
-    from builder.knowledge.pins import component_of, is_toolkit_meta
-
-    found: dict[str, str] = {}
-    for package in closure.packages:
-        component = "torch" if package.name == "torch" else component_of(package.name)
-        if component is None:
-            continue
-        if (
-            component == "cuda_runtime"
-            and "cuda_runtime" in found
-            and not is_toolkit_meta(package.name)
-        ):
-            continue  # the cuda-toolkit meta-package, where present, names the runtime release
-        found[component] = package.version
-    return found
-
-
-def cross_check(closure: PythonClosure, build: TorchBuild) -> None:
-    """The closure must hold exactly the build the resolver chose; a mismatch is an error."""
-    found = closure_versions(closure)
-    expected = {
-        "torch": build.wheel_version,
-        "cuda_runtime": build.cuda_runtime,
-        "cudnn": build.cudnn,
-        "nccl": build.nccl,
-    }
-    problems = [
-        f"{key} {found.get(key, 'missing')} (the resolution says {value})"
-        for key, value in expected.items()
-        if value is not None and found.get(key) != value
-    ]
-    if problems:
-        raise LockError(
-            f"the locked Python closure disagrees with the resolution of {build.label}: "
-            + "; ".join(problems)
-            + ". An index served another build of torch (e.g. a +cpu wheel of the same version); "
-            "check the indexes, or run `reprobuild knowledge refresh` if the knowledge is stale."
-        )
 
 
 @dataclass(frozen=True)
@@ -311,8 +87,8 @@ class Lock:
     spec_hash: str
     knowledge_version: str
     reprobuild_version: str
-    resolution: dict[str, Any]
-    determinism: dict[str, Any]
+    resolution: ResolutionRecord
+    determinism: LockedDeterminism
     base: BaseLock
     system: SystemLock
     python: PythonClosure

@@ -1,19 +1,25 @@
-"""The lock stage end to end: spec + resolution -> Lock, reporting progress through a callback."""
+"""The lock stage end to end: spec + resolution -> Lock -> reprobuild.lock, written atomically.
+Progress and notes go to callbacks; nothing here prints.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 from builder import __version__
-from builder.engine import sdk as engine
 from builder.engine.registry import RegistryClient
+from builder.engine.sdk import Engine
+from builder.files import write_atomic
 from builder.knowledge import Knowledge
-from builder.lock import apt, baseimage
-from builder.lock.model import PYPI_SIMPLE, Lock, lock_python, now_snapshot
-from builder.resolve.resolve import Resolution
-from builder.spec.check import LoadedSpec, Spec
+from builder.lock import apt, baseimage, lockfile
+from builder.lock.lockfile import CurrentLock, LockState
+from builder.lock.model import Lock, now_snapshot
+from builder.lock.python import PYPI_SIMPLE, lock_python
+from builder.resolve.resolve import Resolution, resolve_spec
+from builder.spec.check import load_spec
+from builder.spec.model import LoadedSpec, Spec
 
 Progress = Callable[[str], None]
 
@@ -26,12 +32,47 @@ class LockOptions:
     snapshot: str | None = None  # None: now
 
 
-def resolution_record(resolution: Resolution) -> dict[str, Any]:
-    """What the lock keeps of the resolution: the choice and its facts, not every candidate."""
-    record = resolution.to_dict()
-    record.pop("candidates")
-    record.pop("notes")
-    return record
+def write_new_lock(
+    loaded: LoadedSpec,
+    state: LockState,
+    knowledge: Knowledge,
+    options: LockOptions,
+    progress: Progress,
+) -> CurrentLock:
+    """Resolve, lock and write the lock file atomically; the current lock written."""
+    resolution = resolve_spec(loaded.spec, knowledge)
+    lock = make_lock(
+        loaded,
+        spec_digest=state.spec_digest,
+        resolution=resolution,
+        knowledge=knowledge,
+        options=options,
+        progress=progress,
+    )
+    text = lockfile.dumps(lock)
+    write_atomic(state.path, text)
+    return lockfile.current(replace(state, lock=lock, text=text))
+
+
+def current_or_new_lock(
+    project: Path,
+    knowledge: Callable[[], Knowledge],
+    options: LockOptions,
+    *,
+    note: Progress,
+    progress: Progress,
+) -> CurrentLock:
+    """The project's current lock; a missing or stale one is (re)made first (`knowledge` is
+    loaded only then). A hand-edited one is refused."""
+    state = lockfile.inspect(project)
+    if state.reason is None:
+        return lockfile.current(state)
+    note(f"{state.path.name} is {state.reason}: locking first")
+    loaded_knowledge = knowledge()
+    loaded = load_spec(project, loaded_knowledge)
+    for text in loaded.notes:
+        note(text)
+    return write_new_lock(loaded, state, loaded_knowledge, options, progress)
 
 
 def make_lock(
@@ -45,12 +86,12 @@ def make_lock(
 ) -> Lock:
     spec = loaded.spec
     project = loaded.path.parent
-    clients: list[Any] = []
+    engines: list[Engine] = []
 
-    def client() -> Any:
-        if not clients:
-            clients.append(engine.connect())
-        return clients[0]
+    def engine() -> Engine:  # connected only when the base must be probed in the engine
+        if not engines:
+            engines.append(Engine.connect())
+        return engines[0]
 
     try:
         progress(
@@ -60,7 +101,7 @@ def make_lock(
         progress(f"python: {len(closure.packages)} wheels pinned with sha256")
         progress(f"base: pinning {_describe_base(spec)}")
         with RegistryClient() as registry:
-            base = baseimage.lock_base(spec, resolution.build.cuda, knowledge, registry, client)
+            base = baseimage.lock_base(spec, resolution.build.cuda, knowledge, registry, engine)
         python = base.python or f"from apt ({' '.join(apt.python_packages(spec.python))})"
         progress(f"base: {base.image or base.mirror} (Python {python}, {base.suite})")
         archive = apt.AptArchive.at(
@@ -74,12 +115,12 @@ def make_lock(
             requested = tuple(sorted({*requested, *apt.python_packages(spec.python)}))
         if requested:
             progress(f"system: resolving {', '.join(requested)} with apt at {archive.mirror}")
-        system = baseimage.lock_system(base, requested, archive, client)
+        system = baseimage.lock_system(base, requested, archive, engine)
         if base.python_source == "apt":
             base = baseimage.python_from_apt(base, system, spec.python)
     finally:
-        for handle in clients:
-            handle.close()
+        for connected in engines:
+            connected.close()
     notes = tuple(resolution.notes)
     if base.digest_source.startswith("knowledge base"):
         notes += (f"the base digest came from the knowledge base: {base.digest_source}",)
@@ -87,7 +128,7 @@ def make_lock(
         spec_hash=spec_digest,
         knowledge_version=knowledge.version,
         reprobuild_version=__version__,
-        resolution=resolution_record(resolution),
+        resolution=resolution.record(),
         determinism={
             "seed": spec.determinism.seed,
             "tf32": spec.determinism.tf32,

@@ -17,13 +17,12 @@ from typing import Any
 import jinja2
 import yaml
 
-from builder import __version__, files
+from builder import __version__, files, layout
 from builder.build import buildrecord, sif
 from builder.build.buildrecord import BuildRecord
-from builder.errors import ReprobuildError
+from builder.errors import ExportError
 from builder.lock import lockfile
-from builder.render import plan
-from builder.render import templates as render
+from builder.render import plan, templates
 
 RENDEZVOUS_PORT = 29500
 SLURM_TEMPLATE = "slurm.sh.j2"
@@ -49,10 +48,6 @@ _FORMATS = {
         "a namespace is a DNS-1123 label: at most 63 lower-case letters, digits and '-'.",
     ),
 }
-
-
-class ExportError(ReprobuildError):
-    """The last build cannot run on a cluster (not pushed, of another lock), or a bad value."""
 
 
 @dataclass(frozen=True)
@@ -99,7 +94,7 @@ def pushed_target(project: Path) -> Pushed:
     """The current lock's pushed build; refused when unpushed or of another lock."""
     current = lockfile.read_current(project)
     record = buildrecord.read(current.project)
-    reference = _pushed_reference(record, current.project / buildrecord.RECORD_FILE, current.digest)
+    reference = _pushed_reference(record, current.project / layout.RECORD_FILE, current.digest)
     build_plan = plan.plan(current.lock, current.digest)
     return Pushed(
         reference=reference,
@@ -165,8 +160,8 @@ def slurm(project: Path, job: Job, options: SlurmOptions) -> str:
         "options": options,
         "default_sif": sif.output_path(project, pushed.image).name,
         "env": pushed.env,
-        "outputs": plan.OUTPUTS,
-        "code": plan.CODE,
+        "outputs": layout.OUTPUTS,
+        "code": layout.CODE,
         "port": RENDEZVOUS_PORT,
         "literal_dollar": any("$" in word or "`" in word for word in job.command),
     }
@@ -175,16 +170,16 @@ def slurm(project: Path, job: Job, options: SlurmOptions) -> str:
 
 def _render(project: Path, template: str, values: dict[str, Any]) -> str:
     try:
-        return render.environment(project).get_template(template).render(values)
+        return templates.environment(project).get_template(template).render(values)
     except jinja2.TemplateNotFound:
         raise ExportError(
-            f"the template {template} is missing from {render.packaged_templates()}; "
+            f"the template {template} is missing from {templates.packaged_templates()}; "
             "reinstall reprobuild."
         ) from None
     except jinja2.TemplateError as error:
         raise ExportError(
             f"the template {template} failed to render ({type(error).__name__}: {error}). "
-            f"If it is an override in {render.OVERRIDE_FOLDER}/, fix or remove it."
+            f"If it is an override in {templates.OVERRIDE_FOLDER}/, fix or remove it."
         ) from None
 
 
@@ -269,21 +264,21 @@ def _container(pushed: Pushed, job: Job) -> dict[str, Any]:
         "name": "train",
         "image": pushed.reference,
         "imagePullPolicy": "IfNotPresent",
-        "workingDir": plan.CODE,
+        "workingDir": layout.CODE,
         "command": ["torchrun"],
         "args": _torchrun_args(pushed.name, job),
         "env": env,
         "resources": {"limits": {GPU_RESOURCE: job.gpus_per_node}},
         "securityContext": {
             "runAsNonRoot": True,
-            "runAsUser": plan.UID,
-            "runAsGroup": plan.UID,
+            "runAsUser": layout.UID,
+            "runAsGroup": layout.UID,
             "allowPrivilegeEscalation": False,
             "capabilities": {"drop": ["ALL"]},
             "seccompProfile": {"type": "RuntimeDefault"},
         },
         "volumeMounts": [
-            {"name": "outputs", "mountPath": plan.OUTPUTS},
+            {"name": "outputs", "mountPath": layout.OUTPUTS},
             {"name": "shm", "mountPath": "/dev/shm"},
         ],
     }

@@ -19,17 +19,14 @@ from urllib.parse import quote
 
 from builder import __version__, files
 from builder.build.buildrecord import BuildRecord
-from builder.errors import ReprobuildError
+from builder.engine.sdk import Engine
+from builder.errors import PublishError, WriteError
 from builder.lock.model import Lock
 
 MANIFEST_FILE = "reprobuild.manifest.json"
 REPRODUCE_FILE = "REPRODUCE.md"
 FORMAT = 1
 PUBLISHABLE = ("pass", "unproven")  # unproven: identical bits, but the canary showed no power
-
-
-class PublishError(ReprobuildError):
-    """The build cannot be published as it stands."""
 
 
 @dataclass(frozen=True)
@@ -301,9 +298,7 @@ def write(output: Path, document: dict[str, Any]) -> tuple[Path, Path]:
     try:
         output.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise files.WriteError(
-            f"cannot make {output} ({error.strerror or error}): {remedy}"
-        ) from None
+        raise WriteError(f"cannot make {output} ({error.strerror or error}): {remedy}") from None
     files.write_output(reproduce_path, reproduce_text(document), remedy)
     files.write_output(manifest_path, dumps(document), remedy)
     return manifest_path, reproduce_path
@@ -318,7 +313,7 @@ class SmokeSource:
 
 
 def prepare(
-    client: Any,
+    engine: Engine,
     current: Any,  # lockfile.CurrentLock
     record: BuildRecord,
     *,
@@ -331,7 +326,7 @@ def prepare(
     once), and make the sealed manifest."""
     from builder import snapshots, source
     from builder.build import build, buildrecord
-    from builder.check import smoke as smokehost
+    from builder.check.smoke import run_noted
 
     if record.lock != current.digest:
         raise PublishError(
@@ -347,13 +342,13 @@ def prepare(
     if smoke.report_file is not None:
         report = read_report(smoke.report_file)
     else:
-        chosen = buildrecord.image_to_run(client, current.project, record)
-        report = smokehost.run_noted(client, chosen, gpus=smoke.gpus, note=note).to_dict()
+        chosen = buildrecord.image_to_run(engine, current.project, record)
+        report = run_noted(engine, chosen, gpus=smoke.gpus, note=note).to_dict()
     check_smoke(report, record)
     if push_to is not None:
         if chosen is None:  # the build must be in the engine to be pushed
-            buildrecord.image_to_run(client, current.project, record)
-        record = build.push_and_point(client, record, push_to, current, note)
+            buildrecord.image_to_run(engine, current.project, record)
+        record = build.push_and_point(engine, record, push_to, current, note)
         save(record)
     head, head_dirty = source.git_state(current.project)
     commit, dirty = (

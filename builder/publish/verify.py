@@ -14,18 +14,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from builder.engine import sdk as engine
-from builder.errors import ReprobuildError
+from builder.engine.sdk import Engine
+from builder.errors import EngineError, ReprobuildError, VerifyError
 from builder.lock import lockfile
 from builder.publish import publish
+from builder.reference import split_tag
 
 LOCK_LABEL = "dev.reprobuild.lock"
 STATUSES = ("ok", "warn", "skip", "fail")
-CHECK_WIDTH = len("fingerprints")  # one column for every check, whichever ran
-
-
-class VerifyError(ReprobuildError):
-    """What to verify could not be read."""
 
 
 @dataclass(frozen=True)
@@ -110,7 +106,7 @@ def _shape_problem(document: dict[str, Any]) -> str | None:
 
 def image_reference(text: str) -> str:
     """name@sha256:... as the engine pulls it (a tag written before the digest is dropped)."""
-    from builder.engine.registry import DIGEST
+    from builder.reference import DIGEST
 
     name, _, digest = text.partition("@")
     if not DIGEST.match(digest):
@@ -118,7 +114,7 @@ def image_reference(text: str) -> str:
             f"{text!r} is not pinned by digest: give name@sha256:<64 hex digits> (a tag can be "
             "moved to another image) or the paper's reprobuild.manifest.json."
         )
-    return f"{engine.split_tag(name)[0]}@{digest}"
+    return f"{split_tag(name)[0]}@{digest}"
 
 
 @dataclass(frozen=True)
@@ -138,14 +134,14 @@ def read_subject(text: str, project: Path) -> Subject:
     return Subject(text, None, lockfile.file_digest(lock) if lock.is_file() else None)
 
 
-def verify(client: Any, registry: Any, subject: Subject, steps: Steps) -> Verification:
+def verify(engine: Engine, registry: Any, subject: Subject, steps: Steps) -> Verification:
     if subject.manifest is not None:
-        return verify_manifest(client, registry, subject.manifest, subject.text, steps)
-    return verify_image(client, registry, subject.text, subject.project_lock, steps)
+        return verify_manifest(engine, registry, subject.manifest, subject.text, steps)
+    return verify_image(engine, registry, subject.text, subject.project_lock, steps)
 
 
 def verify_manifest(
-    client: Any, registry: Any, document: dict[str, Any], subject: str, steps: Steps
+    engine: Engine, registry: Any, document: dict[str, Any], subject: str, steps: Steps
 ) -> Verification:
     image = document["image"]
     published_config = str(image.get("config_digest"))
@@ -154,13 +150,13 @@ def verify_manifest(
     lock_digest = _embedded_lock(result, document)
     if not _pinned(result, document):
         return result
-    config = _fetched(client, registry, result, published_config)
+    config = _fetched(engine, registry, result, published_config)
     if config is not None:
         _same_config(result, config, published_config)
         _lock_label(result, config, lock_digest, "the manifest's lock")
     _tag(result, registry, image.get("tag"))
     if config is not None:
-        _smoke(client, result, steps, str(config["Id"]), document["smoke"])
+        _smoke(engine, result, steps, str(config["Id"]), document["smoke"])
         _rebuild(result, steps, lock_digest, published_config)
     return result
 
@@ -187,12 +183,12 @@ def _pinned(result: Verification, document: dict[str, Any]) -> bool:
 
 
 def verify_image(
-    client: Any, registry: Any, text: str, project_lock: str | None, steps: Steps
+    engine: Engine, registry: Any, text: str, project_lock: str | None, steps: Steps
 ) -> Verification:
     """An image by digest alone: no published fingerprints to compare; the project's lock, if
     there is one, is compared with the image's label."""
     result = Verification(text, image_reference(text))
-    config = _fetched(client, registry, result, None)
+    config = _fetched(engine, registry, result, None)
     if config is None:
         return result
     result.add("image", "ok", f"pulled {result.reference}; config digest {config['Id']}")
@@ -213,7 +209,7 @@ def verify_image(
             "skip",
             f"built from the lock {labelled}; no reprobuild.lock here to compare it with",
         )
-    _smoke(client, result, steps, str(config["Id"]), None)
+    _smoke(engine, result, steps, str(config["Id"]), None)
     _rebuild(result, steps, labelled, str(config["Id"]))
     return result
 
@@ -244,11 +240,12 @@ def _embedded_lock(result: Verification, document: dict[str, Any]) -> str:
 
 
 def _fetched(
-    client: Any, registry: Any, result: Verification, published_config: str | None
+    engine: Engine, registry: Any, result: Verification, published_config: str | None
 ) -> dict[str, Any] | None:
     """Ask the registry for the digest (the engine may hold a copy the registry lost), then pull
     it; the engine's inspection of it, or None with a failed finding."""
-    from builder.engine.registry import ImageReference, RegistryError
+    from builder.errors import RegistryError
+    from builder.reference import ImageReference
 
     try:
         served = registry.resolve(ImageReference.parse(result.reference))
@@ -264,9 +261,9 @@ def _fetched(
         )
         return None
     try:
-        engine.ensure_image(client, result.reference)
-        return engine.inspect_image(client, result.reference)
-    except engine.EngineError as error:
+        engine.ensure_image(result.reference)
+        return engine.inspect_image(result.reference)
+    except EngineError as error:
         result.add("image", "fail", f"{result.reference} could not be pulled: {error}")
         return None
 
@@ -298,7 +295,8 @@ def _lock_label(result: Verification, config: dict[str, Any], expected: str, who
 def _tag(result: Verification, registry: Any, tag: Any) -> None:
     if not tag:
         return
-    from builder.engine.registry import ImageReference, RegistryError
+    from builder.errors import RegistryError
+    from builder.reference import ImageReference
 
     published = result.reference.rpartition("@")[2]
     try:
@@ -319,7 +317,7 @@ def _tag(result: Verification, registry: Any, tag: Any) -> None:
 
 
 def _smoke(
-    client: Any,
+    engine: Engine,
     result: Verification,
     steps: Steps,
     image_id: str,
@@ -328,13 +326,13 @@ def _smoke(
     if not steps.smoke:
         result.add("smoke", "skip", "not run (--no-smoke)")
         return
-    from builder.build import buildrecord
-    from builder.check import smoke as smokehost
+    from builder.build.recordfile import ImageToRun
+    from builder.check.smoke import run_smoke
     from builder.smoke.describe import differing_kernels
 
-    chosen = buildrecord.ImageToRun(result.reference, image_id, result.reference)
+    chosen = ImageToRun(result.reference, image_id, result.reference)
     try:
-        ran = smokehost.run(client, chosen, gpus=steps.gpus).to_dict()
+        ran = run_smoke(engine, chosen, gpus=steps.gpus).to_dict()
     except ReprobuildError as error:
         hint = "" if steps.gpus is None else " (no GPU here? --cpu runs the CPU mode)"
         result.add("smoke", "fail", f"could not run{hint}: {error}")
@@ -415,18 +413,7 @@ def _rebuild(result: Verification, steps: Steps, lock_digest: str, published: st
     )
 
 
-def lines(result: Verification) -> list[str]:
-    width = max(CHECK_WIDTH, *(len(finding.check) for finding in result.findings))
-    out = [f"{f.status:<4} {f.check:<{width}}  {f.detail}" for f in result.findings]
-    verdict = "verified" if not result.failed else "NOT verified"
-    unchecked = any(f.check == "fingerprints" and f.status == "skip" for f in result.findings)
-    if not result.failed and unchecked:
-        verdict += " (fingerprints not compared)"
-    out.append(f"{result.reference}: {verdict}")
-    return out
-
-
-def rebuilder(client: Any, project: Path, progress: Any) -> Callable[[str], str]:
+def rebuilder(engine: Engine, project: Path, progress: Any) -> Callable[[str], str]:
     """A --no-cache build of the project's lock, which must be the published one; no record is
     written (the project's own build stays its last build)."""
     from builder.build import build
@@ -441,7 +428,7 @@ def rebuilder(client: Any, project: Path, progress: Any) -> Callable[[str], str]
                 "check out the commit the manifest names (source.git_commit) and verify from there"
             )
         record = build.build_lock(
-            client,
+            engine,
             current,
             wheel_cache=wheelhouse.default_cache(),
             no_cache=True,

@@ -15,10 +15,10 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from builder import source
+from builder import layout, source
 from builder.render import plan
 
-DEFAULT_OUTPUT = Path(source.WORK_FOLDER) / "context"
+DEFAULT_OUTPUT = Path(layout.WORK_FOLDER) / "context"
 # Never copied into an image: version control, secrets, caches and build outputs.
 IGNORED = (
     ".git",
@@ -116,7 +116,7 @@ def write(
                 target.chmod(0o755)
         if wheelhouse is not None:
             _link_wheels(build_plan, wheelhouse, staging / plan.WHEELS)
-        code = staging / plan.CODE_TREE / plan.CODE.lstrip("/")
+        code = staging / plan.CODE_TREE / layout.CODE.lstrip("/")
         _copy_code(project, code, exclude=output.resolve())
         _clamp_times(staging, build_plan.epoch)
         if output.exists():

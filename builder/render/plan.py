@@ -18,7 +18,6 @@ from builder.lock.apt import DEFAULT_PATH, AptArchive
 from builder.lock.model import Lock, LockedPackage
 
 VENV = "/opt/venv"
-CODE, OUTPUTS, USER, UID = layout.CODE, layout.OUTPUTS, layout.USER, layout.UID
 HOME = "/opt/reprobuild"
 HOOK = f"{HOME}/hook"  # the runtime determinism hook (builder/smoke/hook.py) and its .pth
 HOOK_MODULE, HOOK_PTH = "_reprobuild_determinism.py", "reprobuild-determinism.pth"
@@ -121,8 +120,8 @@ class BuildPlan:
         """The non-root user, and the determinism hook linked into the venv's site-packages (one
         step, after the Python layers, so both formats get it the same way)."""
         return (
-            f"useradd --uid {UID} --user-group --create-home --home-dir /home/{USER}"
-            f" --shell /bin/sh {USER}"
+            f"useradd --uid {layout.UID} --user-group --create-home --home-dir /home/{layout.USER}"
+            f" --shell /bin/sh {layout.USER}"
             f" && ln -s {HOOK}/{HOOK_MODULE} {HOOK}/{HOOK_PTH} {self.site_packages()}/"
         )
 

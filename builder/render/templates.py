@@ -8,26 +8,26 @@ undefined name in a template is an error, never an empty string.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import re
 import shlex
+from dataclasses import dataclass
 from pathlib import Path
 
 import jinja2
 
-from builder import __version__, files
-from builder.errors import ReprobuildError
+from builder import __version__, files, layout
+from builder.errors import RenderError
 from builder.render import plan
 
 OVERRIDE_FOLDER = "reprobuild-templates"
 TEMPLATES = ("Dockerfile.j2", "apptainer.def.j2")
 DEFINITION = "reprobuild.def"
 OUTPUTS = ("Dockerfile", DEFINITION)
+# The two parts of Dockerfile.j2 the build takes apart (see render_dockerfile).
+DOCKERFILE_BLOCKS = ("dependencies", "image")
 _PLAIN = re.compile(r"^[A-Za-z0-9_./:,=@+-]*$")
-
-
-class RenderError(ReprobuildError):
-    """A template is missing or broken."""
 
 
 def packaged_templates() -> Path:
@@ -95,23 +95,44 @@ def environment(project: Path | None) -> jinja2.Environment:
     return env
 
 
-def render(
-    build_plan: plan.BuildPlan,
-    lock_digest: str,
-    project: Path | None,
-    from_image: str | None = None,
-) -> dict[str, str]:
-    """{"Dockerfile": ..., "reprobuild.def": ...} for one plan."""
-    values = {
+@dataclass(frozen=True)
+class DockerfileStages:
+    """The rendered Dockerfile as `reprobuild build` builds it, in two passes: the dependencies
+    (every stage up to the final `FROM deps`, built once per lock and kept as an image), then
+    the final stage on that image, from a context without the wheels."""
+
+    dependencies: str  # the template's `dependencies` block: the text before `FROM deps`
+    image: str  # its `image` block: the final stage's instructions after `FROM deps`
+    # The packaged template's final stage only copies files reprobuild wrote into the context
+    # (and sets the config), so the layers it copies need not be read back to be checked.
+    trust_copies: bool
+
+    @property
+    def key(self) -> str:
+        """Names the dependencies image: a pure function of the text that builds it (which
+        names the lock digest and reprobuild's version)."""
+        return hashlib.sha256(self.dependencies.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class RenderedDockerfile:
+    text: str
+    stages: DockerfileStages | None  # None: a template override built in one pass
+
+
+def _values(
+    build_plan: plan.BuildPlan, lock_digest: str, from_image: str | None
+) -> dict[str, object]:
+    return {
         "plan": build_plan,
         "version": __version__,
         "lock_digest": lock_digest,
         "from_image": from_image,
         "venv": plan.VENV,
         "home": plan.HOME,
-        "code": plan.CODE,
-        "user": plan.USER,
-        "uid": plan.UID,
+        "code": layout.CODE,
+        "user": layout.USER,
+        "uid": layout.UID,
         "context": plan.CONTEXT,
         "wheels": plan.WHEELS,
         "staging": plan.STAGING,
@@ -119,20 +140,73 @@ def render(
         "code_tree": plan.CODE_TREE,
         "deps_stage": plan.DEPS_STAGE,
     }
-    env = environment(project)
-    outputs = {}
-    for template, output in zip(TEMPLATES, OUTPUTS, strict=True):
-        try:
-            outputs[output] = env.get_template(template).render(values)
-        except jinja2.TemplateNotFound:
-            missing = f"the template {template} is missing from {packaged_templates()}"
-            raise RenderError(f"{missing}; reinstall reprobuild.") from None
-        except jinja2.TemplateError as error:
-            raise RenderError(
-                f"the template {template} failed to render ({type(error).__name__}: {error}). "
-                f"If it is an override in {OVERRIDE_FOLDER}/, fix or remove it."
-            ) from None
-    return outputs
+
+
+def _template(project: Path | None, name: str) -> jinja2.Template:
+    try:
+        return environment(project).get_template(name)
+    except jinja2.TemplateNotFound:
+        missing = f"the template {name} is missing from {packaged_templates()}"
+        raise RenderError(f"{missing}; reinstall reprobuild.") from None
+    except jinja2.TemplateError as error:
+        raise _broken(name, error) from None
+
+
+def _broken(name: str, error: jinja2.TemplateError) -> RenderError:
+    return RenderError(
+        f"the template {name} failed to render ({type(error).__name__}: {error}). "
+        f"If it is an override in {OVERRIDE_FOLDER}/, fix or remove it."
+    )
+
+
+def _rendered(template: jinja2.Template, values: dict[str, object], block: str | None) -> str:
+    """The whole template, or one of its blocks alone, with the same values."""
+    try:
+        if block is None:
+            return template.render(values)
+        return "".join(template.blocks[block](template.new_context(values)))
+    except jinja2.TemplateError as error:
+        raise _broken(str(template.name), error) from None
+
+
+def render_dockerfile(
+    build_plan: plan.BuildPlan, lock_digest: str, project: Path | None
+) -> RenderedDockerfile:
+    """The Dockerfile, and its stages where the template keeps the two blocks the build needs:
+    `dependencies`, then `FROM deps` and nothing else, then `image`. An override that does not
+    keep them is built in one pass."""
+    template = _template(project, TEMPLATES[0])
+    values = _values(build_plan, lock_digest, None)
+    text = _rendered(template, values, None)
+    if not set(DOCKERFILE_BLOCKS) <= set(template.blocks):
+        return RenderedDockerfile(text, None)
+    dependencies, image = (_rendered(template, values, block) for block in DOCKERFILE_BLOCKS)
+    if text != f"{dependencies}FROM {plan.DEPS_STAGE}\n{image}":
+        return RenderedDockerfile(text, None)
+    packaged = Path(str(template.filename)).resolve().parent == packaged_templates().resolve()
+    return RenderedDockerfile(text, DockerfileStages(dependencies, image, trust_copies=packaged))
+
+
+def render_definition(
+    build_plan: plan.BuildPlan, lock_digest: str, project: Path | None, from_image: str | None
+) -> str:
+    """The Apptainer definition: it bootstraps `from_image` (the pushed build) when given, else
+    rebuilds from the base in %post."""
+    template = _template(project, TEMPLATES[1])
+    return _rendered(template, _values(build_plan, lock_digest, from_image), None)
+
+
+def render(
+    build_plan: plan.BuildPlan,
+    lock_digest: str,
+    project: Path | None,
+    from_image: str | None = None,
+) -> dict[str, str]:
+    """{"Dockerfile": ..., "reprobuild.def": ...} for one plan."""
+    return {
+        "Dockerfile": render_dockerfile(build_plan, lock_digest, project).text,
+        DEFINITION: render_definition(build_plan, lock_digest, project, from_image),
+    }
 
 
 def write_definition(
@@ -142,8 +216,7 @@ def write_definition(
     project: Path,
     from_image: str | None,
 ) -> Path:
-    """Rewrite the context's Apptainer definition (after a push: From the pushed image)."""
-    text = render(build_plan, lock_digest, project, from_image)[DEFINITION]
+    """Write the context's Apptainer definition (after a push: From the pushed image)."""
     path = context_dir / DEFINITION
-    files.write_atomic(path, text)
+    files.write_atomic(path, render_definition(build_plan, lock_digest, project, from_image))
     return path

@@ -16,21 +16,13 @@ from pathlib import Path
 import requests
 
 from builder import files, tarstream
-from builder.errors import ReprobuildError
+from builder.errors import FetchError, HashMismatch
 from builder.lock.model import Lock, LockedPackage
 
 TIMEOUT = (10.0, 120.0)
 ATTEMPTS = 3
 
 Progress = Callable[[str, int, int], None]  # (filename, bytes so far, total bytes or 0)
-
-
-class HashMismatch(ReprobuildError):
-    """A wheel's bytes do not match the sha256 the lock pinned."""
-
-
-class FetchError(ReprobuildError):
-    """A wheel could not be downloaded."""
 
 
 @dataclass

@@ -13,15 +13,66 @@ newest torch. The newest CUDA is never chosen just because it exists.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 
 from packaging.version import Version
 
 from builder.compat import Arch, CudaVersion, DriverVersion, coverage
 from builder.errors import ResolutionError
 from builder.knowledge import Knowledge, TorchBuild
+from builder.resolve import target
 from builder.resolve.target import Target, gpu_label
-from builder.spec.check import GpuRequest, Spec
+from builder.spec.model import GpuRequest, Spec
+
+
+class TorchRecord(TypedDict):
+    version: str
+    label: str
+    variant: str
+    wheel_version: str
+    pin: str
+    index: str
+    pypi_default: bool
+
+
+class GpuRecord(TypedDict, total=False):
+    label: str
+    capability: str
+    via: str | None  # absent in a lock file where it was None (TOML has no null)
+
+
+class TargetRecord(TypedDict, total=False):
+    origin: str
+    driver: str | None
+    gpus: list[GpuRecord]
+
+
+class SourcesRecord(TypedDict):
+    build: str
+    archs: str
+
+
+class _ResolutionRecordKeys(TypedDict):
+    name: str
+    python: str
+    torch: TorchRecord
+    target: TargetRecord
+    knowledge_version: str
+    sources: SourcesRecord
+
+
+class ResolutionRecord(_ResolutionRecordKeys, total=False):
+    """A resolution as the lock keeps it (`Resolution.record`). The optional keys are None in a
+    fresh record and absent from one read back from reprobuild.lock (TOML has no null): read
+    them with .get()."""
+
+    cuda: str | None
+    cuda_runtime: str | None
+    cudnn: str | None
+    nccl: str | None
+    archs: list[str] | None
+    min_driver: str | None
+    toolkit_driver: str | None
 
 
 @dataclass(frozen=True)
@@ -74,7 +125,9 @@ class Resolution:
     def pin(self) -> str:
         return f"torch=={self.build.wheel_version}"
 
-    def to_dict(self) -> dict[str, Any]:
+    def record(self) -> ResolutionRecord:
+        """What the lock keeps of the resolution: the choice and its facts, not the candidates
+        or the notes. Keys in this order: the lock file is written in it."""
         build = self.build
         return {
             "name": self.name,
@@ -103,14 +156,24 @@ class Resolution:
                     for c in self.coverage
                 ],
             },
-            "notes": list(self.notes),
             "knowledge_version": self.knowledge_version,
             "sources": {"build": build.source, "archs": build.archs_source},
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """`resolve --json`: the record, with the notes before the knowledge version and every
+        candidate's verdict last."""
+        record: dict[str, Any] = dict(self.record())
+        tail = {key: record.pop(key) for key in ("knowledge_version", "sources")}
+        return {
+            **record,
+            "notes": list(self.notes),
+            **tail,
             "candidates": [
                 {
                     "label": verdict.build.label,
                     "eligible": verdict.eligible,
-                    "chosen": verdict.build == build,
+                    "chosen": verdict.build == self.build,
                     "rejections": list(verdict.rejections),
                 }
                 for verdict in self.verdicts
@@ -254,6 +317,11 @@ def resolve(spec: Spec, target: Target, knowledge: Knowledge) -> Resolution:
         verdicts=verdicts,
         knowledge_version=knowledge.version,
     )
+
+
+def resolve_spec(spec: Spec, knowledge: Knowledge) -> Resolution:
+    """`resolve` against the spec's own target (this host's, with `target.host = true`)."""
+    return resolve(spec, target.of_spec(spec.target), knowledge)
 
 
 def _no_release_message(spec: Spec, knowledge: Knowledge) -> str:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from builder.compat import DriverVersion
 from builder.engine.host import NvidiaHost
 from builder.errors import HostError
-from builder.spec.check import GpuRequest, TargetSpec
+from builder.spec.model import GpuRequest, TargetSpec
 
 
 @dataclass(frozen=True)
@@ -44,3 +44,12 @@ def from_host(host: NvidiaHost) -> Target:
         )
     gpus = tuple(GpuRequest(gpu.name, gpu.capability) for gpu in host.gpus)
     return Target(host.driver, tuple(dict.fromkeys(gpus)), "host")
+
+
+def of_spec(spec: TargetSpec) -> Target:
+    """The spec's target: this host's when it says `host = true`, else the one it names."""
+    if spec.host:
+        from builder.engine.host import probe_nvidia
+
+        return from_host(probe_nvidia())
+    return from_spec(spec)

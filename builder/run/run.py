@@ -6,7 +6,7 @@ as the host user so what it writes there is the user's. Each run leaves a record
 
 A short command's whole `docker run` takes about 0.3 s, and `reprobuild run` is held to 1.1
 times that. So the way to the container's start imports little (the engine is spoken to
-through `enginewire`, not the docker SDK), and what the record needs besides the exit code
+through `engine.wire`, not the docker SDK), and what the record needs besides the exit code
 (the git state, the GPUs, the record's own modules) is read on a thread while the engine
 starts the container.
 """
@@ -20,7 +20,7 @@ import threading
 
 from builder import layout, snapshots
 from builder.build import recordfile
-from builder.engine import wire as enginewire
+from builder.engine.wire import Container, Mounts, Wire, container_spec
 
 TYPE_CHECKING = False  # typing's own flag, without importing typing on `run`'s way to the start
 if TYPE_CHECKING:
@@ -65,9 +65,7 @@ class Outcome:
         self.notes = notes
 
 
-def execute(
-    wire: enginewire.Wire, run_plan: RunPlan, output: Callable[[bytes, bool], None]
-) -> Outcome:
+def execute(wire: Wire, run_plan: RunPlan, output: Callable[[bytes, bool], None]) -> Outcome:
     """Run the command (its stdout and stderr passed to `output`, second argument True for
     stderr) and write its record, runs/<start>-<image>/run.json. A run that fails before its
     command ends leaves no record."""
@@ -78,7 +76,7 @@ def execute(
     user = container_user()
     try:
         prepare_outputs(outputs, user)
-        spec = enginewire.container_spec(
+        spec = container_spec(
             image.image_id, run_plan.command, mounts(run_plan.project, outputs, user), run_plan.gpus
         )
         code, ended, facts = _run(wire, image.reference, spec, run_plan, output)
@@ -107,7 +105,7 @@ def execute(
 
 
 def _run(
-    wire: enginewire.Wire,
+    wire: Wire,
     image: str,
     spec: dict[str, Any],
     run_plan: RunPlan,
@@ -116,7 +114,7 @@ def _run(
     """Create, attach, start, relay until the output ends, and read the exit code the engine
     gives once it removed the container; on an error the container is removed here. The exit
     code, when the run ended, and the host's facts."""
-    container = enginewire.create(wire, image, spec)
+    container = wire.create(image, spec)
     with contextlib.ExitStack() as opened:
         try:
             stream = opened.enter_context(contextlib.closing(container.attach()))
@@ -125,8 +123,8 @@ def _run(
             with ForwardedSignals(container) as signals:
                 container.start(run_plan.command, run_plan.gpus)
                 signals.started()
-                enginewire.relay_frames(wire, stream, output)
-                code = enginewire.exit_code(wire, removal)
+                wire.relay_frames(stream, output)
+                code = wire.exit_code(removal)
         except BaseException:
             opened.close()  # our streams first: an unread attach stream can stall the removal
             container.remove()
@@ -134,16 +132,16 @@ def _run(
     return code, snapshots.utc_now(), facts.result()
 
 
-def chosen_image(wire: enginewire.Wire, run_plan: RunPlan) -> recordfile.ImageToRun:
+def chosen_image(wire: Wire, run_plan: RunPlan) -> recordfile.ImageToRun:
     """The named image (pulled if the engine lacks it), or the project's last build."""
     if run_plan.image is not None:
-        image_id = enginewire.ensure_image(wire, run_plan.image)
+        image_id = wire.ensure_image(run_plan.image)
         return recordfile.ImageToRun(run_plan.image, image_id, None)
     return recordfile.recorded_image(
         run_plan.project,
         recordfile.load(run_plan.project),
-        lambda reference: enginewire.image_id(wire, reference),
-        lambda reference: enginewire.ensure_image(wire, reference),
+        wire.image_id,
+        wire.ensure_image,
     )
 
 
@@ -180,7 +178,7 @@ class ForwardedSignals:
     the command decides how to stop, and its exit code is the run's. One that arrives while the
     engine is still starting the container is sent once it runs."""
 
-    def __init__(self, container: enginewire.Container) -> None:
+    def __init__(self, container: Container) -> None:
         self._container = container
         self._previous: dict[int, Any] = {}
         self._pending: list[int] | None = []  # None once the container runs
@@ -207,8 +205,8 @@ class ForwardedSignals:
             self._pending.append(signum)
 
 
-def mounts(project: str, outputs: str, user: str) -> enginewire.Mounts:
-    return enginewire.Mounts(
+def mounts(project: str, outputs: str, user: str) -> Mounts:
+    return Mounts(
         binds={project: (layout.CODE, "ro"), outputs: (layout.OUTPUTS, "rw")},
         environment={"HOME": "/tmp", "REPROBUILD_OUTPUTS": layout.OUTPUTS},
         user=user,

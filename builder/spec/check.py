@@ -1,4 +1,5 @@
-"""The project spec: `reprobuild.toml`, or `[tool.reprobuild]` in `pyproject.toml`.
+"""Load and validate the project spec: `reprobuild.toml`, or `[tool.reprobuild]` in
+`pyproject.toml`, into a `Spec` (spec.model).
 
 Loading validates everything it can without the network: unknown keys (with a "did you mean"),
 types, value formats, exclusive keys. All problems are collected and raised together as one
@@ -8,7 +9,6 @@ types, value formats, exclusive keys. All problems are collected and raised toge
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,16 @@ from packaging.version import InvalidVersion, Version
 from builder.compat import ComputeCapability, CudaVersion, DriverVersion
 from builder.errors import SpecError
 from builder.knowledge import Knowledge
+from builder.reference import well_formed
 from builder.spec.file import locate
+from builder.spec.model import (
+    BootstrapBase,
+    Determinism,
+    GpuRequest,
+    LoadedSpec,
+    Spec,
+    TargetSpec,
+)
 
 CUBLAS_CONFIGS = (":4096:8", ":16:8")
 CUDA_TOOLKITS = ("none", "devel")
@@ -27,10 +36,6 @@ _IMAGE_NAME = re.compile(
 )
 _PYTHON = re.compile(r"^3\.\d{1,2}$")
 _DEBIAN_PACKAGE = re.compile(r"^[a-z0-9][a-z0-9+.\-]+(:[a-z0-9]+)?$")
-_DIGEST_REF = re.compile(r"^[a-z0-9][a-z0-9._/:-]*@sha256:[0-9a-f]{64}$")
-_TAG_REF = re.compile(
-    r"^[a-z0-9][a-z0-9._/-]*(:[0-9]+)?[a-z0-9._/-]*(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?$"
-)
 _SNAPSHOT = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
 _BOOTSTRAP = re.compile(r"^debian:[a-z]+$")
 
@@ -53,62 +58,7 @@ DETERMINISM_KEYS = ("seed", "tf32", "cublas_workspace_config")
 BOOTSTRAP_KEYS = ("bootstrap", "snapshot", "mirror")
 
 
-@dataclass(frozen=True)
-class GpuRequest:
-    """A GPU the image must run on, as the user wrote it and as a compute capability."""
-
-    label: str
-    capability: ComputeCapability
-
-
-@dataclass(frozen=True)
-class TargetSpec:
-    driver: DriverVersion | None = None
-    gpus: tuple[GpuRequest, ...] = ()
-    host: bool = False
-
-
-@dataclass(frozen=True)
-class Determinism:
-    seed: int = 0
-    tf32: bool = False
-    cublas_workspace_config: str = ":4096:8"
-
-
-@dataclass(frozen=True)
-class BootstrapBase:
-    suite: str  # "debian:bookworm"
-    snapshot: str  # RFC 3339 UTC, e.g. 2026-11-01T00:00:00Z
-    mirror: str | None = None
-
-
-@dataclass(frozen=True)
-class Spec:
-    name: str
-    python: str
-    torch: SpecifierSet
-    torch_text: str
-    torch_variant: str | None = None  # from a local tag: torch = "2.5.1+cu121"
-    cuda: CudaVersion | None = None  # None: "auto"
-    cpu_only: bool = False
-    cuda_toolkit: str = "none"
-    requirements: Path | None = None
-    packages: tuple[str, ...] = ()
-    system_packages: tuple[str, ...] = ()
-    base: str | BootstrapBase | None = None
-    target: TargetSpec = field(default_factory=TargetSpec)
-    determinism: Determinism = field(default_factory=Determinism)
-
-
-@dataclass(frozen=True)
-class LoadedSpec:
-    spec: Spec
-    path: Path
-    notes: tuple[str, ...] = ()
-    table: dict[str, Any] = field(default_factory=dict)  # as written, for the spec hash
-
-
-def load(project: Path, knowledge: Knowledge) -> LoadedSpec:
+def load_spec(project: Path, knowledge: Knowledge) -> LoadedSpec:
     """Locate, parse and validate the spec of a project directory."""
     path, table, notes = locate(project)
     return LoadedSpec(parse(table, path, knowledge), path, tuple(notes), table)
@@ -349,7 +299,7 @@ class _Checker:
         if value is None:
             return None
         if isinstance(value, str):
-            if _DIGEST_REF.match(value) or _TAG_REF.match(value):
+            if well_formed(value):
                 return value
             self.problem(
                 f"'base' = {value!r} is not an image reference; write e.g. "

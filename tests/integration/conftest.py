@@ -17,21 +17,19 @@ from click.testing import CliRunner
 from builder.build import buildrecord
 from builder.build.buildrecord import BuildRecord
 from builder.cli.main import cli
-from builder.engine import sdk as engine
+from builder.engine.sdk import Engine
 from builder.errors import ReprobuildError
 from tests.infra import BASE, DEBIAN_MIRROR, MINBASE, registry_has
 
 
 @pytest.fixture(scope="session")
-def engine_client() -> Iterator[Any]:
+def engine_client() -> Iterator[Engine]:
     try:
-        client = engine.connect()
+        engine = Engine.connect()
     except ReprobuildError as error:
         pytest.fail(f"{error}\nRun `scripts/infra up` (the test command does) first.")
-    try:
-        yield client
-    finally:
-        client.close()
+    with engine:
+        yield engine
 
 
 def _in_registry(reference: str) -> str:
@@ -83,7 +81,7 @@ def torch_image(tmp_path_factory: pytest.TempPathFactory, engine_client: Any) ->
     yield Built(project, record)
     # By ID: every tag and pushed name goes with it; then the build's intermediate stages (the
     # torch stack alone is gigabytes), so that repeated runs do not fill the disk.
-    engine.remove_image(engine_client, record.image_id)
+    engine_client.remove_image(record.image_id)
     if record.dependencies:
-        engine.remove_image(engine_client, record.dependencies)
-    engine_client.api.prune_images(filters={"dangling": True})
+        engine_client.remove_image(record.dependencies)
+    engine_client.client.api.prune_images(filters={"dangling": True})

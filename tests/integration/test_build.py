@@ -19,15 +19,17 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from builder import tarstream
+from builder import layout, tarstream
 from builder.build import build, buildrecord, normalise
+from builder.build.image import exported_config, normalise_image
 from builder.cli.main import cli
-from builder.engine import sdk as engine
-from builder.engine.registry import ImageReference, RegistryClient
+from builder.engine.registry import RegistryClient
+from builder.engine.sdk import BuildEvent
 from builder.lock import lockfile
 from builder.lock.model import BaseLock, Lock, LockedPackage
+from builder.reference import ImageReference
 from builder.render import plan
-from builder.spec import file as specfile
+from builder.spec.file import locate
 from tests.infra import BASE, DEBIAN_MIRROR, REGISTRY
 from tests.locks import make_lock
 
@@ -78,7 +80,7 @@ def small_project(folder: Path, system: tuple[str, ...] = ()) -> Path:
 
 
 def write_lock(folder: Path, lock: Lock) -> None:
-    spec_path, table, _ = specfile.locate(folder)
+    spec_path, table, _ = locate(folder)
     lock = replace(lock, spec_hash=lockfile.spec_hash_at(spec_path, table))
     (folder / lockfile.LOCK_FILE).write_text(lockfile.dumps(lock))
 
@@ -86,7 +88,7 @@ def write_lock(folder: Path, lock: Lock) -> None:
 class Recorder:
     def __init__(self) -> None:
         self.notes: list[str] = []
-        self.events: list[engine.BuildEvent] = []
+        self.events: list[BuildEvent] = []
         self.sent: list[int] = []  # bytes of context sent so far, per report
 
     def progress(self) -> build.Progress:
@@ -119,8 +121,8 @@ def cleanup(engine_client: Any) -> Iterator[list[str]]:
     names: list[str] = []
     yield names
     for name in names:
-        engine.remove_image(engine_client, name)
-    engine_client.api.prune_images(filters={"dangling": True})
+        engine_client.remove_image(name)
+    engine_client.client.api.prune_images(filters={"dangling": True})
 
 
 def test_clean_rebuilds_give_one_image_id_and_one_manifest_digest(
@@ -146,9 +148,9 @@ def test_clean_rebuilds_give_one_image_id_and_one_manifest_digest(
     # Delete every image no container uses (the build cache and the base included), then build
     # once more: the base is pulled again by digest and every step runs from nothing.
     for name in (first.image, f"{REGISTRY}/test/small:one"):
-        engine.remove_image(engine_client, name)
-    engine_client.api.prune_images(filters={"dangling": False})
-    assert not engine.has_image(engine_client, first.base)
+        engine_client.remove_image(name)
+    engine_client.client.api.prune_images(filters={"dangling": False})
+    assert not engine_client.has_image(first.base)
     third, _ = build_project(engine_client, project, cache)
     cleanup += [*made(third), f"{REGISTRY}/test/small:two", f"{REGISTRY}/test/small:three"]
     assert third.image_id == first.image_id
@@ -157,7 +159,7 @@ def test_clean_rebuilds_give_one_image_id_and_one_manifest_digest(
     assert pushed_again.manifest_digest == pushed_first.manifest_digest
     assert pushed_twice.manifest_digest == pushed_first.manifest_digest
     assert first.normalisation["rewritten"] == []  # the rendered Dockerfile writes clean layers
-    config = engine_client.api.inspect_image(first.image_id)
+    config = engine_client.client.api.inspect_image(first.image_id)
     assert config["Created"] == "2026-11-22T00:00:00Z"
     # The engine shows the fields the normaliser dropped as empty: no container ID, no hostname.
     assert config["Container"] == "" and config["DockerVersion"] == ""
@@ -198,7 +200,7 @@ def test_a_deps_name_moved_to_another_image_is_built_again(
     before, _ = build_project(engine_client, project, tmp_path / "cache")
     cleanup += made(before)
     assert before.dependencies is not None
-    engine.tag(engine_client, before.base, before.dependencies)  # the name now names the base
+    engine_client.tag(before.base, before.dependencies)  # the name now names the base
     after, recorder = build_project(engine_client, project, tmp_path / "cache", no_cache=False)
     assert "building the dependencies (stage deps)" in recorder.notes
     assert after.image_id == before.image_id
@@ -215,9 +217,9 @@ def test_the_two_pass_build_is_the_normalised_one_pass_build_of_its_dockerfile(
     record, _ = build_project(engine_client, project, tmp_path / "cache")
     cleanup += made(record)
     context_dir = project / ".reprobuild" / "context"
-    built = engine.build(engine_client, tarstream.folder_stream(context_dir), lambda _: None, False)
+    built = engine_client.build(tarstream.folder_stream(context_dir), lambda _: None, False)
     epoch = plan.plan(lockfile.read_current(project).lock, record.lock).epoch
-    one_pass = build.normalise_image(
+    one_pass = normalise_image(
         engine_client,
         built,
         parent=record.base,
@@ -229,8 +231,8 @@ def test_the_two_pass_build_is_the_normalised_one_pass_build_of_its_dockerfile(
     cleanup.append("lab/small:one-pass")
     assert one_pass.image_id == record.image_id
     assert one_pass.layers == record.layers and one_pass.rewritten == ()
-    raw = json.loads(build.exported_config(engine_client, built))
-    base_history = len(engine_client.api.history(record.base))
+    raw = json.loads(exported_config(engine_client, built))
+    base_history = len(engine_client.client.api.history(record.base))
     for key in ("container", "container_config", "docker_version"):
         del raw[key]
     del raw["config"]["Hostname"], raw["config"]["Image"]
@@ -283,7 +285,7 @@ def test_failing_step_names_the_step_command_and_output_and_writes_no_record(
     message = str(result.exception) if result.exception else result.output
     assert "step 4/" in message and "apt-get install" in message
     assert "E: Version '0.0-does-not-exist' for 'libgomp1' was not found" in message
-    assert not (project / buildrecord.RECORD_FILE).exists()
+    assert not (project / layout.RECORD_FILE).exists()
 
 
 def test_build_command_writes_the_record(
@@ -323,11 +325,11 @@ def test_build_command_writes_the_record(
     digest = hashlib.sha256(sif.read_bytes()).hexdigest()
     assert f"  SIF {sif} (0.00 GB, sha256 {digest})\n" in result.output
     assert record.lock == lockfile.file_digest(project / lockfile.LOCK_FILE)
-    assert record.engine_version == engine.version(engine_client)
-    assert [layer.diff_id for layer in record.layers] == engine_client.api.inspect_image(
+    assert record.engine_version == engine_client.version()
+    assert [layer.diff_id for layer in record.layers] == engine_client.client.api.inspect_image(
         record.image
     )["RootFS"]["Layers"]
-    labels = engine_client.api.inspect_image(record.image)["Config"]["Labels"]
+    labels = engine_client.client.api.inspect_image(record.image)["Config"]["Labels"]
     assert labels["dev.reprobuild.lock"] == record.lock
 
 
@@ -337,7 +339,7 @@ def test_no_engine_is_one_clear_paragraph(tmp_path: Path, monkeypatch: pytest.Mo
     result = CliRunner().invoke(cli, ["-C", str(project), "build"])
     assert result.exit_code != 0
     assert "no Docker engine answers at unix://" in str(result.exception or result.output)
-    assert not (project / buildrecord.RECORD_FILE).exists()
+    assert not (project / layout.RECORD_FILE).exists()
 
 
 def test_normaliser_rewrites_only_noise() -> None:

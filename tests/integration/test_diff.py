@@ -18,9 +18,10 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from builder.check import diff as imagediff
+from builder.check import diff
 from builder.cli.main import cli
-from builder.engine import sdk as engine
+from builder.cli.present import diff_text
+from builder.engine.common import address
 
 CREATED_A = "2024-01-01T00:00:00Z"
 CREATED_B = "2024-02-01T00:00:00Z"
@@ -122,19 +123,19 @@ def images(engine_client: Any, tmp_path_factory: pytest.TempPathFactory) -> Iter
     )
     try:
         with archive.open("rb") as handle:
-            engine.load_stream(engine_client, iter(lambda: handle.read(1 << 16), b""))
+            engine_client.load_stream(iter(lambda: handle.read(1 << 16), b""))
         yield names
     finally:
         for reference in (names.a, names.a_alias, names.b, names.c, names.d):
-            engine_client.api.remove_image(reference, force=True)
+            engine_client.client.api.remove_image(reference, force=True)
 
 
-def _paths(report: imagediff.ImageDiff) -> list[str]:
+def _paths(report: diff.ImageDiff) -> list[str]:
     return [difference.path for difference in report.config]
 
 
 def test_report_names_each_config_field_layer_and_file(engine_client: Any, images: Images) -> None:
-    report = imagediff.diff_images(engine_client, images.a, images.b)
+    report = diff.diff_images(engine_client, images.a, images.b)
 
     assert not report.identical
     assert _paths(report) == ["config.Env[1]", "created", "rootfs.diff_ids[1]"]
@@ -176,17 +177,17 @@ def test_two_names_of_one_image_are_identical_and_exit_0(images: Images) -> None
 
 
 def test_config_only_difference_lists_no_files(engine_client: Any, images: Images) -> None:
-    report = imagediff.diff_images(engine_client, images.a, images.c)
+    report = diff.diff_images(engine_client, images.a, images.c)
 
     assert _paths(report) == ["config.Env[1]"]
     assert all(layer.equal for layer in report.layers)
     assert report.first_differing_layer is None
     assert report.files == []
-    assert "files: every layer is the same; only the config differs" in imagediff.render(report)
+    assert "files: every layer is the same; only the config differs" in diff_text(report)
 
 
 def test_missing_layer_lists_its_files_as_only_in_a(engine_client: Any, images: Images) -> None:
-    report = imagediff.diff_images(engine_client, images.a, images.d)
+    report = diff.diff_images(engine_client, images.a, images.d)
 
     assert _paths(report) == ["history[1]", "rootfs.diff_ids[1]"]
     assert report.config[0].b is None
@@ -197,7 +198,7 @@ def test_missing_layer_lists_its_files_as_only_in_a(engine_client: Any, images: 
         ("app/data.txt", "only in A"),
         ("app/stamp.txt", "only in A"),
     ]
-    assert "layers: A has 2, B has 1; 1 of 2 differ" in imagediff.render(report)
+    assert "layers: A has 2, B has 1; 1 of 2 differ" in diff_text(report)
 
 
 def test_missing_image_exits_2_naming_it_and_the_fix(images: Images) -> None:
@@ -207,7 +208,7 @@ def test_missing_image_exits_2_naming_it_and_the_fix(images: Images) -> None:
         [sys.executable, "-m", "builder", "diff", images.a, missing],
         capture_output=True,
         text=True,
-        env={**os.environ, "DOCKER_HOST": engine.address()},
+        env={**os.environ, "DOCKER_HOST": address()},
         timeout=120,
         check=False,
     )

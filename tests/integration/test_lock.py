@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 
 from builder import knowledge
-from builder.errors import ReprobuildError
+from builder.errors import LockError, ReprobuildError
 from builder.lock import apt, lockfile
 from builder.lock import stage as locker
-from builder.lock.model import Lock, LockError
+from builder.lock.model import Lock
 from builder.resolve import resolve, target
-from builder.spec import check as spec
+from builder.spec.check import load_spec
 from tests.infra import BASE, DEBIAN_MIRROR
 
 KB = knowledge.load()
@@ -26,7 +26,7 @@ OPTIONS = locker.LockOptions(debian_mirror=DEBIAN_MIRROR, snapshot="2026-11-22T0
 
 def make(tmp_path: Path, body: str, options: locker.LockOptions = OPTIONS) -> Lock:
     (tmp_path / "reprobuild.toml").write_text(body)
-    loaded = spec.load(tmp_path, KB)
+    loaded = load_spec(tmp_path, KB)
     resolution = resolve.resolve(loaded.spec, target.from_spec(loaded.spec.target), KB)
     digest = lockfile.spec_hash(loaded.table, loaded.spec.requirements)
     messages: list[str] = []

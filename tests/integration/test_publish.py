@@ -18,7 +18,6 @@ import pytest
 import yaml
 
 from builder.build import build, buildrecord
-from builder.engine import sdk as engine
 from builder.lock import lockfile
 from builder.publish import publish
 from tests import cli
@@ -203,13 +202,13 @@ def test_verify_without_a_gpu_runtime_fails_the_smoke_and_keeps_the_other_checks
 def test_another_image_pushed_under_the_tag_is_reported(
     published: Published, engine_client: Any
 ) -> None:
-    engine.ensure_image(engine_client, BASE)
-    engine.tag(engine_client, BASE, PAPER)
-    moved = engine.push(engine_client, PAPER)
+    engine_client.ensure_image(BASE)
+    engine_client.tag(BASE, PAPER)
+    moved = engine_client.push(PAPER)
     try:
         result = reprobuild("verify", str(published.path), "--no-smoke")
     finally:
-        engine.remove_image(engine_client, PAPER)
+        engine_client.remove_image(PAPER)
     # The published digest is intact and is what was checked: a warning, not a failure.
     assert result.returncode == 0, result.stdout
     published_digest = published.document["image"]["manifest_digest"]
@@ -224,9 +223,9 @@ def test_verify_pulls_by_digest_and_rebuilds_the_lock(engine_client: Any, tmp_pa
     project = small_project(tmp_path / "small")
     record, _ = build_project(engine_client, project, tmp_path / "cache")
     pushed = build.push_image(engine_client, record, f"{REGISTRY}/test/verify:one", print)
-    engine.remove_image(engine_client, pushed.pushed_tag or "")
-    engine.remove_image(engine_client, record.image_id)
-    assert not engine.has_image(engine_client, record.image_id)
+    engine_client.remove_image(pushed.pushed_tag or "")
+    engine_client.remove_image(record.image_id)
+    assert not engine_client.has_image(record.image_id)
     try:
         result = reprobuild(
             "-C", str(project), "verify", str(pushed.pushed), "--no-smoke", "--rebuild"
@@ -241,12 +240,12 @@ def test_verify_pulls_by_digest_and_rebuilds_the_lock(engine_client: Any, tmp_pa
         assert (
             f"ok   rebuild       a --no-cache rebuild of the lock gave {record.image_id} again\n"
         ) in result.stdout
-        assert engine.image_id(engine_client, str(pushed.pushed)) == record.image_id
+        assert engine_client.image_id(str(pushed.pushed)) == record.image_id
         lock = project / lockfile.LOCK_FILE
         lock.write_text(lock.read_text() + "# another lock\n")
         stale = reprobuild("-C", str(project), "verify", str(pushed.pushed), "--no-smoke")
         assert stale.returncode == 1
         assert "fail lock          the image was built from the lock" in stale.stdout
     finally:
-        engine.remove_image(engine_client, record.image_id)
-        engine.remove_image(engine_client, record.dependencies or "")
+        engine_client.remove_image(record.image_id)
+        engine_client.remove_image(record.dependencies or "")

@@ -9,7 +9,9 @@ from typing import Any
 import pytest
 import requests
 
-from builder.engine.registry import ImageReference, RegistryClient, RegistryError
+from builder.engine.registry import RegistryClient
+from builder.errors import RegistryError
+from builder.reference import ImageReference
 from tests.infra import REGISTRY
 
 

@@ -15,7 +15,8 @@ from typing import Any, ClassVar
 import pytest
 import requests
 
-from builder.engine.registry import ImageReference, RegistryClient
+from builder.engine.registry import RegistryClient
+from builder.reference import ImageReference
 from tests.infra import REGISTRY
 
 TOKEN = "anonymous-pull-token"

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from builder.render import plan
+from builder import layout
 from tests import cli
 from tests.records import make_record
 
@@ -47,7 +47,7 @@ def test_a_run_streams_returns_the_exit_code_and_writes_its_record(
     script = "cat train.py; echo to-stderr >&2; id -u; pwd; touch /outputs/model.pt; exit 7"
     result = reprobuild(project, "run", "--image", test_base, "--", "sh", "-c", script)
     assert result.returncode == 7
-    user = os.getuid() or plan.UID
+    user = os.getuid() or layout.UID
     assert result.stdout == f"print('training')\n{user}\n/workspace\n"
     assert result.stderr.startswith("to-stderr\n")
     record = only_record(project)
@@ -57,12 +57,12 @@ def test_a_run_streams_returns_the_exit_code_and_writes_its_record(
     assert record["exit_code"] == 7 and record["command"] == ["sh", "-c", script]
     assert (record["git_commit"], record["git_dirty"]) == (commit, True)
     assert record["image"] == test_base
-    assert record["image_id"] == engine_client.images.get(test_base).id
+    assert record["image_id"] == engine_client.client.images.get(test_base).id
     assert record["started"] <= record["ended"] and record["gpus_requested"] is None
     model = Path(record["outputs"]) / "model.pt"
     assert model.is_file() and model.stat().st_uid == user
     assert f"exit 7; record {project / 'runs'}" in result.stderr
-    leftovers = engine_client.containers.list(all=True, filters={"ancestor": test_base})
+    leftovers = engine_client.client.containers.list(all=True, filters={"ancestor": test_base})
     assert leftovers == []
 
 
@@ -101,7 +101,7 @@ def test_a_command_the_image_lacks_starts_nothing_and_leaves_nothing(
         f"its full path inside the image (`docker run --rm {test_base} which trian.py`).\n"
     )
     assert not (project / "runs").exists()
-    assert engine_client.containers.list(all=True, filters={"ancestor": test_base}) == []
+    assert engine_client.client.containers.list(all=True, filters={"ancestor": test_base}) == []
 
 
 def test_a_failed_start_with_outputs_elsewhere_leaves_no_run_folder(
@@ -129,7 +129,7 @@ def test_outputs_inside_the_project_do_not_make_it_dirty(project: Path, test_bas
 def test_gpus_on_an_engine_without_the_nvidia_runtime(
     project: Path, engine_client: Any, test_base: str
 ) -> None:
-    if "nvidia" in engine_client.info().get("Runtimes", {}):
+    if "nvidia" in engine_client.client.info().get("Runtimes", {}):
         pytest.skip("this engine has the NVIDIA runtime")
     result = reprobuild(project, "run", "--gpus", "all", "--image", test_base, "--", "true")
     assert result.returncode == 1
@@ -141,7 +141,7 @@ def test_gpus_on_an_engine_without_the_nvidia_runtime(
         "for the CPU mode.\n"
     )
     assert not (project / "runs").exists()
-    assert engine_client.containers.list(all=True, filters={"ancestor": test_base}) == []
+    assert engine_client.client.containers.list(all=True, filters={"ancestor": test_base}) == []
 
 
 def test_a_run_click_parses_runs_the_same(project: Path, test_base: str) -> None:
@@ -155,7 +155,7 @@ def test_a_run_click_parses_runs_the_same(project: Path, test_base: str) -> None
 def test_facts_that_cannot_be_read_leave_a_note_not_a_lost_run(
     project: Path, test_base: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from builder.engine import wire as enginewire
+    from builder.engine.wire import Wire
     from builder.run import run, runrecord
 
     def broken_driver(project: str, outputs: str | None) -> runrecord.HostFacts:
@@ -164,7 +164,7 @@ def test_facts_that_cannot_be_read_leave_a_note_not_a_lost_run(
     monkeypatch.setattr(runrecord, "gather", broken_driver)  # an NVML answer no host here gives
     printed: list[bytes] = []
     plan = run.RunPlan(project, test_base, ["sh", "-c", "echo done; exit 3"])
-    outcome = run.execute(enginewire.Wire(), plan, lambda data, _: printed.append(data))
+    outcome = run.execute(Wire(), plan, lambda data, _: printed.append(data))
     assert (outcome.code, b"".join(printed)) == (3, b"done\n")
     assert outcome.notes == [
         "the host's git state and GPUs could not be read (ValueError: driver version '555.x' is "
@@ -207,7 +207,8 @@ def test_a_last_build_gone_from_the_engine_and_never_pushed(project: Path, test_
 def test_a_last_build_pulled_back_must_have_the_recorded_id(
     project: Path, engine_client: Any, test_base: str
 ) -> None:
-    from builder.engine.registry import ImageReference, RegistryClient
+    from builder.engine.registry import RegistryClient
+    from builder.reference import ImageReference
 
     with RegistryClient(attempts=1) as registry:
         digest = registry.resolve(ImageReference.parse(test_base)).digest
@@ -215,7 +216,7 @@ def test_a_last_build_pulled_back_must_have_the_recorded_id(
     _write_record(project, GONE, pushed)
     result = reprobuild(project, "smoke", "--cpu")
     assert result.returncode == 1
-    found = engine_client.images.get(test_base).id
+    found = engine_client.client.images.get(test_base).id
     assert result.stderr.splitlines()[-1] == (
         f"error: {pushed} is {found} in the registry, but {project / 'reprobuild.build.json'} "
         f"recorded {GONE}: the record was edited or belongs to another build. Run "

@@ -19,7 +19,7 @@ def smoke(*args: str) -> subprocess.CompletedProcess[str]:
 def test_gpu_mode_on_an_engine_without_the_nvidia_runtime(
     engine_client: Any, test_base: str
 ) -> None:
-    if "nvidia" in engine_client.info().get("Runtimes", {}):
+    if "nvidia" in engine_client.client.info().get("Runtimes", {}):
         pytest.skip("this engine has the NVIDIA runtime")
     result = smoke(test_base, "--gpus", "1")
     assert result.returncode == 1 and result.stdout == ""
@@ -41,7 +41,7 @@ def test_an_image_without_the_payload(engine_client: Any, test_base: str) -> Non
         "`reprobuild build` carry the smoke payload. Build the project's image, or name one "
         "that was."
     )
-    leftovers = engine_client.containers.list(all=True, filters={"ancestor": test_base})
+    leftovers = engine_client.client.containers.list(all=True, filters={"ancestor": test_base})
     assert leftovers == []
 
 

@@ -8,18 +8,19 @@ import pytest
 
 from builder import knowledge
 from builder.compat import CudaVersion
+from builder.errors import LockError
 from builder.lock import apt, baseimage
-from builder.lock.model import LockError
-from builder.spec import check as spec
+from builder.spec import model
+from builder.spec.check import load_spec
 
 KB = knowledge.load()
 
 
-def spec_of(tmp_path: Path, python: str, extra: str = "") -> spec.Spec:
+def spec_of(tmp_path: Path, python: str, extra: str = "") -> model.Spec:
     (tmp_path / "reprobuild.toml").write_text(
         f'name = "x"\npython = "{python}"\ntorch = "2.5.1"\n{extra}'
     )
-    return spec.load(tmp_path, KB).spec
+    return load_spec(tmp_path, KB).spec
 
 
 def test_default_base_is_python_slim_bookworm(tmp_path: Path) -> None:

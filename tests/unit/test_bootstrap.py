@@ -8,6 +8,7 @@ import tarfile
 from pathlib import Path
 
 from builder import snapshots
+from builder.build import base
 from builder.lock import bootstrap
 
 SOURCE = bootstrap.DebianSource("bookworm", "http://deb.debian.org/debian")
@@ -58,15 +59,11 @@ def test_image_id_depends_only_on_rootfs_and_time(tmp_path: Path) -> None:
         info = tarfile.TarInfo("etc/hostname")
         info.size = 0
         layer.addfile(info)
-    first = bootstrap.write_image_archive(
-        rootfs, tmp_path / "a.tar", "x:1", "2026-11-01T00:00:00Z", "r"
-    )
-    second = bootstrap.write_image_archive(
+    first = base.write_image_archive(rootfs, tmp_path / "a.tar", "x:1", "2026-11-01T00:00:00Z", "r")
+    second = base.write_image_archive(
         rootfs, tmp_path / "b.tar", "y:2", "2026-11-01T00:00:00Z", "r"
     )
-    later = bootstrap.write_image_archive(
-        rootfs, tmp_path / "c.tar", "x:1", "2026-11-02T00:00:00Z", "r"
-    )
+    later = base.write_image_archive(rootfs, tmp_path / "c.tar", "x:1", "2026-11-02T00:00:00Z", "r")
     assert first.image_id == second.image_id != later.image_id
     with tarfile.open(first.path) as bundle:
         manifest = json.load(bundle.extractfile("manifest.json"))  # type: ignore[arg-type]

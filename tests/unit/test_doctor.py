@@ -13,7 +13,7 @@ from builder.compat import ComputeCapability, CudaVersion, DriverVersion
 from builder.engine import host
 from builder.engine.host import EngineHost, HostGpu, NvidiaHost
 from builder.resolve import resolve, target
-from builder.spec import check as spec
+from builder.spec.check import load_spec
 
 KB = knowledge.load()
 EXAMPLE = Path(__file__).parents[2] / "images" / "example"
@@ -21,7 +21,7 @@ NO_ENGINE = EngineHost("unix:///x.sock", None, None, (), None, "no Docker engine
 
 
 def example_resolution() -> resolve.Resolution:
-    loaded = spec.load(EXAMPLE, KB).spec
+    loaded = load_spec(EXAMPLE, KB).spec
     return resolve.resolve(loaded, target.from_spec(loaded.target), KB)
 
 

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from builder.engine import wire as enginewire
+from builder.engine.wire import Wire
+from builder.errors import ApiError, EngineError
 
-Serve = Callable[[bytes], enginewire.Wire]
+Serve = Callable[[bytes], Wire]
 
 
 @pytest.fixture
@@ -22,7 +23,7 @@ def serve(tmp_path: Path) -> Iterator[Serve]:
     """serve(answer) -> a Wire to a socket that reads one request and writes `answer`."""
     servers: list[threading.Thread] = []
 
-    def start(answer: bytes) -> enginewire.Wire:
+    def start(answer: bytes) -> Wire:
         path = tmp_path / f"engine-{len(servers)}.sock"
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         listener.bind(str(path))
@@ -37,7 +38,7 @@ def serve(tmp_path: Path) -> Iterator[Serve]:
         server = threading.Thread(target=answer_once, daemon=True)
         server.start()
         servers.append(server)
-        return enginewire.Wire(f"unix://{path}", timeout_s=10)
+        return Wire(f"unix://{path}", timeout_s=10)
 
     yield start
     for server in servers:
@@ -56,7 +57,7 @@ def test_an_error_status_carries_the_engines_message(serve: Serve) -> None:
     wire = serve(
         b'HTTP/1.1 404 Not Found\r\nContent-Length: 28\r\n\r\n{"message": "no such image"}'
     )
-    with pytest.raises(enginewire.ApiError) as raised:
+    with pytest.raises(ApiError) as raised:
         wire.call("GET", "/images/a/json")
     assert (raised.value.status, raised.value.message) == (404, "no such image")
 
@@ -74,7 +75,7 @@ def test_an_answer_that_breaks_off_names_the_engine_and_the_fix(
     answer: bytes,
 ) -> None:
     wire = serve(answer)
-    with pytest.raises(enginewire.EngineError) as raised:
+    with pytest.raises(EngineError) as raised:
         wire.call("POST", "/containers/x/wait")
     assert str(raised.value) == (
         "the engine's answer to POST /containers/x/wait broke off (the connection ended inside "
@@ -85,7 +86,7 @@ def test_an_answer_that_breaks_off_names_the_engine_and_the_fix(
 
 def test_something_that_is_not_http(serve: Serve) -> None:
     wire = serve(b"SSH-2.0-OpenSSH_9.2\r\n")
-    with pytest.raises(enginewire.EngineError, match=r"answered b'SSH-2.0-OpenSSH_9.2\\r\\n', not"):
+    with pytest.raises(EngineError, match=r"answered b'SSH-2.0-OpenSSH_9.2\\r\\n', not"):
         wire.call("GET", "/_ping")
 
 
@@ -100,17 +101,17 @@ def test_something_that_is_not_http(serve: Serve) -> None:
     ],
 )
 def test_tcp_addresses(address: str, where: tuple[str, int]) -> None:
-    wire = enginewire.Wire(address)
+    wire = Wire(address)
     assert (wire._host, wire._port) == where
 
 
 def test_a_tcp_address_without_a_host_or_with_a_bad_port() -> None:
     for address in ("tcp://:2375", "tcp://127.0.0.1:docker"):
-        with pytest.raises(enginewire.EngineError, match="does not name a HOST:PORT"):
-            enginewire.Wire(address)
+        with pytest.raises(EngineError, match="does not name a HOST:PORT"):
+            Wire(address)
 
 
 def test_references_that_would_change_the_request_are_refused() -> None:
-    wire = enginewire.Wire("unix:///nonexistent.sock")
-    with pytest.raises(enginewire.EngineError, match="is not an image reference"):
-        enginewire.image_id(wire, "lab/train:v1?all=1")
+    wire = Wire("unix:///nonexistent.sock")
+    with pytest.raises(EngineError, match="is not an image reference"):
+        wire.image_id("lab/train:v1?all=1")

@@ -21,9 +21,10 @@ import yaml
 from builder import __version__
 from builder.build import buildrecord
 from builder.build.buildrecord import BuildRecord
+from builder.errors import ExportError, RecordError
 from builder.lock import lockfile
 from builder.publish import export
-from builder.publish.export import ExportError, Job, SlurmOptions
+from builder.publish.export import Job, SlurmOptions
 from builder.render import plan
 from tests.records import make_record
 
@@ -373,7 +374,7 @@ def test_a_record_of_another_lock_is_refused(project: Path) -> None:
 
 def test_a_missing_record_says_to_build(project: Path) -> None:
     (project / "reprobuild.build.json").unlink()
-    with pytest.raises(buildrecord.RecordError, match="run `reprobuild build` first"):
+    with pytest.raises(RecordError, match="run `reprobuild build` first"):
         export.slurm(project, Job(("train.py",)), SlurmOptions())
 
 

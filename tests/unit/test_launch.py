@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from builder import launch
+from builder import launch, layout
+from builder.cli import run_report
 from builder.cli.main import cli
-from builder.run import run
+from builder.run import args, run
 
 
 def click_plan(arguments: list[str], monkeypatch: pytest.MonkeyPatch) -> run.RunPlan:
@@ -23,7 +24,7 @@ def click_plan(arguments: list[str], monkeypatch: pytest.MonkeyPatch) -> run.Run
         seen.append(plan)
         return 0
 
-    monkeypatch.setattr(launch, "run_and_report", command)
+    monkeypatch.setattr(run_report, "run_and_report", command)
     with pytest.raises(SystemExit) as exited:
         cli.main(args=arguments, standalone_mode=False)
     assert exited.value.code == 0
@@ -93,7 +94,7 @@ def test_a_knowledge_folder_from_the_environment_that_is_a_file_goes_to_click(
 ) -> None:
     file = tmp_path / "a-file"
     file.write_text("")
-    monkeypatch.setenv(launch.KNOWLEDGE_VARIABLE, str(file))
+    monkeypatch.setenv(layout.KNOWLEDGE_VARIABLE, str(file))
     assert launch.plain_run(["run", "--", "x"]) is None
 
 
@@ -101,9 +102,9 @@ def test_the_option_names_are_clicks() -> None:
     """An option added to click's `run` (or the group) must be taught to this parser too."""
     run_command = cli.commands["run"]
     run_options = {opt for param in run_command.params for opt in param.opts if opt[0] == "-"}
-    assert run_options == set(launch.RUN_OPTIONS)
+    assert run_options == set(args.RUN_OPTIONS)
     group_options = {opt for param in cli.params for opt in param.opts}
-    assert group_options == {*launch.GLOBAL_OPTIONS, "--version"}
+    assert group_options == {*args.GLOBAL_OPTIONS, "--version"}
 
 
 HEAVY = ("click", "docker", "requests", "dataclasses", "pathlib", "typing", "pynvml")

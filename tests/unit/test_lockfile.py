@@ -3,22 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import pytest
 
 from builder import knowledge
+from builder.errors import LockError, LockFileError
 from builder.lock import lockfile
-from builder.lock.model import (
-    BaseLock,
-    Lock,
-    LockedPackage,
-    LockError,
-    PythonClosure,
-    SystemLock,
-    closure_versions,
-    cross_check,
-    explain_uv_failure,
-)
+from builder.lock.model import BaseLock, Lock, LockedPackage, PythonClosure, SystemLock
+from builder.lock.python import closure_versions, cross_check, explain_uv_failure
+
+if TYPE_CHECKING:
+    from builder.resolve.resolve import ResolutionRecord
 
 KB = knowledge.load()
 BUILD = next(b for b in KB.builds if b.label == "2.5.1+cu124")
@@ -55,7 +51,10 @@ def sample_lock(spec_hash: str = "sha256:" + "1" * 64) -> Lock:
         spec_hash=spec_hash,
         knowledge_version=KB.version,
         reprobuild_version="0.1.0",
-        resolution={"torch": {"label": "2.5.1+cu124"}, "cuda": "12.4", "archs": ["sm_80"]},
+        resolution=cast(
+            "ResolutionRecord",
+            {"torch": {"label": "2.5.1+cu124"}, "cuda": "12.4", "archs": ["sm_80"]},
+        ),
         determinism={"seed": 0, "tf32": False, "cublas_workspace_config": ":4096:8"},
         base=BaseLock(
             kind="registry",
@@ -91,7 +90,7 @@ def test_hand_edits_are_refused() -> None:
     text = lockfile.dumps(sample_lock())
     tampered = text.replace('sha256 = "abab', 'sha256 = "0bab', 1)
     assert tampered != text
-    with pytest.raises(lockfile.LockFileError) as caught:
+    with pytest.raises(LockFileError) as caught:
         lockfile.loads(tampered, "reprobuild.lock")
     assert str(caught.value) == (
         "reprobuild.lock was edited by hand: its integrity digest does not match its content, so "
@@ -102,11 +101,9 @@ def test_hand_edits_are_refused() -> None:
 
 def test_other_formats_and_garbage_are_refused() -> None:
     text = lockfile.dumps(sample_lock()).replace("format = 1", "format = 7")
-    with pytest.raises(
-        lockfile.LockFileError, match="has format 7; this reprobuild reads format 1"
-    ):
+    with pytest.raises(LockFileError, match="has format 7; this reprobuild reads format 1"):
         lockfile.loads(text)
-    with pytest.raises(lockfile.LockFileError, match="is not valid TOML"):
+    with pytest.raises(LockFileError, match="is not valid TOML"):
         lockfile.loads("[[[")
 
 
@@ -115,21 +112,19 @@ def test_stale_spec_is_reported(tmp_path: Path) -> None:
     path.write_text(lockfile.dumps(sample_lock()))
     lock = lockfile.read(path)
     lockfile.check(lock, lock.spec_hash, path)
-    with pytest.raises(
-        lockfile.LockFileError, match=r"the spec changed since .* run `reprobuild lock`"
-    ):
+    with pytest.raises(LockFileError, match=r"the spec changed since .* run `reprobuild lock`"):
         lockfile.check(lock, "sha256:" + "2" * 64, path)
 
 
 def test_missing_lock_says_what_to_run(tmp_path: Path) -> None:
-    with pytest.raises(lockfile.LockFileError, match=r"no lock at .*: run `reprobuild lock` first"):
+    with pytest.raises(LockFileError, match=r"no lock at .*: run `reprobuild lock` first"):
         lockfile.read(tmp_path / "reprobuild.lock")
 
 
 def test_an_unreadable_lock_is_an_error_with_its_remedy(tmp_path: Path) -> None:
     path = tmp_path / "reprobuild.lock"
     path.write_bytes(b"\xff\xfe not utf-8")
-    with pytest.raises(lockfile.LockFileError) as raised:
+    with pytest.raises(LockFileError) as raised:
         lockfile.read(path)
     assert str(raised.value) == (
         f"{path} cannot be read ('utf-8' codec can't decode byte 0xff in position 0: invalid "

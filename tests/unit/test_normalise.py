@@ -1,6 +1,6 @@
-"""Normalisation's pure parts: the config written from the engine's view of a build, the cut of
-a Dockerfile into its deps stage and final stage, the cache of what was read before, and the
-context stream. The engine-side behaviour is in tests/integration/test_build.py."""
+"""Normalisation's pure parts: the config written from the engine's view of a build, the cache of
+what was read before, and the context stream. The engine-side behaviour is in
+tests/integration/test_build.py; the cut of the Dockerfile into its stages in test_render.py."""
 
 from __future__ import annotations
 
@@ -13,10 +13,8 @@ from pathlib import Path
 import pytest
 
 from builder import files, tarstream
-from builder.build import build, imagecache, normalise
-from builder.render import plan
-from builder.render import templates as render
-from tests.unit.test_render import CASES, LOCK_DIGEST
+from builder.build import image, imagecache, normalise
+from builder.errors import NormaliseError
 
 PARENT = {
     "architecture": "amd64",
@@ -71,56 +69,6 @@ def test_platform_fields_the_engine_shows_are_kept() -> None:
     assert "os.version" not in document and "os.features" not in document
 
 
-def test_the_rendered_dockerfile_is_cut_before_its_final_stage() -> None:
-    build_plan = plan.plan(CASES["gpu-default"], LOCK_DIGEST)
-    dockerfile = render.render(build_plan, LOCK_DIGEST, None)["Dockerfile"]
-    stages = build.split_stages(dockerfile)
-    assert stages is not None
-    assert "&& rm /dev/shm/reprobuild-step\n\n# The image: " in stages.dependencies
-    assert "FROM system AS deps\n" in stages.dependencies
-    assert stages.app.startswith("# The smoke test payload")
-    assert stages.app.splitlines()[1] == "COPY reprobuild/image/ /"
-    assert stages.trust_copies
-    assert dockerfile == stages.dependencies + "FROM deps\n" + stages.app
-    # The dependencies image is named by the text that builds it, not by the final stage.
-    edited_app = build.split_stages(dockerfile.replace("WORKDIR", "EXPOSE 80\nWORKDIR"))
-    edited_deps = build.split_stages(dockerfile.replace("-m venv", "-m  venv"))
-    assert edited_app is not None and edited_deps is not None
-    assert edited_app.key == stages.key != edited_deps.key
-    assert len(stages.key) == 16
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("FROM base AS deps\nRUN x\nFROM deps\nCOPY code/ /\nWORKDIR /w\n", True),
-        ("FROM base AS deps\nFROM deps\nCOPY a /\n  RUN touch /b\n", False),
-        ("FROM base AS deps\nFROM deps\nadd x.tar /\n", False),
-    ],
-)
-def test_copies_are_trusted_only_in_a_final_stage_without_run_or_add(
-    text: str, expected: bool
-) -> None:
-    stages = build.split_stages(text)
-    assert stages is not None and stages.trust_copies is expected
-
-
-@pytest.mark.parametrize(
-    "text",
-    [
-        "FROM base\nCOPY code/ /\n",  # no deps stage
-        "FROM base AS deps\nFROM deps\nCOPY a /\nFROM deps AS other\nCOPY b /\n",  # not last
-        "FROM base AS deps\nFROM deps AS final\n",  # a named final stage is not `FROM deps`
-        "FROM base AS deps\nFROM deps\nCOPY --from=deps /a /b\n",  # stage names
-        "FROM base AS deps\nFROM deps\nCOPY --chown=1:1 \\\n  --from=deps /a /b\n",
-        "ARG BASE=x\nFROM $BASE AS deps\nFROM deps\nCOPY a /\n",  # global ARGs
-        "# escape=`\nFROM base AS deps\nFROM deps\nCOPY a /\n",  # parser directives
-    ],
-)
-def test_a_dockerfile_without_a_final_from_deps_is_built_in_one_pass(text: str) -> None:
-    assert build.split_stages(text) is None
-
-
 def test_the_image_cache_trusts_only_what_hashes_to_its_name(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -158,9 +106,9 @@ def test_the_context_stream_leaves_out_and_replaces(tmp_path: Path) -> None:
 
 def test_noise_in_a_layer_copied_from_the_context_stops_the_build() -> None:
     scan = normalise.LayerScan("sha256:" + "4" * 64, 10, ["workspace/a.pyc: build-time noise"])
-    build._refuse_noisy_copies([])
-    with pytest.raises(build.NormaliseError) as caught:
-        build._refuse_noisy_copies([scan])
+    image._refuse_noisy_copies([])
+    with pytest.raises(NormaliseError) as caught:
+        image._refuse_noisy_copies([scan])
     assert str(caught.value) == (
         "a layer copied from the build context holds build-time noise (workspace/a.pyc: "
         "build-time noise); the context is reprobuild's own and should never hold any. Remove "

@@ -7,13 +7,19 @@ from __future__ import annotations
 import copy
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import pytest
 import yaml
 
 from builder.build.buildrecord import BuildRecord, LayerRecord
+from builder.cli.present import verify_lines
+from builder.errors import PublishError, VerifyError
 from builder.publish import publish, verify
+
+if TYPE_CHECKING:
+    from builder.engine.sdk import Engine
+    from builder.lock.lockfile import CurrentLock
 from tests import records
 from tests.locks import make_lock
 from tests.records import MANIFEST, make_record
@@ -133,10 +139,10 @@ def test_reproduce_text_says_plainly_when_no_gpu_was_used() -> None:
 
 
 def test_a_failed_or_foreign_smoke_report_is_refused() -> None:
-    with pytest.raises(publish.PublishError, match=r"verdict is 'fail', so there is no proof"):
+    with pytest.raises(PublishError, match=r"verdict is 'fail', so there is no proof"):
         publish.check_smoke(smoke(verdict="fail"), record())
     foreign = {**smoke(), "image_id": "sha256:" + "99" * 32}
-    with pytest.raises(publish.PublishError) as raised:
+    with pytest.raises(PublishError) as raised:
         publish.check_smoke(foreign, record())
     assert str(raised.value) == (
         f"the smoke report is of sha256:{'99' * 32}, not of the last build {CONFIG}: run "
@@ -157,7 +163,7 @@ def test_a_failed_or_foreign_smoke_report_is_refused() -> None:
     ],
 )
 def test_a_report_of_the_wrong_shape_is_refused_by_name(report: Any, problem: str) -> None:
-    with pytest.raises(publish.PublishError) as raised:
+    with pytest.raises(PublishError) as raised:
         publish.check_smoke(report, record())
     assert str(raised.value) == (
         f"the smoke report cannot be used: {problem}. Give the output of "
@@ -183,10 +189,10 @@ class _Current:
 
 def test_publish_refuses_an_unpushed_build_without_a_target() -> None:
     # Refused before the engine is asked anything: the client is never used.
-    with pytest.raises(publish.PublishError) as raised:
+    with pytest.raises(PublishError) as raised:
         publish.prepare(
-            None,
-            _Current(LOCK_DIGEST),
+            cast("Engine", None),  # refused before the engine is asked anything
+            cast("CurrentLock", _Current(LOCK_DIGEST)),
             record(pushed=None, manifest_digest=None),
             push_to=None,
             smoke=publish.SmokeSource(None, None),
@@ -200,10 +206,10 @@ def test_publish_refuses_an_unpushed_build_without_a_target() -> None:
 
 
 def test_publish_refuses_a_build_of_another_lock() -> None:
-    with pytest.raises(publish.PublishError, match=r"run `reprobuild build` first\.$"):
+    with pytest.raises(PublishError, match=r"run `reprobuild build` first\.$"):
         publish.prepare(
-            None,
-            _Current("sha256:" + "00" * 32),
+            cast("Engine", None),
+            cast("CurrentLock", _Current("sha256:" + "00" * 32)),
             record(),
             push_to=None,
             smoke=publish.SmokeSource(None, None),
@@ -260,21 +266,21 @@ def test_image_references_must_be_pinned(text: str, expected: str) -> None:
     "text", ["registry.example.org/lab/model:paper", f"lab/model@{DIGEST[:-1]}", "x@sha256:XYZ"]
 )
 def test_a_reference_without_a_digest_is_refused(text: str) -> None:
-    with pytest.raises(verify.VerifyError, match=r"is not pinned by digest: give name@sha256:"):
+    with pytest.raises(VerifyError, match=r"is not pinned by digest: give name@sha256:"):
         verify.image_reference(text)
 
 
 def test_a_manifest_that_is_not_one_is_refused(tmp_path: Path) -> None:
     path = tmp_path / publish.MANIFEST_FILE
     path.write_text(json.dumps({"format": 99}))
-    with pytest.raises(verify.VerifyError) as raised:
+    with pytest.raises(VerifyError) as raised:
         verify.read_manifest(path)
     assert str(raised.value) == (
         f"{path} is not a reprobuild manifest of format 1: get the file again from where the "
         "paper published it, or update reprobuild."
     )
     path.write_text("{")
-    with pytest.raises(verify.VerifyError, match=r"is not a reprobuild manifest \(Expecting"):
+    with pytest.raises(VerifyError, match=r"is not a reprobuild manifest \(Expecting"):
         verify.read_manifest(path)
 
 
@@ -282,7 +288,7 @@ def test_a_damaged_manifest_is_named(tmp_path: Path) -> None:
     path = tmp_path / publish.MANIFEST_FILE
     damaged = {**document(), "smoke": {"verdict": "pass"}}
     path.write_text(json.dumps(damaged))
-    with pytest.raises(verify.VerifyError) as raised:
+    with pytest.raises(VerifyError) as raised:
         verify.read_manifest(path)
     assert str(raised.value) == (
         f"{path} is damaged (the smoke report is not one: its 'image_id' is missing or not a "
@@ -310,14 +316,14 @@ def test_a_verification_whose_fingerprints_were_not_compared_says_so() -> None:
     result = verify.Verification("m", PUSHED)
     result.add("image", "ok", "pulled")
     result.add("fingerprints", "skip", "not compared")
-    assert verify.lines(result)[-1] == f"{PUSHED}: verified (fingerprints not compared)"
+    assert verify_lines(result)[-1] == f"{PUSHED}: verified (fingerprints not compared)"
 
 
 def test_findings_print_one_line_each_and_a_verdict() -> None:
     result = verify.Verification("m", PUSHED)
     result.add("manifest", "ok", "integrity matches")
     result.add("fingerprints", "fail", "differ: conv2d")
-    assert verify.lines(result) == [
+    assert verify_lines(result) == [
         "ok   manifest      integrity matches",
         "fail fingerprints  differ: conv2d",
         f"{PUSHED}: NOT verified",

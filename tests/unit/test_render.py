@@ -11,14 +11,14 @@ import os
 import shlex
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from builder.errors import RenderError
 from builder.lock.model import BaseLock, Lock
-from builder.render import context, plan
-from builder.render import templates as render
-from builder.render.templates import RenderError
+from builder.render import context, plan, templates
 from tests.locks import DIGEST, make_lock, wheel
 
 SNAPSHOTS = Path(__file__).parents[1] / "snapshots"
@@ -71,17 +71,22 @@ CASES = {
 
 
 def rendered(lock: Lock, project: Path | None = None) -> dict[str, str]:
-    return render.render(plan.plan(lock, LOCK_DIGEST), LOCK_DIGEST, project)
+    return templates.render(plan.plan(lock, LOCK_DIGEST), LOCK_DIGEST, project)
 
 
 def check_snapshot(case: str, outputs: dict[str, str]) -> None:
     folder = SNAPSHOTS / case
+    if os.environ.get("REPROBUILD_UPDATE_SNAPSHOTS") == "1":
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, text in outputs.items():
+            (folder / name).write_text(text)
+        # Never a pass: a rewritten snapshot says nothing until someone has read its diff.
+        pytest.fail(
+            f"snapshots of {case} rewritten: review the diff (`git diff tests/snapshots`), then "
+            "run the tests again without REPROBUILD_UPDATE_SNAPSHOTS"
+        )
     for name, text in outputs.items():
-        expected = folder / name
-        if os.environ.get("REPROBUILD_UPDATE_SNAPSHOTS") == "1":
-            folder.mkdir(parents=True, exist_ok=True)
-            expected.write_text(text)
-        assert text == expected.read_text(), f"{case}/{name} differs from its snapshot"
+        assert text == (folder / name).read_text(), f"{case}/{name} differs from its snapshot"
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -90,9 +95,9 @@ def test_snapshots(case: str) -> None:
 
 
 def test_user_template_override(tmp_path: Path) -> None:
-    overrides = tmp_path / render.OVERRIDE_FOLDER
+    overrides = tmp_path / templates.OVERRIDE_FOLDER
     overrides.mkdir()
-    original = (render.packaged_templates() / "Dockerfile.j2").read_text()
+    original = (templates.packaged_templates() / "Dockerfile.j2").read_text()
     (overrides / "Dockerfile.j2").write_text(
         original.replace("WORKDIR {{ code }}", "WORKDIR {{ code }}\nEXPOSE 8888")
     )
@@ -102,7 +107,7 @@ def test_user_template_override(tmp_path: Path) -> None:
 
 
 def test_undefined_names_in_templates_are_errors(tmp_path: Path) -> None:
-    overrides = tmp_path / render.OVERRIDE_FOLDER
+    overrides = tmp_path / templates.OVERRIDE_FOLDER
     overrides.mkdir()
     (overrides / "Dockerfile.j2").write_text("FROM {{ plan.no_such_field }}\n")
     with pytest.raises(RenderError) as caught:
@@ -201,7 +206,7 @@ def test_definition_parses_with_spython(case: str, tmp_path: Path) -> None:
 
 def test_docker_bootstrap_from_the_built_image() -> None:
     built = "127.0.0.1:5000/lab/train@sha256:" + "f" * 64
-    definition = render.render(
+    definition = templates.render(
         plan.plan(CASES["gpu-default"], LOCK_DIGEST), LOCK_DIGEST, None, built
     )["reprobuild.def"]
     assert definition.startswith(f"Bootstrap: docker\nFrom: {built}\n")
@@ -266,3 +271,78 @@ def test_entry_script_runs_the_command_or_python(tmp_path: Path) -> None:
         ).stdout
         == "a b\n"
     )
+
+
+def override(project: Path, edit: Callable[[str], str]) -> None:
+    """A project's Dockerfile.j2 override: the packaged template, edited."""
+    folder = project / templates.OVERRIDE_FOLDER
+    folder.mkdir(exist_ok=True)
+    packaged = (templates.packaged_templates() / "Dockerfile.j2").read_text()
+    (folder / "Dockerfile.j2").write_text(edit(packaged))
+
+
+def dockerfile(project: Path | None = None) -> templates.RenderedDockerfile:
+    build_plan = plan.plan(CASES["gpu-default"], LOCK_DIGEST)
+    return templates.render_dockerfile(build_plan, LOCK_DIGEST, project)
+
+
+def test_the_rendered_dockerfile_carries_its_two_stages() -> None:
+    rendered = dockerfile()
+    stages = rendered.stages
+    assert stages is not None
+    assert "&& rm /dev/shm/reprobuild-step\n\n# The image: " in stages.dependencies
+    assert "FROM system AS deps\n" in stages.dependencies
+    assert stages.image.startswith("# The smoke test payload")
+    assert stages.image.splitlines()[1] == "COPY reprobuild/image/ /"
+    assert stages.trust_copies
+    assert rendered.text == stages.dependencies + "FROM deps\n" + stages.image
+    assert len(stages.key) == 16
+
+
+def test_the_dependencies_image_is_named_by_the_text_that_builds_it(tmp_path: Path) -> None:
+    stages = dockerfile().stages
+    edited_image, edited_dependencies = tmp_path / "image", tmp_path / "dependencies"
+    for project in (edited_image, edited_dependencies):
+        project.mkdir()
+    override(edited_image, lambda text: text.replace("WORKDIR", "EXPOSE 80\nWORKDIR"))
+    override(
+        edited_dependencies,
+        lambda text: text.replace("FROM system AS {{", "# x\nFROM system AS {{"),
+    )
+    image_stages, dependencies_stages = (
+        dockerfile(edited_image).stages,
+        dockerfile(edited_dependencies).stages,
+    )
+    assert stages is not None and image_stages is not None and dependencies_stages is not None
+    assert image_stages.key == stages.key != dependencies_stages.key
+
+
+def test_copies_are_trusted_only_in_the_packaged_final_stage(tmp_path: Path) -> None:
+    """A final stage reprobuild wrote copies only its own files; an override's, however small,
+    is read back and checked."""
+    override(tmp_path, lambda text: text)
+    packaged, overridden = dockerfile().stages, dockerfile(tmp_path).stages
+    assert packaged is not None and overridden is not None
+    assert packaged.trust_copies and not overridden.trust_copies
+    assert overridden.image == packaged.image
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda text: "FROM {{ plan.base }}\nCOPY {{ code_tree }}/ /\n",  # no blocks
+        lambda text: text.replace(
+            "{% endblock %}\nFROM {{ deps_stage }}\n",
+            "{% endblock %}\nFROM {{ deps_stage }} AS final\n",
+        ),
+        lambda text: "ARG BASE=x\n" + text,  # text outside the blocks: a global ARG
+        lambda text: text.replace("{% block image %}", "{% block app %}"),
+    ],
+)
+def test_an_override_without_the_two_blocks_is_built_in_one_pass(
+    edit: Callable[[str], str], tmp_path: Path
+) -> None:
+    override(tmp_path, edit)
+    rendered = dockerfile(tmp_path)
+    assert rendered.stages is None
+    assert rendered.text.startswith(("FROM python@", "ARG BASE=x\n", "# lab/train"))

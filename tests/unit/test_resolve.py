@@ -11,14 +11,14 @@ from builder.compat import ComputeCapability, CudaVersion, DriverVersion
 from builder.engine.host import HostGpu, NvidiaHost
 from builder.errors import HostError, ResolutionError
 from builder.resolve import resolve, target
-from builder.spec import check as spec
+from builder.spec.check import load_spec
 
 KB = knowledge.load()
 
 
 def resolve_text(tmp_path: Path, text: str) -> resolve.Resolution:
     (tmp_path / "reprobuild.toml").write_text(text)
-    loaded = spec.load(tmp_path, KB).spec
+    loaded = load_spec(tmp_path, KB).spec
     return resolve.resolve(loaded, target.from_spec(loaded.target), KB)
 
 
@@ -34,7 +34,7 @@ def spec_text(torch: str, python: str = "3.11", extra: str = "", target_: str = 
 
 
 def test_bundled_example_resolves_to_the_pypi_default() -> None:
-    loaded = spec.load(Path(__file__).parents[2] / "images" / "example", KB).spec
+    loaded = load_spec(Path(__file__).parents[2] / "images" / "example", KB).spec
     resolution = resolve.resolve(loaded, target.from_spec(loaded.target), KB)
     assert resolution.build.label == "2.5.1+cu124"
     assert resolution.pin == "torch==2.5.1" and resolution.build.index == "pypi"

@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 from builder import knowledge
 from builder.compat import CudaVersion, DriverVersion
 from builder.errors import SpecError
-from builder.spec import check as spec
+from builder.spec import check, model
+from builder.spec.check import load_spec
 
 KB = knowledge.load()
 MINIMAL = 'name = "lab/train"\npython = "3.11"\ntorch = "2.5.1"\n'
@@ -27,18 +28,18 @@ def write(tmp_path: Path, text: str, name: str = "reprobuild.toml") -> Path:
 
 def problems_of(tmp_path: Path, text: str) -> list[str]:
     with pytest.raises(SpecError) as caught:
-        spec.load(write(tmp_path, text), KB)
+        load_spec(write(tmp_path, text), KB)
     return caught.value.problems
 
 
 def test_minimal_spec_gets_defaults(tmp_path: Path) -> None:
-    loaded = spec.load(write(tmp_path, MINIMAL), KB)
+    loaded = load_spec(write(tmp_path, MINIMAL), KB)
     parsed = loaded.spec
     assert parsed.name == "lab/train" and parsed.python == "3.11"
     assert str(parsed.torch) == "==2.5.1"
     assert parsed.cuda is None and not parsed.cpu_only and parsed.cuda_toolkit == "none"
-    assert parsed.determinism == spec.Determinism(0, False, ":4096:8")
-    assert parsed.target == spec.TargetSpec()
+    assert parsed.determinism == model.Determinism(0, False, ":4096:8")
+    assert parsed.target == model.TargetSpec()
     assert loaded.notes == ()
 
 
@@ -50,19 +51,19 @@ def test_full_spec(tmp_path: Path) -> None:
         '[target]\ndriver = "535.104.05"\ngpus = ["A100", "sm_90", "8.9"]\n'
         '[determinism]\nseed = 7\ntf32 = true\ncublas_workspace_config = ":16:8"\n'
     )
-    parsed = spec.load(write(tmp_path, text), KB).spec
+    parsed = load_spec(write(tmp_path, text), KB).spec
     assert str(parsed.torch) == "==2.5.*"
     assert parsed.cuda == CudaVersion(12, 4)
     assert parsed.requirements == (tmp_path / "requirements.txt").resolve()
     assert parsed.system_packages == ("ffmpeg", "libgl1")
-    assert parsed.base == spec.BootstrapBase("debian:bookworm", "2026-11-01T00:00:00Z")
+    assert parsed.base == model.BootstrapBase("debian:bookworm", "2026-11-01T00:00:00Z")
     assert parsed.target.driver == DriverVersion.parse("535.104.05")
     assert [(g.label, str(g.capability)) for g in parsed.target.gpus] == [
         ("A100", "8.0"),
         ("sm_90", "9.0"),
         ("8.9", "8.9"),
     ]
-    assert parsed.determinism == spec.Determinism(7, True, ":16:8")
+    assert parsed.determinism == model.Determinism(7, True, ":16:8")
 
 
 def test_unknown_keys_suggest_the_right_one(tmp_path: Path) -> None:
@@ -127,7 +128,7 @@ def test_exclusive_keys(tmp_path: Path) -> None:
 
 
 def test_torch_local_tag_implies_cuda(tmp_path: Path) -> None:
-    parsed = spec.load(write(tmp_path, MINIMAL.replace('"2.5.1"', '"2.5.1+cu121"')), KB).spec
+    parsed = load_spec(write(tmp_path, MINIMAL.replace('"2.5.1"', '"2.5.1+cu121"')), KB).spec
     assert parsed.torch_variant == "cu121" and parsed.cuda == CudaVersion(12, 1)
     assert str(parsed.torch) == "==2.5.1"
     problems = problems_of(
@@ -165,13 +166,13 @@ def test_a_requirements_path_with_a_nul_byte(tmp_path: Path) -> None:
 
 def test_pyproject_table_is_read(tmp_path: Path) -> None:
     write(tmp_path, "[tool.reprobuild]\n" + MINIMAL, "pyproject.toml")
-    loaded = spec.load(tmp_path, KB)
+    loaded = load_spec(tmp_path, KB)
     assert loaded.path == tmp_path / "pyproject.toml" and loaded.spec.name == "lab/train"
 
 
 def test_spec_file_wins_over_pyproject_with_a_note(tmp_path: Path) -> None:
     write(tmp_path, "[tool.reprobuild]\nname = 'other/name'\n", "pyproject.toml")
-    loaded = spec.load(write(tmp_path, MINIMAL), KB)
+    loaded = load_spec(write(tmp_path, MINIMAL), KB)
     assert loaded.spec.name == "lab/train"
     assert loaded.notes == (
         "both reprobuild.toml and [tool.reprobuild] in pyproject.toml exist; "
@@ -181,7 +182,7 @@ def test_spec_file_wins_over_pyproject_with_a_note(tmp_path: Path) -> None:
 
 def test_no_spec_says_how_to_make_one(tmp_path: Path) -> None:
     with pytest.raises(SpecError, match=r"no spec found: create reprobuild.toml in"):
-        spec.load(tmp_path, KB)
+        load_spec(tmp_path, KB)
 
 
 def test_invalid_toml_is_a_spec_error(tmp_path: Path) -> None:
@@ -194,7 +195,7 @@ def test_spec_error_exit_code_is_2() -> None:
 
 
 _keys = st.sampled_from(
-    [*spec.TOP_KEYS, *spec.TARGET_KEYS, *spec.DETERMINISM_KEYS, *spec.BOOTSTRAP_KEYS, "tool"]
+    [*check.TOP_KEYS, *check.TARGET_KEYS, *check.DETERMINISM_KEYS, *check.BOOTSTRAP_KEYS, "tool"]
 ) | st.text(string.ascii_lowercase + "_", min_size=1, max_size=12)
 _scalars = (
     st.text(max_size=30)
@@ -236,9 +237,9 @@ def test_any_toml_document_yields_a_spec_or_a_spec_error(
     for name in ("reprobuild.toml", "pyproject.toml"):
         (folder / name).write_text(tomli_w.dumps(document))
         try:
-            loaded = spec.load(folder, KB)
+            loaded = load_spec(folder, KB)
         except SpecError as error:
             assert error.problems and all(isinstance(p, str) and p for p in error.problems)
         else:
-            assert isinstance(loaded.spec, spec.Spec)
+            assert isinstance(loaded.spec, model.Spec)
         (folder / name).unlink()

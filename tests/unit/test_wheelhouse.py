@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from builder import tarstream
+from builder.errors import FetchError, HashMismatch
 from builder.lock.model import Lock, LockedPackage
 from builder.render import wheelhouse
 from tests.conftest import LocalIndex
@@ -59,7 +60,7 @@ def test_fetches_verifies_and_then_reuses(local_index: LocalIndex, tmp_path: Pat
 def test_a_changed_file_is_refused_and_not_kept(local_index: LocalIndex, tmp_path: Path) -> None:
     package = served(local_index, "alpha-1.0-py3-none-any.whl", b"original")
     (local_index.root / "files" / "alpha-1.0-py3-none-any.whl").write_bytes(b"swapped")
-    with pytest.raises(wheelhouse.HashMismatch) as caught:
+    with pytest.raises(HashMismatch) as caught:
         wheelhouse.fetch(lock_of(package), tmp_path, tmp_path / "wh", no_progress)
     found = hashlib.sha256(b"swapped").hexdigest()
     assert str(caught.value).startswith(
@@ -72,7 +73,7 @@ def test_a_missing_file_names_the_url(local_index: LocalIndex, tmp_path: Path) -
     package = LockedPackage(
         "gone", "1.0", f"{local_index.url}/files/gone-1.0-py3-none-any.whl", "0" * 64
     )
-    with pytest.raises(wheelhouse.FetchError) as caught:
+    with pytest.raises(FetchError) as caught:
         wheelhouse.fetch(lock_of(package), tmp_path, tmp_path / "wh", no_progress)
     assert str(caught.value) == (
         f"gone 1.0 could not be downloaded from {package.url} (HTTP 404). Check the network or "

@@ -1,0 +1,150 @@
+"""`reprobuild export slurm|kubernetes`: a cluster job that runs a training command in the
+pushed build, by digest."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from builder.cli.options import Options, note, training_command
+
+_EXPORT_SETTINGS = {"ignore_unknown_options": True, "allow_interspersed_args": False}
+
+
+def _export_value(
+    _context: click.Context, parameter: click.Parameter, value: str | None
+) -> str | None:
+    from builder.publish.export import value_problem
+
+    problem = value_problem(str(parameter.name), value)
+    if problem is not None:
+        raise click.BadParameter(problem)
+    return value
+
+
+def _job_options(command: click.decorators.FC) -> click.decorators.FC:
+    """The options both exports take, and the training command after --."""
+    decorators = (
+        click.option(
+            "--nodes",
+            type=click.IntRange(min=1),
+            default=1,
+            show_default=True,
+            help="Nodes to run on; more than one: torchrun's c10d rendezvous on the first node.",
+        ),
+        click.option(
+            "--gpus-per-node",
+            type=click.IntRange(min=1),
+            default=1,
+            show_default=True,
+            help="GPUs on each node; torchrun starts one process per GPU.",
+        ),
+        click.option(
+            "-o",
+            "--output",
+            type=click.Path(dir_okay=False, path_type=Path),
+            help="Write the job to FILE (atomically) instead of printing it.",
+        ),
+        click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED),
+    )
+    for decorator in reversed(decorators):
+        command = decorator(command)
+    return command
+
+
+def _emit(text: str, output: Path | None, next_step: str) -> None:
+    from builder.publish.export import write
+
+    if output is None:
+        click.echo(text, nl=False)
+        return
+    write(output, text)
+    note(f"wrote {output}; {next_step} {output}")
+
+
+@click.group("export")
+def export_group() -> None:
+    """Write a cluster job that runs a training command in the pushed build, by digest."""
+
+
+@export_group.command("slurm", context_settings=_EXPORT_SETTINGS)
+@_job_options
+@click.option(
+    "--time", metavar="TIME", callback=_export_value, help="Time limit, e.g. 04:00:00 (#SBATCH)."
+)
+@click.option("--partition", callback=_export_value, help="Partition to submit to (#SBATCH).")
+@click.option(
+    "--cpus-per-task",
+    type=click.IntRange(min=1),
+    help="CPUs for each node's task (#SBATCH, and given to srun).",
+)
+@click.option(
+    "--sif",
+    metavar="PATH",
+    help="SIF to run, pulled there first when missing. Default: $REPROBUILD_SIF, else the name "
+    "`reprobuild build --format sif` gives it, in the submit directory.",
+)
+@click.pass_obj
+def export_slurm(
+    options: Options,
+    nodes: int,
+    gpus_per_node: int,
+    output: Path | None,
+    time: str | None,
+    partition: str | None,
+    cpus_per_task: int | None,
+    sif: str | None,
+    command: tuple[str, ...],
+) -> None:
+    """Write an sbatch script that runs COMMAND with torchrun in the pushed build.
+
+    The script pulls the image by digest into a SIF once, when the SIF is missing, then srun
+    starts one `apptainer exec --nv --cleanenv` task per node with the lock's determinism
+    environment, outputs bound at /outputs. COMMAND is what torchrun runs: a script and its
+    arguments, or -m MODULE and its arguments.
+
+    \b
+        reprobuild export slurm --nodes 2 --gpus-per-node 4 -o job.sh -- train.py --epochs 3
+        sbatch job.sh
+    """
+    from builder.publish import export
+
+    job = export.Job(training_command(command), nodes, gpus_per_node)
+    text = export.slurm(
+        options.project, job, export.SlurmOptions(time, partition, cpus_per_task, sif)
+    )
+    _emit(text, output, "submit it with sbatch")
+
+
+@export_group.command("kubernetes", context_settings=_EXPORT_SETTINGS)
+@_job_options
+@click.option(
+    "--namespace", callback=_export_value, help="Namespace of the Job (default: kubectl's)."
+)
+@click.pass_obj
+def export_kubernetes(
+    options: Options,
+    nodes: int,
+    gpus_per_node: int,
+    output: Path | None,
+    namespace: str | None,
+    command: tuple[str, ...],
+) -> None:
+    """Write a Kubernetes Job that runs COMMAND with torchrun in the pushed build.
+
+    One node: a Job with `torchrun --standalone`. Several: an Indexed Job, one pod per node,
+    and a headless Service through which the pods meet at pod 0 for torchrun's rendezvous.
+    Pods run as the image's non-root user with the lock's determinism environment, an emptyDir
+    at /outputs and a memory-backed /dev/shm. COMMAND is what torchrun runs: a script and its
+    arguments, or -m MODULE and its arguments.
+
+    \b
+        reprobuild export kubernetes --nodes 2 --gpus-per-node 8 -o job.yaml -- train.py
+        kubectl apply -f job.yaml
+    """
+    from builder.publish import export
+
+    job = export.Job(training_command(command), nodes, gpus_per_node)
+    text = export.kubernetes(options.project, job, namespace)
+    _emit(text, output, "apply it with kubectl apply -f")

@@ -1,0 +1,93 @@
+"""What the verbs share: the global options, notes on stderr, the console, --gpus, the command
+after --, and the build display."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from builder.run.args import gpus_problem
+
+if TYPE_CHECKING:
+    from builder.cli.progress import BuildDisplay
+    from builder.knowledge import Knowledge
+    from builder.spec.model import LoadedSpec
+
+
+@dataclass(frozen=True)
+class Options:
+    project: Path
+    knowledge_dir: Path | None
+
+    def knowledge(self) -> Knowledge:
+        from builder import knowledge
+
+        return knowledge.load(self.knowledge_dir)
+
+    def load_spec(self, knowledge: Knowledge) -> LoadedSpec:
+        """The project's spec, its notes (which file won, ...) shown on stderr."""
+        from builder.spec.check import load_spec
+
+        loaded = load_spec(self.project, knowledge)
+        for text in loaded.notes:
+            note(text)
+        return loaded
+
+
+def note(text: str) -> None:
+    click.echo(f"note: {text}", err=True)
+
+
+def progress_note(text: str) -> None:
+    click.echo(f"  {text}", err=True)
+
+
+def console() -> Any:
+    from rich.console import Console
+
+    shown = Console(highlight=False)
+    if not shown.is_terminal:  # pipes and CI logs: keep tables whole rather than squeezed
+        shown = Console(highlight=False, width=200)
+    return shown
+
+
+def _gpus(_context: click.Context, _parameter: click.Parameter, value: str | None) -> str | None:
+    problem = None if value is None else gpus_problem(value)
+    if problem is not None:
+        raise click.BadParameter(problem)
+    return value
+
+
+def gpus_option(
+    what: str, default: str | None = "all"
+) -> Callable[[click.decorators.FC], click.decorators.FC]:
+    """--gpus all|N: the engine's device requests (its NVIDIA runtime)."""
+    none = "" if default else "; none by default"
+    return click.option(
+        "--gpus",
+        default=default,
+        show_default=default is not None,
+        metavar="all|N",
+        callback=_gpus,
+        help=f"{what} (the engine's NVIDIA runtime){none}.",
+    )
+
+
+def training_command(command: tuple[str, ...]) -> tuple[str, ...]:
+    """COMMAND as given after --. A `--` still in it means that an unknown option came first
+    (a typo such as --node) and was taken as the command: refuse it rather than run it."""
+    if command[0].startswith("-") and "--" in command:
+        raise click.UsageError(f"no such option: {command[0]} (options go before --)")
+    return command
+
+
+def build_display(quiet: bool, plain: bool) -> BuildDisplay:
+    from builder.cli.progress import BuildDisplay
+
+    mode = "quiet" if quiet else "plain" if plain or not sys.stderr.isatty() else "live"
+    return BuildDisplay(mode)

@@ -1,0 +1,59 @@
+"""`reprobuild render`: the Dockerfile, Apptainer definition and build context from the lock."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from builder.cli.options import Options
+
+
+@click.command("render")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Build context directory to write (default: .reprobuild/context in the project).",
+)
+@click.option(
+    "--from-image",
+    help="Bootstrap the Apptainer definition from this built image (name@sha256:...). "
+    "Default: the image `reprobuild build --push` pushed for this lock, if any.",
+)
+@click.option(
+    "--standalone",
+    is_flag=True,
+    help="Apptainer definition that rebuilds from the base in %post (sites without Docker).",
+)
+@click.pass_obj
+def render_command(
+    options: Options, output: Path | None, from_image: str | None, standalone: bool
+) -> None:
+    """Render the Dockerfile, Apptainer definition and build context from reprobuild.lock."""
+    from builder.build.buildrecord import pushed_build
+    from builder.lock import lockfile
+    from builder.reference import pinned_reference
+    from builder.render import context, plan, templates
+
+    if from_image is not None and pinned_reference(from_image) is None:
+        raise click.BadParameter("give the built image by digest: name@sha256:<64 hex>")
+    if from_image is not None and standalone:
+        raise click.UsageError("--from-image and --standalone exclude each other: choose one.")
+    current = lockfile.read_current(options.project)
+    project = current.project
+    if from_image is None and not standalone:
+        from_image = pushed_build(project, current.digest)
+    build_plan = plan.plan(current.lock, current.digest)
+    rendered = templates.render(build_plan, current.digest, project, from_image)
+    texts = context.files(build_plan, rendered)
+    written = context.write(output or project / context.DEFAULT_OUTPUT, texts, project, build_plan)
+    source = (
+        f"from the built image {from_image}"
+        if from_image
+        else "standalone (`reprobuild build --push REF` gives one from the built image)"
+    )
+    click.echo(
+        f"wrote {written}: Dockerfile, reprobuild.def ({source}), .dockerignore, "
+        f"{len(build_plan.layers)} Python layers"
+    )

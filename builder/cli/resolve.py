@@ -1,0 +1,31 @@
+"""`reprobuild resolve`: the torch build for the spec and its target, and why."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from builder.cli.options import Options, console
+
+
+@click.command("resolve")
+@click.option("--explain", is_flag=True, help="Also show every candidate and its verdict.")
+@click.option("--json", "as_json", is_flag=True, help="Print the resolution as JSON.")
+@click.pass_obj
+def resolve_command(options: Options, explain: bool, as_json: bool) -> None:
+    """Choose the torch build (CUDA, cuDNN, NCCL, driver floor) for the project spec."""
+    from builder.resolve.resolve import resolve_spec
+
+    knowledge = options.knowledge()
+    resolution = resolve_spec(options.load_spec(knowledge).spec, knowledge)
+    if as_json:
+        click.echo(json.dumps(resolution.to_dict(), indent=2))
+        return
+    from builder.cli.present import resolution_text
+
+    click.echo(resolution_text(resolution))
+    if explain:
+        from builder.cli.present import candidates_table
+
+        console().print(candidates_table(resolution))

@@ -1,0 +1,64 @@
+"""`reprobuild verify`: is the published image the one the paper names?"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+
+import click
+
+from builder.cli.options import Options, build_display, gpus_option
+from builder.errors import FAILURE
+
+
+@click.command("verify")
+@click.argument("subject", metavar="MANIFEST|IMAGE@DIGEST")
+@gpus_option("GPUs the smoke test runs on")
+@click.option("--cpu", is_flag=True, help="Smoke-test in CPU mode (no GPU needed).")
+@click.option("--no-smoke", is_flag=True, help="Check digests and labels only.")
+@click.option(
+    "--rebuild",
+    is_flag=True,
+    help="Also rebuild the project's lock with --no-cache and compare the digest (run it in a "
+    "checkout of the published commit).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
+@click.pass_obj
+def verify_command(
+    options: Options,
+    subject: str,
+    gpus: str,
+    cpu: bool,
+    no_smoke: bool,
+    rebuild: bool,
+    as_json: bool,
+) -> None:
+    """Check a published image: pull it by digest, compare its config digest and lock label
+    with the manifest, re-run the smoke test and compare fingerprints where the fingerprint key
+    matches; with --rebuild, rebuild the lock and compare the digest.
+
+    Exits 0 when every check holds (warnings included) and 1 when one fails.
+
+        reprobuild verify reprobuild.manifest.json
+    """
+    from builder.cli.present import verify_lines
+    from builder.engine.registry import RegistryClient
+    from builder.engine.sdk import Engine
+    from builder.publish import verify
+
+    target = verify.read_subject(subject, options.project)
+    display = build_display(quiet=False, plain=True) if rebuild else contextlib.nullcontext()
+    with Engine.connect() as engine, RegistryClient() as registry, display as progress:
+        steps = verify.Steps(
+            smoke=not no_smoke,
+            gpus=None if cpu else gpus,
+            rebuild=verify.rebuilder(engine, options.project, progress) if rebuild else None,
+        )
+        result = verify.verify(engine, registry, target, steps)
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2))
+    else:
+        click.echo("\n".join(verify_lines(result)))
+    if result.failed:
+        sys.exit(FAILURE)
