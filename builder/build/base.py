@@ -21,9 +21,8 @@ from builder import tarstream
 from builder.build.normalise import load_archive
 from builder.engine.sdk import Engine
 from builder.errors import BootstrapError, tail
-from builder.lock import bootstrap
 from builder.lock.apt import DEFAULT_PATH
-from builder.lock.bootstrap import DebianSource, mmdebstrap_argv, recipe
+from builder.lock.bootstrap import BOOTSTRAP_PACKAGES, DebianSource, mmdebstrap_argv, recipe
 from builder.lock.model import Lock
 from builder.render.plan import BuildPlan
 from builder.snapshots import epoch_seconds
@@ -43,7 +42,7 @@ def ensure_base(
     source = DebianSource(lock.base.suite, lock.base.mirror)
     with tempfile.TemporaryDirectory(prefix="reprobuild-base-") as folder:
         archive = build_base(
-            source, bootstrap.BOOTSTRAP_PACKAGES, lock.base.snapshot, build_plan.base, Path(folder)
+            source, BOOTSTRAP_PACKAGES, lock.base.snapshot, build_plan.base, Path(folder)
         )
         engine.load_archive(archive.path)
 

@@ -5,19 +5,28 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, TypedDict
 
 from builder import layout
 from builder.build import recordfile
 from builder.build.recordfile import ImageToRun
-from builder.engine.sdk import Engine
 from builder.files import write_atomic
+
+if TYPE_CHECKING:
+    from builder.engine.sdk import Engine
 
 
 @dataclass(frozen=True)
 class LayerRecord:
     diff_id: str
     size: int
+
+
+class Normalisation(TypedDict, total=False):
+    """What normalising the build did (empty in records that predate it)."""
+
+    rewritten: list[str]  # the noise found in layers that had to be rewritten, first few
+    scanned_bytes: int  # bytes of layers read back from the engine to check them
 
 
 @dataclass(frozen=True)
@@ -37,7 +46,7 @@ class BuildRecord:
     git_commit: str | None = None  # the project's HEAD when it was built (its code is inside)
     git_dirty: bool | None = None
     dependencies: str | None = None  # the image of the Dockerfile's deps stage it was built on
-    normalisation: dict[str, Any] = field(default_factory=dict)
+    normalisation: Normalisation = field(default_factory=Normalisation)
 
 
 def dumps(record: BuildRecord) -> str:

@@ -4,7 +4,7 @@ layer the build added free of caches, logs, bytecode and dates later than the lo
 The rendered Dockerfile already writes clean layers (each step dates what it changed to the
 epoch), so the common case rewrites only the config; a layer that still carries noise (a
 whiteout dated by the build, a cache a custom template left behind) is rewritten here. Base
-layers are never touched. Pure stream transforms: the engine edge lives in `engine.py`.
+layers are never touched. Pure stream transforms: the engine's side lives in `build/image.py`.
 """
 
 from __future__ import annotations

@@ -10,11 +10,14 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, TypedDict, cast
 
-from builder.build.recordfile import ImageToRun
-from builder.engine.sdk import Engine, RunResult
 from builder.errors import CommandNotFound, SmokeError, tail
+from builder.smoke import describe
+
+if TYPE_CHECKING:
+    from builder.build.recordfile import ImageToRun
+    from builder.engine.sdk import Engine, RunResult
 
 NOT_FOUND_EXIT = 127
 TIMEOUT_S = 1200
@@ -26,16 +29,57 @@ NO_PAYLOAD = (
 )
 
 
+Verdict = Literal["pass", "fail", "unproven", "precondition"]
+
+
+class KernelResult(TypedDict):
+    runs: list[str]  # the fingerprint (sha256 of the output tensor) in each deterministic process
+    identical: bool
+
+
+class SmokeReport(TypedDict):
+    """The payload's JSON report (builder/smoke/runner.py, `Report.as_dict`), as published."""
+
+    mode: str  # "gpu" or "cpu"
+    verdict: Verdict
+    key: dict[str, Any]  # the fingerprint key: hardware and stack that identical bits need
+    preconditions: list[dict[str, Any]]  # name, ok, detail
+    kernels: dict[str, KernelResult]
+    errors: dict[str, str]
+    skipped: dict[str, str]
+    canary: dict[str, Any]  # witnesses, differed, ...
+    seconds: dict[str, float]
+    wall_s: float
+
+
+class ImageSmokeReport(SmokeReport):
+    """`reprobuild smoke --json`: the report, with the image it ran in."""
+
+    image: str
+    image_id: str
+    gpus: str | None
+
+
 @dataclass(frozen=True)
 class SmokeRun:
     image: str
     image_id: str
     gpus: str | None  # None: the CPU mode
     exit_code: int  # the payload's: 0 pass, 1 fail, 3 unproven, 4 precondition
-    report: dict[str, Any]
+    report: SmokeReport
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> ImageSmokeReport:
         return {"image": self.image, "image_id": self.image_id, "gpus": self.gpus, **self.report}
+
+
+def report_text(report: SmokeReport) -> str:
+    """The report for people, in the payload's own words (`reprobuild-smoke` in the image)."""
+    return describe.text(cast("dict[str, Any]", report))  # the payload reads plain JSON
+
+
+def differing_kernels(report: SmokeReport) -> list[str]:
+    """The kernels whose fingerprints differed between the two deterministic processes."""
+    return describe.differing_kernels(cast("dict[str, Any]", report))
 
 
 def command(*, cpu: bool, canary: bool) -> list[str]:
@@ -79,18 +123,18 @@ def run_noted(
     note: Callable[[str], None],
     canary: bool = True,
 ) -> SmokeRun:
-    """`run`, after a note that says where and how."""
+    """`run_smoke`, after a note that says where and how."""
     note(f"running the smoke test in {image.reference} ({mode_text(gpus)})")
     return run_smoke(engine, image, gpus=gpus, canary=canary)
 
 
-def _report(image: str, result: RunResult) -> dict[str, Any]:
+def _report(image: str, result: RunResult) -> SmokeReport:
     try:
-        report: dict[str, Any] = json.loads(result.stdout)
+        report = json.loads(result.stdout)
     except ValueError:
         report = {}
     if isinstance(report, dict) and "verdict" in report:
-        return report
+        return cast(SmokeReport, report)  # the payload of this very image wrote it
     if result.exit_code == NOT_FOUND_EXIT:
         raise SmokeError(NO_PAYLOAD.format(image=image))
     last = tail(result.stderr or result.stdout) or "(no output)"

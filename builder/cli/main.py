@@ -1,36 +1,54 @@
 """The `reprobuild` group: the global options, every verb, and the one place errors become an
-exit code (no traceback). Each verb lives in its own module and imports what it needs inside
-the command, so that `reprobuild resolve` does not pay for rich, requests, docker or NVML.
+exit code (no traceback). Each verb lives in its own module, imported only when it runs (or when
+help lists it), and imports what it needs inside the command, so that `reprobuild resolve` does
+not pay for the other verbs, rich, requests, docker or NVML.
 """
 
 from __future__ import annotations
 
+import importlib
 import sys
 from pathlib import Path
 
 import click
 
 from builder import __version__, layout
-from builder.cli import (
-    build,
-    diff,
-    doctor,
-    export,
-    fetch,
-    knowledge,
-    lock,
-    publish,
-    render,
-    resolve,
-    run,
-    smoke,
-    verify,
-)
 from builder.cli.options import Options
 from builder.errors import INTERRUPTED, ReprobuildError
 
+# Each verb: the module of builder.cli that holds it, and its click command there.
+VERBS = {
+    "build": ("build", "build_command"),
+    "diff": ("diff", "diff_command"),
+    "doctor": ("doctor", "doctor_command"),
+    "export": ("export", "export_group"),
+    "fetch": ("fetch", "fetch_command"),
+    "knowledge": ("knowledge", "knowledge_group"),
+    "lock": ("lock", "lock_command"),
+    "publish": ("publish", "publish_command"),
+    "render": ("render", "render_command"),
+    "resolve": ("resolve", "resolve_command"),
+    "run": ("run", "run_command"),
+    "smoke": ("smoke", "smoke_command"),
+    "verify": ("verify", "verify_command"),
+}
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+
+class Verbs(click.Group):
+    """The group of `VERBS`, each module imported when its verb is asked for."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(VERBS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in VERBS:
+            return None
+        module, name = VERBS[cmd_name]
+        command: click.Command = getattr(importlib.import_module(f"builder.cli.{module}"), name)
+        return command
+
+
+@click.group(cls=Verbs, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="reprobuild")
 @click.option(
     "-C",
@@ -51,24 +69,6 @@ from builder.errors import INTERRUPTED, ReprobuildError
 def cli(context: click.Context, project: Path, knowledge_dir: Path | None) -> None:
     """Reproducible ML training images: resolve torch/CUDA/driver, lock every input, render."""
     context.obj = Options(project, knowledge_dir)
-
-
-for _command in (
-    resolve.resolve_command,
-    lock.lock_command,
-    render.render_command,
-    fetch.fetch_command,
-    doctor.doctor_command,
-    knowledge.knowledge_group,
-    diff.diff_command,
-    build.build_command,
-    smoke.smoke_command,
-    run.run_command,
-    publish.publish_command,
-    verify.verify_command,
-    export.export_group,
-):
-    cli.add_command(_command)
 
 
 def run_cli() -> None:

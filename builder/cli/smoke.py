@@ -29,9 +29,8 @@ def smoke_command(
     no power on this GPU, 4 a precondition failed (GPU, driver, arch, locked versions).
     """
     from builder.build import buildrecord
-    from builder.check.smoke import run_noted
+    from builder.check.smoke import report_text, run_noted
     from builder.engine.sdk import Engine
-    from builder.smoke.describe import text
 
     named = image or buildrecord.read(options.project)
     with Engine.connect() as engine:
@@ -42,6 +41,6 @@ def smoke_command(
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
     else:
-        click.echo(f"image {result.image} ({result.image_id})\n{text(result.report)}")
+        click.echo(f"image {result.image} ({result.image_id})\n{report_text(result.report)}")
     if result.exit_code:
         sys.exit(result.exit_code)

@@ -53,7 +53,9 @@ def verify_command(
         steps = verify.Steps(
             smoke=not no_smoke,
             gpus=None if cpu else gpus,
-            rebuild=verify.rebuilder(engine, options.project, progress) if rebuild else None,
+            rebuild=None
+            if progress is None
+            else verify.rebuilder(engine, options.project, progress),
         )
         result = verify.verify(engine, registry, target, steps)
     if as_json:

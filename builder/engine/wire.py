@@ -12,15 +12,7 @@ from __future__ import annotations
 import json
 import socket
 
-from builder.engine.common import (
-    API_VERSION,
-    TIMEOUT_S,
-    address,
-    create_failed,
-    gpu_count,
-    missing_engine_message,
-    start_failed,
-)
+from builder.engine import common
 from builder.errors import ApiError, EngineError
 
 TYPE_CHECKING = False  # typing's own flag, without importing typing on `run`'s way to the start
@@ -95,8 +87,8 @@ class Wire:
     """The engine at a unix:// socket or tcp://HOST[:PORT] (plain HTTP, port 2375 by default).
     `reprobuild run` mounts this machine's folders by path, so the engine must see them."""
 
-    def __init__(self, target: str | None = None, timeout_s: float = TIMEOUT_S) -> None:
-        self.target = target or address()
+    def __init__(self, target: str | None = None, timeout_s: float = common.TIMEOUT_S) -> None:
+        self.target = target or common.address()
         self.timeout_s = timeout_s
         scheme, _, rest = self.target.partition("://")
         rest = rest.rstrip("/")
@@ -129,7 +121,7 @@ class Wire:
         """Send a request and read the answer's head; the caller reads and closes the rest."""
         data = b"" if body is None else json.dumps(body).encode()
         parameters = "&".join(f"{name}={value}" for name, value in (query or {}).items())
-        target = f"/v{API_VERSION}{path}" + (f"?{parameters}" if parameters else "")
+        target = f"/v{common.API_VERSION}{path}" + (f"?{parameters}" if parameters else "")
         head = [
             f"{method} {target} HTTP/1.1",
             "Host: docker",
@@ -173,7 +165,7 @@ class Wire:
         except OSError as error:
             where = self._socket_path or f"{self._host}:{self._port}"
             reason = f"{where}: {error.strerror or error}"
-            raise EngineError(missing_engine_message(self.target, reason)) from None
+            raise EngineError(common.missing_engine_message(self.target, reason)) from None
 
     def image_id(self, reference: str) -> str | None:
         """The ID of an image the engine has; None when it has none of that name."""
@@ -203,7 +195,7 @@ class Wire:
         try:
             created = self.call("POST", "/containers/create", spec)
         except ApiError as error:
-            raise create_failed(image, error.message) from None
+            raise common.create_failed(image, error.message) from None
         return Container(self, str(created["Id"]), image)
 
     def exit_code(self, removal: Response) -> int:
@@ -308,7 +300,7 @@ def container_spec(
         "AutoRemove": True,  # as `docker run --rm`: the engine removes it as it exits
     }
     if gpus is not None:
-        host["DeviceRequests"] = [{"Count": gpu_count(gpus), "Capabilities": [["gpu"]]}]
+        host["DeviceRequests"] = [{"Count": common.gpu_count(gpus), "Capabilities": [["gpu"]]}]
     return {
         "Image": image,
         "Cmd": command,
@@ -359,7 +351,7 @@ class Container:
         try:
             self.wire.call("POST", f"/containers/{self.id}/start")
         except ApiError as error:
-            raise start_failed(self.image, command, gpus, error.message) from None
+            raise common.start_failed(self.image, command, gpus, error.message) from None
 
     def kill(self, signum: int) -> bool:
         """Send a signal; False when the container does not run (yet, or any more)."""

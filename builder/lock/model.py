@@ -14,10 +14,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import TypedDict
+from typing import TYPE_CHECKING, TypedDict
 from urllib.parse import unquote, urlsplit
 
-from builder.resolve.resolve import ResolutionRecord
+if TYPE_CHECKING:
+    from builder.resolve.resolve import ResolutionRecord
 
 
 class LockedDeterminism(TypedDict):

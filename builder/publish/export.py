@@ -22,6 +22,7 @@ from builder.build import buildrecord, sif
 from builder.build.buildrecord import BuildRecord
 from builder.errors import ExportError
 from builder.lock import lockfile
+from builder.reference import pinned_reference
 from builder.render import plan, templates
 
 RENDEZVOUS_PORT = 29500
@@ -32,7 +33,6 @@ JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
 # An Indexed Job's pods are hosts named <job>-<index>, one 63-character DNS label.
 NAME_LIMIT = 57
 LAUNCHER = re.compile(r"^(?:python[0-9.]*|torchrun)$")
-PUSHED = re.compile(r"^[^\s@]+@sha256:[0-9a-f]{64}$")
 _NOT_LABEL = re.compile(r"[^a-z0-9]+")
 _FORMATS = {
     "time": (
@@ -112,7 +112,7 @@ def _pushed_reference(record: BuildRecord, path: Path, lock_digest: str) -> str:
             "from this machine's engine: run `reprobuild build --push REGISTRY/NAME:TAG` with a "
             "registry the cluster's nodes can pull from, then export again."
         )
-    if not PUSHED.match(record.pushed):
+    if pinned_reference(record.pushed) is None:
         raise ExportError(
             f"{path} names the pushed image {record.pushed!r}, not name@sha256:<64 hex>: the "
             "record was edited. Run `reprobuild build --push REGISTRY/NAME:TAG` again."

@@ -11,22 +11,90 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict, cast
 from urllib.parse import quote
 
 from builder import __version__, files
-from builder.build.buildrecord import BuildRecord
-from builder.engine.sdk import Engine
 from builder.errors import PublishError, WriteError
-from builder.lock.model import Lock
+from builder.reference import ImageReference, pinned_reference
+
+if TYPE_CHECKING:
+    from builder.build.buildrecord import BuildRecord
+    from builder.check.smoke import ImageSmokeReport, SmokeReport
+    from builder.engine.sdk import Engine
+    from builder.lock.lockfile import CurrentLock
+    from builder.lock.model import Lock
 
 MANIFEST_FILE = "reprobuild.manifest.json"
 REPRODUCE_FILE = "REPRODUCE.md"
 FORMAT = 1
 PUBLISHABLE = ("pass", "unproven")  # unproven: identical bits, but the canary showed no power
+
+
+class ResolutionSummary(TypedDict):
+    torch: str
+    cuda: str | None
+    cudnn: str | None
+    python: str
+    min_driver: str | None
+
+
+class ManifestImage(TypedDict):
+    reference: str  # name@sha256:... as pushed
+    tag: str | None  # name:tag it was pushed under (tags move; the digest does not)
+    config_digest: str
+    manifest_digest: str
+    layers: list[str]
+    size: int
+
+
+class ManifestLock(TypedDict):
+    digest: str
+    text: str
+
+
+class ManifestSource(TypedDict):
+    git_commit: str | None
+    git_dirty: bool | None
+
+
+class BuiltWith(TypedDict):
+    reprobuild: str
+    knowledge: str
+    engine: str
+
+
+class Commands(TypedDict):
+    pull: str
+    verify: str
+    run: str
+    smoke: str
+    apptainer: str
+
+
+class ManifestContent(TypedDict):
+    """reprobuild.manifest.json, everything its integrity digest covers."""
+
+    format: int
+    name: str
+    published: str
+    image: ManifestImage
+    resolution: ResolutionSummary
+    lock: ManifestLock
+    source: ManifestSource
+    smoke: ImageSmokeReport
+    built_with: BuiltWith
+    published_with: str
+    commands: Commands
+    citation_cff: str
+    badge: str
+
+
+class Manifest(ManifestContent):
+    integrity: str  # sha256 of the canonical JSON of the rest
 
 
 @dataclass(frozen=True)
@@ -35,7 +103,7 @@ class Source:
     git_dirty: bool | None
 
 
-def report_problem(report: Any) -> str | None:
+def report_problem(report: object) -> str | None:
     """What makes `report` not a smoke report (`reprobuild smoke --json`); None when it is one."""
     if not isinstance(report, dict):
         return "it is not a JSON object"
@@ -51,14 +119,15 @@ def report_problem(report: Any) -> str | None:
     return None
 
 
-def check_smoke(report: Any, record: BuildRecord) -> None:
-    """The report must be a smoke report of this image that shows identical bits."""
-    problem = report_problem(report)
+def check_smoke(document: object, record: BuildRecord) -> ImageSmokeReport:
+    """The report, when it is a smoke report of this image that shows identical bits."""
+    problem = report_problem(document)
     if problem is not None:
         raise PublishError(
             f"the smoke report cannot be used: {problem}. Give the output of "
             "`reprobuild smoke --json` for this build."
         )
+    report = cast("ImageSmokeReport", document)  # its shape is checked above
     if report["image_id"] != record.image_id:
         raise PublishError(
             f"the smoke report is of {report['image_id']}, not of the last build "
@@ -70,9 +139,10 @@ def check_smoke(report: Any, record: BuildRecord) -> None:
             f"the smoke test's verdict is {verdict!r}, so there is no proof of determinism to "
             "publish: fix what `reprobuild smoke` reports, rebuild, and publish again."
         )
+    return report
 
 
-def read_report(path: Path) -> Any:
+def read_report(path: Path) -> object:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
@@ -81,24 +151,33 @@ def read_report(path: Path) -> Any:
         ) from None
 
 
-def integrity(document: dict[str, Any]) -> str:
+def integrity(document: Mapping[str, object]) -> str:
     """sha256 over the canonical JSON of everything but the integrity field itself."""
     content = {key: value for key, value in document.items() if key != "integrity"}
     canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     return f"sha256:{hashlib.sha256(canonical.encode()).hexdigest()}"
 
 
-def sealed(document: dict[str, Any]) -> dict[str, Any]:
+def sealed(document: ManifestContent) -> Manifest:
     return {**document, "integrity": integrity(document)}
 
 
-def repository_of(pushed: str) -> str:
-    return pushed.partition("@")[0]
+def pinned(pushed: str) -> ImageReference:
+    """The build's pushed name@sha256:..., read; PublishError when the record was edited."""
+    reference = pinned_reference(pushed)
+    if reference is None or reference.digest is None:
+        raise PublishError(
+            f"the build record names the pushed image {pushed!r}, not name@sha256:<64 hex>: it "
+            "was edited. Run `reprobuild build --push REGISTRY/NAME:TAG` again."
+        )
+    return reference
 
 
-def commands(pushed: str) -> dict[str, str]:
+def commands(pushed: str) -> Commands:
     """What a reader types, each by digest: a tag can be moved, a digest cannot."""
-    sif = f"{repository_of(pushed).rsplit('/', 1)[-1]}-{pushed.rpartition(':')[2][:12]}.sif"
+    reference = pinned(pushed)
+    digest = str(reference.digest).removeprefix("sha256:")
+    sif = f"{reference.written_name.rsplit('/', 1)[-1]}-{digest[:12]}.sif"
     return {
         "pull": f"docker pull {pushed}",
         "verify": f"reprobuild verify {MANIFEST_FILE}",
@@ -122,12 +201,12 @@ def citation(name: str, pushed: str, summary: str, lock_digest: str) -> str:
 
 def badge(pushed: str) -> str:
     """A static shields.io badge naming the digest, linking to REPRODUCE.md."""
-    short = pushed.rpartition("@")[2][:19]  # sha256: and 12 hex digits
+    short = str(pinned(pushed).digest)[:19]  # sha256: and 12 hex digits
     label = quote(short.replace("-", "--"), safe="")
     return f"[![reprobuild {short}](https://img.shields.io/badge/reprobuild-{label}-blue)]({REPRODUCE_FILE})"
 
 
-def resolution_summary(lock: Lock) -> dict[str, Any]:
+def resolution_summary(lock: Lock) -> ResolutionSummary:
     resolution = lock.resolution
     return {
         "torch": resolution["torch"]["label"],
@@ -138,7 +217,7 @@ def resolution_summary(lock: Lock) -> dict[str, Any]:
     }
 
 
-def summary_text(summary: dict[str, Any]) -> str:
+def summary_text(summary: ResolutionSummary) -> str:
     cuda = f"CUDA {summary['cuda']}" if summary["cuda"] else "CPU only"
     return f"torch {summary['torch']}, {cuda}, Python {summary['python']}"
 
@@ -148,16 +227,16 @@ def manifest(
     lock: Lock,
     *,
     lock_text: str,
-    smoke: dict[str, Any],
+    smoke: ImageSmokeReport,
     source: Source,
     published: str,
-) -> dict[str, Any]:
+) -> Manifest:
     """The manifest document, sealed with its integrity digest."""
     if record.pushed is None or record.manifest_digest is None:
         raise PublishError("the build was not pushed: publish pushes it first (--to REF).")
     summary = resolution_summary(lock)
     name = str(lock.resolution["name"])
-    document = {
+    document: ManifestContent = {
         "format": FORMAT,
         "name": name,
         "published": published,
@@ -186,11 +265,11 @@ def manifest(
     return sealed(document)
 
 
-def dumps(document: dict[str, Any]) -> str:
+def dumps(document: Manifest) -> str:
     return json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
 
-def reproduce_text(document: dict[str, Any]) -> str:
+def reproduce_text(document: Manifest) -> str:
     """REPRODUCE.md: the manifest for a reader, in the order they need it."""
     image, smoke, command = document["image"], document["smoke"], document["commands"]
     source = document["source"]
@@ -237,14 +316,14 @@ def reproduce_text(document: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _source_lines(source: dict[str, Any]) -> list[str]:
+def _source_lines(source: ManifestSource) -> list[str]:
     if not source["git_commit"]:
         return []
     dirty = " (with uncommitted changes)" if source["git_dirty"] else ""
     return [f"The code is commit `{source['git_commit']}`{dirty}, copied into the image.", ""]
 
 
-def _smoke_lines(smoke: dict[str, Any]) -> list[str]:
+def _smoke_lines(smoke: SmokeReport) -> list[str]:
     key = smoke.get("key", {})
     kernels = smoke.get("kernels", {})
     canary = smoke.get("canary", {})
@@ -291,7 +370,7 @@ def _cell(value: Any) -> str:
     return text.replace("|", "\\|")
 
 
-def write(output: Path, document: dict[str, Any]) -> tuple[Path, Path]:
+def write(output: Path, document: Manifest) -> tuple[Path, Path]:
     """REPRODUCE.md, then the manifest, each atomically, into `output`; their paths."""
     manifest_path, reproduce_path = output / MANIFEST_FILE, output / REPRODUCE_FILE
     remedy = "give -o a folder you can write to."
@@ -314,14 +393,14 @@ class SmokeSource:
 
 def prepare(
     engine: Engine,
-    current: Any,  # lockfile.CurrentLock
+    current: CurrentLock,
     record: BuildRecord,
     *,
     push_to: str | None,
     smoke: SmokeSource,
     save: Callable[[BuildRecord], object],
     note: Callable[[str], None],
-) -> dict[str, Any]:
+) -> Manifest:
     """Check the smoke report, push the build if asked (`save` keeps the pushed record at
     once), and make the sealed manifest."""
     from builder import snapshots, source
@@ -340,11 +419,11 @@ def prepare(
         )
     chosen = None
     if smoke.report_file is not None:
-        report = read_report(smoke.report_file)
+        document = read_report(smoke.report_file)
     else:
         chosen = buildrecord.image_to_run(engine, current.project, record)
-        report = run_noted(engine, chosen, gpus=smoke.gpus, note=note).to_dict()
-    check_smoke(report, record)
+        document = run_noted(engine, chosen, gpus=smoke.gpus, note=note).to_dict()
+    report = check_smoke(document, record)
     if push_to is not None:
         if chosen is None:  # the build must be in the engine to be pushed
             buildrecord.image_to_run(engine, current.project, record)
@@ -366,7 +445,7 @@ def prepare(
     )
 
 
-def weak_proof(smoke: dict[str, Any]) -> str | None:
+def weak_proof(smoke: SmokeReport) -> str | None:
     """What a reader of the manifest must be told about a proof short of a GPU pass; None for
     a GPU pass."""
     if smoke.get("mode") == "gpu" and smoke.get("verdict") == "pass":

@@ -12,22 +12,28 @@ import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, cast
 
-from builder.engine.sdk import Engine
 from builder.errors import EngineError, ReprobuildError, VerifyError
 from builder.lock import lockfile
 from builder.publish import publish
-from builder.reference import split_tag
+from builder.reference import ImageReference, pinned_reference
+
+if TYPE_CHECKING:
+    from builder.build.build import Progress
+    from builder.check.smoke import ImageSmokeReport, SmokeReport
+    from builder.engine.registry import RegistryClient
+    from builder.engine.sdk import Engine
+    from builder.publish.publish import Manifest
 
 LOCK_LABEL = "dev.reprobuild.lock"
-STATUSES = ("ok", "warn", "skip", "fail")
+Status = Literal["ok", "warn", "skip", "fail"]
 
 
 @dataclass(frozen=True)
 class Finding:
     check: str
-    status: str  # one of STATUSES
+    status: Status
     detail: str
 
 
@@ -36,9 +42,9 @@ class Verification:
     subject: str
     reference: str  # name@sha256:... pulled
     findings: list[Finding] = field(default_factory=list)
-    smoke: dict[str, Any] | None = None
+    smoke: ImageSmokeReport | None = None
 
-    def add(self, check: str, status: str, detail: str) -> None:
+    def add(self, check: str, status: Status, detail: str) -> None:
         self.findings.append(Finding(check, status, detail))
 
     def judge(self, check: str, holds: bool, ok: str, fail: str) -> None:
@@ -67,7 +73,7 @@ class Steps:
     rebuild: Callable[[str], str] | None  # lock digest -> rebuilt image ID
 
 
-def read_manifest(path: Path) -> dict[str, Any]:
+def read_manifest(path: Path) -> Manifest:
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -90,7 +96,7 @@ def read_manifest(path: Path) -> dict[str, Any]:
         raise VerifyError(
             f"{path} is damaged ({problem}): get the file again from where the paper published it."
         )
-    return document
+    return cast("Manifest", document)  # its shape checked; what else is missing, a finding
 
 
 def _shape_problem(document: dict[str, Any]) -> str | None:
@@ -106,15 +112,13 @@ def _shape_problem(document: dict[str, Any]) -> str | None:
 
 def image_reference(text: str) -> str:
     """name@sha256:... as the engine pulls it (a tag written before the digest is dropped)."""
-    from builder.reference import DIGEST
-
-    name, _, digest = text.partition("@")
-    if not DIGEST.match(digest):
+    reference = pinned_reference(text)
+    if reference is None or reference.by_digest is None:
         raise VerifyError(
             f"{text!r} is not pinned by digest: give name@sha256:<64 hex digits> (a tag can be "
             "moved to another image) or the paper's reprobuild.manifest.json."
         )
-    return f"{split_tag(name)[0]}@{digest}"
+    return reference.by_digest
 
 
 @dataclass(frozen=True)
@@ -122,7 +126,7 @@ class Subject:
     """What to verify, read before the engine is asked anything."""
 
     text: str  # as given
-    manifest: dict[str, Any] | None  # the published manifest; None: an image by digest
+    manifest: Manifest | None  # the published manifest; None: an image by digest
     project_lock: str | None  # for an image: this project's lock digest, when it has a lock
 
 
@@ -134,14 +138,16 @@ def read_subject(text: str, project: Path) -> Subject:
     return Subject(text, None, lockfile.file_digest(lock) if lock.is_file() else None)
 
 
-def verify(engine: Engine, registry: Any, subject: Subject, steps: Steps) -> Verification:
+def verify(
+    engine: Engine, registry: RegistryClient, subject: Subject, steps: Steps
+) -> Verification:
     if subject.manifest is not None:
         return verify_manifest(engine, registry, subject.manifest, subject.text, steps)
     return verify_image(engine, registry, subject.text, subject.project_lock, steps)
 
 
 def verify_manifest(
-    engine: Engine, registry: Any, document: dict[str, Any], subject: str, steps: Steps
+    engine: Engine, registry: RegistryClient, document: Manifest, subject: str, steps: Steps
 ) -> Verification:
     image = document["image"]
     published_config = str(image.get("config_digest"))
@@ -161,14 +167,14 @@ def verify_manifest(
     return result
 
 
-def _pinned(result: Verification, document: dict[str, Any]) -> bool:
+def _pinned(result: Verification, document: Manifest) -> bool:
     """The manifest's reference is by digest, and its digest and commands name that image."""
     try:
         reference = image_reference(result.reference)
     except VerifyError as error:
         result.add("image", "fail", str(error))
         return False
-    digest = reference.rpartition("@")[2]
+    digest = ImageReference.parse(reference).digest
     if document["image"].get("manifest_digest") != digest:
         result.add(
             "image",
@@ -183,7 +189,7 @@ def _pinned(result: Verification, document: dict[str, Any]) -> bool:
 
 
 def verify_image(
-    engine: Engine, registry: Any, text: str, project_lock: str | None, steps: Steps
+    engine: Engine, registry: RegistryClient, text: str, project_lock: str | None, steps: Steps
 ) -> Verification:
     """An image by digest alone: no published fingerprints to compare; the project's lock, if
     there is one, is compared with the image's label."""
@@ -214,7 +220,7 @@ def verify_image(
     return result
 
 
-def _integrity(result: Verification, document: dict[str, Any]) -> None:
+def _integrity(result: Verification, document: Manifest) -> None:
     found = publish.integrity(document)
     result.judge(
         "manifest",
@@ -225,7 +231,7 @@ def _integrity(result: Verification, document: dict[str, Any]) -> None:
     )
 
 
-def _embedded_lock(result: Verification, document: dict[str, Any]) -> str:
+def _embedded_lock(result: Verification, document: Manifest) -> str:
     lock = document.get("lock") or {}
     digest, text = str(lock.get("digest")), lock.get("text")
     if not isinstance(text, str):
@@ -240,7 +246,7 @@ def _embedded_lock(result: Verification, document: dict[str, Any]) -> str:
 
 
 def _fetched(
-    engine: Engine, registry: Any, result: Verification, published_config: str | None
+    engine: Engine, registry: RegistryClient, result: Verification, published_config: str | None
 ) -> dict[str, Any] | None:
     """Ask the registry for the digest (the engine may hold a copy the registry lost), then pull
     it; the engine's inspection of it, or None with a failed finding."""
@@ -292,13 +298,13 @@ def _lock_label(result: Verification, config: dict[str, Any], expected: str, who
     )
 
 
-def _tag(result: Verification, registry: Any, tag: Any) -> None:
+def _tag(result: Verification, registry: RegistryClient, tag: str | None) -> None:
     if not tag:
         return
     from builder.errors import RegistryError
     from builder.reference import ImageReference
 
-    published = result.reference.rpartition("@")[2]
+    published = ImageReference.parse(result.reference).digest
     try:
         resolved = registry.resolve(ImageReference.parse(str(tag)))
     except RegistryError as error:
@@ -321,14 +327,13 @@ def _smoke(
     result: Verification,
     steps: Steps,
     image_id: str,
-    published: dict[str, Any] | None,
+    published: SmokeReport | None,
 ) -> None:
     if not steps.smoke:
         result.add("smoke", "skip", "not run (--no-smoke)")
         return
     from builder.build.recordfile import ImageToRun
-    from builder.check.smoke import run_smoke
-    from builder.smoke.describe import differing_kernels
+    from builder.check.smoke import differing_kernels, run_smoke
 
     chosen = ImageToRun(result.reference, image_id, result.reference)
     try:
@@ -340,7 +345,8 @@ def _smoke(
     result.smoke = ran
     verdict = ran.get("verdict")
     mode = "CPU mode" if steps.gpus is None else f"GPU ({ran.get('key', {}).get('gpu')})"
-    status = {"pass": "ok", "unproven": "warn"}.get(str(verdict), "fail")
+    statuses: dict[str, Status] = {"pass": "ok", "unproven": "warn"}
+    status = statuses.get(str(verdict), "fail")
     kernels = ran.get("kernels", {})
     differing = sorted(differing_kernels(ran))
     detail = f"{mode}: verdict {verdict}, {len(kernels)} kernels"
@@ -350,9 +356,7 @@ def _smoke(
     _fingerprints(result, ran, published)
 
 
-def _fingerprints(
-    result: Verification, ran: dict[str, Any], published: dict[str, Any] | None
-) -> None:
+def _fingerprints(result: Verification, ran: SmokeReport, published: SmokeReport | None) -> None:
     if not published:
         result.add(
             "fingerprints",
@@ -413,7 +417,7 @@ def _rebuild(result: Verification, steps: Steps, lock_digest: str, published: st
     )
 
 
-def rebuilder(engine: Engine, project: Path, progress: Any) -> Callable[[str], str]:
+def rebuilder(engine: Engine, project: Path, progress: Progress) -> Callable[[str], str]:
     """A --no-cache build of the project's lock, which must be the published one; no record is
     written (the project's own build stays its last build)."""
     from builder.build import build

@@ -1,6 +1,6 @@
 """Find and read the spec table: `reprobuild.toml`, or `[tool.reprobuild]` in `pyproject.toml`.
 
-Kept apart from validation (spec.py) so commands that only need the table as written (the spec
+Kept apart from validation (spec/check.py) so commands that only need the table as written (the spec
 hash of `render`) start without the validator's imports.
 """
 

@@ -337,15 +337,10 @@ def test_no_engine_is_one_clear_paragraph(tmp_path: Path, monkeypatch: pytest.Mo
     project = small_project(tmp_path / "project")
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no.sock")
     result = CliRunner().invoke(cli, ["-C", str(project), "build"])
-    assert result.exit_code != 0
-    assert "no Docker engine answers at unix://" in str(result.exception or result.output)
+    assert result.exit_code == 1
+    assert str(result.exception) == (
+        f"no Docker engine answers at unix://{tmp_path}/no.sock ({tmp_path}/no.sock: No such file "
+        "or directory). Start one: on Debian `apt-get install docker.io` then `dockerd &` (or "
+        "`systemctl start docker`); or set DOCKER_HOST to a running engine."
+    )
     assert not (project / layout.RECORD_FILE).exists()
-
-
-def test_normaliser_rewrites_only_noise() -> None:
-    assert normalise.is_noise("opt/venv/lib/python3.11/site-packages/x/__pycache__/a.pyc")
-    assert normalise.is_noise("var/lib/apt/lists/deb.debian.org_debian_dists_bookworm_InRelease")
-    assert normalise.is_noise("var/cache/.wh.ldconfig") is False
-    assert normalise.is_noise("var/cache/ldconfig/.wh.aux-cache")
-    assert not normalise.is_noise("var/lib/apt/lists/lock")
-    assert not normalise.is_noise("opt/venv/lib/python3.11/site-packages/torch/__init__.py")

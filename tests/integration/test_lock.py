@@ -13,24 +13,24 @@ import pytest
 
 from builder import knowledge
 from builder.errors import LockError, ReprobuildError
-from builder.lock import apt, lockfile
-from builder.lock import stage as locker
+from builder.lock import lockfile
 from builder.lock.model import Lock
+from builder.lock.stage import LockOptions, make_lock
 from builder.resolve import resolve, target
 from builder.spec.check import load_spec
 from tests.infra import BASE, DEBIAN_MIRROR
 
 KB = knowledge.load()
-OPTIONS = locker.LockOptions(debian_mirror=DEBIAN_MIRROR, snapshot="2026-11-22T00:00:00Z")
+OPTIONS = LockOptions(debian_mirror=DEBIAN_MIRROR, snapshot="2026-11-22T00:00:00Z")
 
 
-def make(tmp_path: Path, body: str, options: locker.LockOptions = OPTIONS) -> Lock:
+def make(tmp_path: Path, body: str, options: LockOptions = OPTIONS) -> Lock:
     (tmp_path / "reprobuild.toml").write_text(body)
     loaded = load_spec(tmp_path, KB)
     resolution = resolve.resolve(loaded.spec, target.from_spec(loaded.spec.target), KB)
     digest = lockfile.spec_hash(loaded.table, loaded.spec.requirements)
     messages: list[str] = []
-    lock = locker.make_lock(
+    lock = make_lock(
         loaded,
         spec_digest=digest,
         resolution=resolution,
@@ -100,7 +100,7 @@ def test_unknown_system_package(tmp_path: Path, test_base: str) -> None:
 
 
 def test_unreachable_debian_archive(tmp_path: Path, test_base: str) -> None:
-    options = locker.LockOptions(debian_mirror="http://127.0.0.1:9/debian")
+    options = LockOptions(debian_mirror="http://127.0.0.1:9/debian")
     with pytest.raises(LockError) as caught:
         make(tmp_path, body(extra='system_packages = ["curl"]\n'), options)
     assert str(caught.value).startswith(f"apt in {BASE.rsplit(':', 1)[0]}@sha256:")
@@ -202,19 +202,6 @@ def test_bootstrapped_base_records_suite_snapshot_mirror_and_packages(tmp_path: 
         "libgomp1=12.2.0-14+deb12u1"
     ]
     assert not set(lock.system.packages) & set(lock.base.packages)
-
-
-def test_default_archive_is_the_snapshot() -> None:
-    archive = apt.AptArchive.at("2026-11-22T10:00:00Z", "bookworm", None, None)
-    assert archive.mirror == "http://snapshot.debian.org/archive/debian/20261122T100000Z"
-    assert (
-        archive.security_mirror
-        == "http://snapshot.debian.org/archive/debian-security/20261122T100000Z"
-    )
-    assert archive.sources("bookworm").splitlines()[0] == (
-        "deb [check-valid-until=no] "
-        "http://snapshot.debian.org/archive/debian/20261122T100000Z bookworm main"
-    )
 
 
 def test_offline_default_base_uses_the_knowledge_digest(

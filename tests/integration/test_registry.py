@@ -118,18 +118,6 @@ def test_unknown_tag_is_a_clear_error(test_base: str) -> None:
     )
 
 
-def test_unreachable_registry_names_the_host() -> None:
-    with (
-        RegistryClient(attempts=2, backoff_s=0.01) as client,
-        pytest.raises(RegistryError) as caught,
-    ):
-        client.resolve(ImageReference.parse("127.0.0.1:9/x/y:z"))
-    assert str(caught.value) == (
-        "the registry 127.0.0.1:9 did not answer (ConnectionError after 2 attempts). Check the "
-        "network, or give the base by digest (name@sha256:...)."
-    )
-
-
 @pytest.mark.parametrize(
     ("text", "registry", "repository", "tag", "name"),
     [

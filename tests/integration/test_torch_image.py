@@ -9,11 +9,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from builder.engine.sdk import Engine
 from tests.cli import reprobuild
 
 
-def _run(client: Any, image: str, argv: list[str]) -> tuple[int, str]:
-    container = client.containers.create(image, argv)
+def _run(engine: Engine, image: str, argv: list[str]) -> tuple[int, str]:
+    container = engine.client.containers.create(image, argv)
     try:
         container.start()
         code = int(container.wait(timeout=300)["StatusCode"])

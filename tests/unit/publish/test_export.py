@@ -28,7 +28,7 @@ from builder.publish.export import Job, SlurmOptions
 from builder.render import plan
 from tests.records import make_record
 
-EXAMPLE = Path(__file__).parents[2] / "images" / "example"
+EXAMPLE = Path(__file__).parents[3] / "images" / "example"
 PUSHED = "127.0.0.1:5000/lab/train@sha256:" + "ab" * 32
 KUBERNETES = "1.30.0"
 NAME = "reprobuild-example-train"

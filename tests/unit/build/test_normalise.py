@@ -114,3 +114,12 @@ def test_noise_in_a_layer_copied_from_the_context_stops_the_build() -> None:
         "build-time noise); the context is reprobuild's own and should never hold any. Remove "
         "the file from the project, or report it if it is one reprobuild wrote."
     )
+
+
+def test_normaliser_rewrites_only_noise() -> None:
+    assert normalise.is_noise("opt/venv/lib/python3.11/site-packages/x/__pycache__/a.pyc")
+    assert normalise.is_noise("var/lib/apt/lists/deb.debian.org_debian_dists_bookworm_InRelease")
+    assert normalise.is_noise("var/cache/.wh.ldconfig") is False
+    assert normalise.is_noise("var/cache/ldconfig/.wh.aux-cache")
+    assert not normalise.is_noise("var/lib/apt/lists/lock")
+    assert not normalise.is_noise("opt/venv/lib/python3.11/site-packages/torch/__init__.py")

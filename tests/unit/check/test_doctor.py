@@ -16,7 +16,7 @@ from builder.resolve import resolve, target
 from builder.spec.check import load_spec
 
 KB = knowledge.load()
-EXAMPLE = Path(__file__).parents[2] / "images" / "example"
+EXAMPLE = Path(__file__).parents[3] / "images" / "example"
 NO_ENGINE = EngineHost("unix:///x.sock", None, None, (), None, "no Docker engine answers ...")
 
 

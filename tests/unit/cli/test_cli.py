@@ -17,7 +17,7 @@ from tests.cli import reprobuild
 from tests.conftest import LocalIndex
 from tests.records import make_record
 
-EXAMPLE = Path(__file__).parents[2] / "images" / "example"
+EXAMPLE = Path(__file__).parents[3] / "images" / "example"
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -293,7 +293,7 @@ def test_host_target_without_gpu_is_one_clear_error(tmp_path: Path) -> None:
     )
 
 
-EXAMPLE_LOCKED = Path(__file__).parents[2] / "images" / "example"
+EXAMPLE_LOCKED = Path(__file__).parents[3] / "images" / "example"
 
 
 def test_render_writes_the_context_from_the_lock(tmp_path: Path) -> None:

@@ -18,8 +18,10 @@ from builder.errors import PublishError, VerifyError
 from builder.publish import publish, verify
 
 if TYPE_CHECKING:
+    from builder.check.smoke import ImageSmokeReport
     from builder.engine.sdk import Engine
     from builder.lock.lockfile import CurrentLock
+    from builder.publish.publish import Manifest
 from tests import records
 from tests.locks import make_lock
 from tests.records import MANIFEST, make_record
@@ -42,8 +44,9 @@ def record(**changes: Any) -> BuildRecord:
     return make_record(LOCK_DIGEST, **{**values, **changes})
 
 
-def smoke(mode: str = "gpu", verdict: str = "pass", **key: Any) -> dict[str, Any]:
-    return {
+def smoke(mode: str = "gpu", verdict: str = "pass", **key: Any) -> ImageSmokeReport:
+    # The fields publish and verify read; a payload's report carries more.
+    report: dict[str, Any] = {
         "image": "lab/model:efefefefefef",
         "image_id": CONFIG,
         "gpus": "all" if mode == "gpu" else None,
@@ -56,9 +59,10 @@ def smoke(mode: str = "gpu", verdict: str = "pass", **key: Any) -> dict[str, Any
         },
         "canary": {"witnesses": 10, "differed": 7, "names": []},
     }
+    return cast("ImageSmokeReport", report)
 
 
-def document(report: dict[str, Any] | None = None) -> dict[str, Any]:
+def document(report: ImageSmokeReport | None = None) -> Manifest:
     return publish.manifest(
         record(),
         make_lock(),
@@ -172,13 +176,15 @@ def test_a_report_of_the_wrong_shape_is_refused_by_name(report: Any, problem: st
 
 
 def test_reproduce_text_says_when_the_canary_showed_no_power() -> None:
-    unproven = {**smoke(verdict="unproven"), "canary": {"witnesses": 10, "differed": 0}}
+    unproven = smoke(verdict="unproven")
+    unproven["canary"] = {"witnesses": 10, "differed": 0}
     text = publish.reproduce_text(document(unproven))
     assert (
         "None of 10 witness kernels differed without deterministic settings on this GPU: the "
         "check's power to fail was not shown here (verdict unproven)."
     ) in text
-    skipped = {**smoke(), "canary": {}}
+    skipped = smoke()
+    skipped["canary"] = {}
     assert "The canary was not run" in publish.reproduce_text(document(skipped))
 
 
@@ -218,7 +224,7 @@ def test_publish_refuses_a_build_of_another_lock() -> None:
         )
 
 
-def judged(ran: dict[str, Any], published: dict[str, Any] | None) -> verify.Finding:
+def judged(ran: ImageSmokeReport, published: ImageSmokeReport | None) -> verify.Finding:
     result = verify.Verification("m", PUSHED)
     verify._fingerprints(result, ran, published)
     (finding,) = result.findings

@@ -34,7 +34,7 @@ def spec_text(torch: str, python: str = "3.11", extra: str = "", target_: str = 
 
 
 def test_bundled_example_resolves_to_the_pypi_default() -> None:
-    loaded = load_spec(Path(__file__).parents[2] / "images" / "example", KB).spec
+    loaded = load_spec(Path(__file__).parents[3] / "images" / "example", KB).spec
     resolution = resolve.resolve(loaded, target.from_spec(loaded.target), KB)
     assert resolution.build.label == "2.5.1+cu124"
     assert resolution.pin == "torch==2.5.1" and resolution.build.index == "pypi"

@@ -14,7 +14,7 @@ from builder.errors import FetchError, HashMismatch
 from builder.lock.model import Lock, LockedPackage
 from builder.render import wheelhouse
 from tests.conftest import LocalIndex
-from tests.unit.test_lockfile import sample_lock
+from tests.unit.lock.test_lockfile import sample_lock
 
 SIX = LockedPackage(
     "six",

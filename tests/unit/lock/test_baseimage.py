@@ -79,3 +79,16 @@ def test_debian_mirror_override_derives_security() -> None:
         "2026-11-22T10:00:00Z", "bookworm", "http://deb.debian.org/debian", None
     )
     assert archive.security_mirror == "http://deb.debian.org/debian-security"
+
+
+def test_default_archive_is_the_snapshot() -> None:
+    archive = apt.AptArchive.at("2026-11-22T10:00:00Z", "bookworm", None, None)
+    assert archive.mirror == "http://snapshot.debian.org/archive/debian/20261122T100000Z"
+    assert (
+        archive.security_mirror
+        == "http://snapshot.debian.org/archive/debian-security/20261122T100000Z"
+    )
+    assert archive.sources("bookworm").splitlines()[0] == (
+        "deb [check-valid-until=no] "
+        "http://snapshot.debian.org/archive/debian/20261122T100000Z bookworm main"
+    )

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import click
 import pytest
 
 from builder import launch, layout
@@ -100,7 +101,8 @@ def test_a_knowledge_folder_from_the_environment_that_is_a_file_goes_to_click(
 
 def test_the_option_names_are_clicks() -> None:
     """An option added to click's `run` (or the group) must be taught to this parser too."""
-    run_command = cli.commands["run"]
+    run_command = cli.get_command(click.Context(cli), "run")
+    assert run_command is not None
     run_options = {opt for param in run_command.params for opt in param.opts if opt[0] == "-"}
     assert run_options == set(args.RUN_OPTIONS)
     group_options = {opt for param in cli.params for opt in param.opts}

@@ -21,7 +21,7 @@ from builder.lock.model import BaseLock, Lock
 from builder.render import context, plan, templates
 from tests.locks import DIGEST, make_lock, wheel
 
-SNAPSHOTS = Path(__file__).parents[1] / "snapshots"
+SNAPSHOTS = Path(__file__).parents[2] / "snapshots"
 LOCK_DIGEST = "sha256:" + "e" * 64
 
 
