@@ -33,7 +33,7 @@ from builder.build.image import normalise_image
 from builder.engine.common import API_VERSION
 from builder.engine.sdk import Engine
 from builder.lock import lockfile
-from builder.reference import split_tag
+from builder.reference import ImageReference
 from builder.render import plan, wheelhouse
 
 ROOT = Path(__file__).parents[1]
@@ -154,7 +154,7 @@ def main() -> None:
         f"{closure / 1e9:.2f} GB, ratio {image / (base + closure):.3f} "
         f"(target <= {TARGETS['size']})"
     )
-    repository = split_tag(record.image)[0]
+    repository = ImageReference.parse(record.image).written_name
     dependencies = [
         tag
         for image in engine.client.api.images(name=repository)

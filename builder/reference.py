@@ -75,13 +75,6 @@ class ImageReference:
         return f"{scheme}://{self.registry}/v2/{self.repository}"
 
 
-def split_tag(reference: str) -> tuple[str, str]:
-    """name:tag as the engine takes it apart: the tag after the last colon past the last slash
-    (a registry's port is not a tag), "latest" when there is none."""
-    name, tag = _split_tag(reference)
-    return name, tag or "latest"
-
-
 def _split_tag(reference: str) -> tuple[str, str | None]:
     slash, colon = reference.rfind("/"), reference.rfind(":")
     if colon > slash:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+from collections.abc import Iterator, MutableMapping
 from pathlib import Path
 
 import click
@@ -34,21 +35,31 @@ VERBS = {
 }
 
 
-class Verbs(click.Group):
-    """The group of `VERBS`, each module imported when its verb is asked for."""
+class LazyVerbs(MutableMapping[str, click.Command]):
+    """The group's commands by name, each verb's module imported when its command is first
+    asked for. Click reads its commands (and its "Did you mean" suggestions) from this mapping."""
 
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(VERBS)
-
-    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        if cmd_name not in VERBS:
-            return None
-        module, name = VERBS[cmd_name]
-        command: click.Command = getattr(importlib.import_module(f"builder.cli.{module}"), name)
+    def __getitem__(self, name: str) -> click.Command:
+        module, attribute = VERBS[name]
+        command: click.Command = getattr(
+            importlib.import_module(f"builder.cli.{module}"), attribute
+        )
         return command
 
+    def __iter__(self) -> Iterator[str]:
+        return iter(VERBS)
 
-@click.group(cls=Verbs, context_settings={"help_option_names": ["-h", "--help"]})
+    def __len__(self) -> int:
+        return len(VERBS)
+
+    def __setitem__(self, name: str, command: click.Command) -> None:
+        raise TypeError(f"add the verb {name} to VERBS in builder/cli/main.py")
+
+    def __delitem__(self, name: str) -> None:
+        raise TypeError("the verbs are listed in VERBS in builder/cli/main.py")
+
+
+@click.group(commands=LazyVerbs(), context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="reprobuild")
 @click.option(
     "-C",

@@ -28,8 +28,8 @@ from builder.engine.common import (
     missing_engine_message,
     start_failed,
 )
-from builder.errors import BuildFailed, EngineError
-from builder.reference import split_tag
+from builder.errors import BuildFailed, EngineError, RegistryError
+from builder.reference import ImageReference
 from builder.tarstream import BLOCK, blocks
 
 PUSH_FIX = (
@@ -88,9 +88,24 @@ def first_line(error: Exception) -> str:
     return text if len(text) <= 200 else text[:197] + "..."
 
 
-def _why(error: Any) -> str:
+def _name_and_tag(reference: str) -> tuple[str, str]:
+    """name:tag as written (a registry's port is not a tag), "latest" when it names none. A
+    name is tagged and pushed by tag: a digest is the registry's answer, never the question."""
+    try:
+        parsed = ImageReference.parse(reference)
+    except RegistryError:
+        parsed = None
+    if parsed is None or parsed.digest is not None:
+        raise EngineError(
+            f"{reference} names an image by digest: tag and push it by name:tag, e.g. "
+            "registry.example.org/lab/train:v1 (the push reports the digest)."
+        )
+    return parsed.written_name, parsed.tag or "latest"
+
+
+def _why(error: Exception) -> str:
     """An APIError's reason: the engine's explanation, else the error itself (never "None")."""
-    return str(error.explanation or error)
+    return str(getattr(error, "explanation", None) or error)
 
 
 class Engine:
@@ -200,7 +215,7 @@ class Engine:
 
     def tag(self, image_id: str, reference: str) -> str:
         """Name an image; return the name with its tag made explicit."""
-        name, label = split_tag(reference)
+        name, label = _name_and_tag(reference)
         self.client.api.tag(image_id, name, label)
         return f"{name}:{label}"
 
@@ -216,14 +231,10 @@ class Engine:
         """Pull an image (by digest where given); EngineError naming the reference otherwise."""
         from docker.errors import APIError
 
-        repository, _, digest = reference.partition("@")
         try:
-            if digest:
-                self.client.api.pull(repository, tag=digest)
-            else:
-                name, tag = split_tag(repository)
-                self.client.api.pull(name, tag=tag)
-        except APIError as error:
+            parsed = ImageReference.parse(reference)
+            self.client.api.pull(parsed.written_name, tag=parsed.digest or parsed.tag)
+        except (APIError, RegistryError) as error:
             raise EngineError(
                 f"the engine could not pull {reference}: {_why(error)}. Check that the "
                 "registry answers and the reference exists."
@@ -231,7 +242,7 @@ class Engine:
 
     def push(self, reference: str) -> str:
         """Push a local tag; return the manifest digest the registry reported."""
-        name, tag = split_tag(reference)
+        name, tag = _name_and_tag(reference)
         digest = ""
         for event in self.client.api.push(name, tag=tag, stream=True, decode=True):
             if "error" in event:

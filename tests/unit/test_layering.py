@@ -83,8 +83,13 @@ MODULES = module_names()
 
 def _imports(tree: ast.AST, module_level: bool = True) -> Iterator[Import]:
     for node in ast.iter_child_nodes(tree):
-        if _deferred(node):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
             yield from _imports(node, module_level=False)
+        elif isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING":
+            for statement in node.body:
+                yield from _imports(ast.Module([statement], []), module_level=False)
+            for statement in node.orelse:
+                yield from _imports(ast.Module([statement], []), module_level)
         elif isinstance(node, ast.Import):
             for alias in node.names:
                 yield Import(_target(alias.name), module_level, node.lineno)
@@ -93,13 +98,6 @@ def _imports(tree: ast.AST, module_level: bool = True) -> Iterator[Import]:
                 yield Import(_target(f"{node.module}.{alias.name}"), module_level, node.lineno)
         else:
             yield from _imports(node, module_level)
-
-
-def _deferred(node: ast.AST) -> bool:
-    """A function or class body, or an `if TYPE_CHECKING:` block: not run as the module loads."""
-    if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
-        return True
-    return isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
 
 
 def _target(dotted: str) -> str:
@@ -182,6 +180,29 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return found
 
 
+def test_module_level_means_what_runs_as_the_module_loads() -> None:
+    source = (
+        "import a\nif TYPE_CHECKING:\n    import b\nelse:\n    import c\n"
+        "if not TYPE_CHECKING:\n    import d\nclass K:\n    import e\n"
+        "def f() -> None:\n    import g\n"
+    )
+    found = {item.target: item.module_level for item in _imports(ast.parse(source))}
+    assert found == {"a": True, "b": False, "c": True, "d": True, "e": True, "g": False}
+
+
+def test_only_the_cli_imports_by_name_at_run_time() -> None:
+    """A module imported from a string is an edge the graph above cannot see: only the group of
+    verbs does so (builder/cli/main.py, its own room's modules)."""
+    dynamic = sorted(
+        name
+        for name, path in MODULES.items()
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Call)
+        and ast.unparse(node.func) in ("importlib.import_module", "import_module", "__import__")
+    )
+    assert dynamic == ["builder.cli.main"]
+
+
 def test_no_import_cycles_lazy_imports_included() -> None:
     graph = {
         name: {i.target for i in items if i.target in MODULES and i.target != name}
@@ -196,10 +217,15 @@ def alias_re_exports(source: str) -> list[str]:
     right side comes from another builder module."""
     tree = ast.parse(source)
     from_builder: set[str] = set()  # names bound by imports from builder
+    found = []
     for node in tree.body:
         if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("builder"):
             from_builder.update(alias.asname or alias.name for alias in node.names)
-    found = []
+            found += [
+                f"line {node.lineno}: {ast.unparse(node)}"
+                for alias in node.names
+                if alias.asname == alias.name  # the explicit re-export idiom
+            ]
     for node in tree.body:
         if not isinstance(node, ast.Assign | ast.AnnAssign) or node.value is None:
             continue
@@ -226,10 +252,14 @@ def test_no_alias_re_exports() -> None:
     ]
     assert found == [], "use these names from the module that defines them:\n" + "\n".join(found)
     sample = (
-        "from builder import layout\nfrom builder.x import Y\n"
+        "from builder import layout\nfrom builder.x import Y\nfrom builder.z import W as W\n"
         "A = layout.A\nB, C = Y, 1\nD = (layout.A, layout.B)\nE = layout.A + 1\n"
     )
-    assert alias_re_exports(sample) == ["line 3: A = layout.A", "line 4: B, C = (Y, 1)"]
+    assert alias_re_exports(sample) == [
+        "line 3: from builder.z import W as W",
+        "line 4: A = layout.A",
+        "line 5: B, C = (Y, 1)",
+    ]
 
 
 def module_level_closure(start: str) -> set[str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from builder.errors import RegistryError
-from builder.reference import ImageReference, pinned_reference, split_tag, well_formed
+from builder.reference import ImageReference, pinned_reference, well_formed
 
 DIGEST = "sha256:" + "ab" * 32
 
@@ -43,10 +43,10 @@ def test_a_digest_that_is_not_sha256_hex_is_refused() -> None:
     assert str(raised.value) == "'lab/x@sha256:abc': the digest must be sha256:<64 hex digits>."
 
 
-def test_the_engine_takes_a_name_apart_at_its_tag_not_at_a_port() -> None:
-    assert split_tag("127.0.0.1:5000/a/b") == ("127.0.0.1:5000/a/b", "latest")
-    assert split_tag("127.0.0.1:5000/a/b:v1") == ("127.0.0.1:5000/a/b", "v1")
-    assert split_tag("lab/x") == ("lab/x", "latest")
+def test_a_name_is_taken_apart_at_its_tag_not_at_a_port() -> None:
+    untagged, tagged = ImageReference.parse("127.0.0.1:5000/a/b"), ImageReference.parse("h:1/a:v1")
+    assert (untagged.written_name, untagged.tag) == ("127.0.0.1:5000/a/b", "latest")
+    assert (tagged.registry, tagged.written_name, tagged.tag) == ("h:1", "h:1/a", "v1")
 
 
 @pytest.mark.parametrize(

@@ -6,6 +6,8 @@ import importlib
 from pathlib import Path
 
 import click
+import pytest
+from click.testing import CliRunner
 
 from builder.cli.main import VERBS, cli
 
@@ -37,3 +39,14 @@ def test_each_verb_answers_to_its_name() -> None:
         assert command is not None and command.name == name
     assert cli.get_command(context, "nosuch") is None
     assert cli.list_commands(context) == sorted(VERBS)
+
+
+def test_a_mistyped_verb_gets_a_suggestion() -> None:
+    result = CliRunner().invoke(cli, ["buil"])
+    assert result.exit_code == 2
+    assert result.output.splitlines()[-1] == "Error: No such command 'buil'. Did you mean 'build'?"
+
+
+def test_the_verbs_are_listed_only_in_verbs() -> None:
+    with pytest.raises(TypeError, match="add the verb x to VERBS"):
+        cli.commands["x"] = cli.commands["run"]

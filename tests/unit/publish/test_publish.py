@@ -334,3 +334,14 @@ def test_findings_print_one_line_each_and_a_verdict() -> None:
         "fail fingerprints  differ: conv2d",
         f"{PUSHED}: NOT verified",
     ]
+
+
+@pytest.mark.parametrize("pushed", ["registry.example.org/lab/model:paper", "lab/model@sha256:ab"])
+def test_an_edited_record_that_names_no_digest_is_refused(pushed: str) -> None:
+    with pytest.raises(PublishError) as raised:
+        publish.commands(pushed)
+    assert str(raised.value) == (
+        f"the build record names the pushed image {pushed!r}, not name@sha256:<64 hex>: it was "
+        "edited. Run `reprobuild build --push REGISTRY/NAME:TAG` again."
+    )
+    assert publish.commands(PUSHED)["apptainer"].startswith(f"apptainer pull model-{'ab' * 6}.sif")

@@ -8,7 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import click
 import pytest
 
 from builder import launch, layout
@@ -101,15 +100,14 @@ def test_a_knowledge_folder_from_the_environment_that_is_a_file_goes_to_click(
 
 def test_the_option_names_are_clicks() -> None:
     """An option added to click's `run` (or the group) must be taught to this parser too."""
-    run_command = cli.get_command(click.Context(cli), "run")
-    assert run_command is not None
+    run_command = cli.commands["run"]
     run_options = {opt for param in run_command.params for opt in param.opts if opt[0] == "-"}
     assert run_options == set(args.RUN_OPTIONS)
     group_options = {opt for param in cli.params for opt in param.opts}
     assert group_options == {*args.GLOBAL_OPTIONS, "--version"}
 
 
-HEAVY = ("click", "docker", "requests", "dataclasses", "pathlib", "typing", "pynvml")
+HEAVY = ("click", "docker", "requests", "rich", "dataclasses", "pathlib", "typing", "pynvml")
 
 
 def test_the_way_to_the_start_imports_none_of_the_heavy_modules(tmp_path: Path) -> None:
