@@ -33,13 +33,10 @@ def render_command(
     """Render the Dockerfile, Apptainer definition and build context from reprobuild.lock."""
     from builder.build.buildrecord import pushed_build
     from builder.lock import lockfile
-    from builder.reference import pinned_reference
     from builder.render import context, plan, templates
 
-    if from_image is not None and pinned_reference(from_image) is None:
-        raise click.BadParameter("give the built image by digest: name@sha256:<64 hex>")
-    if from_image is not None and standalone:
-        raise click.UsageError("--from-image and --standalone exclude each other: choose one.")
+    if from_image is not None:
+        _check_from_image(from_image, standalone)
     current = lockfile.read_current(options.project)
     project = current.project
     if from_image is None and not standalone:
@@ -57,3 +54,12 @@ def render_command(
         f"wrote {written}: Dockerfile, reprobuild.def ({source}), .dockerignore, "
         f"{len(build_plan.layers)} Python layers"
     )
+
+
+def _check_from_image(from_image: str, standalone: bool) -> None:
+    from builder.reference import pinned_reference
+
+    if pinned_reference(from_image) is None:
+        raise click.BadParameter("give the built image by digest: name@sha256:<64 hex>")
+    if standalone:
+        raise click.UsageError("--from-image and --standalone exclude each other: choose one.")
