@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from builder.errors import RegistryError
+from builder.errors import RegistryError, ReprobuildError
 
 DOCKER_HUB = "registry-1.docker.io"
 DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
@@ -62,11 +62,6 @@ class ImageReference:
         return f"{self.name}@{digest}"
 
     @property
-    def by_digest(self) -> str | None:
-        """name@sha256:... as written (a tag before the digest dropped); None without a digest."""
-        return None if self.digest is None else f"{self.written_name}@{self.digest}"
-
-    @property
     def base_url(self) -> str:
         host = self.registry.split(":")[0]
         scheme = (
@@ -91,6 +86,14 @@ def pinned_reference(text: str) -> ImageReference | None:
     except RegistryError:
         return None
     return reference if reference.digest is not None else None
+
+
+def pinned_or(text: str, refusal: ReprobuildError) -> ImageReference:
+    """`text` as a reference by digest; `refusal` raised when it is not one."""
+    reference = pinned_reference(text)
+    if reference is None:
+        raise refusal
+    return reference
 
 
 def well_formed(text: str) -> bool:

@@ -19,7 +19,7 @@ from urllib.parse import quote
 
 from builder import __version__, files
 from builder.errors import PublishError, WriteError
-from builder.reference import ImageReference, pinned_reference
+from builder.reference import ImageReference, pinned_or
 
 if TYPE_CHECKING:
     from builder.build.buildrecord import BuildRecord
@@ -164,13 +164,11 @@ def sealed(document: ManifestContent) -> Manifest:
 
 def pinned(pushed: str) -> ImageReference:
     """The build's pushed name@sha256:..., read; PublishError when the record was edited."""
-    reference = pinned_reference(pushed)
-    if reference is None or reference.digest is None:
-        raise PublishError(
-            f"the build record names the pushed image {pushed!r}, not name@sha256:<64 hex>: it "
-            "was edited. Run `reprobuild build --push REGISTRY/NAME:TAG` again."
-        )
-    return reference
+    edited = (
+        f"the build record names the pushed image {pushed!r}, not name@sha256:<64 hex>: it was "
+        "edited. Run `reprobuild build --push REGISTRY/NAME:TAG` again."
+    )
+    return pinned_or(pushed, PublishError(edited))
 
 
 def commands(pushed: str) -> Commands:

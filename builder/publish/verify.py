@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 from builder.errors import EngineError, ReprobuildError, VerifyError
 from builder.lock import lockfile
 from builder.publish import publish
-from builder.reference import ImageReference, pinned_reference
+from builder.reference import ImageReference, pinned_or
 
 if TYPE_CHECKING:
     from builder.build.build import Progress
@@ -112,13 +112,12 @@ def _shape_problem(document: dict[str, Any]) -> str | None:
 
 def image_reference(text: str) -> str:
     """name@sha256:... as the engine pulls it (a tag written before the digest is dropped)."""
-    reference = pinned_reference(text)
-    if reference is None or reference.by_digest is None:
-        raise VerifyError(
-            f"{text!r} is not pinned by digest: give name@sha256:<64 hex digits> (a tag can be "
-            "moved to another image) or the paper's reprobuild.manifest.json."
-        )
-    return reference.by_digest
+    unpinned = (
+        f"{text!r} is not pinned by digest: give name@sha256:<64 hex digits> (a tag can be moved "
+        "to another image) or the paper's reprobuild.manifest.json."
+    )
+    reference = pinned_or(text, VerifyError(unpinned))
+    return f"{reference.written_name}@{reference.digest}"
 
 
 @dataclass(frozen=True)

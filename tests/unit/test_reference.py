@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from builder.errors import RegistryError
-from builder.reference import ImageReference, pinned_reference, well_formed
+from builder.reference import ImageReference, pinned_or, pinned_reference, well_formed
 
 DIGEST = "sha256:" + "ab" * 32
 
@@ -33,8 +33,6 @@ def test_a_reference_is_read_into_its_parts(text: str) -> None:
     parts = (reference.registry, reference.repository, reference.tag, reference.digest)
     assert (*parts, reference.name, reference.written_name) == PARTS[text]
     assert reference.written == text
-    digest, written_name = PARTS[text][3], PARTS[text][5]
-    assert reference.by_digest == (None if digest is None else f"{written_name}@{digest}")
 
 
 def test_a_digest_that_is_not_sha256_hex_is_refused() -> None:
@@ -63,6 +61,14 @@ def test_a_name_is_taken_apart_at_its_tag_not_at_a_port() -> None:
 )
 def test_only_a_name_with_a_sha256_digest_is_pinned(text: str, pinned: bool) -> None:
     assert (pinned_reference(text) is not None) is pinned
+
+
+def test_a_reference_that_must_be_pinned_is_refused_with_the_callers_error() -> None:
+    assert pinned_or(f"lab/x:v1@{DIGEST}", RegistryError("unused")).written_name == "lab/x"
+    refusal = RegistryError("give name@sha256:...")
+    with pytest.raises(RegistryError) as raised:
+        pinned_or("lab/x:v1", refusal)
+    assert raised.value is refusal
 
 
 @pytest.mark.parametrize(
