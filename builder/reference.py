@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from builder.errors import RegistryError, ReprobuildError
+from builder.errors import RegistryError
 
 DOCKER_HUB = "registry-1.docker.io"
 DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
@@ -86,14 +86,6 @@ def pinned_reference(text: str) -> ImageReference | None:
     except RegistryError:
         return None
     return reference if reference.digest is not None else None
-
-
-def pinned_or(text: str, refusal: ReprobuildError) -> ImageReference:
-    """`text` as a reference by digest; `refusal` raised when it is not one."""
-    reference = pinned_reference(text)
-    if reference is None:
-        raise refusal
-    return reference
 
 
 def well_formed(text: str) -> bool:

@@ -53,10 +53,10 @@ def build_lock(
     engine: Engine,
     current: CurrentLock,
     *,
-    wheel_cache: Path,
     no_cache: bool,
     push: str | None,
     progress: Progress,
+    wheel_cache: Path | None = None,  # default: this user's cache, shared by every project
 ) -> BuildRecord:
     """Plan, render, fetch, build, normalise, (push): the record of an image built from one lock.
     The context's Apptainer definition bootstraps from the pushed image after a push (written
@@ -64,6 +64,7 @@ def build_lock(
     lock, project, lock_digest = current.lock, current.project, current.digest
     build_plan = plan.plan(lock, lock_digest)
     progress.note(f"wheels: verifying {len(lock.python.packages)} against the lock")
+    wheel_cache = wheel_cache or wheelhouse.default_cache()
     wheelhouse.fetch(lock, project, wheel_cache, progress.download)
     dockerfile = templates.render_dockerfile(build_plan, lock_digest, project)
     rendered = {"Dockerfile": dockerfile.text}

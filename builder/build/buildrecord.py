@@ -11,6 +11,7 @@ from builder import layout
 from builder.build import recordfile
 from builder.build.recordfile import ImageToRun
 from builder.files import write_atomic
+from builder.reference import pinned_reference
 
 if TYPE_CHECKING:
     from builder.engine.sdk import Engine
@@ -75,6 +76,18 @@ def pushed_build(project: Path, lock_digest: str) -> str | None:
         return None
     record = read(project)
     return record.pushed if record.lock == lock_digest else None
+
+
+def unpinned_push(record: BuildRecord, project: Path) -> str | None:
+    """Why the record's pushed image cannot be pulled by digest (the record was edited); None
+    when it can, or when the build was never pushed."""
+    if record.pushed is None or pinned_reference(record.pushed) is not None:
+        return None
+    return (
+        f"{project / layout.RECORD_FILE} names the pushed image {record.pushed!r}, not "
+        "name@sha256:<64 hex>: the record was edited. Run `reprobuild build --push "
+        "REGISTRY/NAME:TAG` again."
+    )
 
 
 def image_to_run(engine: Engine, project: Path, chosen: str | BuildRecord) -> ImageToRun:

@@ -50,7 +50,6 @@ def build_command(
     from builder.cli.present import build_lines
     from builder.engine.sdk import Engine
     from builder.lock.stage import LockOptions, current_or_new_lock
-    from builder.render import wheelhouse
 
     if output_format == "sif":
         sif.check_ready(push_to)
@@ -65,7 +64,6 @@ def build_command(
         record = build_lock(
             engine,
             current,
-            wheel_cache=wheelhouse.default_cache(),
             no_cache=no_cache,
             push=push_to,
             progress=progress,

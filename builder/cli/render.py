@@ -33,18 +33,14 @@ def render_command(
     """Render the Dockerfile, Apptainer definition and build context from reprobuild.lock."""
     from builder.build.buildrecord import pushed_build
     from builder.lock import lockfile
-    from builder.render import context, plan, templates
+    from builder.render.context import render_lock
 
     if from_image is not None:
         _check_from_image(from_image, standalone)
     current = lockfile.read_current(options.project)
-    project = current.project
     if from_image is None and not standalone:
-        from_image = pushed_build(project, current.digest)
-    build_plan = plan.plan(current.lock, current.digest)
-    rendered = templates.render(build_plan, current.digest, project, from_image)
-    texts = context.files(build_plan, rendered)
-    written = context.write(output or project / context.DEFAULT_OUTPUT, texts, project, build_plan)
+        from_image = pushed_build(current.project, current.digest)
+    written, build_plan = render_lock(current, output, from_image)
     source = (
         f"from the built image {from_image}"
         if from_image

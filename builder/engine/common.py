@@ -56,6 +56,13 @@ def start_failed(image: str, command: list[str], gpus: str | None, reason: str) 
     )
 
 
+def lookup_failed(reference: str, reason: str) -> EngineError:
+    return EngineError(
+        f"{reference!r} is not an image the engine can look up ({reason}): give name:tag, "
+        "name@sha256:<64 hex digits> or an image ID."
+    )
+
+
 def gpu_count(gpus: str) -> int:
     """`--gpus all` is every GPU (-1 to the engine), `--gpus N` the first N."""
     return -1 if gpus == "all" else int(gpus)

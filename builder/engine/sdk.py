@@ -25,6 +25,7 @@ from builder.engine.common import (
     address,
     create_failed,
     gpu_count,
+    lookup_failed,
     missing_engine_message,
     start_failed,
 )
@@ -163,10 +164,7 @@ class Engine:
         except ImageNotFound:
             return None
         except APIError as error:
-            raise EngineError(
-                f"{reference!r} is not an image the engine can look up ({_why(error)}): "
-                "give name:tag, name@sha256:<64 hex digits> or an image ID."
-            ) from None
+            raise lookup_failed(reference, _why(error)) from None
 
     def has_image(self, reference: str) -> bool:
         return self.image_id(reference) is not None

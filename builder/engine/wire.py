@@ -174,10 +174,7 @@ class Wire:
         except ApiError as error:
             if error.status == 404:
                 return None
-            raise EngineError(
-                f"{reference!r} is not an image the engine can look up ({error.message}): "
-                "give name:tag, name@sha256:<64 hex digits> or an image ID."
-            ) from None
+            raise common.lookup_failed(reference, error.message) from None
 
     def ensure_image(self, reference: str) -> str:
         """The ID of `reference`, pulled first (through the docker SDK, with its progress) if the

@@ -18,7 +18,8 @@ from builder.lock.lockfile import CurrentLock, LockState
 from builder.lock.model import Lock, now_snapshot
 from builder.lock.python import PYPI_SIMPLE, lock_python
 from builder.resolve.resolve import Resolution, resolve_spec
-from builder.spec.check import load_spec
+from builder.spec.check import loaded
+from builder.spec.file import locate
 from builder.spec.model import LoadedSpec, Spec
 
 Progress = Callable[[str], None]
@@ -64,15 +65,16 @@ def current_or_new_lock(
 ) -> CurrentLock:
     """The project's current lock; a missing or stale one is (re)made first (`knowledge` is
     loaded only then). A hand-edited one is refused."""
-    state = lockfile.inspect(project)
+    spec_path, table, notes = locate(project)  # read once: its hash, and its checks if stale
+    state = lockfile.inspect_at(spec_path, table)
     if state.reason is None:
         return lockfile.current(state)
     note(f"{state.path.name} is {state.reason}: locking first")
     loaded_knowledge = knowledge()
-    loaded = load_spec(project, loaded_knowledge)
-    for text in loaded.notes:
+    spec = loaded(spec_path, table, notes, loaded_knowledge)
+    for text in spec.notes:
         note(text)
-    return write_new_lock(loaded, state, loaded_knowledge, options, progress)
+    return write_new_lock(spec, state, loaded_knowledge, options, progress)
 
 
 def make_lock(

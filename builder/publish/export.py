@@ -22,7 +22,6 @@ from builder.build import buildrecord, sif
 from builder.build.buildrecord import BuildRecord
 from builder.errors import ExportError
 from builder.lock import lockfile
-from builder.reference import pinned_reference
 from builder.render import plan, templates
 
 RENDEZVOUS_PORT = 29500
@@ -94,7 +93,7 @@ def pushed_target(project: Path) -> Pushed:
     """The current lock's pushed build; refused when unpushed or of another lock."""
     current = lockfile.read_current(project)
     record = buildrecord.read(current.project)
-    reference = _pushed_reference(record, current.project / layout.RECORD_FILE, current.digest)
+    reference = _pushed_reference(record, current.project, current.digest)
     build_plan = plan.plan(current.lock, current.digest)
     return Pushed(
         reference=reference,
@@ -105,23 +104,21 @@ def pushed_target(project: Path) -> Pushed:
     )
 
 
-def _pushed_reference(record: BuildRecord, path: Path, lock_digest: str) -> str:
+def _pushed_reference(record: BuildRecord, project: Path, lock_digest: str) -> str:
     if record.pushed is None:
         raise ExportError(
             f"the last build, {record.image}, was not pushed, and a cluster cannot pull an image "
             "from this machine's engine: run `reprobuild build --push REGISTRY/NAME:TAG` with a "
             "registry the cluster's nodes can pull from, then export again."
         )
-    if pinned_reference(record.pushed) is None:
-        raise ExportError(
-            f"{path} names the pushed image {record.pushed!r}, not name@sha256:<64 hex>: the "
-            "record was edited. Run `reprobuild build --push REGISTRY/NAME:TAG` again."
-        )
+    if edited := buildrecord.unpinned_push(record, project):
+        raise ExportError(edited)
     if record.lock != lock_digest:
         raise ExportError(
-            f"{path} is the record of an older build (lock {record.lock}), not of the current "
-            f"reprobuild.lock ({lock_digest}): run `reprobuild build --push REGISTRY/NAME:TAG` "
-            "to build and push this lock, then export again."
+            f"{project / layout.RECORD_FILE} is the record of an older build (lock "
+            f"{record.lock}), not of the current reprobuild.lock ({lock_digest}): run "
+            "`reprobuild build --push REGISTRY/NAME:TAG` to build and push this lock, then "
+            "export again."
         )
     return record.pushed
 

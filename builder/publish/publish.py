@@ -19,7 +19,7 @@ from urllib.parse import quote
 
 from builder import __version__, files
 from builder.errors import PublishError, WriteError
-from builder.reference import ImageReference, pinned_or
+from builder.reference import ImageReference
 
 if TYPE_CHECKING:
     from builder.build.buildrecord import BuildRecord
@@ -162,19 +162,11 @@ def sealed(document: ManifestContent) -> Manifest:
     return {**document, "integrity": integrity(document)}
 
 
-def pinned(pushed: str) -> ImageReference:
-    """The build's pushed name@sha256:..., read; PublishError when the record was edited."""
-    edited = (
-        f"the build record names the pushed image {pushed!r}, not name@sha256:<64 hex>: it was "
-        "edited. Run `reprobuild build --push REGISTRY/NAME:TAG` again."
-    )
-    return pinned_or(pushed, PublishError(edited))
-
-
 def commands(pushed: str) -> Commands:
-    """What a reader types, each by digest: a tag can be moved, a digest cannot."""
-    reference = pinned(pushed)
-    digest = str(reference.digest).removeprefix("sha256:")
+    """What a reader types, each by digest (`pushed`, name@sha256:...): a tag can be moved, a
+    digest cannot."""
+    reference = ImageReference.parse(pushed)
+    digest = (reference.digest or "").removeprefix("sha256:")
     sif = f"{reference.written_name.rsplit('/', 1)[-1]}-{digest[:12]}.sif"
     return {
         "pull": f"docker pull {pushed}",
@@ -199,7 +191,7 @@ def citation(name: str, pushed: str, summary: str, lock_digest: str) -> str:
 
 def badge(pushed: str) -> str:
     """A static shields.io badge naming the digest, linking to REPRODUCE.md."""
-    short = str(pinned(pushed).digest)[:19]  # sha256: and 12 hex digits
+    short = (ImageReference.parse(pushed).digest or "")[:19]  # sha256: and 12 hex digits
     label = quote(short.replace("-", "--"), safe="")
     return f"[![reprobuild {short}](https://img.shields.io/badge/reprobuild-{label}-blue)]({REPRODUCE_FILE})"
 
@@ -415,6 +407,8 @@ def prepare(
             f"the last build {record.image} was never pushed, and a paper needs an image "
             "readers can pull: give --to REGISTRY/NAME:TAG."
         )
+    if push_to is None and (edited := buildrecord.unpinned_push(record, current.project)):
+        raise PublishError(edited)
     chosen = None
     if smoke.report_file is not None:
         document = read_report(smoke.report_file)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 from builder.errors import EngineError, ReprobuildError, VerifyError
 from builder.lock import lockfile
 from builder.publish import publish
-from builder.reference import ImageReference, pinned_or
+from builder.reference import ImageReference, pinned_reference
 
 if TYPE_CHECKING:
     from builder.build.build import Progress
@@ -116,7 +116,9 @@ def image_reference(text: str) -> str:
         f"{text!r} is not pinned by digest: give name@sha256:<64 hex digits> (a tag can be moved "
         "to another image) or the paper's reprobuild.manifest.json."
     )
-    reference = pinned_or(text, VerifyError(unpinned))
+    reference = pinned_reference(text)
+    if reference is None:
+        raise VerifyError(unpinned)
     return f"{reference.written_name}@{reference.digest}"
 
 
@@ -421,7 +423,6 @@ def rebuilder(engine: Engine, project: Path, progress: Progress) -> Callable[[st
     written (the project's own build stays its last build)."""
     from builder.build import build
     from builder.lock import lockfile
-    from builder.render import wheelhouse
 
     def rebuild(lock_digest: str) -> str:
         current = lockfile.read_current(project)
@@ -433,7 +434,6 @@ def rebuilder(engine: Engine, project: Path, progress: Progress) -> Callable[[st
         record = build.build_lock(
             engine,
             current,
-            wheel_cache=wheelhouse.default_cache(),
             no_cache=True,
             push=None,
             progress=progress,

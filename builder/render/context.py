@@ -14,9 +14,13 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from builder import layout, source
-from builder.render import plan
+from builder.render import plan, templates
+
+if TYPE_CHECKING:
+    from builder.lock.lockfile import CurrentLock
 
 DEFAULT_OUTPUT = Path(layout.WORK_FOLDER) / "context"
 # Never copied into an image: version control, secrets, caches and build outputs.
@@ -94,6 +98,18 @@ def files(build_plan: plan.BuildPlan, rendered: dict[str, str]) -> dict[str, str
     for module in sorted(PAYLOAD_SOURCE.glob("*.py")):
         texts[f"{home}/payload/reprobuild_smoke/{module.name}"] = module.read_text()
     return texts
+
+
+def render_lock(
+    current: CurrentLock, output: Path | None, from_image: str | None
+) -> tuple[Path, plan.BuildPlan]:
+    """`reprobuild render`: plan the lock, render both formats (the definition bootstrapping
+    `from_image` when given) and write the context (default: .reprobuild/context in the
+    project). Where it was written, and the plan."""
+    build_plan = plan.plan(current.lock, current.digest)
+    rendered = templates.render(build_plan, current.digest, current.project, from_image)
+    folder = output or current.project / DEFAULT_OUTPUT
+    return write(folder, files(build_plan, rendered), current.project, build_plan), build_plan
 
 
 def write(

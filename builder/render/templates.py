@@ -142,9 +142,9 @@ def _values(
     }
 
 
-def _template(project: Path | None, name: str) -> jinja2.Template:
+def _template(env: jinja2.Environment, name: str) -> jinja2.Template:
     try:
-        return environment(project).get_template(name)
+        return env.get_template(name)
     except jinja2.TemplateNotFound:
         missing = f"the template {name} is missing from {packaged_templates()}"
         raise RenderError(f"{missing}; reinstall reprobuild.") from None
@@ -169,13 +169,17 @@ def _rendered(template: jinja2.Template, values: dict[str, object], block: str |
         raise _broken(str(template.name), error) from None
 
 
+def _text(env: jinja2.Environment, name: str, values: dict[str, object]) -> str:
+    return _rendered(_template(env, name), values, None)
+
+
 def render_dockerfile(
     build_plan: plan.BuildPlan, lock_digest: str, project: Path | None
 ) -> RenderedDockerfile:
     """The Dockerfile, and its stages where the template keeps the two blocks the build needs:
     `dependencies`, then `FROM deps` and nothing else, then `image`. An override that does not
     keep them is built in one pass."""
-    template = _template(project, TEMPLATES[0])
+    template = _template(environment(project), TEMPLATES[0])
     values = _values(build_plan, lock_digest, None)
     text = _rendered(template, values, None)
     if not set(DOCKERFILE_BLOCKS) <= set(template.blocks):
@@ -192,8 +196,8 @@ def render_definition(
 ) -> str:
     """The Apptainer definition: it bootstraps `from_image` (the pushed build) when given, else
     rebuilds from the base in %post."""
-    template = _template(project, TEMPLATES[1])
-    return _rendered(template, _values(build_plan, lock_digest, from_image), None)
+    values = _values(build_plan, lock_digest, from_image)
+    return _text(environment(project), TEMPLATES[1], values)
 
 
 def render(
@@ -202,10 +206,12 @@ def render(
     project: Path | None,
     from_image: str | None = None,
 ) -> dict[str, str]:
-    """{"Dockerfile": ..., "reprobuild.def": ...} for one plan."""
+    """{"Dockerfile": ..., "reprobuild.def": ...} for one plan: the texts only (the build takes
+    the Dockerfile's stages from `render_dockerfile`)."""
+    env = environment(project)
     return {
-        "Dockerfile": render_dockerfile(build_plan, lock_digest, project).text,
-        DEFINITION: render_definition(build_plan, lock_digest, project, from_image),
+        output: _text(env, template, _values(build_plan, lock_digest, from_image))
+        for template, output in zip(TEMPLATES, OUTPUTS, strict=True)
     }
 
 

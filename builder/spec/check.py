@@ -60,7 +60,11 @@ BOOTSTRAP_KEYS = ("bootstrap", "snapshot", "mirror")
 
 def load_spec(project: Path, knowledge: Knowledge) -> LoadedSpec:
     """Locate, parse and validate the spec of a project directory."""
-    path, table, notes = locate(project)
+    return loaded(*locate(project), knowledge)
+
+
+def loaded(path: Path, table: dict[str, Any], notes: list[str], knowledge: Knowledge) -> LoadedSpec:
+    """A spec table already located (`spec.file.locate`), validated."""
     return LoadedSpec(parse(table, path, knowledge), path, tuple(notes), table)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from builder.errors import RegistryError
-from builder.reference import ImageReference, pinned_or, pinned_reference, well_formed
+from builder.reference import ImageReference, pinned_reference, well_formed
 
 DIGEST = "sha256:" + "ab" * 32
 
@@ -61,14 +61,6 @@ def test_a_name_is_taken_apart_at_its_tag_not_at_a_port() -> None:
 )
 def test_only_a_name_with_a_sha256_digest_is_pinned(text: str, pinned: bool) -> None:
     assert (pinned_reference(text) is not None) is pinned
-
-
-def test_a_reference_that_must_be_pinned_is_refused_with_the_callers_error() -> None:
-    assert pinned_or(f"lab/x:v1@{DIGEST}", RegistryError("unused")).written_name == "lab/x"
-    refusal = RegistryError("give name@sha256:...")
-    with pytest.raises(RegistryError) as raised:
-        pinned_or("lab/x:v1", refusal)
-    assert raised.value is refusal
 
 
 @pytest.mark.parametrize(

@@ -338,10 +338,19 @@ def test_findings_print_one_line_each_and_a_verdict() -> None:
 
 @pytest.mark.parametrize("pushed", ["registry.example.org/lab/model:paper", "lab/model@sha256:ab"])
 def test_an_edited_record_that_names_no_digest_is_refused(pushed: str) -> None:
+    # Refused before the engine is asked anything, as export refuses it.
     with pytest.raises(PublishError) as raised:
-        publish.commands(pushed)
+        publish.prepare(
+            cast("Engine", None),
+            cast("CurrentLock", _Current(LOCK_DIGEST)),
+            record(pushed=pushed),
+            push_to=None,
+            smoke=publish.SmokeSource(None, None),
+            save=print,
+            note=print,
+        )
     assert str(raised.value) == (
-        f"the build record names the pushed image {pushed!r}, not name@sha256:<64 hex>: it was "
-        "edited. Run `reprobuild build --push REGISTRY/NAME:TAG` again."
+        f"/p/reprobuild.build.json names the pushed image {pushed!r}, not name@sha256:<64 hex>: "
+        "the record was edited. Run `reprobuild build --push REGISTRY/NAME:TAG` again."
     )
     assert publish.commands(PUSHED)["apptainer"].startswith(f"apptainer pull model-{'ab' * 6}.sif")
