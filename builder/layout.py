@@ -14,6 +14,8 @@ USER, UID = "reprobuild", 1000
 WORK_FOLDER = ".reprobuild"  # the build context and the wheelhouse
 RECORD_FILE = "reprobuild.build.json"
 RUNS_FOLDER = "runs"
+MANIFEST_FILE = "reprobuild.manifest.json"  # `reprobuild publish`: the manifest a paper publishes
+REPRODUCE_FILE = "REPRODUCE.md"  # and its human-readable twin
 
 # Where a knowledge base other than the shipped one is named (as --knowledge does).
 KNOWLEDGE_VARIABLE = "REPROBUILD_KNOWLEDGE"

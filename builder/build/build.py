@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from builder import __version__, source, tarstream
+from builder import __version__, codeset, source, tarstream
 from builder.build import imagecache
 from builder.build.base import ensure_base
 from builder.build.buildrecord import BuildRecord
@@ -72,13 +72,15 @@ def build_lock(
         rendered[templates.DEFINITION] = templates.render_definition(
             build_plan, lock_digest, project, None
         )
-    context_dir = context.write(
+    context_dir, code = context.write(
         project / context.DEFAULT_OUTPUT,
         context.files(build_plan, rendered),
         project,
         build_plan,
         wheelhouse=wheel_cache,
     )
+    for line in codeset.describe(code):
+        progress.note(line)
     ensure_base(engine, lock, build_plan, progress.note)
     reference = image_reference(lock, lock_digest)
     stages = dockerfile.stages
@@ -96,7 +98,7 @@ def build_lock(
         deps, normalised = _build_on_dependencies(
             engine, context_dir, build_plan, reference, stages, no_cache=no_cache, progress=progress
         )
-    commit, dirty = source.git_state(project)
+    commit, dirty = source.git_state(project, rules=code.rules)
     base_layers = len(engine.inspect_image(build_plan.base)["RootFS"]["Layers"])
     record = BuildRecord(
         image=reference,

@@ -4,9 +4,9 @@ does not export the image again to read it.
 - Image configs, by image ID. An image ID is the sha256 of its config, so a cached config is
   checked against its name on every read; a damaged or edited file is ignored (and read again
   from the engine), never trusted.
-- Layers found clean, by diff ID, epoch and rules. A diff ID is the sha256 of the layer's bytes,
-  so a layer with a known diff ID holds exactly what was scanned before; the verdict depends on
-  the epoch its dates were judged against and on the noise rules, both part of the key.
+- Layers found clean, by diff ID and rules, with the earliest epoch their dates were judged
+  against. A diff ID is the sha256 of the layer's bytes, so a layer with a known diff ID holds
+  exactly what was scanned before.
 - Images reprobuild loaded under a name, by that name: a tag can be moved by anyone, so a name is
   used again only while it still names the image recorded here.
 
@@ -45,17 +45,29 @@ def keep_config(raw: bytes) -> None:
     _write(_root() / "configs" / f"{hashlib.sha256(raw).hexdigest()}.json", raw)
 
 
-def _clean_marker(diff_id: str, epoch: int) -> Path:
-    return _root() / "clean" / normalise.RULES / str(epoch) / _hex(diff_id)
+def _clean_marker(diff_id: str) -> Path:
+    return _root() / "clean" / normalise.RULES / _hex(diff_id)
+
+
+def _clean_since(diff_id: str) -> int | None:
+    try:
+        return int(_clean_marker(diff_id).read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def is_clean(diff_id: str, epoch: int) -> bool:
-    """Whether the layer was scanned and found clean, under today's rules and this epoch."""
-    return _clean_marker(diff_id, epoch).is_file()
+    """Whether the layer was scanned and found clean, under today's rules, against this epoch or
+    an earlier one (a layer with no date after an epoch has none after any later one: a layer
+    kept from an older lock is not read again)."""
+    since = _clean_since(diff_id)
+    return since is not None and since <= epoch
 
 
 def mark_clean(diff_id: str, epoch: int) -> None:
-    _write(_clean_marker(diff_id, epoch), b"")
+    since = _clean_since(diff_id)
+    if since is None or epoch < since:
+        _write(_clean_marker(diff_id), str(epoch).encode())
 
 
 def _name_file(reference: str) -> Path:
@@ -66,6 +78,16 @@ def named(reference: str) -> str | None:
     """The image ID reprobuild itself loaded as `reference` (a tag anyone can move)."""
     try:
         return _name_file(reference).read_text().strip() or None
+    except OSError:
+        return None
+
+
+def named_at(reference: str, image_id: str) -> float | None:
+    """When reprobuild loaded `image_id` as `reference` (seconds since the epoch), if the record
+    still names that image: the engine keeps no date for a name `docker load` gives."""
+    path = _name_file(reference)
+    try:
+        return path.stat().st_mtime if path.read_text().strip() == image_id else None
     except OSError:
         return None
 

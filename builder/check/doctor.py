@@ -1,8 +1,10 @@
 """Judge this host: what the driver, GPUs and engine are, and whether a resolved image runs here.
 
 Pure: it takes what `host.py` probed and, optionally, a Resolution, and returns checks. The
-image verdict reuses the resolver's own `judge`, with this host as the target, so the doctor
-and the resolver cannot disagree.
+driver verdict is the NVIDIA container runtime's own: the image's NVIDIA_REQUIRE_CUDA, written
+by the function the plan uses, evaluated by the runtime's rules (render/requirement.py), which
+tests hold equal to the resolver's driver floor. The GPU verdict reuses the resolver's `judge`,
+with this host as the target.
 """
 
 from __future__ import annotations
@@ -10,10 +12,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from builder.compat import CudaVersion, DriverVersion
 from builder.engine.host import EngineHost, NvidiaHost
 from builder.knowledge import Knowledge
+from builder.render import requirement
 from builder.resolve import target
 from builder.resolve.resolve import Request, Resolution, judge
+from builder.resolve.target import Target
 
 OK, WARN, FAIL, INFO = "ok", "warn", "fail", "info"
 
@@ -133,20 +138,50 @@ def _image_checks(nvidia: NvidiaHost, resolution: Resolution, knowledge: Knowled
         return [
             Check("image", FAIL, f"the driver lists no GPU; a CUDA {build.cuda} image needs one")
         ]
-    # Python belongs to the image, not the host: judge only driver and kernels.
-    verdict = judge(build, Request(None, None, None, target.from_host(nvidia)), knowledge)
-    if verdict.rejections:
-        return [Check("image", FAIL, text) for text in verdict.rejections]
-    checks = [
-        Check(
-            "image",
-            OK,
-            f"driver {nvidia.driver} runs CUDA {build.cuda} (needs >= {resolution.min_driver})",
-        )
-    ]
+    if resolution.min_driver is None:
+        return [
+            Check("image", FAIL, f"the knowledge base has no driver floor for CUDA {build.cuda}")
+        ]
+    runtime = _runtime_check(nvidia, nvidia.driver, build.cuda, resolution.min_driver, knowledge)
+    # Python belongs to the image, not the host: judge only driver and kernels. The driver is
+    # the runtime check's to judge; what the resolver says of it alone is left out.
+    host = target.from_host(nvidia)
+    verdict = judge(build, Request(None, None, None, host), knowledge)
+    floor = judge(build, Request(None, None, None, Target(host.driver, (), host.origin)), knowledge)
+    rejections = [text for text in verdict.rejections if text not in floor.rejections]
+    if runtime.status == FAIL or rejections:
+        return [runtime, *(Check("image", FAIL, text) for text in rejections)]
+    checks = [runtime]
     checks.extend(
         Check("image", OK, f"{c.gpu.label} ({c.gpu.capability.sm}) runs the {c.via} kernels")
         for c in verdict.coverage
     )
     checks.extend(Check("image", INFO, note) for note in verdict.notes)
     return checks
+
+
+def _runtime_check(
+    nvidia: NvidiaHost,
+    driver: DriverVersion,
+    cuda: CudaVersion,
+    min_driver: DriverVersion,
+    knowledge: Knowledge,
+) -> Check:
+    """What the NVIDIA container runtime decides before it starts the image on this host."""
+    value = requirement.require_cuda(cuda, min_driver)
+    reported = nvidia.cuda_driver or requirement.driver_cuda(driver, knowledge)
+    devices = [requirement.Device(str(gpu.capability), None) for gpu in nvidia.gpus]
+    verdict = requirement.evaluate(
+        requirement.parse(value), requirement.Driver(driver, reported), devices
+    )
+    host = f"driver {driver}" + (f" (CUDA {reported})" if reported else "")
+    checked = f"the NVIDIA container runtime checks the image's NVIDIA_REQUIRE_CUDA={value}"
+    if verdict.satisfied:
+        return Check("image", OK, f"{host} runs CUDA {cuda}: {checked} and starts it")
+    unmet = ", ".join(str(condition) for condition in verdict.unmet)
+    return Check(
+        "image",
+        FAIL,
+        f"{host} fails {unmet}: {checked} and refuses to start it. CUDA {cuda} needs a driver "
+        f">= {min_driver}: update the driver.",
+    )

@@ -24,6 +24,7 @@ VERBS = {
     "doctor": ("doctor", "doctor_command"),
     "export": ("export", "export_group"),
     "fetch": ("fetch", "fetch_command"),
+    "gc": ("gc", "gc_command"),
     "knowledge": ("knowledge", "knowledge_group"),
     "lock": ("lock", "lock_command"),
     "publish": ("publish", "publish_command"),

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from rich.table import Table
 
     from builder.build.buildrecord import BuildRecord
+    from builder.build.gc import GcEntry, GcPlan, GcResult
     from builder.check.diff import Entry, FileDifference, ImageDiff
     from builder.knowledge.refresh import RefreshReport
     from builder.lock.lockfile import CurrentLock
@@ -296,3 +297,54 @@ def _short(digest: str | None) -> str:
         return "(none)"
     algorithm, _, hexdigest = digest.partition(":")
     return f"{algorithm}:{hexdigest[:12]}" if hexdigest else digest[:12]
+
+
+def gc_lines(plan: GcPlan, dry_run: bool) -> list[str]:
+    """The project's images with what gc does with each, and what it frees (or would)."""
+    if not plan.entries:
+        return [f"{plan.name}: the engine holds no image built from a lock of this project"]
+    earlier = count(plan.earlier_locks, "earlier lock")
+    lines = [f"{plan.name}: current lock {_short(plan.lock)}, {earlier}"]
+    width = max(len(entry.reference) for entry in plan.entries)
+    lines += [_gc_line(entry, width, plan.exact) for entry in plan.entries]
+    going = plan.removals
+    frees = f"{'' if plan.exact else 'up to '}{size_text(plan.frees)}"
+    if not going:
+        lines.append("nothing to remove")
+    elif dry_run:
+        lines.append(f"dry run: would remove {count(len(going), 'image')}, freeing {frees}")
+    return lines
+
+
+def gc_result_lines(result: GcResult) -> list[str]:
+    lines = [
+        f"  refused  {refusal.entry.reference}: {refusal.reason}" for refusal in result.refused
+    ]
+    if result.removed:
+        freed = f"{'' if result.exact else 'up to '}{size_text(result.freed)}"
+        lines.append(f"removed {count(len(result.removed), 'image')}, freed {freed}")
+    return lines
+
+
+def _gc_line(entry: GcEntry, width: int, exact: bool) -> str:
+    frees = f"frees {'' if exact else 'up to '}{size_text(entry.frees)}"
+    note = frees if entry.verdict == "remove" else entry.reason
+    others = [tag for tag in entry.tags if tag != entry.reference]
+    if others:
+        note += f"; also named {', '.join(others)}"
+    return (
+        f"  {entry.verdict:<7}  {entry.reference:<{width}}  {_short(entry.image_id)}  "
+        f"{size_text(entry.size):>8}  {note}"
+    )
+
+
+def size_text(size: int) -> str:
+    """Bytes in decimal units, as the engine shows them: `950 B`, `12.3 MB`."""
+    if size < 1000:
+        return f"{size} B"
+    value = float(size)
+    for unit in ("kB", "MB", "GB", "TB"):
+        value /= 1000
+        if value < 1000 or unit == "TB":
+            break
+    return f"{value:.1f} {unit}"

@@ -31,6 +31,7 @@ def render_command(
     options: Options, output: Path | None, from_image: str | None, standalone: bool
 ) -> None:
     """Render the Dockerfile, Apptainer definition and build context from reprobuild.lock."""
+    from builder import codeset
     from builder.build.buildrecord import pushed_build
     from builder.lock import lockfile
     from builder.render.context import render_lock
@@ -40,7 +41,7 @@ def render_command(
     current = lockfile.read_current(options.project)
     if from_image is None and not standalone:
         from_image = pushed_build(current.project, current.digest)
-    written, build_plan = render_lock(current, output, from_image)
+    written, build_plan, code = render_lock(current, output, from_image)
     source = (
         f"from the built image {from_image}"
         if from_image
@@ -50,6 +51,7 @@ def render_command(
         f"wrote {written}: Dockerfile, reprobuild.def ({source}), .dockerignore, "
         f"{len(build_plan.layers)} Python layers"
     )
+    click.echo("\n".join(codeset.describe(code)))
 
 
 def _check_from_image(from_image: str, standalone: bool) -> None:

@@ -29,6 +29,7 @@ from builder.engine.common import (
     missing_engine_message,
     start_failed,
 )
+from builder.engine.images import EngineImage
 from builder.errors import BuildFailed, EngineError, RegistryError
 from builder.reference import ImageReference
 from builder.tarstream import BLOCK, blocks
@@ -222,6 +223,64 @@ class Engine:
 
         with contextlib.suppress(ImageNotFound, APIError):
             self.client.api.remove_image(reference, force=True, noprune=False)
+
+    def images(self) -> list[EngineImage]:
+        """Every image the engine holds, the intermediate images of its builds too, each as its
+        inspect describes it (one that goes between the listing and its inspect is left out)."""
+        from docker.errors import APIError, ImageNotFound
+
+        try:
+            listed = self.client.api.images(all=True, quiet=True)
+        except APIError as error:
+            raise EngineError(f"the engine could not list its images: {_why(error)}.") from None
+        found = []
+        for image_id in dict.fromkeys(listed):
+            try:
+                found.append(EngineImage.from_inspect(self.client.api.inspect_image(image_id)))
+            except ImageNotFound:
+                continue
+            except APIError as error:
+                raise lookup_failed(image_id, _why(error)) from None
+        return found
+
+    def containers_by_image(self) -> dict[str, tuple[str, ...]]:
+        """The containers made from each image, running or stopped, as `name (state)`, by image
+        ID."""
+        from docker.errors import APIError
+
+        try:
+            listed = self.client.api.containers(all=True)
+        except APIError as error:
+            raise EngineError(f"the engine could not list its containers: {_why(error)}.") from None
+        found: dict[str, list[str]] = {}
+        for container in listed:
+            name = str((container.get("Names") or [container["Id"][:12]])[0]).lstrip("/")
+            state = container.get("State") or "unknown"
+            found.setdefault(str(container.get("ImageID", "")), []).append(f"{name} ({state})")
+        return {image_id: tuple(sorted(names)) for image_id, names in found.items()}
+
+    def untag(self, reference: str) -> None:
+        """Remove one name, without force: the engine removes the image with its last name, and
+        refuses (EngineError with its reason) while a container uses it. A name already gone is
+        no error."""
+        self._remove_unforced(reference)
+
+    def delete_image(self, image_id: str) -> bool:
+        """Remove an image by ID, without force and without its untagged parents: the engine
+        refuses (EngineError with its reason) while it has a name in several repositories, a
+        container or a child image. False when the engine no longer had it."""
+        return self._remove_unforced(image_id)
+
+    def _remove_unforced(self, reference: str) -> bool:
+        from docker.errors import APIError, ImageNotFound
+
+        try:
+            self.client.api.remove_image(reference, force=False, noprune=True)
+        except ImageNotFound:
+            return False
+        except APIError as error:
+            raise EngineError(f"the engine kept {reference}: {_why(error)}.") from None
+        return True
 
     # Registries.
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict, cast
 from urllib.parse import quote
 
-from builder import __version__, files
+from builder import __version__, files, layout
 from builder.errors import PublishError, WriteError
 from builder.reference import ImageReference
 
@@ -28,8 +28,6 @@ if TYPE_CHECKING:
     from builder.lock.lockfile import CurrentLock
     from builder.lock.model import Lock
 
-MANIFEST_FILE = "reprobuild.manifest.json"
-REPRODUCE_FILE = "REPRODUCE.md"
 FORMAT = 1
 PUBLISHABLE = ("pass", "unproven")  # unproven: identical bits, but the canary showed no power
 
@@ -170,7 +168,7 @@ def commands(pushed: str) -> Commands:
     sif = f"{reference.written_name.rsplit('/', 1)[-1]}-{digest[:12]}.sif"
     return {
         "pull": f"docker pull {pushed}",
-        "verify": f"reprobuild verify {MANIFEST_FILE}",
+        "verify": f"reprobuild verify {layout.MANIFEST_FILE}",
         "run": f"docker run --rm --gpus all {pushed} python train.py",
         "smoke": f"docker run --rm --gpus all {pushed} reprobuild-smoke",
         "apptainer": f"apptainer pull {sif} docker://{pushed} && apptainer test --nv {sif}",
@@ -193,7 +191,7 @@ def badge(pushed: str) -> str:
     """A static shields.io badge naming the digest, linking to REPRODUCE.md."""
     short = (ImageReference.parse(pushed).digest or "")[:19]  # sha256: and 12 hex digits
     label = quote(short.replace("-", "--"), safe="")
-    return f"[![reprobuild {short}](https://img.shields.io/badge/reprobuild-{label}-blue)]({REPRODUCE_FILE})"
+    return f"[![reprobuild {short}](https://img.shields.io/badge/reprobuild-{label}-blue)]({layout.REPRODUCE_FILE})"
 
 
 def resolution_summary(lock: Lock) -> ResolutionSummary:
@@ -362,7 +360,7 @@ def _cell(value: Any) -> str:
 
 def write(output: Path, document: Manifest) -> tuple[Path, Path]:
     """REPRODUCE.md, then the manifest, each atomically, into `output`; their paths."""
-    manifest_path, reproduce_path = output / MANIFEST_FILE, output / REPRODUCE_FILE
+    manifest_path, reproduce_path = output / layout.MANIFEST_FILE, output / layout.REPRODUCE_FILE
     remedy = "give -o a folder you can write to."
     try:
         output.mkdir(parents=True, exist_ok=True)

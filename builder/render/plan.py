@@ -16,6 +16,7 @@ from typing import Any
 from builder import __version__, layout, snapshots
 from builder.lock.apt import DEFAULT_PATH, AptArchive
 from builder.lock.model import Lock, LockedPackage
+from builder.render import requirement
 
 VENV = "/opt/venv"
 HOME = "/opt/reprobuild"
@@ -33,7 +34,17 @@ WHEELS = f"{CONTEXT}/wheels"  # the lock's wheels, verified on the host before t
 DEPS_STAGE = "deps"
 STAGING = f"{HOME}/layer"  # an install stage puts one layer here, as a tree rooted at /
 STAGED = f"{STAGING}{VENV}"  # the --prefix of that install
-TORCH_STACK = ("torch", "triton", "cuda-toolkit", "cuda-bindings", "cuda-pathfinder")
+# The torch stack in two layers, so that a torch patch release on the same CUDA wheels keeps the
+# CUDA layer (about 3 GB of the 5 GB): the CUDA libraries, then torch and its compiler.
+CUDA_PREFIXES = ("nvidia-", "cuda-")
+TORCH_STACK = ("torch", "triton")
+# The date of every file in a layer whose inputs carry no date of their own: the venv, the wheels
+# (pip keeps none of their dates), the user and hook links, the payload and the code. A layer is
+# then a function of its own inputs only: a re-lock (a new archive snapshot, so a new lock epoch)
+# or another project with the same base and wheels gives it the same bytes, and the engine and
+# the registry already hold it. 1980-01-01, the earliest date a zip archive can hold, so that
+# zipping files from the image never fails on their dates.
+LAYER_EPOCH = 315532800
 # Offline and exact: only the wheels in the context, each checked against the lock's hash, no
 # dependency resolution, no sdists, no bytecode; --ignore-installed so that a locked pip or
 # setuptools is installed even though the install stage's own pip already provides one.
@@ -76,6 +87,9 @@ class BuildPlan:
     system_packages: tuple[str, ...]
     interpreter: str  # creates the venv, e.g. python3.11
     layers: tuple[PythonLayer, ...]
+    # The system packages install the interpreter (a Debian base with Python from apt), so they
+    # come before the venv; else after the Python layers, whose bytes then do not depend on them.
+    system_first: bool
     env: tuple[tuple[str, str], ...]
     labels: tuple[tuple[str, str], ...]
     expect: dict[str, Any] = field(default_factory=dict)  # locked versions for the smoke test
@@ -94,10 +108,12 @@ class BuildPlan:
         )
 
     def pip_install(self, layer: PythonLayer) -> str:
-        """Install one layer into STAGED, with a pip that only the install stage carries."""
+        """Install one layer into STAGED, with a pip that only the install stage carries, every
+        file dated LAYER_EPOCH."""
         requirements = f"{HOME}/{layer.file.removeprefix(CONTEXT + '/')}"
         return (
-            "python -m ensurepip --default-pip > /dev/null"
+            f"export SOURCE_DATE_EPOCH={LAYER_EPOCH}"
+            " && python -m ensurepip --default-pip > /dev/null"
             f" && {PIP_INSTALL} --prefix {STAGED} -r {requirements}"
             # Bytecode that wheels ship is a cache Python rebuilds in memory; none in the image.
             f" && find {STAGING} -name '*.pyc' -delete"
@@ -106,9 +122,15 @@ class BuildPlan:
         )
 
     @staticmethod
-    def clamped(command: str) -> str:
-        """`command`, then the files it changed dated to the epoch (see CLAMP_CHANGED)."""
-        return f"touch {STEP_MARKER} && {command} && {CLAMP_CHANGED} && rm {STEP_MARKER}"
+    def clamped(command: str, epoch: int = LAYER_EPOCH) -> str:
+        """`command` run with SOURCE_DATE_EPOCH set to `epoch` (apt, dpkg and useradd date what
+        they write by it), then the files it changed dated to `epoch` (see CLAMP_CHANGED). Each
+        step names its own epoch: one ENV for the whole file would make every step, and so
+        every layer, depend on the lock's date."""
+        return (
+            f"export SOURCE_DATE_EPOCH={epoch} && touch {STEP_MARKER} && {command}"
+            f" && {CLAMP_CHANGED} && rm {STEP_MARKER}"
+        )
 
     def create_venv(self) -> str:
         return f"{self.interpreter} -m venv --without-pip {VENV}"
@@ -144,19 +166,18 @@ def requirements_text(layer: PythonLayer) -> str:
 
 
 def _layers(lock: Lock) -> tuple[PythonLayer, ...]:
+    """The closure in layers, each holding only its own wheels: the CUDA libraries, torch, the
+    rest. Empty ones are left out (a CPU-only build has no CUDA layer)."""
     packages = lock.python.packages
-    stack = tuple(p for p in packages if p.name in TORCH_STACK or p.name.startswith("nvidia-"))
-    rest = tuple(p for p in packages if p not in stack)
-    layers = [
-        PythonLayer(
-            "The torch and CUDA stack", "torch-stack", f"{CONTEXT}/requirements-torch.txt", stack
-        )
-    ]
-    if rest:
-        layers.append(
-            PythonLayer("The other dependencies", "closure", f"{CONTEXT}/requirements.txt", rest)
-        )
-    return tuple(layers)
+    cuda = tuple(p for p in packages if p.name.startswith(CUDA_PREFIXES))
+    torch = tuple(p for p in packages if p.name in TORCH_STACK)
+    rest = tuple(p for p in packages if p not in cuda and p not in torch)
+    layers = (
+        PythonLayer("The CUDA libraries", "cuda", f"{CONTEXT}/requirements-cuda.txt", cuda),
+        PythonLayer("torch", "torch", f"{CONTEXT}/requirements-torch.txt", torch),
+        PythonLayer("The other dependencies", "closure", f"{CONTEXT}/requirements.txt", rest),
+    )
+    return tuple(layer for layer in layers if layer.packages)
 
 
 # The image's ENV that makes a run repeatable; launchers outside Docker pass it explicitly.
@@ -197,7 +218,9 @@ def _env(lock: Lock) -> tuple[tuple[str, str], ...]:
         env += [
             ("NVIDIA_VISIBLE_DEVICES", "all"),
             ("NVIDIA_DRIVER_CAPABILITIES", "compute,utility"),
-            ("NVIDIA_REQUIRE_CUDA", f"cuda>={cuda}"),
+            # Not cuda>=X.Y: the runtime refused cuda>=12.4 on driver 535.104.05 (CUDA 12.2), which
+            # the resolver admits for 12.4 under minor-version compatibility.
+            ("NVIDIA_REQUIRE_CUDA", requirement.of_record(lock.resolution)),
         ]
     return tuple(env)
 
@@ -245,6 +268,7 @@ def plan(lock: Lock, lock_digest: str) -> BuildPlan:
         system_packages=lock.system.packages,
         interpreter=f"python{lock.python.python}",
         layers=_layers(lock),
+        system_first=lock.base.python_source == "apt",
         env=_env(lock),
         labels=_labels(lock, lock_digest),
         expect=expect,

@@ -15,11 +15,12 @@ from typing import Any
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 
+from builder.codeset import Rules
 from builder.compat import ComputeCapability, CudaVersion, DriverVersion
 from builder.errors import SpecError
 from builder.knowledge import Knowledge
 from builder.reference import well_formed
-from builder.spec.file import locate
+from builder.spec.file import has_spec, locate
 from builder.spec.model import (
     BootstrapBase,
     Determinism,
@@ -52,6 +53,8 @@ TOP_KEYS = (
     "base",
     "target",
     "determinism",
+    "exclude",
+    "include",
 )
 TARGET_KEYS = ("driver", "gpus", "host")
 DETERMINISM_KEYS = ("seed", "tf32", "cublas_workspace_config")
@@ -77,10 +80,24 @@ def parse(table: dict[str, Any], path: Path, knowledge: Knowledge) -> Spec:
     return spec
 
 
-class _Checker:
-    def __init__(self, path: Path, knowledge: Knowledge) -> None:
+def code_rules(project: Path) -> Rules:
+    """The spec's `exclude` and `include`, checked as `load_spec` checks them (without the
+    knowledge base it needs for the rest); none for a project without a spec."""
+    if not has_spec(project):
+        return Rules()
+    path, table, _ = locate(project)
+    checker = _Types(path)
+    rules = Rules(checker.patterns(table, "exclude"), checker.patterns(table, "include"))
+    if checker.problems:
+        raise SpecError(str(path), checker.problems)
+    return rules
+
+
+class _Types:
+    """The checks of a value's type and form, which need nothing but the table."""
+
+    def __init__(self, path: Path) -> None:
         self.path = path
-        self.knowledge = knowledge
         self.problems: list[str] = []
 
     def problem(self, text: str) -> None:
@@ -111,6 +128,39 @@ class _Checker:
             return None
         return value
 
+    def string_list(self, table: dict[str, Any], key: str) -> list[str] | None:
+        values: list[str] | None = self.typed(table, key, list)
+        if values is None:
+            return None
+        bad = [value for value in values if not isinstance(value, str)]
+        if bad:
+            self.problem(f"'{key}' must be a list of strings; {_show(bad[0])} is not a string.")
+            return None
+        return values
+
+    def patterns(self, table: dict[str, Any], key: str) -> tuple[str, ...]:
+        """A list of gitignore-style patterns (`exclude`, `include`)."""
+        values = self.string_list(table, key) or []
+        if not values:
+            return ()
+        from pathspec import GitIgnoreSpec
+
+        for value in values:
+            try:
+                GitIgnoreSpec.from_lines([value])
+            except ValueError:
+                self.problem(
+                    f"'{key}' entry {value!r} is not a gitignore-style pattern (a lone '!' or a "
+                    'trailing backslash?): write e.g. "data/", "*.ckpt" or "!data/sample.csv".'
+                )
+        return tuple(values)
+
+
+class _Checker(_Types):
+    def __init__(self, path: Path, knowledge: Knowledge) -> None:
+        super().__init__(path)
+        self.knowledge = knowledge
+
     def spec(self, table: dict[str, Any]) -> Spec | None:
         self.unknown_keys(table, TOP_KEYS, "")
         name = self.name(table)
@@ -125,6 +175,8 @@ class _Checker:
         base = self.base(table)
         target = self.target(table)
         determinism = self.determinism(table)
+        exclude = self.patterns(table, "exclude")
+        include = self.patterns(table, "include")
         if torch is not None:
             cuda = self.reconcile_variant(torch[2], cuda, cpu_only)
         self.exclusive(table, cpu_only, target, toolkit)
@@ -147,6 +199,8 @@ class _Checker:
             base=base,
             target=target,
             determinism=determinism,
+            exclude=exclude,
+            include=include,
         )
 
     def required(self, table: dict[str, Any], key: str, example: str) -> str | None:
@@ -257,16 +311,6 @@ class _Checker:
             self.problem(f"'requirements' = {text!r}: no such file (looked for {path}).")
             return None
         return path
-
-    def string_list(self, table: dict[str, Any], key: str) -> list[str] | None:
-        values: list[str] | None = self.typed(table, key, list)
-        if values is None:
-            return None
-        bad = [value for value in values if not isinstance(value, str)]
-        if bad:
-            self.problem(f"'{key}' must be a list of strings; {_show(bad[0])} is not a string.")
-            return None
-        return values
 
     def packages(self, table: dict[str, Any]) -> tuple[str, ...]:
         values = self.string_list(table, "packages") or []

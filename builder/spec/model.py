@@ -56,6 +56,8 @@ class Spec:
     base: str | BootstrapBase | None = None
     target: TargetSpec = field(default_factory=TargetSpec)
     determinism: Determinism = field(default_factory=Determinism)
+    exclude: tuple[str, ...] = ()  # gitignore-style: files kept out of the code layer
+    include: tuple[str, ...] = ()  # and files let back in (builder/codeset.py)
 
 
 @dataclass(frozen=True)

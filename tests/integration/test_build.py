@@ -283,7 +283,7 @@ def test_failing_step_names_the_step_command_and_output_and_writes_no_record(
     result = CliRunner().invoke(cli, ["-C", str(project), "build", "--plain"])
     assert result.exit_code == 1, result.output
     message = str(result.exception) if result.exception else result.output
-    assert "step 4/" in message and "apt-get install" in message
+    assert "step 17/" in message and "apt-get install" in message
     assert "E: Version '0.0-does-not-exist' for 'libgomp1' was not found" in message
     assert not (project / layout.RECORD_FILE).exists()
 

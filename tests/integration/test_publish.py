@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
+from builder import layout
 from builder.build import build, buildrecord
 from builder.lock import lockfile
 from builder.publish import publish
@@ -45,7 +46,7 @@ def published(torch_image: Any, tmp_path_factory: pytest.TempPathFactory) -> Pub
     project = str(torch_image.project)
     result = reprobuild("-C", project, "publish", "--cpu", "--to", PAPER, "-o", str(folder))
     assert result.returncode == 0, result.stdout + result.stderr
-    path = folder / publish.MANIFEST_FILE
+    path = folder / layout.MANIFEST_FILE
     return Published(path, json.loads(path.read_text()), result.stdout, result.stderr)
 
 
@@ -96,10 +97,10 @@ def test_publish_pushes_and_writes_the_manifest(published: Published, torch_imag
     assert yaml.safe_load(document["citation_cff"])["identifiers"][0]["value"] == record.pushed
     assert published.output == (
         f"published {record.pushed}\n  manifest {published.path}\n"
-        f"  {published.path.parent / publish.REPRODUCE_FILE}\n  badge: {document['badge']}\n"
+        f"  {published.path.parent / layout.REPRODUCE_FILE}\n  badge: {document['badge']}\n"
     )
     assert "note: the smoke report is from the CPU mode: it shows the plumbing" in published.notes
-    reproduce = (published.path.parent / publish.REPRODUCE_FILE).read_text()
+    reproduce = (published.path.parent / layout.REPRODUCE_FILE).read_text()
     assert f"\ndocker pull {record.pushed}\n" in reproduce
     assert "in CPU mode (no GPU was used" in reproduce
 
@@ -247,5 +248,58 @@ def test_verify_pulls_by_digest_and_rebuilds_the_lock(engine_client: Any, tmp_pa
         assert stale.returncode == 1
         assert "fail lock          the image was built from the lock" in stale.stdout
     finally:
+        engine_client.remove_image(record.image_id)
+        engine_client.remove_image(record.dependencies or "")
+
+
+def test_verify_rebuild_right_after_publish_gives_the_published_image(
+    engine_client: Any, tmp_path: Path
+) -> None:
+    """publish writes its manifest and REPRODUCE.md into the project; they are not code, so the
+    rebuild's code layer is the published one and the tree stays clean."""
+    project = small_project(tmp_path / "paper")
+    git = ["git", "-C", str(project), "-c", "user.name=t", "-c", "user.email=t@example.org"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-qm", "the paper's code"], check=True)
+    record, _ = build_project(engine_client, project, tmp_path / "cache")
+    assert record.git_dirty is False
+    buildrecord.write(project, record)
+    report = tmp_path / "smoke.json"  # the smoke test is not what this test is about
+    report.write_text(
+        json.dumps(
+            {
+                "image_id": record.image_id,
+                "verdict": "pass",
+                "mode": "cpu",
+                "key": {"cpu": "test"},
+                "kernels": {"matmul_fp32": {"runs": ["0" * 64, "0" * 64]}},
+            }
+        )
+    )
+    tag = f"{REGISTRY}/test/publish-rebuild:paper"
+    try:
+        published = reprobuild(
+            "-C", str(project), "publish", "--to", tag, "--smoke-report", str(report)
+        )
+        assert published.returncode == 0, published.stdout + published.stderr
+        manifest = project / layout.MANIFEST_FILE
+        assert (project / layout.REPRODUCE_FILE).is_file()
+        assert json.loads(manifest.read_text())["source"]["git_dirty"] is False
+        result = reprobuild("-C", str(project), "verify", str(manifest), "--no-smoke", "--rebuild")
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert statuses(result.stdout) == [
+            ("ok", "manifest"),
+            ("ok", "image"),
+            ("ok", "lock"),
+            ("ok", "tag"),
+            ("skip", "smoke"),
+            ("ok", "rebuild"),
+        ]
+        assert (
+            f"ok   rebuild       a --no-cache rebuild of the lock gave {record.image_id} again\n"
+        ) in result.stdout
+    finally:
+        engine_client.remove_image(tag)
         engine_client.remove_image(record.image_id)
         engine_client.remove_image(record.dependencies or "")

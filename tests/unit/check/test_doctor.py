@@ -3,6 +3,7 @@ image verdict on host records of GPU machines (CI has no GPU; tests/gpu/ runs wh
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from builder.spec.check import load_spec
 
 KB = knowledge.load()
 EXAMPLE = Path(__file__).parents[3] / "images" / "example"
+CUDA_13 = CudaVersion(13, 0)
 NO_ENGINE = EngineHost("unix:///x.sock", None, None, (), None, "no Docker engine answers ...")
 
 
@@ -25,9 +27,19 @@ def example_resolution() -> resolve.Resolution:
     return resolve.resolve(loaded, target.from_spec(loaded.target), KB)
 
 
-def gpu_host(name: str, major: int, minor: int, driver: str = "580.159.04") -> NvidiaHost:
+def gpu_host(
+    name: str,
+    major: int,
+    minor: int,
+    driver: str = "580.159.04",
+    cuda: CudaVersion | None = CUDA_13,
+) -> NvidiaHost:
     gpu = HostGpu(0, name, ComputeCapability(major, minor), 85520809984, 132, "GPU-1")
-    return NvidiaHost(DriverVersion.parse(driver), CudaVersion(13, 0), (gpu,))
+    return NvidiaHost(DriverVersion.parse(driver), cuda, (gpu,))
+
+
+RUNTIME = "the NVIDIA container runtime checks the image's NVIDIA_REQUIRE_CUDA="
+REQUIRE = "cuda>=12.0,driver>=525.60.13"
 
 
 @pytest.mark.skipif(host.probe_nvidia().problem is None, reason="this host has an NVIDIA driver")
@@ -59,7 +71,7 @@ def test_h100_host_runs_the_example_image() -> None:
     assert report.runs_here is True
     details = [(c.status, c.detail) for c in report.checks if c.topic == "image"]
     assert details == [
-        ("ok", "driver 580.159.04 runs CUDA 12.4 (needs >= 525.60.13)"),
+        ("ok", f"driver 580.159.04 (CUDA 13.0) runs CUDA 12.4: {RUNTIME}{REQUIRE} and starts it"),
         ("ok", "NVIDIA H100 80GB HBM3 (sm_90) runs the sm_90 kernels"),
     ]
     assert ("gpu 0", "info", "NVIDIA H100 80GB HBM3, sm_90, 80 GiB, 132 SMs") in [
@@ -79,11 +91,68 @@ def test_rtx_5090_host_cannot_run_it() -> None:
 
 
 def test_old_driver_host_cannot_run_it() -> None:
-    report = doctor.examine(
-        gpu_host("NVIDIA A100", 8, 0, "470.82.01"), NO_ENGINE, example_resolution(), KB
-    )
+    old = gpu_host("NVIDIA A100", 8, 0, "470.82.01", CudaVersion(11, 4))
+    report = doctor.examine(old, NO_ENGINE, example_resolution(), KB)
     assert [c.detail for c in report.checks if c.status == "fail"] == [
-        "CUDA 12.4 needs driver >= 525.60.13; the target driver is 470.82.01"
+        f"driver 470.82.01 (CUDA 11.4) fails cuda>=12.0: {RUNTIME}{REQUIRE} and refuses to start "
+        "it. CUDA 12.4 needs a driver >= 525.60.13: update the driver."
+    ]
+
+
+def test_the_example_runs_on_its_own_target_driver() -> None:
+    """The R535 driver the example targets: the resolver admits it for CUDA 12.4 under
+    minor-version compatibility, and so does the runtime's check of the value the plan writes.
+    Without NVML's CUDA version, the knowledge base's driver table stands in."""
+    r535 = gpu_host("NVIDIA H100 80GB HBM3", 9, 0, "535.104.05", None)
+    report = doctor.examine(r535, NO_ENGINE, example_resolution(), KB)
+    assert report.runs_here is True
+    assert [(c.status, c.detail) for c in report.checks if c.topic == "image"] == [
+        ("ok", f"driver 535.104.05 (CUDA 12.2) runs CUDA 12.4: {RUNTIME}{REQUIRE} and starts it"),
+        ("ok", "NVIDIA H100 80GB HBM3 (sm_90) runs the sm_90 kernels"),
+        (
+            "info",
+            "runs under CUDA minor-version compatibility: driver 535.104.05 is older than "
+            "550.54.14 of the CUDA 12.4 toolkit, so JIT of newer PTX is unavailable",
+        ),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("driver", "cuda", "runs"),
+    [
+        ("520.61.05", CudaVersion(11, 8), False),
+        ("525.60.12", CudaVersion(12, 0), False),
+        ("525.60.13", CudaVersion(12, 0), True),
+        ("550.54.14", CudaVersion(12, 4), True),
+    ],
+)
+def test_the_doctor_and_the_resolver_agree_at_the_floor(
+    driver: str, cuda: CudaVersion, runs: bool
+) -> None:
+    report = doctor.examine(
+        gpu_host("NVIDIA H100 80GB HBM3", 9, 0, driver, cuda), NO_ENGINE, example_resolution(), KB
+    )
+    on_host = target.Target(DriverVersion.parse(driver), (), "host")
+    build = example_resolution().build
+    assert resolve.judge(build, resolve.Request(None, None, None, on_host), KB).eligible is runs
+    assert report.runs_here is runs
+    assert len([c for c in report.checks if c.status == "fail"]) == (0 if runs else 1)
+
+
+def test_a_failing_driver_and_missing_kernels_are_both_named() -> None:
+    old = gpu_host("NVIDIA GeForce RTX 5090", 12, 0, "470.82.01", CudaVersion(11, 4))
+    report = doctor.examine(old, NO_ENGINE, example_resolution(), KB)
+    assert [c.detail[:38] for c in report.checks if c.status == "fail"] == [
+        "driver 470.82.01 (CUDA 11.4) fails cud",
+        "no kernels for NVIDIA GeForce RTX 5090",
+    ]
+
+
+def test_a_resolution_without_a_driver_floor_fails() -> None:
+    floorless = replace(example_resolution(), min_driver=None)
+    report = doctor.examine(gpu_host("NVIDIA A100", 8, 0), NO_ENGINE, floorless, KB)
+    assert [c.detail for c in report.checks if c.status == "fail"] == [
+        "the knowledge base has no driver floor for CUDA 12.4"
     ]
 
 

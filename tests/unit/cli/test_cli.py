@@ -304,19 +304,27 @@ def test_render_writes_the_context_from_the_lock(tmp_path: Path) -> None:
     output = tmp_path / "context"
     result = run("-C", str(project), "render", "-o", str(output))
     assert result.returncode == 0, result.stderr
+    size = sum((project / name).stat().st_size for name in ("reprobuild.toml", "reprobuild.lock"))
     assert (
         result.stdout
         == f"wrote {output}: Dockerfile, reprobuild.def (standalone (`reprobuild build --push "
-        "REF` gives one from the built image)), .dockerignore, 2 Python layers\n"
+        "REF` gives one from the built image)), .dockerignore, 3 Python layers\n"
+        f"code: 2 files, {size / 1e3:.1f} kB\n"
     )
     dockerfile = (output / "Dockerfile").read_text()
     assert (
         "FROM python@sha256:b1add8a6f2aca6bcfcf0b9c9b522352f7ce0d62a3d556a2f2f32511aa0cca250"
         " AS system\n" in dockerfile
     )
-    assert (output / "reprobuild" / "requirements-torch.txt").read_text().count(
-        "--hash=sha256:"
-    ) == 14
+    hashes = {
+        name: (output / "reprobuild" / name).read_text().count("--hash=sha256:")
+        for name in ("requirements-cuda.txt", "requirements-torch.txt", "requirements.txt")
+    }
+    assert hashes == {
+        "requirements-cuda.txt": 12,
+        "requirements-torch.txt": 2,
+        "requirements.txt": 10,
+    }
     assert sorted(p.name for p in (output / "code" / "workspace").iterdir()) == [
         "reprobuild.lock",
         "reprobuild.toml",

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, cast
 import pytest
 import yaml
 
+from builder import layout
 from builder.build.buildrecord import BuildRecord, LayerRecord
 from builder.cli.present import verify_lines
 from builder.errors import PublishError, VerifyError
@@ -277,7 +278,7 @@ def test_a_reference_without_a_digest_is_refused(text: str) -> None:
 
 
 def test_a_manifest_that_is_not_one_is_refused(tmp_path: Path) -> None:
-    path = tmp_path / publish.MANIFEST_FILE
+    path = tmp_path / layout.MANIFEST_FILE
     path.write_text(json.dumps({"format": 99}))
     with pytest.raises(VerifyError) as raised:
         verify.read_manifest(path)
@@ -291,7 +292,7 @@ def test_a_manifest_that_is_not_one_is_refused(tmp_path: Path) -> None:
 
 
 def test_a_damaged_manifest_is_named(tmp_path: Path) -> None:
-    path = tmp_path / publish.MANIFEST_FILE
+    path = tmp_path / layout.MANIFEST_FILE
     damaged = {**document(), "smoke": {"verdict": "pass"}}
     path.write_text(json.dumps(damaged))
     with pytest.raises(VerifyError) as raised:

@@ -219,13 +219,14 @@ def test_no_tmp_staging_and_layer_order() -> None:
     order = [
         docker.index(marker)
         for marker in (
-            "apt-get install",
             "-m venv --without-pip",
             "requirements-torch.txt /opt",
             "requirements.txt /opt",
-            "COPY --from=torch-stack",
+            "COPY --from=torch",
             "COPY --from=closure",
+            "apt-get install",
             "useradd",
+            "LABEL org.opencontainers",
             "FROM deps\n",
             "COPY reprobuild/image/ /",
             "COPY code/ /",
@@ -253,7 +254,7 @@ def test_context_is_written_atomically_with_code_filtered(tmp_path: Path) -> Non
     home = output / "reprobuild" / "image" / "opt" / "reprobuild"
     assert (home / "payload" / "reprobuild_smoke" / "__main__.py").is_file()
     assert os.access(home / "bin" / "entry", os.X_OK)
-    assert {p.stat().st_mtime for p in output.rglob("*")} == {build_plan.epoch}
+    assert {p.stat().st_mtime for p in output.rglob("*")} == {plan.LAYER_EPOCH}
     assert "**/.env" in (output / ".dockerignore").read_text()
     with pytest.raises(FileNotFoundError):  # the wheelhouse lacks the lock's wheels
         context.write(output, {"Dockerfile": "changed"}, project, build_plan, project / "none")
@@ -290,7 +291,8 @@ def test_the_rendered_dockerfile_carries_its_two_stages() -> None:
     rendered = dockerfile()
     stages = rendered.stages
     assert stages is not None
-    assert "&& rm /dev/shm/reprobuild-step\n\n# The image: " in stages.dependencies
+    assert "\nLABEL org.opencontainers.image.title=lab/train \\\n" in stages.dependencies
+    assert stages.dependencies.endswith("copies only these (no wheels).\n")
     assert "FROM system AS deps\n" in stages.dependencies
     assert stages.image.startswith("# The smoke test payload")
     assert stages.image.splitlines()[1] == "COPY reprobuild/image/ /"
