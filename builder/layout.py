@@ -10,6 +10,9 @@ CODE = "/workspace"
 OUTPUTS = "/outputs"  # where `run` and the exported cluster jobs mount a writable outputs folder
 USER, UID = "reprobuild", 1000
 
+# The label that names the lock an image (final or dependencies) was built from.
+LOCK_LABEL = "dev.reprobuild.lock"
+
 # In the project: what reprobuild itself writes there.
 WORK_FOLDER = ".reprobuild"  # the build context and the wheelhouse
 RECORD_FILE = "reprobuild.build.json"

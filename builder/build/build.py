@@ -15,6 +15,7 @@ from builder import __version__, codeset, source, tarstream
 from builder.build import imagecache
 from builder.build.base import ensure_base
 from builder.build.buildrecord import BuildRecord
+from builder.build.deps import assemble
 from builder.build.image import Normalised, normalise_image
 from builder.engine.sdk import BuildEvent, Engine
 from builder.lock.lockfile import CurrentLock
@@ -96,7 +97,14 @@ def build_lock(
         )
     else:
         deps, normalised = _build_on_dependencies(
-            engine, context_dir, build_plan, reference, stages, no_cache=no_cache, progress=progress
+            engine,
+            context_dir,
+            build_plan,
+            reference,
+            stages,
+            no_cache=no_cache,
+            progress=progress,
+            wheelhouse=wheel_cache,
         )
     commit, dirty = source.git_state(project, rules=code.rules)
     base_layers = len(engine.inspect_image(build_plan.base)["RootFS"]["Layers"])
@@ -132,11 +140,18 @@ def _build_on_dependencies(
     *,
     no_cache: bool,
     progress: Progress,
+    wheelhouse: Path,
 ) -> tuple[str, Normalised]:
     """The deps image (made when missing), then the final stage on it from a context without the
     wheels. Returns the deps image's name and the image, with what both normalisations did."""
     deps, made = _dependencies(
-        engine, context_dir, build_plan, stages, no_cache=no_cache, progress=progress
+        engine,
+        context_dir,
+        build_plan,
+        stages,
+        no_cache=no_cache,
+        progress=progress,
+        wheelhouse=wheelhouse,
     )
     progress.note("building the image on its dependencies")
     app = f"FROM {deps}\n{stages.image}".encode()
@@ -144,15 +159,19 @@ def _build_on_dependencies(
         context_dir, leave_out=frozenset({plan.WHEELS}), replace={"Dockerfile": app}
     )
     built = engine.build(_counted(stream, progress.sent), progress.event, no_cache)
-    image = normalise_image(
-        engine,
-        built,
-        parent=deps,
-        epoch=build_plan.epoch,
-        reference=reference,
-        note=progress.note,
-        trust_context_copies=stages.trust_copies,
-    )
+    try:
+        image = normalise_image(
+            engine,
+            built,
+            parent=deps,
+            epoch=build_plan.epoch,
+            reference=reference,
+            note=progress.note,
+            trust_context_copies=stages.trust_copies,
+        )
+    finally:
+        # The engine's own image of the build and its steps: the normalised image replaces it.
+        engine.remove_image(built)
     if made is None:
         return deps, image
     return deps, replace(
@@ -170,16 +189,29 @@ def _dependencies(
     *,
     no_cache: bool,
     progress: Progress,
+    wheelhouse: Path,
 ) -> tuple[str, Normalised | None]:
     """The dependencies image (the `deps` stage, normalised): built when missing, when its name
     no longer names the image reprobuild loaded under it, or with `no_cache`; else the one an
-    earlier build of this lock left (returned without a `Normalised`)."""
+    earlier build of this lock left (returned without a `Normalised`). The packaged template's
+    is assembled (build/deps.py); an override's is built as its Dockerfile says."""
     reference = f"{build_plan.name}:{plan.DEPS_STAGE}-{stages.key}"
     known = imagecache.named(reference)
     if not no_cache and known is not None and engine.image_id(reference) == known:
         progress.note(f"dependencies: {reference}, built before")
         return reference, None
     progress.note(f"building the dependencies (stage {plan.DEPS_STAGE})")
+    if stages.system is not None:
+        return reference, assemble(
+            engine,
+            build_plan,
+            stages,
+            reference,
+            wheelhouse=wheelhouse,
+            no_cache=no_cache,
+            note=progress.note,
+            event=progress.event,
+        )
     normalised = _build_on_base(
         engine,
         context_dir,
@@ -202,17 +234,22 @@ def _build_on_base(
     progress: Progress,
     target: str | None = None,
 ) -> Normalised:
-    """Build the whole context (up to the stage `target`) and normalise it on the base."""
+    """Build the whole context (up to the stage `target`) and normalise it on the base. The
+    engine's own image of the build (and its steps) is removed; the other stages of a template
+    override stay, as the engine's cache."""
     stream = _counted(tarstream.folder_stream(context_dir), progress.sent)
     built = engine.build(stream, progress.event, no_cache, target=target)
-    return normalise_image(
-        engine,
-        built,
-        parent=build_plan.base,
-        epoch=build_plan.epoch,
-        reference=reference,
-        note=progress.note,
-    )
+    try:
+        return normalise_image(
+            engine,
+            built,
+            parent=build_plan.base,
+            epoch=build_plan.epoch,
+            reference=reference,
+            note=progress.note,
+        )
+    finally:
+        engine.remove_image(built)
 
 
 def push_and_point(

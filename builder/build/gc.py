@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+from builder import layout
 from builder.build import imagecache
 from builder.engine.images import EngineImage
 from builder.engine.sdk import Engine
@@ -24,7 +25,6 @@ from builder.errors import EngineError
 from builder.reference import ImageReference
 from builder.render import plan
 
-LOCK_LABEL = "dev.reprobuild.lock"
 TITLE_LABEL = "org.opencontainers.image.title"
 
 # current: the lock on disk's own; keep: one of the --keep newest earlier locks' (or the
@@ -114,7 +114,7 @@ def select(
     ours = [(image, reference) for image in images if (reference := _ours(image, name))]
     by_lock: dict[str, list[tuple[EngineImage, str]]] = {}
     for image, reference in ours:
-        by_lock.setdefault(image.labels[LOCK_LABEL], []).append((image, reference))
+        by_lock.setdefault(image.labels[layout.LOCK_LABEL], []).append((image, reference))
     earlier = sorted(
         (found for found in by_lock if found != lock),
         key=lambda found: _newest_first(found, [image for image, _ in by_lock[found]]),
@@ -150,7 +150,7 @@ def select(
                 image_id=image.image_id,
                 reference=reference,
                 tags=image.tags,
-                lock=image.labels[LOCK_LABEL],
+                lock=image.labels[layout.LOCK_LABEL],
                 deps=_is_deps(reference, name),
                 size=image.size,
                 verdict=verdicts[image.image_id][0],
@@ -196,7 +196,7 @@ def remove(
 
 def _ours(image: EngineImage, name: str) -> str | None:
     """The name reprobuild gave `image`, when it is one of the project's images."""
-    lock = image.labels.get(LOCK_LABEL)
+    lock = image.labels.get(layout.LOCK_LABEL)
     if not lock or image.labels.get(TITLE_LABEL) != name:
         return None
     # The dependencies image carries the final image's labels (the deps stage has the same

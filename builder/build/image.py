@@ -67,7 +67,16 @@ def normalise_image(
     trusted = {
         d for d, step in own if trust_context_copies and _CONTEXT_COPY.search(step.created_by)
     }
-    to_check = rescan or any(d not in trusted and not imagecache.is_clean(d, epoch) for d, _ in own)
+    canonical = {
+        inherited + index
+        for index, (_, step) in enumerate(own)
+        if normalise.STAGE_COPY.search(step.created_by)
+    }
+    to_check = (
+        rescan
+        or bool(canonical)
+        or any(d not in trusted and not imagecache.is_clean(d, epoch) for d, _ in own)
+    )
     with ExitStack() as stack:
         if to_check:
             checked = _check_layers(
@@ -76,6 +85,7 @@ def normalise_image(
                 diff_ids=diff_ids,
                 inherited=inherited,
                 trusted=trusted,
+                canonical=canonical,
                 epoch=epoch,
                 stack=stack,
                 note=note,
@@ -83,8 +93,31 @@ def normalise_image(
         else:
             checked = _Checked([(diff_id, None, 0) for diff_id in diff_ids], (), 0)
         new_ids = [diff_id for diff_id, _, _ in checked.layers]
+        steps = _named_layer_copies(steps, new_ids[inherited:])
         config = normalise.config(parent_document, inspected, steps, epoch, new_ids)
         engine.load_stream(normalise.load_archive(config, checked.layers, reference))
+    new_id = confirm_loaded(engine, reference, config)
+    layers = _layer_sizes(engine, new_id, config)
+    return Normalised(new_id, layers, checked.rewritten, checked.scanned_bytes)
+
+
+def _named_layer_copies(steps: list[normalise.Step], own_ids: list[str]) -> list[normalise.Step]:
+    """The steps, with each copy of a Python layer from the install stage named by its layer's
+    (canonical) diff ID instead of the builder's hash of its source (see normalise.STAGE_COPY)."""
+    layers = iter(own_ids)
+    named = []
+    for step in steps:
+        diff_id = next(layers) if step.adds_layer else ""
+        if step.adds_layer and normalise.STAGE_COPY.search(step.created_by):
+            named.append(normalise.Step(normalise.layer_copy(diff_id), step.comment, True))
+        else:
+            named.append(step)
+    return named
+
+
+def confirm_loaded(engine: Engine, reference: str, config: bytes) -> str:
+    """The ID of the image just loaded as `reference` with `config` (the sha256 of its config),
+    once the engine names it so; kept in the cache under that name."""
     new_id = f"sha256:{hashlib.sha256(config).hexdigest()}"
     loaded = engine.inspect_image(reference)["Id"]
     if loaded != new_id:
@@ -94,8 +127,7 @@ def normalise_image(
         )
     imagecache.keep_config(config)
     imagecache.keep_name(reference, new_id)
-    layers = _layer_sizes(engine, new_id, config)
-    return Normalised(new_id, layers, checked.rewritten, checked.scanned_bytes)
+    return new_id
 
 
 @dataclass(frozen=True)
@@ -115,15 +147,17 @@ def _check_layers(
     diff_ids: list[str],
     inherited: int,
     trusted: set[str],
+    canonical: set[int],
     epoch: int,
     stack: ExitStack,
     note: Note,
 ) -> _Checked:
-    """Read the image's export, scan the build's layers, rewrite from the first noisy one."""
+    """Read the image's export, scan the build's layers, rewrite from the first noisy one (or
+    the first that must be written in the canonical form)."""
     note("normalising: reading the built image")
     scans, members = _scan(engine, image_id, epoch)
     own = [(index, scans[d]) for index, d in enumerate(diff_ids) if index >= inherited]
-    noisy = [index for index, scan in own if not scan.clean]
+    noisy = [index for index, scan in own if not scan.clean or index in canonical]
     _refuse_noisy_copies([scan for _, scan in own if scan.diff_id in trusted and not scan.clean])
     layers: list[tuple[str, IO[bytes] | None, int]] = [(d, None, 0) for d in diff_ids]
     if noisy:

@@ -13,6 +13,7 @@ import fnmatch
 import hashlib
 import io
 import json
+import re
 import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -36,6 +37,19 @@ NOISE = (
 # Names the rules a layer is judged by (the noise, and no date after the epoch): a layer found
 # clean under other rules is checked again.
 RULES = hashlib.sha256(json.dumps([NOISE, "mtime <= epoch"]).encode()).hexdigest()[:12]
+# How the classic builder records the rendered Dockerfile's copy of a Python layer from its
+# install stage (`COPY --from=install --chown=0:0 TREE /`): `<shell> #(nop) COPY --chown=0:0dir:
+# <sha256 of the builder's own> in / `. Such a layer is always rewritten in the canonical form,
+# and its history names it by that form's diff ID, so that it is the layer, and the history
+# entry, that `reprobuild build` writes from the wheels itself (build/pylayer.py).
+STAGE_COPY = re.compile(r" #\(nop\) COPY --chown=0:0(?:file|dir|multi):[0-9a-f]{64} in / $")
+
+
+def layer_copy(diff_id: str) -> str:
+    """The history of a Python layer's step: the copy, naming the layer by its diff ID."""
+    return f"/bin/sh -c #(nop) COPY --chown=0:0 layer:{diff_id} in / "
+
+
 # Fields of the engine's runtime config that name the build, not the image: the build
 # container's hostname, the parent image ID (itself dated).
 CONFIG_BUILD_FIELDS = ("Hostname", "Image")

@@ -11,7 +11,8 @@ from builder.cli.options import Options, build_display, note, progress_note
 @click.option(
     "--no-cache",
     is_flag=True,
-    help="Build every step again, the deps stage too (the digest must not move).",
+    help="Build every step again, the deps stage and the Python layers too (the digest must not "
+    "move).",
 )
 @click.option(
     "--push",
@@ -43,8 +44,9 @@ def build_command(
     plain: bool,
     debian_mirror: str | None,
 ) -> None:
-    """Lock if needed, render, build with the Docker engine (the deps stage once per lock, then the
-    image on it), normalise, push; write the record."""
+    """Lock if needed, render, build with the Docker engine (the deps stage once per lock, its
+    Python layers written from the verified wheels, then the image on it), normalise, push; write
+    the record."""
     from builder.build import buildrecord, sif
     from builder.build.build import build_lock
     from builder.cli.present import build_lines

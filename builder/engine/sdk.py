@@ -224,13 +224,15 @@ class Engine:
         with contextlib.suppress(ImageNotFound, APIError):
             self.client.api.remove_image(reference, force=True, noprune=False)
 
-    def images(self) -> list[EngineImage]:
-        """Every image the engine holds, the intermediate images of its builds too, each as its
-        inspect describes it (one that goes between the listing and its inspect is left out)."""
+    def images(self, label: str | None = None) -> list[EngineImage]:
+        """Every image the engine holds (with `label`: those that carry it), the intermediate
+        images of its builds too, each as its inspect describes it (one that goes between the
+        listing and its inspect is left out)."""
         from docker.errors import APIError, ImageNotFound
 
+        filters = {"label": label} if label else None
         try:
-            listed = self.client.api.images(all=True, quiet=True)
+            listed = self.client.api.images(all=True, quiet=True, filters=filters)
         except APIError as error:
             raise EngineError(f"the engine could not list its images: {_why(error)}.") from None
         found = []

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast
 
+from builder import layout
 from builder.errors import EngineError, ReprobuildError, VerifyError
 from builder.lock import lockfile
 from builder.publish import publish
@@ -26,7 +27,6 @@ if TYPE_CHECKING:
     from builder.engine.sdk import Engine
     from builder.publish.publish import Manifest
 
-LOCK_LABEL = "dev.reprobuild.lock"
 Status = Literal["ok", "warn", "skip", "fail"]
 
 
@@ -199,7 +199,7 @@ def verify_image(
     if config is None:
         return result
     result.add("image", "ok", f"pulled {result.reference}; config digest {config['Id']}")
-    labelled = _labels(config).get(LOCK_LABEL)
+    labelled = _labels(config).get(layout.LOCK_LABEL)
     if labelled is None:
         result.add(
             "lock",
@@ -290,7 +290,7 @@ def _labels(config: dict[str, Any]) -> dict[str, str]:
 
 
 def _lock_label(result: Verification, config: dict[str, Any], expected: str, whose: str) -> None:
-    labelled = _labels(config).get(LOCK_LABEL)
+    labelled = _labels(config).get(layout.LOCK_LABEL)
     result.judge(
         "lock",
         labelled == expected,

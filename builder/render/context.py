@@ -8,6 +8,7 @@ hits).
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import tempfile
@@ -34,6 +35,7 @@ exec python -m reprobuild_smoke --expect {plan.HOME}/expect.json "$@"
 """
 PAYLOAD_SOURCE = Path(__file__).parents[1] / "smoke"
 HOOK_SOURCE = PAYLOAD_SOURCE / "hook.py"
+INSTALLER_SOURCE = Path(__file__).parents[1] / "wheelinstall.py"
 
 
 def dockerignore() -> str:
@@ -46,9 +48,7 @@ def dockerignore() -> str:
 
 def files(build_plan: plan.BuildPlan, rendered: dict[str, str]) -> dict[str, str]:
     """Every generated text file of the context, by relative path."""
-    texts = {**rendered, ".dockerignore": dockerignore()}
-    for layer in build_plan.layers:
-        texts[layer.file] = plan.requirements_text(layer)
+    texts = {**rendered, ".dockerignore": dockerignore(), **installer_files(build_plan)}
     home = f"{plan.IMAGE_TREE}{plan.HOME}"
     texts[f"{home}/expect.json"] = plan.expect_json(build_plan)
     texts[f"{home}/bin/entry"] = ENTRY
@@ -58,6 +58,22 @@ def files(build_plan: plan.BuildPlan, rendered: dict[str, str]) -> dict[str, str
     texts[f"{hook}/{plan.HOOK_PTH}"] = plan.HOOK_PTH_TEXT
     for module in sorted(PAYLOAD_SOURCE.glob("*.py")):
         texts[f"{home}/payload/reprobuild_smoke/{module.name}"] = module.read_text()
+    return texts
+
+
+def installer_files(build_plan: plan.BuildPlan) -> dict[str, str]:
+    """The install stage's files: builder/wheelinstall.py, its plan, and the pypa/installer
+    package it runs with (its Python modules, from this installation: the same code that makes
+    the layers on the host)."""
+    texts = {
+        f"{plan.INSTALL}/{plan.INSTALLER_SCRIPT}": INSTALLER_SOURCE.read_text(),
+        f"{plan.INSTALL}/{plan.INSTALL_PLAN}": plan.install_plan_json(build_plan),
+    }
+    spec = importlib.util.find_spec("installer")
+    assert spec is not None and spec.submodule_search_locations is not None  # a dependency
+    package = Path(next(iter(spec.submodule_search_locations)))
+    for module in sorted(package.rglob("*.py")):
+        texts[f"{plan.INSTALL}/installer/{module.relative_to(package)}"] = module.read_text()
     return texts
 
 

@@ -27,6 +27,8 @@ DEFINITION = "reprobuild.def"
 OUTPUTS = ("Dockerfile", DEFINITION)
 # The two parts of Dockerfile.j2 the build takes apart (see render_dockerfile).
 DOCKERFILE_BLOCKS = ("dependencies", "image")
+# The packaged template's blocks around the Python layers (see DockerfileStages).
+PACKAGED_BLOCKS = ("system", "finish")
 _PLAIN = re.compile(r"^[A-Za-z0-9_./:,=@+-]*$")
 
 
@@ -106,6 +108,11 @@ class DockerfileStages:
     # The packaged template's final stage only copies files reprobuild wrote into the context
     # (and sets the config), so the layers it copies need not be read back to be checked.
     trust_copies: bool
+    # The packaged template's `system` block (the stage the Python layers go on) and `finish`
+    # block (the deps stage's steps after them): `reprobuild build` builds these with the
+    # engine and writes the Python layers between them itself. None for an override.
+    system: str | None = None
+    finish: str | None = None
 
     @property
     def key(self) -> str:
@@ -135,7 +142,11 @@ def _values(
         "uid": layout.UID,
         "context": plan.CONTEXT,
         "wheels": plan.WHEELS,
-        "staging": plan.STAGING,
+        "install": plan.INSTALL,
+        "install_stage": plan.INSTALL_STAGE,
+        "installer_script": plan.INSTALLER_SCRIPT,
+        "install_plan": plan.INSTALL_PLAN,
+        "layers": plan.LAYERS,
         "image_tree": plan.IMAGE_TREE,
         "code_tree": plan.CODE_TREE,
         "deps_stage": plan.DEPS_STAGE,
@@ -188,7 +199,11 @@ def render_dockerfile(
     if text != f"{dependencies}FROM {plan.DEPS_STAGE}\n{image}":
         return RenderedDockerfile(text, None)
     packaged = Path(str(template.filename)).resolve().parent == packaged_templates().resolve()
-    return RenderedDockerfile(text, DockerfileStages(dependencies, image, trust_copies=packaged))
+    if not packaged:
+        return RenderedDockerfile(text, DockerfileStages(dependencies, image, trust_copies=False))
+    system, finish = (_rendered(template, values, block) for block in PACKAGED_BLOCKS)
+    stages = DockerfileStages(dependencies, image, trust_copies=True, system=system, finish=finish)
+    return RenderedDockerfile(text, stages)
 
 
 def render_definition(

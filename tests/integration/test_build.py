@@ -143,7 +143,9 @@ def test_clean_rebuilds_give_one_image_id_and_one_manifest_digest(
     second, second_run = build_project(engine_client, project, cache)
     assert second.image_id == first.image_id
     assert second.layers == first.layers
-    assert first_run.notes.count("normalising: reading the built image") == 1  # the deps stage
+    # The engine builds two parts of the deps stage (the system stage, the steps after the Python
+    # layers), each read once; the Python layers are written by reprobuild, never read back.
+    assert first_run.notes.count("normalising: reading the built image") == 2
     assert "normalising: reading the built image" not in second_run.notes
     # Delete every image no container uses (the build cache and the base included), then build
     # once more: the base is pulled again by digest and every step runs from nothing.
@@ -182,7 +184,10 @@ def test_code_only_change_rebuilds_one_layer(
     steps = {event.step for event in recorder.events if not event.line}
     cached = {event.step for event in recorder.events if event.cached}
     runs = [e.instruction for e in recorder.events if not e.line and e.step not in cached]
-    assert all(not i.startswith(("RUN", "COPY")) or i.startswith("COPY code/") for i in runs)
+    # The build's own image is removed once normalised, so the payload is copied again (bytes
+    # reprobuild wrote: the same layer); nothing runs.
+    copies = ("COPY code/", "COPY reprobuild/image/")
+    assert all(not i.startswith(("RUN", "COPY")) or i.startswith(copies) for i in runs)
     assert len(steps) == recorder.events[0].steps
     # The deps stage was not built again, the wheels were not sent (the context sent is the
     # payload and the code: kilobytes), and no layer was read back from an export: the payload
@@ -191,6 +196,54 @@ def test_code_only_change_rebuilds_one_layer(
     assert recorder.sent[-1] < 200_000
     assert "normalising: reading the built image" not in recorder.notes
     assert after.dependencies == before.dependencies and after.base_layers == before.base_layers
+
+
+def test_a_build_leaves_only_the_images_it_names(
+    tmp_path: Path, engine_client: Any, test_base: str, cleanup: list[str]
+) -> None:
+    """No install stage, no step images, no copy of a Python layer: the engine gains the image
+    and its dependencies image, and only the bytes of their new layers."""
+    project = small_project(tmp_path / "project", system=("libgomp1=12.2.0-14+deb12u1",))
+    before = {image["Id"] for image in engine_client.client.api.images(all=True)}
+    record, _ = build_project(engine_client, project, tmp_path / "cache")
+    cleanup += made(record)
+    after = {image["Id"] for image in engine_client.client.api.images(all=True)}
+    assert record.dependencies is not None
+    base = engine_client.image_id(record.base)  # pulled again if an earlier test removed it
+    assert after - before - {base} == {record.image_id, engine_client.image_id(record.dependencies)}
+    assert (
+        engine_client.client.api.inspect_image(record.dependencies)["Config"]["Labels"][
+            "dev.reprobuild.lock"
+        ]
+        == record.lock
+    )
+
+
+def test_a_relock_keeps_the_layers_whose_inputs_did_not_change(
+    tmp_path: Path, engine_client: Any, test_base: str, cleanup: list[str]
+) -> None:
+    """A re-lock that adds a package (and takes a later archive snapshot) keeps the venv, torch,
+    user and payload layers: their diff IDs do not move, and the torch layer is neither installed
+    nor sent again. Only the closure and the code (which holds the lock) change."""
+    project = small_project(tmp_path / "project", system=("libgomp1=12.2.0-14+deb12u1",))
+    cache = tmp_path / "cache"
+    before, _ = build_project(engine_client, project, cache, no_cache=False)
+    cleanup += made(before)
+    lock = lockfile.read_current(project).lock
+    extra = tiny_wheel(project / "wheels", "extrapkg", "2.0")
+    later = replace(lock.system, snapshot="2026-12-01T00:00:00Z")
+    packages = (*lock.python.packages, extra)
+    write_lock(project, replace(lock, python=replace(lock.python, packages=packages), system=later))
+    after, recorder = build_project(engine_client, project, cache, no_cache=False)
+    cleanup += made(after)
+    assert after.lock != before.lock and after.dependencies != before.dependencies
+    own = before.base_layers
+    same = [a == b for a, b in zip(before.layers[own:], after.layers[own:], strict=True)]
+    # venv, torch, the rest of the closure, system packages, user and hook, payload, code
+    assert same == [True, True, False, False, True, True, False]
+    assert any(note.startswith("dependencies: torch, layer ") for note in recorder.notes)
+    assert "dependencies: installing torch (1 wheel)" not in recorder.notes
+    assert "dependencies: installing The other dependencies (2 wheels)" in recorder.notes
 
 
 def test_a_deps_name_moved_to_another_image_is_built_again(
@@ -239,6 +292,15 @@ def test_the_two_pass_build_is_the_normalised_one_pass_build_of_its_dockerfile(
     raw["created"] = normalise.iso_time(epoch)
     for entry in raw["history"][base_history:]:
         entry["created"] = raw["created"]
+    # The Python layers, copied from the install stage, are written in the canonical form (the
+    # form reprobuild writes them in from the wheels), and their history names them by it.
+    canonical = [layer.diff_id for layer in record.layers]
+    assert raw["rootfs"]["diff_ids"] != canonical
+    raw["rootfs"]["diff_ids"] = canonical
+    adding = [entry for entry in raw["history"] if not entry.get("empty_layer")]
+    for entry, diff_id in zip(adding, canonical, strict=True):
+        if normalise.STAGE_COPY.search(entry["created_by"]):
+            entry["created_by"] = normalise.layer_copy(diff_id)
     edited = json.dumps(raw, sort_keys=True, separators=(",", ":")).encode()
     assert f"sha256:{hashlib.sha256(edited).hexdigest()}" == record.image_id
 
@@ -283,7 +345,7 @@ def test_failing_step_names_the_step_command_and_output_and_writes_no_record(
     result = CliRunner().invoke(cli, ["-C", str(project), "build", "--plain"])
     assert result.exit_code == 1, result.output
     message = str(result.exception) if result.exception else result.output
-    assert "step 17/" in message and "apt-get install" in message
+    assert "step 2/4 failed: RUN" in message and "apt-get install" in message
     assert "E: Version '0.0-does-not-exist' for 'libgomp1' was not found" in message
     assert not (project / layout.RECORD_FILE).exists()
 

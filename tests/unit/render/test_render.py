@@ -162,10 +162,12 @@ def test_both_formats_carry_the_same_image(case: str) -> None:
     assert build_plan.clamped(build_plan.finish()) in definition
     for command in (build_plan.create_venv(), build_plan.finish()):
         assert docker.count(command) == definition.count(command) == 1
+    install = "python /opt/reprobuild/install/wheelinstall.py /opt/reprobuild/install/layers.json"
+    assert docker.count(install) == definition.count(install) == 1
     for layer in build_plan.layers:
-        assert (
-            build_plan.pip_install(layer) in docker and build_plan.pip_install(layer) in definition
-        )
+        tree = f"/opt/reprobuild/layers/{layer.stage}/"
+        assert f"COPY --from=install --chown=0:0 {tree} /" in docker
+        assert f"cp -a {tree}. /" in definition
     assert 'ENTRYPOINT ["/opt/reprobuild/bin/entry"]' in docker
     assert _section(definition, "runscript") == [
         "cd /workspace",
@@ -220,10 +222,10 @@ def test_no_tmp_staging_and_layer_order() -> None:
         docker.index(marker)
         for marker in (
             "-m venv --without-pip",
-            "requirements-torch.txt /opt",
-            "requirements.txt /opt",
-            "COPY --from=torch",
-            "COPY --from=closure",
+            "COPY reprobuild/install/ /opt",
+            "wheelinstall.py",
+            "layers/torch/ /",
+            "layers/closure/ /",
             "apt-get install",
             "useradd",
             "LABEL org.opencontainers",
