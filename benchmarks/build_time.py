@@ -65,9 +65,13 @@ def plain_build(context_dir: Path) -> tuple[float, str]:
     return seconds, output.strip()
 
 
-def settle(engine: Engine) -> None:
-    """Drop the images a --no-cache build leaves untagged (its stages: gigabytes each time)."""
-    engine.client.api.prune_images(filters={"dangling": True})
+def settle(engine: Engine, held: set[str]) -> None:
+    """Drop the untagged images this run's builds left (the plain build's stages: gigabytes each
+    time), never one the engine held before the run."""
+    for _ in range(5):  # a step image goes once the images built on it have gone
+        for image_id in engine.client.api.images(filters={"dangling": True}, quiet=True):
+            if image_id not in held:
+                engine.remove_image(image_id)
 
 
 def installed_size(lock: Any) -> int:
@@ -99,15 +103,16 @@ def main() -> None:
     folder = options.project or Path(tempfile.mkdtemp(prefix="reprobuild-bench-"))
     project = make_project(folder)
     engine = Engine.connect()
+    held = {image["Id"] for image in engine.client.api.images(all=True)}
 
     build_seconds(project)  # lock, fetch the wheels and pull the base outside the timed runs
     ours = build_seconds(project, "--no-cache")
     record = buildrecord.read(project)
-    settle(engine)
+    settle(engine, held)
     shutil.rmtree(files.cache_root() / "images", ignore_errors=True)
     shutil.rmtree(files.cache_root() / "layers", ignore_errors=True)
     first = build_seconds(project, "--no-cache")
-    settle(engine)
+    settle(engine, held)
     plain, plain_id = plain_build(project / ".reprobuild" / "context")
     print(
         f"overhead: reprobuild build {ours:.1f} s, docker build {plain:.1f} s, "
@@ -138,7 +143,7 @@ def main() -> None:
         f"{normalised.image_id == record.image_id}"
     )
 
-    settle(engine)
+    settle(engine, held)
     unchanged = build_seconds(project)  # leaves the final stage's steps in the engine's cache
     (project / "train.py").write_text("print('training, changed')\n")
     code_change = build_seconds(project)

@@ -79,9 +79,15 @@ def torch_image(tmp_path_factory: pytest.TempPathFactory, engine_client: Any) ->
     assert result.exit_code == 0, f"{result.output}\n{result.exception}"
     record = buildrecord.read(project)
     yield Built(project, record)
-    # By ID: every tag and pushed name goes with it; then the build's intermediate stages (the
-    # torch stack alone is gigabytes), so that repeated runs do not fill the disk.
+    # By ID: every tag and pushed name goes with it (the torch layers alone are gigabytes), so
+    # that repeated runs do not fill the disk. The build leaves nothing else.
     engine_client.remove_image(record.image_id)
     if record.dependencies:
         engine_client.remove_image(record.dependencies)
-    engine_client.client.api.prune_images(filters={"dangling": True})
+
+
+def unnamed_since(engine_client: Any, before: set[str]) -> list[str]:
+    """The untagged images the engine holds now and did not hold in `before`: what builds made
+    in between and left without a name (a template override's other stages)."""
+    dangling = engine_client.client.api.images(filters={"dangling": True}, quiet=True)
+    return [image_id for image_id in dangling if image_id not in before]

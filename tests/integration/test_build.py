@@ -31,6 +31,7 @@ from builder.reference import ImageReference
 from builder.render import plan
 from builder.spec.file import locate
 from tests.infra import BASE, DEBIAN_MIRROR, REGISTRY
+from tests.integration.conftest import unnamed_since
 from tests.locks import make_lock
 
 SPEC = 'name = "lab/small"\npython = "3.11"\ntorch = "2.5.1"\ncpu_only = true\n'
@@ -117,12 +118,16 @@ def made(record: buildrecord.BuildRecord) -> list[str]:
 
 @pytest.fixture
 def cleanup(engine_client: Any) -> Iterator[list[str]]:
-    """Names of images a test made; removed afterwards, with the cache they left."""
+    """Names of images a test made; removed afterwards, with the untagged images its builds
+    left (only those: never an image the engine held before the test)."""
+    before = {image["Id"] for image in engine_client.client.api.images(all=True)}
     names: list[str] = []
     yield names
     for name in names:
         engine_client.remove_image(name)
-    engine_client.client.api.prune_images(filters={"dangling": True})
+    for _ in range(5):  # a step image goes once the images built on it have gone
+        for image_id in unnamed_since(engine_client, before):
+            engine_client.remove_image(image_id)
 
 
 def test_clean_rebuilds_give_one_image_id_and_one_manifest_digest(
@@ -147,11 +152,11 @@ def test_clean_rebuilds_give_one_image_id_and_one_manifest_digest(
     # layers), each read once; the Python layers are written by reprobuild, never read back.
     assert first_run.notes.count("normalising: reading the built image") == 2
     assert "normalising: reading the built image" not in second_run.notes
-    # Delete every image no container uses (the build cache and the base included), then build
-    # once more: the base is pulled again by digest and every step runs from nothing.
-    for name in (first.image, f"{REGISTRY}/test/small:one"):
+    # Delete what the builds made and the base, then build once more: the base is pulled again
+    # by digest and every step runs from nothing (builds keep no cache images).
+    assert first.dependencies is not None
+    for name in (first.image, f"{REGISTRY}/test/small:one", first.dependencies, first.base):
         engine_client.remove_image(name)
-    engine_client.client.api.prune_images(filters={"dangling": False})
     assert not engine_client.has_image(first.base)
     third, _ = build_project(engine_client, project, cache)
     cleanup += [*made(third), f"{REGISTRY}/test/small:two", f"{REGISTRY}/test/small:three"]
