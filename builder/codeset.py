@@ -202,7 +202,8 @@ def describe(layer: CodeLayer, shown: int = 10) -> list[str]:
 
 
 def size_text(count: int) -> str:
-    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+    """Bytes in decimal units, as the engine shows them: `950 B`, `12.3 MB`."""
+    for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
         if count >= scale:
             return f"{count / scale:.1f} {unit}"
     return f"{count} B"

@@ -10,8 +10,9 @@ CODE = "/workspace"
 OUTPUTS = "/outputs"  # where `run` and the exported cluster jobs mount a writable outputs folder
 USER, UID = "reprobuild", 1000
 
-# The label that names the lock an image (final or dependencies) was built from.
+# The labels that name the lock an image (final or dependencies) was built from, and its project.
 LOCK_LABEL = "dev.reprobuild.lock"
+TITLE_LABEL = "org.opencontainers.image.title"
 
 # In the project: what reprobuild itself writes there.
 WORK_FOLDER = ".reprobuild"  # the build context and the wheelhouse

@@ -16,7 +16,8 @@ from builder.build import imagecache
 from builder.build.base import ensure_base
 from builder.build.buildrecord import BuildRecord
 from builder.build.deps import assemble
-from builder.build.image import Normalised, normalise_image
+from builder.build.gc import final_reference
+from builder.build.image import Normalised, build_normalised
 from builder.engine.sdk import BuildEvent, Engine
 from builder.lock.lockfile import CurrentLock
 from builder.lock.model import Lock
@@ -29,7 +30,7 @@ Note = Callable[[str], None]
 
 def image_reference(lock: Lock, lock_digest: str) -> str:
     """The local name: the spec's image name, tagged by the lock it was built from."""
-    return f"{lock.resolution['name']}:{lock_digest.removeprefix('sha256:')[:12]}"
+    return final_reference(str(lock.resolution["name"]), lock_digest)
 
 
 @dataclass(frozen=True)
@@ -158,20 +159,17 @@ def _build_on_dependencies(
     stream = tarstream.folder_stream(
         context_dir, leave_out=frozenset({plan.WHEELS}), replace={"Dockerfile": app}
     )
-    built = engine.build(_counted(stream, progress.sent), progress.event, no_cache)
-    try:
-        image = normalise_image(
-            engine,
-            built,
-            parent=deps,
-            epoch=build_plan.epoch,
-            reference=reference,
-            note=progress.note,
-            trust_context_copies=stages.trust_copies,
-        )
-    finally:
-        # The engine's own image of the build and its steps: the normalised image replaces it.
-        engine.remove_image(built)
+    image = build_normalised(
+        engine,
+        _counted(stream, progress.sent),
+        event=progress.event,
+        no_cache=no_cache,
+        parent=deps,
+        epoch=build_plan.epoch,
+        reference=reference,
+        note=progress.note,
+        trust_context_copies=stages.trust_copies,
+    )
     if made is None:
         return deps, image
     return deps, replace(
@@ -234,22 +232,19 @@ def _build_on_base(
     progress: Progress,
     target: str | None = None,
 ) -> Normalised:
-    """Build the whole context (up to the stage `target`) and normalise it on the base. The
-    engine's own image of the build (and its steps) is removed; the other stages of a template
-    override stay, as the engine's cache."""
-    stream = _counted(tarstream.folder_stream(context_dir), progress.sent)
-    built = engine.build(stream, progress.event, no_cache, target=target)
-    try:
-        return normalise_image(
-            engine,
-            built,
-            parent=build_plan.base,
-            epoch=build_plan.epoch,
-            reference=reference,
-            note=progress.note,
-        )
-    finally:
-        engine.remove_image(built)
+    """Build the whole context (up to the stage `target`) and normalise it on the base (the
+    other stages of a template override stay, as the engine's cache)."""
+    return build_normalised(
+        engine,
+        _counted(tarstream.folder_stream(context_dir), progress.sent),
+        event=progress.event,
+        no_cache=no_cache,
+        parent=build_plan.base,
+        epoch=build_plan.epoch,
+        reference=reference,
+        note=progress.note,
+        target=target,
+    )
 
 
 def push_and_point(

@@ -26,7 +26,7 @@ from typing import IO, Any
 
 from builder import files, layout, tarstream
 from builder.build import imagecache, normalise, pylayer
-from builder.build.image import Normalised, confirm_loaded, exported_config, normalise_image
+from builder.build.image import Normalised, build_normalised, confirm_loaded, exported_config
 from builder.engine.sdk import BuildEvent, Engine
 from builder.errors import NormaliseError
 from builder.render import plan
@@ -58,8 +58,8 @@ def assemble(
     event: Callable[[BuildEvent], None],
 ) -> Normalised:
     """Build the dependencies image as `reference`. Everything the engine made on the way (the
-    two builds, their steps, their normalised images) is removed, whatever happens, newest
-    first (each build before the image it was built on)."""
+    two builds with their steps, as each is normalised; the two normalised images, the newer
+    first) is removed, whatever happens."""
     assert stages.system is not None and stages.finish is not None  # the packaged template
     made: list[str] = []
     try:
@@ -104,11 +104,11 @@ def _engine_steps(
     system_reference = f"{build_plan.name}:system-{stages.key}"
     finish_reference = f"{build_plan.name}:finish-{stages.key}"
     note("dependencies: the system stage")
-    raw = engine.build(_dockerfile(stages.system), event, no_cache)
-    made.append(raw)
-    system = normalise_image(
+    system = build_normalised(
         engine,
-        raw,
+        _dockerfile(stages.system),
+        event=event,
+        no_cache=no_cache,
         parent=build_plan.base,
         epoch=build_plan.epoch,
         reference=system_reference,
@@ -116,11 +116,11 @@ def _engine_steps(
     )
     made.append(system_reference)
     note("dependencies: the steps after the Python layers")
-    raw = engine.build(_dockerfile(f"FROM {system_reference}\n{stages.finish}"), event, no_cache)
-    made.append(raw)
-    finish = normalise_image(
+    finish = build_normalised(
         engine,
-        raw,
+        _dockerfile(f"FROM {system_reference}\n{stages.finish}"),
+        event=event,
+        no_cache=no_cache,
         parent=system_reference,
         epoch=build_plan.epoch,
         reference=finish_reference,

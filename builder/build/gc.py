@@ -25,8 +25,6 @@ from builder.errors import EngineError
 from builder.reference import ImageReference
 from builder.render import plan
 
-TITLE_LABEL = "org.opencontainers.image.title"
-
 # current: the lock on disk's own; keep: one of the --keep newest earlier locks' (or the
 # dependencies of such an image); remove: to go; skip: would go, but something uses it.
 Verdict = Literal["current", "keep", "remove", "skip"]
@@ -83,7 +81,7 @@ class GcResult:
 
 
 def final_reference(name: str, lock: str) -> str:
-    """The name a build gives the image of `lock` (builder/build/build.py `image_reference`)."""
+    """The name a build gives the image of `lock`: the spec's name, tagged by the lock."""
     return f"{name}:{lock.removeprefix('sha256:')[:12]}"
 
 
@@ -197,7 +195,7 @@ def remove(
 def _ours(image: EngineImage, name: str) -> str | None:
     """The name reprobuild gave `image`, when it is one of the project's images."""
     lock = image.labels.get(layout.LOCK_LABEL)
-    if not lock or image.labels.get(TITLE_LABEL) != name:
+    if not lock or image.labels.get(layout.TITLE_LABEL) != name:
         return None
     # The dependencies image carries the final image's labels (the deps stage has the same
     # LABEL), so only the name a build gives each tells them apart: `:deps-<key>` or the lock's.

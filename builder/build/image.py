@@ -13,7 +13,7 @@ import json
 import os
 import re
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +22,7 @@ from typing import IO, Any
 from builder import tarstream
 from builder.build import imagecache, normalise
 from builder.build.buildrecord import LayerRecord
-from builder.engine.sdk import DAMAGED, Engine
+from builder.engine.sdk import DAMAGED, BuildEvent, Engine
 from builder.errors import NormaliseError
 from builder.render import plan
 
@@ -99,6 +99,37 @@ def normalise_image(
     new_id = confirm_loaded(engine, reference, config)
     layers = _layer_sizes(engine, new_id, config)
     return Normalised(new_id, layers, checked.rewritten, checked.scanned_bytes)
+
+
+def build_normalised(
+    engine: Engine,
+    context: Iterator[bytes],
+    *,
+    event: Callable[[BuildEvent], None],
+    no_cache: bool,
+    parent: str,
+    epoch: int,
+    reference: str,
+    note: Note,
+    target: str | None = None,
+    trust_context_copies: bool = False,
+) -> Normalised:
+    """Build `context` with the engine (up to the stage `target`), normalise the result on
+    `parent` as `reference`, and remove the engine's own image of the build with its steps: the
+    normalised image replaces it, so a build leaves no untagged image behind."""
+    built = engine.build(context, event, no_cache, target=target)
+    try:
+        return normalise_image(
+            engine,
+            built,
+            parent=parent,
+            epoch=epoch,
+            reference=reference,
+            note=note,
+            trust_context_copies=trust_context_copies,
+        )
+    finally:
+        engine.remove_image(built)
 
 
 def _named_layer_copies(steps: list[normalise.Step], own_ids: list[str]) -> list[normalise.Step]:

@@ -9,6 +9,7 @@ layers are never touched. Pure stream transforms: the engine's side lives in `bu
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import hashlib
 import io
@@ -162,28 +163,41 @@ def scan(layer: IO[bytes], epoch: int, keep: int = 5) -> LayerScan:
     return LayerScan(diff_id, size, problems)
 
 
+def canonical(member: tarfile.TarInfo, epoch: int) -> tarfile.TarInfo:
+    """A member in the canonical form: its date clamped to `epoch`, no owner names (owners by
+    number), no PAX dates or names. build/pylayer.py writes the Python layers' members so."""
+    member.mtime = min(int(member.mtime), epoch)
+    member.uname = member.gname = ""
+    member.pax_headers = {
+        key: value
+        for key, value in member.pax_headers.items()
+        if key not in ("mtime", "atime", "ctime", "uname", "gname")
+    }
+    return member
+
+
+@contextlib.contextmanager
+def canonical_writer(output: IO[bytes]) -> Iterator[tarfile.TarFile]:
+    """The tar writer of the canonical form: PAX headers, streamed, 1 MiB copies."""
+    with tarfile.open(
+        fileobj=output, mode="w|", format=tarfile.PAX_FORMAT, bufsize=tarstream.BLOCK
+    ) as writer:
+        writer.copybufsize = tarstream.BLOCK  # type: ignore[attr-defined]  # 1 MiB reads, not 16 KiB
+        yield writer
+
+
 def rewrite(layer: IO[bytes], output: IO[bytes], epoch: int) -> LayerScan:
     """Write the canonical layer: noise dropped, dates clamped, owners by number, same order."""
     hashing_out = tarstream.HashingWriter(output)
     with (
         tarfile.open(fileobj=layer, mode="r|", bufsize=tarstream.BLOCK) as source,
-        tarfile.open(
-            fileobj=hashing_out, mode="w|", format=tarfile.PAX_FORMAT, bufsize=tarstream.BLOCK
-        ) as target,  # type: ignore[call-overload]
+        canonical_writer(hashing_out) as target,  # type: ignore[arg-type]
     ):
-        target.copybufsize = tarstream.BLOCK  # copies member data in 1 MiB reads, not 16 KiB
         for member in source:
             if is_noise(member.name):
                 continue
-            member.mtime = min(int(member.mtime), epoch)
-            member.uname = member.gname = ""
-            member.pax_headers = {
-                key: value
-                for key, value in member.pax_headers.items()
-                if key not in ("mtime", "atime", "ctime", "uname", "gname")
-            }
             data = source.extractfile(member) if member.isreg() else None
-            target.addfile(member, data)
+            target.addfile(canonical(member, epoch), data)
     return LayerScan(f"sha256:{hashing_out.digest.hexdigest()}", hashing_out.size)
 
 

@@ -15,6 +15,7 @@ project that needs the same layer finds it by key and loads nothing when the eng
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.metadata
 import json
@@ -27,11 +28,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from builder import files, tarstream, wheelinstall
+from builder import files, wheelinstall
+from builder.build import normalise
 from builder.errors import NormaliseError
-from builder.render import plan
-
-_INSTALLER_SOURCE = Path(wheelinstall.__file__).read_bytes()
+from builder.render import context, plan
 
 
 def layer_key(build_plan: plan.BuildPlan, layer: plan.PythonLayer) -> str:
@@ -39,13 +39,19 @@ def layer_key(build_plan: plan.BuildPlan, layer: plan.PythonLayer) -> str:
     inputs = {
         "form": normalise_form(),
         "installer": importlib.metadata.version("installer"),
-        "wheelinstall": hashlib.sha256(_INSTALLER_SOURCE).hexdigest(),
+        "wheelinstall": _installer_digest(),
         "venv": plan.VENV,
         "python": build_plan.python_version,
         "epoch": plan.LAYER_EPOCH,
         "wheels": [[p.filename, p.sha256] for p in layer.packages],
     }
     return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
+
+
+@functools.cache
+def _installer_digest() -> str:
+    """The install code's hash: the script the install stage runs is this file."""
+    return hashlib.sha256(context.INSTALLER_SOURCE.read_bytes()).hexdigest()
 
 
 def normalise_form() -> str:
@@ -98,8 +104,8 @@ def tree_entries(root: Path) -> list[Entry]:
             status = child.stat(follow_symlinks=False)
             info = tarfile.TarInfo(name)
             info.mode, info.mtime = status.st_mode & 0o7777, int(status.st_mtime)
-            info.uid = info.gid = 0
-            info.uname = info.gname = ""
+            info.uid = info.gid = 0  # as the install stage's `COPY --chown=0:0` gives them
+            normalise.canonical(info, plan.LAYER_EPOCH)
             if child.is_symlink():
                 info.type, info.linkname = tarfile.SYMTYPE, str(Path(child.path).readlink())
                 entries.append(Entry(info, None))
@@ -147,10 +153,7 @@ class _Sink:
 
 def write(entries: list[Entry], sink: _Sink) -> Iterator[bytes]:
     """The layer's tar, in chunks, as it is written into `sink` (which hashes it)."""
-    with tarfile.open(
-        fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT, bufsize=tarstream.BLOCK
-    ) as archive:  # type: ignore[call-overload]
-        archive.copybufsize = tarstream.BLOCK
+    with normalise.canonical_writer(sink) as archive:  # type: ignore[arg-type]
         for entry in entries:
             if entry.path is None:
                 archive.addfile(entry.info)

@@ -10,6 +10,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
 from builder.check.doctor import FAIL, OK, WARN, DoctorReport
+from builder.codeset import size_text
 from builder.knowledge import Knowledge, TorchBuild
 from builder.resolve.resolve import Resolution, arch_summary
 from builder.resolve.target import gpu_label
@@ -336,15 +337,3 @@ def _gc_line(entry: GcEntry, width: int, exact: bool) -> str:
         f"  {entry.verdict:<7}  {entry.reference:<{width}}  {_short(entry.image_id)}  "
         f"{size_text(entry.size):>8}  {note}"
     )
-
-
-def size_text(size: int) -> str:
-    """Bytes in decimal units, as the engine shows them: `950 B`, `12.3 MB`."""
-    if size < 1000:
-        return f"{size} B"
-    value = float(size)
-    for unit in ("kB", "MB", "GB", "TB"):
-        value /= 1000
-        if value < 1000 or unit == "TB":
-            break
-    return f"{value:.1f} {unit}"

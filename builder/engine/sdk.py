@@ -234,7 +234,10 @@ class Engine:
         try:
             listed = self.client.api.images(all=True, quiet=True, filters=filters)
         except APIError as error:
-            raise EngineError(f"the engine could not list its images: {_why(error)}.") from None
+            raise EngineError(
+                f"the engine could not list its images: {_why(error)}. Check that it answers "
+                "(`docker info`), then run the command again."
+            ) from None
         found = []
         for image_id in dict.fromkeys(listed):
             try:
@@ -242,7 +245,11 @@ class Engine:
             except ImageNotFound:
                 continue
             except APIError as error:
-                raise lookup_failed(image_id, _why(error)) from None
+                raise EngineError(
+                    f"the engine could not inspect image {image_id[:19]}, which it listed: "
+                    f"{_why(error)}. Check that it answers (`docker info`), then run the command "
+                    "again."
+                ) from None
         return found
 
     def containers_by_image(self) -> dict[str, tuple[str, ...]]:
@@ -253,7 +260,10 @@ class Engine:
         try:
             listed = self.client.api.containers(all=True)
         except APIError as error:
-            raise EngineError(f"the engine could not list its containers: {_why(error)}.") from None
+            raise EngineError(
+                f"the engine could not list its containers: {_why(error)}. Check that it answers "
+                "(`docker info`), then run the command again."
+            ) from None
         found: dict[str, list[str]] = {}
         for container in listed:
             name = str((container.get("Names") or [container["Id"][:12]])[0]).lstrip("/")

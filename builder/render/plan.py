@@ -211,7 +211,7 @@ def _labels(lock: Lock, lock_digest: str) -> tuple[tuple[str, str], ...]:
     cuda = resolution.get("cuda") or "none"
     summary = f"torch {torch['label']}, CUDA {cuda}, Python {lock.base.python}"
     labels = (
-        ("org.opencontainers.image.title", str(resolution["name"])),
+        (layout.TITLE_LABEL, str(resolution["name"])),
         ("org.opencontainers.image.created", created.strftime("%Y-%m-%dT%H:%M:%SZ")),
         ("org.opencontainers.image.base.name", lock.base.image or lock.base.reference),
         ("org.opencontainers.image.base.digest", lock.base.digest),

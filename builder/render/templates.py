@@ -105,14 +105,17 @@ class DockerfileStages:
 
     dependencies: str  # the template's `dependencies` block: the text before `FROM deps`
     image: str  # its `image` block: the final stage's instructions after `FROM deps`
-    # The packaged template's final stage only copies files reprobuild wrote into the context
-    # (and sets the config), so the layers it copies need not be read back to be checked.
-    trust_copies: bool
     # The packaged template's `system` block (the stage the Python layers go on) and `finish`
     # block (the deps stage's steps after them): `reprobuild build` builds these with the
     # engine and writes the Python layers between them itself. None for an override.
     system: str | None = None
     finish: str | None = None
+
+    @property
+    def trust_copies(self) -> bool:
+        """The packaged template's final stage only copies files reprobuild wrote into the
+        context (and sets the config), so the layers it copies need not be read back."""
+        return self.system is not None
 
     @property
     def key(self) -> str:
@@ -200,9 +203,9 @@ def render_dockerfile(
         return RenderedDockerfile(text, None)
     packaged = Path(str(template.filename)).resolve().parent == packaged_templates().resolve()
     if not packaged:
-        return RenderedDockerfile(text, DockerfileStages(dependencies, image, trust_copies=False))
+        return RenderedDockerfile(text, DockerfileStages(dependencies, image))
     system, finish = (_rendered(template, values, block) for block in PACKAGED_BLOCKS)
-    stages = DockerfileStages(dependencies, image, trust_copies=True, system=system, finish=finish)
+    stages = DockerfileStages(dependencies, image, system=system, finish=finish)
     return RenderedDockerfile(text, stages)
 
 

@@ -24,7 +24,7 @@ from docker.errors import NotFound
 
 from builder.build.gc import final_reference
 from builder.cli.main import cli
-from builder.cli.present import size_text
+from builder.codeset import size_text
 from builder.engine.sdk import Engine
 from builder.lock import lockfile
 from builder.spec.file import locate

@@ -6,7 +6,8 @@ import dataclasses
 from collections.abc import Mapping
 
 from builder.build.gc import GcEntry, GcResult, Refusal, _frees, final_reference, select
-from builder.cli.present import gc_lines, gc_result_lines, size_text
+from builder.cli.present import gc_lines, gc_result_lines
+from builder.codeset import size_text
 from builder.engine.images import EngineImage, engine_time
 
 NAME = "lab/train"
