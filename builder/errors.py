@@ -13,13 +13,15 @@ from __future__ import annotations
 EXIT_CODES = {
     0: "success (smoke: identical fingerprints and a canary that showed the check can fail)",
     1: "failure: an index, registry or engine that does not answer, a stale or hand-edited lock, "
-    "an image that will not run on this host, a failed check (smoke: fingerprints differ)",
+    "an image that will not run on this host, a failed check (smoke: fingerprints differ; "
+    "replay: the result differs)",
     2: "invalid spec or usage",
     3: "no compatible torch build (smoke: identical bits, but the canary showed no power)",
-    4: "smoke: a precondition failed (GPU, driver, compiled architectures, locked versions)",
+    4: "a precondition failed (smoke: GPU, driver, compiled architectures, locked versions; "
+    "replay: the recorded data changed, the image is unavailable, a secret is not set)",
     130: "interrupted (Ctrl-C)",
 }
-FAILURE, USAGE, NO_TORCH_BUILD, INTERRUPTED = 1, 2, 3, 130
+FAILURE, USAGE, NO_TORCH_BUILD, PRECONDITION, INTERRUPTED = 1, 2, 3, 4, 130
 
 
 def tail(text: str, lines: int = 8) -> str:
@@ -169,6 +171,24 @@ class VerifyError(ReprobuildError):
 
 class ExportError(ReprobuildError):
     """The last build cannot run on a cluster (not pushed, of another lock), or a bad value."""
+
+
+class RunInputError(ReprobuildError):
+    """A run's --data, --env, --env-file, --secret or --shm-size value cannot be used."""
+
+    exit_code = USAGE
+
+
+class ReplayPrecondition(ReprobuildError):
+    """A replay cannot start as recorded: the data changed, the image or a secret is missing."""
+
+    exit_code = PRECONDITION
+
+
+class ReplayError(ReprobuildError):
+    """What to replay cannot be read: no run record, or a manifest without a run."""
+
+    exit_code = USAGE
 
 
 class WriteError(ReprobuildError):

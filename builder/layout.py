@@ -9,6 +9,10 @@ the rest of that path.
 CODE = "/workspace"
 OUTPUTS = "/outputs"  # where `run` and the exported cluster jobs mount a writable outputs folder
 USER, UID = "reprobuild", 1000
+OUTPUTS_VARIABLE = "REPROBUILD_OUTPUTS"  # names OUTPUTS to the command `run` starts
+# Where `run` mounts its run folder's report/, in which the image's hook writes what it applied
+# and the training trace (builder/smoke/hook.py reads the variable).
+REPORT, REPORT_VARIABLE = "/run/reprobuild", "REPROBUILD_REPORT"
 
 # The labels that name the lock an image (final or dependencies) was built from, and its project.
 LOCK_LABEL = "dev.reprobuild.lock"

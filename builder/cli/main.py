@@ -29,6 +29,7 @@ VERBS = {
     "lock": ("lock", "lock_command"),
     "publish": ("publish", "publish_command"),
     "render": ("render", "render_command"),
+    "replay": ("replay", "replay_command"),
     "resolve": ("resolve", "resolve_command"),
     "run": ("run", "run_command"),
     "smoke": ("smoke", "smoke_command"),

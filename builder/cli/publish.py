@@ -32,6 +32,14 @@ from builder.cli.options import Options, gpus_option, note
     type=click.Path(file_okay=False, path_type=Path),
     help="Folder for reprobuild.manifest.json and REPRODUCE.md (default: the project).",
 )
+@click.option(
+    "--run",
+    "runs",
+    multiple=True,
+    type=click.Path(exists=True, path_type=Path),
+    metavar="RUN_DIR",
+    help="Embed this run of the build (runs/<run>) so readers can replay it. Repeatable.",
+)
 @click.pass_obj
 def publish_command(
     options: Options,
@@ -40,12 +48,14 @@ def publish_command(
     cpu: bool,
     smoke_report: Path | None,
     output: Path | None,
+    runs: tuple[Path, ...],
 ) -> None:
     """Write the manifest a paper publishes: the pushed image by digest, its lock, its smoke
     report and fingerprint key, the commands to pull, verify and run it, a CITATION.cff entry
-    and a README badge (reprobuild.manifest.json and REPRODUCE.md).
+    and a README badge (reprobuild.manifest.json and REPRODUCE.md). With --run, the training
+    runs readers replay with `reprobuild replay reprobuild.manifest.json`.
 
-        reprobuild publish --to registry.example.org/lab/model:paper
+        reprobuild publish --to registry.example.org/lab/model:paper --run runs/20261206T...
     """
     from builder.build import buildrecord
     from builder.engine.sdk import Engine
@@ -65,6 +75,7 @@ def publish_command(
             smoke=publish.SmokeSource(smoke_report, None if cpu else gpus),
             save=lambda pushed: buildrecord.write(current.project, pushed),
             note=note,
+            runs=list(runs),
         )
     manifest_path, reproduce_path = publish.write(output or current.project, document)
     click.echo(

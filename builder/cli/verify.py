@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
+from pathlib import Path
 
 import click
 
@@ -23,6 +24,19 @@ from builder.errors import FAILURE
     help="Also rebuild the project's lock with --no-cache and compare the digest (run it in a "
     "checkout of the published commit).",
 )
+@click.option(
+    "--replay",
+    is_flag=True,
+    help="After the checks, replay the manifest's published runs and compare their results "
+    "(as `reprobuild replay MANIFEST`; exit 1 when one differs, 4 when one cannot start).",
+)
+@click.option(
+    "--data",
+    "data",
+    multiple=True,
+    metavar="NAME=PATH",
+    help="With --replay: where a run's data input is here. Repeatable.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
 @click.pass_obj
 def verify_command(
@@ -32,6 +46,8 @@ def verify_command(
     cpu: bool,
     no_smoke: bool,
     rebuild: bool,
+    replay: bool,
+    data: tuple[str, ...],
     as_json: bool,
 ) -> None:
     """Check a published image: pull it by digest, compare its config digest and lock label
@@ -43,11 +59,15 @@ def verify_command(
         reprobuild verify reprobuild.manifest.json
     """
     from builder.cli.present import verify_lines
+    from builder.cli.replay import moved_data
     from builder.engine.registry import RegistryClient
     from builder.engine.sdk import Engine
     from builder.publish import verify
 
     target = verify.read_subject(subject, options.project)
+    if (replay or data) and target.manifest is None:
+        raise click.UsageError("--replay replays a manifest's runs: give the manifest.")
+    moved = moved_data(data)
     display = build_display(quiet=False, plain=True) if rebuild else contextlib.nullcontext()
     with Engine.connect() as engine, RegistryClient() as registry, display as progress:
         steps = verify.Steps(
@@ -64,3 +84,8 @@ def verify_command(
         click.echo("\n".join(verify_lines(result)))
     if result.failed:
         sys.exit(FAILURE)
+    if replay:
+        from builder.cli.replay import replay_all
+
+        code = replay_all(Path(subject), options.project, moved, gpus=None)
+        sys.exit(code)

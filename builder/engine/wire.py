@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
 FRAME_HEADER = 8  # stream (1 stdout, 2 stderr), three zero bytes, big-endian payload length
 STDERR, ENGINE_ERROR = 2, 3  # attach stream types besides stdout (1)
+RAW_CHUNK = 65536
 
 
 class Response:
@@ -169,12 +170,20 @@ class Wire:
 
     def image_id(self, reference: str) -> str | None:
         """The ID of an image the engine has; None when it has none of that name."""
+        found = self.image_labels(reference)
+        return None if found is None else found[0]
+
+    def image_labels(self, reference: str) -> tuple[str, dict[str, str]] | None:
+        """The ID and the labels of an image the engine has; None when it has none of that
+        name."""
         try:
-            return str(self.call("GET", f"/images/{_path_safe(reference)}/json")["Id"])
+            answer = self.call("GET", f"/images/{_path_safe(reference)}/json")
         except ApiError as error:
             if error.status == 404:
                 return None
             raise common.lookup_failed(reference, error.message) from None
+        labels = (answer.get("Config") or {}).get("Labels") or {}
+        return str(answer["Id"]), {str(name): str(value) for name, value in labels.items()}
 
     def ensure_image(self, reference: str) -> str:
         """The ID of `reference`, pulled first (through the docker SDK, with its progress) if the
@@ -219,6 +228,16 @@ class Wire:
             kind, payload = frame
             if payload:
                 output(payload, kind in (STDERR, ENGINE_ERROR))
+
+    def relay_raw(self, stream: Response, output: Callable[[bytes, bool], None]) -> None:
+        """Pass a terminal's output on as it comes (a container with a TTY has one stream,
+        not frames) until it ends."""
+        read = getattr(stream.reader, "read1", stream.reader.read)
+        try:
+            while data := read(RAW_CHUNK):
+                output(data, False)
+        except OSError as error:
+            raise self.broken("POST", "/containers/ID/attach", error) from None
 
     def _next_frame(self, reader: IO[bytes]) -> tuple[int, bytes] | None:
         """The next frame's stream type and payload; None at the stream's end."""
@@ -273,29 +292,38 @@ def _path_safe(reference: str) -> str:
 
 
 class Mounts:
-    """What a run mounts, and as whom it runs."""
+    """What a run mounts, as whom it runs, its /dev/shm size (None: the engine's) and whether
+    it has a terminal."""
 
     def __init__(
         self,
-        binds: dict[str, tuple[str, str]],  # host path -> (path inside, "ro" | "rw")
+        binds: list[tuple[str, str, str]],  # (host path, path inside, "ro" | "rw")
         environment: dict[str, str],
         user: str,
         working_dir: str,
+        *,
+        shm_size: int | None = None,
+        tty: bool = False,
     ) -> None:
         self.binds = binds
         self.environment = environment
         self.user = user
         self.working_dir = working_dir
+        self.shm_size = shm_size
+        self.tty = tty
 
 
 def container_spec(
     image: str, command: list[str], mounts: Mounts, gpus: str | None
 ) -> dict[str, Any]:
-    """The create call's body: what `docker run --rm -v -e -u -w [--gpus]` sends."""
+    """The create call's body: what `docker run --rm -v -e -u -w [--shm-size] [-t] [--gpus]`
+    sends."""
     host: dict[str, Any] = {
-        "Binds": [f"{host}:{inside}:{mode}" for host, (inside, mode) in mounts.binds.items()],
+        "Binds": [f"{host}:{inside}:{mode}" for host, inside, mode in mounts.binds],
         "AutoRemove": True,  # as `docker run --rm`: the engine removes it as it exits
     }
+    if mounts.shm_size is not None:
+        host["ShmSize"] = mounts.shm_size
     if gpus is not None:
         host["DeviceRequests"] = [{"Count": common.gpu_count(gpus), "Capabilities": [["gpu"]]}]
     return {
@@ -306,6 +334,7 @@ def container_spec(
         "WorkingDir": mounts.working_dir,
         "AttachStdout": True,
         "AttachStderr": True,
+        "Tty": mounts.tty,
         "HostConfig": host,
     }
 

@@ -19,6 +19,13 @@ from urllib.parse import quote
 
 from builder import __version__, files, layout
 from builder.errors import PublishError, WriteError
+from builder.publish.runs import (
+    PublishedRun,
+    private_registry,
+    published_runs,
+    replay_command,
+    reproduce_lines,
+)
 from builder.reference import ImageReference
 
 if TYPE_CHECKING:
@@ -68,9 +75,9 @@ class BuiltWith(TypedDict):
 class Commands(TypedDict):
     pull: str
     verify: str
-    run: str
     smoke: str
     apptainer: str
+    replay: list[str]  # one per published run
 
 
 class ManifestContent(TypedDict):
@@ -89,6 +96,7 @@ class ManifestContent(TypedDict):
     commands: Commands
     citation_cff: str
     badge: str
+    runs: list[PublishedRun]  # `publish --run`: training runs a reader can replay
 
 
 class Manifest(ManifestContent):
@@ -160,7 +168,7 @@ def sealed(document: ManifestContent) -> Manifest:
     return {**document, "integrity": integrity(document)}
 
 
-def commands(pushed: str) -> Commands:
+def commands(pushed: str, runs: list[PublishedRun]) -> Commands:
     """What a reader types, each by digest (`pushed`, name@sha256:...): a tag can be moved, a
     digest cannot."""
     reference = ImageReference.parse(pushed)
@@ -169,9 +177,9 @@ def commands(pushed: str) -> Commands:
     return {
         "pull": f"docker pull {pushed}",
         "verify": f"reprobuild verify {layout.MANIFEST_FILE}",
-        "run": f"docker run --rm --gpus all {pushed} python train.py",
         "smoke": f"docker run --rm --gpus all {pushed} reprobuild-smoke",
         "apptainer": f"apptainer pull {sif} docker://{pushed} && apptainer test --nv {sif}",
+        "replay": [replay_command(run) for run in runs],
     }
 
 
@@ -218,6 +226,7 @@ def manifest(
     smoke: ImageSmokeReport,
     source: Source,
     published: str,
+    runs: list[PublishedRun],
 ) -> Manifest:
     """The manifest document, sealed with its integrity digest."""
     if record.pushed is None or record.manifest_digest is None:
@@ -246,9 +255,10 @@ def manifest(
             "engine": record.engine_version,
         },
         "published_with": __version__,
-        "commands": commands(record.pushed),
+        "commands": commands(record.pushed, runs),
         "citation_cff": citation(name, record.pushed, summary_text(summary), record.lock),
         "badge": badge(record.pushed),
+        "runs": runs,
     }
     return sealed(document)
 
@@ -277,13 +287,19 @@ def reproduce_text(document: Manifest) -> str:
         "",
         "```sh",
         command["pull"],
-        f"{command['verify']}   # pulls by digest, checks it, re-runs the smoke test",
+        f"{command['verify']}   # on a GPU host (add --cpu elsewhere): pulls by digest, checks "
+        "it, re-runs the smoke test",
         "```",
         "",
+        *reproduce_lines(document["runs"]),
         "## Train in it",
         "",
+        f"Run your own command in it with `reprobuild run --image {image['reference']} -- "
+        "COMMAND` (data with `--data NAME=PATH`, the run recorded under `runs/`), or with "
+        "`docker run`. The smoke test, on a GPU host:",
+        "",
         "```sh",
-        command["run"],
+        command["smoke"],
         "# or, on an HPC site with Apptainer:",
         command["apptainer"],
         "```",
@@ -388,6 +404,7 @@ def prepare(
     smoke: SmokeSource,
     save: Callable[[BuildRecord], object],
     note: Callable[[str], None],
+    runs: list[Path] | None = None,
 ) -> Manifest:
     """Check the smoke report, push the build if asked (`save` keeps the pushed record at
     once), and make the sealed manifest."""
@@ -407,6 +424,7 @@ def prepare(
         )
     if push_to is None and (edited := buildrecord.unpinned_push(record, current.project)):
         raise PublishError(edited)
+    published = published_runs(runs or [], record)
     chosen = None
     if smoke.report_file is not None:
         document = read_report(smoke.report_file)
@@ -425,6 +443,8 @@ def prepare(
     )
     if head != commit:
         note(f"HEAD is {head}, but the build is of {commit}: the manifest names {commit}")
+    if private := private_registry(str(record.pushed)):
+        note(private)
     return manifest(
         record,
         current.lock,
@@ -432,6 +452,7 @@ def prepare(
         smoke=report,
         source=Source(commit, dirty),
         published=snapshots.utc_now(),
+        runs=published,
     )
 
 

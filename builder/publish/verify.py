@@ -183,7 +183,7 @@ def _pinned(result: Verification, document: Manifest) -> bool:
             f"the manifest digest {document['image'].get('manifest_digest')} is not the "
             f"reference's {digest}",
         )
-    if document.get("commands") != publish.commands(result.reference):
+    if document.get("commands") != publish.commands(result.reference, document.get("runs", [])):
         result.add("commands", "fail", f"the published commands do not all name {reference}")
     result.reference = reference
     return True

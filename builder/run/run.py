@@ -16,11 +16,14 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import sys
 import threading
 
 from builder import layout, snapshots
 from builder.build import recordfile
 from builder.engine.wire import Container, Mounts, Wire, container_spec
+from builder.errors import RunInputError
+from builder.run.args import REPORT_FOLDER, default_shm
 
 TYPE_CHECKING = False  # typing's own flag, without importing typing on `run`'s way to the start
 if TYPE_CHECKING:
@@ -29,6 +32,8 @@ if TYPE_CHECKING:
     from typing import Any
 
     from builder.build.recordfile import Folder
+    from builder.run.datadigest import Digest
+    from builder.run.inputs import DataMount, Environment
     from builder.run.runrecord import HostFacts
 
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -36,7 +41,11 @@ FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 class RunPlan:
     """What to run: the project, the image (None: the project's last build), the command, the
-    outputs folder (None: runs/<run>/outputs) and the GPUs to give it (None: none). Folders
+    outputs folder (None: runs/<run>/outputs), the GPUs to give it (None: none), the data
+    mounts, the environment (`run.inputs`), /dev/shm's size (None: half the host's memory), the
+    trace interval (None: no trace), and whether the command gets a terminal (None: when this
+    process writes to one). A replay from a
+    manifest runs the image's own code (`mount_code` False) and names what it replays. Folders
     are kept as absolute paths with symlinks resolved; they are strings (os.path), because
     pathlib's import is a percent of a short run."""
 
@@ -48,12 +57,27 @@ class RunPlan:
         *,
         outputs: Folder | None = None,
         gpus: str | None = None,
+        data: list[DataMount] | None = None,
+        environment: Environment | None = None,
+        shm_size: int | None = None,
+        trace: int | None = None,
+        tty: bool | None = None,
+        mount_code: bool = True,
+        replay_of: str | None = None,
     ) -> None:
         self.project = os.path.realpath(project)
         self.image = image
         self.command = command
         self.outputs = None if outputs is None else os.path.realpath(outputs)
         self.gpus = gpus
+        self.data = data or []
+        self.environment = environment
+        self.shm_size = default_shm() if shm_size is None else shm_size
+        self.trace = trace
+        # A terminal when this process writes to one (progress bars draw, Python line-buffers).
+        self.tty = sys.stdout.isatty() and sys.stderr.isatty() if tty is None else tty
+        self.mount_code = mount_code
+        self.replay_of = replay_of
 
 
 class Outcome:
@@ -65,43 +89,80 @@ class Outcome:
         self.notes = notes
 
 
+READ_ONLY_HINT = (
+    f"the project is read-only at {layout.CODE}: write to ${layout.OUTPUTS_VARIABLE} "
+    f"({layout.OUTPUTS}) or mount a folder with --data NAME=PATH:rw."
+)
+
+
 def execute(wire: Wire, run_plan: RunPlan, output: Callable[[bytes, bool], None]) -> Outcome:
     """Run the command (its stdout and stderr passed to `output`, second argument True for
-    stderr) and write its record, runs/<start>-<image>/run.json. A run that fails before its
-    command ends leaves no record."""
+    stderr, and saved in the run folder) and write its record, runs/<start>-<image>/run.json.
+    A run that fails before its command ends leaves no record."""
     image = chosen_image(wire, run_plan)
+    user, owner = container_user(run_plan.project)
+    check_readable(run_plan, user)
     started = snapshots.utc_now()
     folder = run_folder(run_plan.project, started, image.image_id)
     outputs = run_plan.outputs or os.path.join(folder, "outputs")
-    user = container_user()
+    capture = Capture(folder, output, run_plan.tty)
+    writable = [mount.path for mount in run_plan.data if mount.writable]
+    lent: list[tuple[str, int, int]] = []
     try:
-        prepare_outputs(outputs, user)
+        prepare_folders([outputs, os.path.join(folder, REPORT_FOLDER)], user)
+        before = _writable_data_digests(run_plan)
+        lent = lend(writable, user)
         spec = container_spec(
-            image.image_id, run_plan.command, mounts(run_plan.project, outputs, user), run_plan.gpus
+            image.image_id,
+            run_plan.command,
+            mounts(run_plan, folder, outputs, user),
+            run_plan.gpus,
         )
-        code, ended, facts = _run(wire, image.reference, spec, run_plan, output)
+        code, ended, facts = _run(wire, image.reference, spec, run_plan, capture.output)
     except BaseException:
+        capture.close()
         _discard(folder)
+        give_back([], user, None, lent)
         raise
+    capture.close()
+    give_back([outputs, *writable], user, owner, lent)
     from builder.run import runrecord
 
-    record = runrecord.RunRecord(
-        image=image.reference,
-        image_id=image.image_id,
-        pushed=image.pushed,
+    notes = list(facts.problems)
+    if code != 0 and capture.saw_read_only:
+        notes.append(READ_ONLY_HINT)
+    ran = runrecord.Ran(
+        image=(image.reference, image.image_id, image.pushed, image.labels),
         command=run_plan.command,
-        git_commit=facts.git_commit,
-        git_dirty=facts.git_dirty,
-        driver=facts.driver,
-        gpus=facts.gpus,
-        gpus_requested=run_plan.gpus,
-        user=user,
+        code_mounted=run_plan.mount_code,
+        gpus=run_plan.gpus,
+        data=run_plan.data,
+        environment=run_plan.environment,
+        shm_size=run_plan.shm_size,
+        tty=run_plan.tty,
+        trace=run_plan.trace,
+        replay_of=run_plan.replay_of,
+        folder=folder,
         outputs=outputs,
+        user=user,
         started=started,
         ended=ended,
         exit_code=code,
+        logs=capture.files(),
+        data_before=before,
     )
-    return Outcome(code, runrecord.write(folder, record), facts.problems)
+    return Outcome(code, runrecord.write(folder, runrecord.assemble(ran, facts)), notes)
+
+
+def _writable_data_digests(run_plan: RunPlan) -> dict[str, Digest]:
+    """The digests of the writable data, taken before the command can change them (read-only
+    data is hashed while the command runs)."""
+    writable = [mount for mount in run_plan.data if mount.writable]
+    if not writable:
+        return {}
+    from builder.run import runrecord
+
+    return runrecord.data_digests(writable)
 
 
 def _run(
@@ -119,11 +180,14 @@ def _run(
         try:
             stream = opened.enter_context(contextlib.closing(container.attach()))
             removal = opened.enter_context(contextlib.closing(container.removal()))
-            facts = Gathering(run_plan.project, run_plan.outputs)
+            facts = Gathering(run_plan)
             with ForwardedSignals(container) as signals:
                 container.start(run_plan.command, run_plan.gpus)
                 signals.started()
-                wire.relay_frames(stream, output)
+                if run_plan.tty:
+                    wire.relay_raw(stream, output)
+                else:
+                    wire.relay_frames(stream, output)
                 code = wire.exit_code(removal)
         except BaseException:
             opened.close()  # our streams first: an unread attach stream can stall the removal
@@ -132,26 +196,91 @@ def _run(
     return code, snapshots.utc_now(), facts.result()
 
 
-def chosen_image(wire: Wire, run_plan: RunPlan) -> recordfile.ImageToRun:
-    """The named image (pulled if the engine lacks it), or the project's last build."""
+def chosen_image(wire: Wire, run_plan: RunPlan) -> ImageToRun:
+    """The named image (pulled if the engine lacks it), or the project's last build, with its
+    labels (the lock's digest among them)."""
     if run_plan.image is not None:
         image_id = wire.ensure_image(run_plan.image)
-        return recordfile.ImageToRun(run_plan.image, image_id, None)
-    return recordfile.recorded_image(
-        run_plan.project,
-        recordfile.load(run_plan.project),
-        wire.image_id,
-        wire.ensure_image,
-    )
+        chosen = recordfile.ImageToRun(run_plan.image, image_id, None)
+    else:
+        chosen = recordfile.recorded_image(
+            run_plan.project,
+            recordfile.load(run_plan.project),
+            wire.image_id,
+            wire.ensure_image,
+        )
+    found = wire.image_labels(chosen.image_id)
+    return ImageToRun(chosen, {} if found is None else found[1])
+
+
+class ImageToRun:
+    """The image a run uses (`recordfile.ImageToRun`) and its labels."""
+
+    def __init__(self, image: recordfile.ImageToRun, labels: dict[str, str]) -> None:
+        self.reference = image.reference
+        self.image_id = image.image_id
+        self.pushed = image.pushed
+        self.labels = labels
+
+
+class Capture:
+    """The command's output: passed on as it comes, saved complete under the run folder
+    (stdout.log and stderr.log; one stdout.log with a terminal, which merges the two), and
+    watched for a write refused on the read-only project."""
+
+    def __init__(self, folder: str, output: Callable[[bytes, bool], None], tty: bool) -> None:
+        self._output = output
+        self._folder = folder
+        names = ("stdout.log",) if tty else ("stdout.log", "stderr.log")
+        self._logs = {name: open(os.path.join(folder, name), "wb") for name in names}  # noqa: SIM115
+        self._tails = {False: b"", True: b""}
+        self.saw_read_only = False
+
+    def output(self, data: bytes, to_stderr: bool) -> None:
+        log = self._logs.get("stderr.log" if to_stderr else "stdout.log", self._logs["stdout.log"])
+        log.write(data)
+        self._output(data, to_stderr)
+        if not self.saw_read_only:
+            # The tail of the last chunk goes with this one: a line can arrive in two frames.
+            seen = self._tails[to_stderr] + data
+            self.saw_read_only = _read_only_write(seen)
+            self._tails[to_stderr] = seen[-READ_ONLY_WINDOW:]
+
+    def close(self) -> None:
+        for log in self._logs.values():
+            log.close()
+
+    def files(self) -> list[str]:
+        return [os.path.join(self._folder, name) for name in self._logs]
+
+
+READ_ONLY_WINDOW = 512
+READ_ONLY_TEXT = b"Read-only file system"
+DATA_PREFIX = b"/data/"
+
+
+def _read_only_write(data: bytes) -> bool:
+    """Whether a line says a write was refused as read-only, not under /data (whose read-only
+    mounts the user chose): the project, at the working directory, is the other read-only
+    place, and a relative path names no folder at all."""
+    at = data.find(READ_ONLY_TEXT)
+    while at >= 0:
+        line_start = data.rfind(b"\n", 0, at) + 1
+        line_end = data.find(b"\n", at)
+        if DATA_PREFIX not in data[line_start : None if line_end < 0 else line_end]:
+            return True
+        at = data.find(READ_ONLY_TEXT, at + 1)
+    return False
 
 
 class Gathering:
     """The host's facts for the record, read on a thread: the record's modules are imported,
-    and git and NVML asked, while the engine starts the container. Facts that cannot be read
-    leave the record's fields empty and a note; they never cost a run its record."""
+    git and NVML asked, and the read-only data hashed while the engine starts the container and
+    the command runs. Facts that cannot be read leave the record's fields empty and a note;
+    they never cost a run its record."""
 
-    def __init__(self, project: str, outputs: str | None) -> None:
-        self._where = (project, outputs)
+    def __init__(self, run_plan: RunPlan) -> None:
+        self._plan = run_plan
         self._result: HostFacts | Exception | None = None
         self._thread = threading.Thread(target=self._gather, name="run-facts", daemon=True)
         self._thread.start()
@@ -160,7 +289,8 @@ class Gathering:
         from builder.run import runrecord
 
         try:
-            self._result = runrecord.gather(*self._where)
+            plan = self._plan
+            self._result = runrecord.gather(plan.project, plan.outputs, plan.data)
         except Exception as error:  # noted by result(): the run itself went well
             self._result = error
 
@@ -205,26 +335,121 @@ class ForwardedSignals:
             self._pending.append(signum)
 
 
-def mounts(project: str, outputs: str, user: str) -> Mounts:
+def mounts(run_plan: RunPlan, folder: str, outputs: str, user: str) -> Mounts:
+    binds = [(mount.path, mount.inside, mount.mode) for mount in run_plan.data]
+    binds.append((outputs, layout.OUTPUTS, "rw"))
+    binds.append((os.path.join(folder, REPORT_FOLDER), layout.REPORT, "rw"))
+    if run_plan.mount_code:
+        binds.insert(0, (run_plan.project, layout.CODE, "ro"))
     return Mounts(
-        binds={project: (layout.CODE, "ro"), outputs: (layout.OUTPUTS, "rw")},
-        environment={"HOME": "/tmp", "REPROBUILD_OUTPUTS": layout.OUTPUTS},
+        binds=binds,
+        environment=container_environment(run_plan),
         user=user,
         working_dir=layout.CODE,
+        shm_size=run_plan.shm_size,
+        tty=run_plan.tty,
     )
 
 
-def container_user() -> str:
-    """The host user's uid:gid; root on the host runs as the image's own non-root user."""
+def container_environment(run_plan: RunPlan) -> dict[str, str]:
+    """The user's variables over run's defaults (Python unbuffered, so output streams as it is
+    written), then what run itself owns: the outputs, the report and the trace."""
+    environment = {"HOME": "/tmp", "PYTHONUNBUFFERED": "1"}
+    if run_plan.environment is not None:
+        environment.update(run_plan.environment.values)
+    environment[layout.OUTPUTS_VARIABLE] = layout.OUTPUTS
+    environment[layout.REPORT_VARIABLE] = layout.REPORT
+    if run_plan.trace is not None:
+        environment["REPROBUILD_TRACE"] = str(run_plan.trace)
+    return environment
+
+
+def container_user(project: str) -> tuple[str, tuple[int, int] | None]:
+    """The uid:gid the command runs as, and to whom its files go afterwards (None: they are
+    already theirs). The host user, so that what the command writes is theirs; started as root,
+    the project's owner; when root owns the project too, the image's own non-root user runs
+    the command and root gets its files back."""
     uid, gid = os.getuid(), os.getgid()
-    return f"{layout.UID}:{layout.UID}" if uid == 0 else f"{uid}:{gid}"
+    if uid != 0:
+        return f"{uid}:{gid}", None
+    status = os.stat(project)
+    if status.st_uid != 0:
+        return f"{status.st_uid}:{status.st_gid}", None
+    return f"{layout.UID}:{layout.UID}", (0, 0)
 
 
-def prepare_outputs(outputs: str, user: str) -> None:
-    os.makedirs(outputs, exist_ok=True)
-    if os.getuid() == 0:
-        uid, gid = (int(part) for part in user.split(":"))
-        os.chown(outputs, uid, gid)
+def check_readable(run_plan: RunPlan, user: str) -> None:
+    """Started as root, the command runs as another user: the project and the data must be
+    readable by it (a folder only root can enter would fail the command at its first read)."""
+    if os.getuid() != 0:
+        return
+    uid, gid = (int(part) for part in user.split(":"))
+    paths = [mount.path for mount in run_plan.data if not mount.writable]
+    if run_plan.mount_code:
+        paths.insert(0, run_plan.project)
+    for path in paths:
+        status = os.stat(path)
+        shift = 6 if status.st_uid == uid else 3 if status.st_gid == gid else 0
+        needed = 0o5 if os.path.isdir(path) else 0o4
+        if (status.st_mode >> shift) & needed != needed:
+            raise RunInputError(
+                f"{path} cannot be read by uid {uid}, the user the command runs as (started as "
+                "root, `reprobuild run` runs the command as the project's owner, or as the "
+                "image's non-root user when root owns the project). Make it readable "
+                f"(chmod o+rX {path}), or run reprobuild as the user who owns it."
+            )
+
+
+def prepare_folders(folders: list[str], user: str) -> None:
+    """Create the folders the command writes to; as root, hand them to the user it runs as."""
+    for folder in folders:
+        os.makedirs(folder, exist_ok=True)
+        if os.getuid() == 0:
+            uid, gid = (int(part) for part in user.split(":"))
+            os.chown(folder, uid, gid)
+
+
+def lend(paths: list[str], user: str) -> list[tuple[str, int, int]]:
+    """As root, each writable data folder (or file) the command's user could not write is lent
+    to it: its owner becomes that user until the run ends. The loans, to be returned."""
+    if os.getuid() != 0:
+        return []
+    uid, gid = (int(part) for part in user.split(":"))
+    loans = []
+    for path in paths:
+        status = os.stat(path)
+        if status.st_uid != uid:
+            loans.append((path, status.st_uid, status.st_gid))
+            os.chown(path, uid, gid)
+    return loans
+
+
+def give_back(
+    folders: list[str],
+    user: str,
+    owner: tuple[int, int] | None,
+    loans: list[tuple[str, int, int]],
+) -> None:
+    """What the command's user wrote in the host folders goes to their owner (when the command
+    ran as another user than the host's), and each lent folder to its own owner again."""
+    uid = int(user.partition(":")[0])
+    for folder in folders:
+        if owner is None:
+            break
+        _give_back_path(folder, uid, owner)
+        for root, names, files in os.walk(folder):
+            for name in names + files:
+                _give_back_path(os.path.join(root, name), uid, owner)
+    for path, owner_uid, owner_gid in loans:
+        os.chown(path, owner_uid, owner_gid)
+
+
+def _give_back_path(path: str, uid: int, owner: tuple[int, int]) -> None:
+    try:
+        if os.lstat(path).st_uid == uid:
+            os.lchown(path, *owner)
+    except OSError:  # removed meanwhile, or a file system without owners: nothing to give
+        pass
 
 
 def run_folder(project: str, started: str, image_id: str) -> str:
@@ -238,8 +463,15 @@ def run_folder(project: str, started: str, image_id: str) -> str:
 
 def _discard(folder: str) -> None:
     """A run that failed leaves no record: its folder goes (and runs/, if that was its only
-    run), as long as nothing was written in it."""
-    for empty in (os.path.join(folder, "outputs"), folder, os.path.dirname(folder)):
+    run), as long as the command wrote nothing in it; run's own logs and report go first."""
+    for name in ("stdout.log", "stderr.log"):
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(os.path.join(folder, name))
+    report = os.path.join(folder, REPORT_FOLDER)
+    with contextlib.suppress(OSError):
+        for name in os.listdir(report):
+            os.remove(os.path.join(report, name))
+    for empty in (report, os.path.join(folder, "outputs"), folder, os.path.dirname(folder)):
         try:
             os.rmdir(empty)
         except FileNotFoundError:  # no outputs folder here: --outputs named another

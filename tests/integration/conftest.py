@@ -6,6 +6,7 @@ so a CI run cannot pass without having exercised the engine and the registry.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,10 @@ from builder.build.buildrecord import BuildRecord
 from builder.cli.main import cli
 from builder.engine.sdk import Engine
 from builder.errors import ReprobuildError
+from tests.gitrepo import git
 from tests.infra import BASE, DEBIAN_MIRROR, MINBASE, registry_has
+
+TRAINING_SCRIPT = Path(__file__).parents[2] / "images" / "example" / "train.py"
 
 
 @pytest.fixture(scope="session")
@@ -71,12 +75,19 @@ gpus = ["A100", "H100"]
 def torch_image(tmp_path_factory: pytest.TempPathFactory, engine_client: Any) -> Iterator[Built]:
     """The PyPI CUDA build of torch 2.5.1, locked and built once for the session (minutes)."""
     project = tmp_path_factory.mktemp("torch-e2e")
+    project.chmod(0o755)  # the runs' user reads it (pytest makes its folders for root alone)
     (project / "reprobuild.toml").write_text(SPEC)
     (project / "train.py").write_text("import torch\nprint(torch.ones(2).sum().item())\n")
-    result = CliRunner().invoke(
-        cli, ["-C", str(project), "build", "--plain", "--debian-mirror", DEBIAN_MIRROR]
-    )
-    assert result.exit_code == 0, f"{result.output}\n{result.exception}"
+    shutil.copy(TRAINING_SCRIPT, project / "fit.py")  # train.py is the tests' own
+    # A checkout whose commit is the image's code, so that its runs can be published.
+    for verb in (["lock"], ["build", "--plain"]):
+        arguments = ["-C", str(project), *verb, "--debian-mirror", DEBIAN_MIRROR]
+        result = CliRunner().invoke(cli, arguments)
+        assert result.exit_code == 0, f"{result.output}\n{result.exception}"
+        if verb == ["lock"]:
+            git(project, "init", "-q")
+            git(project, "add", "-A")
+            git(project, "commit", "-qm", "the training project")
     record = buildrecord.read(project)
     yield Built(project, record)
     # By ID: every tag and pushed name goes with it (the torch layers alone are gigabytes), so

@@ -3,6 +3,7 @@ determinism of what runs is the smoke test's business)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -59,8 +60,13 @@ def test_a_run_streams_returns_the_exit_code_and_writes_its_record(
     assert record["image"] == test_base
     assert record["image_id"] == engine_client.client.images.get(test_base).id
     assert record["started"] <= record["ended"] and record["gpus_requested"] is None
-    model = Path(record["outputs"]) / "model.pt"
-    assert model.is_file() and model.stat().st_uid == user
+    model = Path(record["outputs"]["folder"]) / "model.pt"
+    # Started as root on a project root owns, the image's own user ran it and root got its files.
+    assert model.is_file() and model.stat().st_uid == os.getuid()
+    assert record["outputs"]["entries"] == [
+        {"path": "model.pt", "size": 0, "sha256": hashlib.sha256(b"").hexdigest()}
+    ]
+    assert (Path(record["outputs"]["folder"]).parent / "stderr.log").read_text() == "to-stderr\n"
     assert f"exit 7; record {project / 'runs'}" in result.stderr
     leftovers = engine_client.client.containers.list(all=True, filters={"ancestor": test_base})
     assert leftovers == []
@@ -158,7 +164,7 @@ def test_facts_that_cannot_be_read_leave_a_note_not_a_lost_run(
     from builder.engine.wire import Wire
     from builder.run import run, runrecord
 
-    def broken_driver(project: str, outputs: str | None) -> runrecord.HostFacts:
+    def broken_driver(project: str, outputs: str | None, data: Any) -> runrecord.HostFacts:
         raise ValueError("driver version '555.x' is not a version")
 
     monkeypatch.setattr(runrecord, "gather", broken_driver)  # an NVML answer no host here gives
@@ -167,8 +173,8 @@ def test_facts_that_cannot_be_read_leave_a_note_not_a_lost_run(
     outcome = run.execute(Wire(), plan, lambda data, _: printed.append(data))
     assert (outcome.code, b"".join(printed)) == (3, b"done\n")
     assert outcome.notes == [
-        "the host's git state and GPUs could not be read (ValueError: driver version '555.x' is "
-        "not a version); the record has none"
+        "the host's git state, GPUs and read-only data could not be read (ValueError: driver "
+        "version '555.x' is not a version); the record has none"
     ]
     record = only_record(project)
     assert (record["exit_code"], record["git_commit"], record["gpus"]) == (3, None, [])
@@ -222,3 +228,97 @@ def test_a_last_build_pulled_back_must_have_the_recorded_id(
         f"recorded {GONE}: the record was edited or belongs to another build. Run "
         "`reprobuild build` again."
     )
+
+
+def test_data_env_and_shared_memory_reach_the_command(
+    project: Path, test_base: str, tmp_path: Path, secret_pass: None
+) -> None:
+    data = tmp_path / "corpus"
+    data.mkdir()
+    (data / "a.txt").write_text("alpha\n")
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    env_file = tmp_path / "vars.env"
+    env_file.write_text("# tracker\nWANDB_MODE=offline\nHF_TOKEN=hf_abcdef123456\n")
+    script = (
+        "cat /data/corpus/a.txt; echo made > /data/scratch/new.txt; touch /data/corpus/b || true;"
+        " echo $WANDB_MODE $LR ${#HF_TOKEN} ${#PASS}; df -k /dev/shm | tail -1 | awk '{print $2}'"
+    )
+    result = reprobuild(
+        project, "run", "--image", test_base,
+        "--data", f"corpus={data}", "--data", f"scratch={scratch}:rw",
+        "--env-file", str(env_file), "-e", "LR=0.1", "-e", "PASS", "--secret", "PASS",
+        "--shm-size", "256m",
+        "--", "sh", "-c", script,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "alpha\noffline 0.1 15 6\n262144\n"
+    assert "Read-only file system" in result.stderr
+    assert (scratch / "new.txt").stat().st_uid == os.getuid()
+    record = only_record(project)
+    assert record["env"] == {"WANDB_MODE": "offline", "HF_TOKEN": None, "LR": "0.1", "PASS": None}
+    assert record["shm_size"] == 256 * 2**20
+    assert {name: entry["mode"] for name, entry in record["data"].items()} == {
+        "corpus": "ro",
+        "scratch": "rw",
+    }
+    assert record["data"]["scratch"]["files"] == 0  # digested before the command wrote to it
+    written = [path for path in (project / "runs").rglob("*") if path.is_file()]
+    assert not [path for path in written if b"hf_abcdef123456" in path.read_bytes()]
+
+
+@pytest.fixture
+def secret_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PASS", "hunter")
+
+
+def test_a_write_to_the_project_gets_a_hint(project: Path, test_base: str) -> None:
+    result = reprobuild(project, "run", "--image", test_base, "--", "sh", "-c", "echo > out.txt")
+    assert result.returncode == 2
+    assert "note: the project is read-only at /workspace: write to $REPROBUILD_OUTPUTS " in (
+        result.stderr
+    )
+
+
+def test_bad_run_inputs_are_named(project: Path, test_base: str, tmp_path: Path) -> None:
+    missing = reprobuild(project, "run", "--data", f"x={tmp_path}/nope", "--", "true")
+    assert (missing.returncode, missing.stderr) == (
+        2,
+        f"error: --data x={tmp_path}/nope: {tmp_path}/nope does not exist. Give an existing "
+        "folder or file.\n",
+    )
+    unset = reprobuild(project, "run", "-e", "SURELY_NOT_SET_42", "--", "true")
+    assert unset.returncode == 2 and "SURELY_NOT_SET_42 is not set in this environment" in (
+        unset.stderr
+    )
+    size = reprobuild(project, "run", "--shm-size", "lots", "--", "true")
+    assert "--shm-size 'lots': give a size of at least 1m" in size.stderr
+    assert not (project / "runs").exists()
+
+
+def test_a_project_of_another_owner_runs_as_that_owner(project: Path, test_base: str) -> None:
+    if os.getuid() != 0:
+        pytest.skip("only root starts a run for another owner's project")
+    for path in [project, *project.rglob("*")]:
+        os.lchown(path, 4242, 4242)
+    result = reprobuild(
+        project, "run", "--image", test_base, "--", "sh", "-c", "id -u > /outputs/u"
+    )
+    assert result.returncode == 0, result.stderr
+    (written,) = (project / "runs").glob("*/outputs/u")
+    assert written.read_text() == "4242\n" and written.stat().st_uid == 4242
+
+
+def test_a_project_the_command_user_cannot_read_is_refused(project: Path, test_base: str) -> None:
+    if os.getuid() != 0:
+        pytest.skip("only a run started as root runs the command as another user")
+    project.chmod(0o700)
+    result = reprobuild(project, "run", "--image", test_base, "--", "true")
+    assert result.returncode == 2
+    assert result.stderr == (
+        f"error: {project} cannot be read by uid 1000, the user the command runs as (started as "
+        "root, `reprobuild run` runs the command as the project's owner, or as the image's "
+        f"non-root user when root owns the project). Make it readable (chmod o+rX {project}), "
+        "or run reprobuild as the user who owns it.\n"
+    )
+    assert not (project / "runs").exists()

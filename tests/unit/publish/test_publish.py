@@ -71,6 +71,7 @@ def document(report: ImageSmokeReport | None = None) -> Manifest:
         smoke=report or smoke(),
         source=publish.Source("0123abcd", False),
         published="2026-11-23T10:00:00.000Z",
+        runs=[],
     )
 
 
@@ -354,4 +355,5 @@ def test_an_edited_record_that_names_no_digest_is_refused(pushed: str) -> None:
         f"/p/reprobuild.build.json names the pushed image {pushed!r}, not name@sha256:<64 hex>: "
         "the record was edited. Run `reprobuild build --push REGISTRY/NAME:TAG` again."
     )
-    assert publish.commands(PUSHED)["apptainer"].startswith(f"apptainer pull model-{'ab' * 6}.sif")
+    apptainer = publish.commands(PUSHED, [])["apptainer"]
+    assert apptainer.startswith(f"apptainer pull model-{'ab' * 6}.sif")

@@ -98,11 +98,16 @@ def test_a_knowledge_folder_from_the_environment_that_is_a_file_goes_to_click(
     assert launch.plain_run(["run", "--", "x"]) is None
 
 
+@pytest.mark.parametrize("option", args.CLICK_RUN_OPTIONS)
+def test_options_only_click_knows_go_to_click(option: str) -> None:
+    assert launch.plain_run(["run", option, "x=y", "--", "python", "train.py"]) is None
+
+
 def test_the_option_names_are_clicks() -> None:
     """An option added to click's `run` (or the group) must be taught to this parser too."""
     run_command = cli.commands["run"]
     run_options = {opt for param in run_command.params for opt in param.opts if opt[0] == "-"}
-    assert run_options == set(args.RUN_OPTIONS)
+    assert run_options == {*args.RUN_OPTIONS, *args.CLICK_RUN_OPTIONS}
     group_options = {opt for param in cli.params for opt in param.opts}
     assert group_options == {*args.GLOBAL_OPTIONS, "--version"}
 

@@ -29,6 +29,7 @@ print(json.dumps({
     "cudnn_benchmark": torch.backends.cudnn.benchmark,
     "tf32": torch.backends.cuda.matmul.allow_tf32,
     "seed": torch.initial_seed(),
+    "threads": [torch.get_num_threads(), torch.get_num_interop_threads()],
     "loader": type(torch.__loader__).__name__,
     "applied": hook.APPLIED,
 }))
@@ -63,6 +64,8 @@ def probe(site_dir: Path, **env: str) -> dict[str, object]:
 
 def test_default_makes_torch_deterministic_on_import(site_dir: Path) -> None:
     answer = probe(site_dir)
+    threads = answer["threads"]
+    assert isinstance(threads, list)
     assert answer == {
         "hooked": True,
         "deterministic": True,
@@ -71,6 +74,7 @@ def test_default_makes_torch_deterministic_on_import(site_dir: Path) -> None:
         "cudnn_benchmark": False,
         "tf32": False,
         "seed": 0,
+        "threads": threads,
         "loader": "SourceFileLoader",  # torch keeps its own loader
         "applied": {
             "random_seed": 0,
@@ -81,6 +85,8 @@ def test_default_makes_torch_deterministic_on_import(site_dir: Path) -> None:
             "allow_tf32": False,
             "torch_seed": 0,
             "CUBLAS_WORKSPACE_CONFIG": ":4096:8",
+            "threads": threads[0],  # recorded, not set (REPROBUILD_THREADS is not)
+            "interop_threads": threads[1],
         },
     }
 
