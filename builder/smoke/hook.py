@@ -220,22 +220,16 @@ def install() -> None:
 
 def threads_wanted() -> int | None:
     """REPROBUILD_THREADS as a positive integer; another value is named on stderr and ignored."""
-    text = os.environ.get(THREADS_VARIABLE, "").strip()
-    if not text:
-        return None
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value > 0:
-        return value
-    _warn(f"{THREADS_VARIABLE}={text!r} is not a positive number of threads; ignored")
-    return None
+    return _positive(THREADS_VARIABLE, "is not a positive number of threads; ignored")
 
 
 def trace_interval() -> int | None:
     """REPROBUILD_TRACE as a positive integer; another value is named on stderr and ignored."""
-    text = os.environ.get(TRACE_VARIABLE, "").strip()
+    return _positive(TRACE_VARIABLE, "is not a positive step interval; no trace")
+
+
+def _positive(variable: str, refusal: str) -> int | None:
+    text = os.environ.get(variable, "").strip()
     if not text:
         return None
     try:
@@ -244,7 +238,7 @@ def trace_interval() -> int | None:
         value = 0
     if value > 0:
         return value
-    _warn(f"{TRACE_VARIABLE}={text!r} is not a positive step interval; no trace")
+    _warn(f"{variable}={text!r} {refusal}")
     return None
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from . import key
+from . import hook
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,7 @@ NO_GPU = (
 
 def _driver_check(min_driver: str | None) -> Check:
     needed = torch.version.cuda or "?"
-    supported = key.cuda_driver_version()
+    supported = hook.cuda_driver_version()
     needed_major = needed.split(".")[0]
     if supported is not None and int(supported.split(".")[0]) < int(needed_major):
         upgrade = f"to >= {min_driver}" if min_driver else f"to one that supports CUDA {needed}"
@@ -55,7 +55,7 @@ def _driver_check(min_driver: str | None) -> Check:
             f"upgrade the host driver {upgrade}"
         )
         return Check("driver", False, detail)
-    return Check("driver", True, f"driver {key.driver_version()} (CUDA {supported}) runs {needed}")
+    return Check("driver", True, f"driver {hook.driver_version()} (CUDA {supported}) runs {needed}")
 
 
 def _arch_check() -> Check:
@@ -77,7 +77,7 @@ def version_checks(expected: dict[str, Any]) -> list[Check]:
     found = {
         "torch": torch.__version__.split("+")[0],
         "cuda": torch.version.cuda,
-        "cudnn": key.cudnn_text(),
+        "cudnn": hook.cudnn_text(torch),
     }
     checks = []
     for name, want in expected.items():
