@@ -46,7 +46,7 @@ def replay_command(
 
         reprobuild replay reprobuild.manifest.json --data train=~/datasets/shakespeare
     """
-    changed = dict(_pair(text, "--env", "NAME=VALUE") for text in env)
+    changed = changed_variables(env)
     code = replay_all(source, options.project, moved_data(data), gpus, changed)
     sys.exit(code)
 
@@ -64,13 +64,33 @@ def replay_all(
 
     wire = Wire()
     code = 0
-    for run in replay.recorded_runs(source):
-        mounts = replay.checked_data(run, moved, note)
-        plan = replay.replay_plan(run, str(project), mounts, gpus, changed)
+    runs = replay.recorded_runs(source)
+    known = {name for run in runs for name in run.record.data}
+    plans = []
+    for run in runs:  # every run's code, data and secrets checked before any starts
+        if problem := replay.same_code(run):
+            note(problem)
+        mounts = replay.checked_data(run, moved, known, note)
+        plans.append((run, replay.replay_plan(run, str(project), mounts, gpus, changed)))
+    for run, plan in plans:
         outcome = replay.replay(wire, run, plan, run_report.relay, changed)
         report(outcome)
         code = max(code, outcome.code)
     return code
+
+
+def changed_variables(texts: tuple[str, ...]) -> dict[str, str]:
+    """--env NAME=VALUE values (an empty value allowed), each a name `run` would take."""
+    from builder.run import inputs
+
+    changed = {}
+    for text in texts:
+        name, equals, value = text.partition("=")
+        if not equals:
+            raise click.BadParameter(f"{text!r}: give NAME=VALUE.", param_hint="--env")
+        inputs.check_name(name, "--env")
+        changed[name] = value
+    return changed
 
 
 def moved_data(texts: tuple[str, ...]) -> dict[str, str]:

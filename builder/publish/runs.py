@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, TypedDict
 from builder import layout
 from builder.errors import PublishError, ReplayError
 from builder.reference import ImageReference
-from builder.run import replay
+from builder.run import replay, runrecord
 
 if TYPE_CHECKING:
     from builder.build.buildrecord import BuildRecord
@@ -37,6 +37,10 @@ def published_runs(folders: list[Path], record: BuildRecord) -> list[PublishedRu
 
 def published_run(folder: Path, build: BuildRecord) -> PublishedRun:
     """The run in `folder`, checked to be one a reader can replay from the manifest."""
+    if not (folder.is_dir() or folder.name == runrecord.RECORD_FILE):
+        raise PublishError(
+            f"--run {folder}: give a run folder (runs/<run>) that `reprobuild run` wrote."
+        )
     try:
         (run,) = replay.recorded_runs(folder)
     except ReplayError as error:
@@ -190,19 +194,18 @@ def _cell(value: Any) -> str:
     return text.replace("|", "\\|")
 
 
+PRIVATE_DOMAINS = (".local", ".localhost", ".internal", ".lan", ".home.arpa")
+
+
 def private_registry(pushed: str) -> str | None:
     """A note when the image is in a registry readers cannot reach (loopback or a private
     network); None for one they can."""
-    registry = ImageReference.parse(pushed).registry
+    registry = ImageReference.parse(pushed).registry.lower()
     host = registry[1:].split("]")[0] if registry.startswith("[") else registry.split(":")[0]
-    if host == "localhost" or host.endswith(".local"):
-        private = True
-    else:
-        try:
-            address = ipaddress.ip_address(host)
-        except ValueError:
-            return None
-        private = address.is_loopback or address.is_private or address.is_link_local
+    try:
+        private = not ipaddress.ip_address(host).is_global
+    except ValueError:  # a name: this machine's, a local network's, or one without a domain
+        private = host == "localhost" or "." not in host or host.endswith(PRIVATE_DOMAINS)
     if not private:
         return None
     return (

@@ -226,9 +226,13 @@ def _by_path(digest: Digest | Iterable[Sequence[Any]]) -> dict[str, tuple[int, s
 class _Subject:
     """Who the messages speak of, and the fix for a path that is not there."""
 
-    def __init__(self, prefix: str, missing_fix: str) -> None:
+    def __init__(self, prefix: str, missing_fix: str, *, follow_links: bool = True) -> None:
         self.prefix = prefix
         self.missing_fix = missing_fix
+        # Data links are followed, as the container reads them; an output's link is content of
+        # its own (where it points), since its target is a container path the host may lack.
+        self.follow_links = follow_links
+        self.links: list[Entry] = []
 
     def error(self, text: str) -> RunInputError:
         return RunInputError(f"{self.prefix}: {text}")
@@ -252,8 +256,14 @@ def digest_data(
 
 def digest_outputs(folder: str | os.PathLike[str], *, progress: Progress | None = None) -> Digest:
     """The digest of a run's outputs folder: `digest_data`'s, with no stamp cache (outputs are
-    freshly written, so a stamp would rarely be reused, and most would be racy anyway)."""
-    subject = _Subject("outputs", "Give the folder the run wrote its outputs to: --outputs PATH.")
+    freshly written, so a stamp would rarely be reused, and most would be racy anyway), and its
+    symlinks recorded as links (`link_entry`), not followed: a link the command made names a
+    path inside the container, which the host may not have."""
+    subject = _Subject(
+        "outputs",
+        "Give the folder the run wrote its outputs to: --outputs PATH.",
+        follow_links=False,
+    )
     return _digest(subject, folder, False, None, progress)
 
 
@@ -300,9 +310,9 @@ def _digest(
 ) -> Digest:
     started_ns = time.time_ns()
     root, found = _files(subject, os.path.abspath(os.fspath(path)))
+    entries: list[Entry] = list(subject.links)
     stamps_at = cache_file(root, cache_dir) if use_cache else None
     stamps = _load_stamps(stamps_at, root) if stamps_at else {}
-    entries: list[Entry] = []
     kept: dict[str, list[Any]] = {}  # the stamps the cache file will hold
     jobs: list[_Found] = []
     for item in found:
@@ -377,6 +387,9 @@ def _walk(subject: _Subject, given: str, root: str, status: os.stat_result) -> l
         for entry in children:
             relative = prefix + entry.name
             try:
+                if entry.is_symlink() and not subject.follow_links:
+                    subject.links.append(link_entry(relative, os.readlink(entry.path)))
+                    continue
                 if entry.is_symlink():
                     item = _followed(subject, entry.path, root)
                 elif entry.is_file(follow_symlinks=False) or entry.is_dir(follow_symlinks=False):
@@ -399,6 +412,13 @@ def _walk(subject: _Subject, given: str, root: str, status: os.stat_result) -> l
                     )
                 todo.append((entry.path, relative + "/", above | {identity}))
     return found
+
+
+def link_entry(relative: str, target: str) -> Entry:
+    """A symlink not followed, as an entry: its size and sha256 are its target text's, after
+    `symlink:`, so it never equals a file's."""
+    text = f"symlink:{target}".encode("utf-8", "surrogateescape")
+    return (relative, len(text), hashlib.sha256(text).hexdigest())
 
 
 def _followed(subject: _Subject, link: str, root: str) -> os.stat_result:

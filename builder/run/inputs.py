@@ -81,8 +81,11 @@ def data_mounts(texts: Iterable[str]) -> list[DataMount]:
 
 
 def is_secret(name: str, declared: Iterable[str] = ()) -> bool:
-    upper = name.upper()
-    return name in declared or any(word in upper for word in SECRET_WORDS)
+    """A name given to --secret, or one with a word (between underscores) that is or ends in
+    KEY, TOKEN, SECRET or PASSWORD: WANDB_API_KEY, HF_TOKEN, DB_PASSWORD, OPENAI_APIKEY; not
+    MAX_TOKENS or TOKENIZERS_PARALLELISM."""
+    words = name.upper().split("_")
+    return name in declared or any(word.endswith(SECRET_WORDS) for word in words)
 
 
 class Environment:
@@ -112,15 +115,24 @@ def environment(
     source = os.environ if source is None else source
     declared = frozenset(declared_secrets)
     for name in declared:
-        _check_name(name, "--secret")
+        check_name(name, "--secret")
     values: dict[str, str] = {}
     for path in env_files:
         for line_number, line in _env_file_lines(path):
-            name, value = _assignment(line, source, f"{path}:{line_number}")
+            where = f"--env-file {path}, line {line_number}"
+            if not VARIABLE.match(line.partition("=")[0]):
+                # The line is not echoed: it may be part of a secret (a multi-line key).
+                raise RunInputError(
+                    f"{where}: not NAME=VALUE or NAME (NAME of letters, digits and '_', not "
+                    "starting with a digit). A value cannot span lines in an env file."
+                )
+            name, value = _assignment(line, source, where)
             values[name] = value
     for text in assignments:
         name, value = _assignment(text, source, "--env")
         values[name] = value
+    for name in sorted(declared - set(values)):  # --secret NAME alone passes this one's value
+        values[name] = _assignment(name, source, "--secret")[1]
     secrets = frozenset(name for name in values if is_secret(name, declared))
     return Environment(values, secrets)
 
@@ -146,7 +158,7 @@ def _env_file_lines(path: str) -> Iterable[tuple[int, str]]:
 
 def _assignment(text: str, source: Mapping[str, str], where: str) -> tuple[str, str]:
     name, equals, value = text.partition("=")
-    _check_name(name, where)
+    check_name(name, where)
     if equals:
         return name, value
     if name not in source:
@@ -157,7 +169,7 @@ def _assignment(text: str, source: Mapping[str, str], where: str) -> tuple[str, 
     return name, source[name]
 
 
-def _check_name(name: str, where: str) -> None:
+def check_name(name: str, where: str) -> None:
     if not VARIABLE.match(name):
         raise RunInputError(
             f"{where} {name!r}: not a variable name; give NAME=VALUE or NAME, NAME of letters, "

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from builder import layout
+from builder import layout, source
 from builder.errors import EngineError, ReplayError, ReplayPrecondition, RunInputError
 from builder.files import write_atomic
 from builder.run import datadigest, inputs, runrecord
@@ -46,6 +46,7 @@ class RecordedRun:
     origin: str
     pull: str | None
     from_manifest: bool
+    project: str | None = None  # a run folder's project (runs/<run> in it); None from a manifest
 
 
 def recorded_runs(path: Path) -> list[RecordedRun]:
@@ -54,8 +55,9 @@ def recorded_runs(path: Path) -> list[RecordedRun]:
         folder = path if path.is_dir() else path.parent
         record = runrecord.read(folder)
         listings = {name: runrecord.read_listing(folder, name) for name in record.data}
-        trace = read_trace(folder / runrecord.TRACE_FILE) if record.trace else None
-        return [RecordedRun(record, listings, trace, str(folder), record.pushed, False)]
+        trace = _entries(read_trace(folder / runrecord.TRACE_FILE), record, str(folder))
+        project = str(folder.resolve().parent.parent)
+        return [RecordedRun(record, listings, trace, str(folder), record.pushed, False, project)]
     return manifest_runs(path)
 
 
@@ -76,26 +78,41 @@ def manifest_runs(path: Path) -> list[RecordedRun]:
             "runs/<run>`; without it there is nothing to replay (`reprobuild verify` checks the "
             "image)."
         )
-    reference = document.get("image", {}).get("reference")
+    image = document.get("image")
+    reference = image.get("reference") if isinstance(image, dict) else None
+    if not isinstance(reference, str) or not isinstance(published, list):
+        raise ReplayError(
+            f"{path} is damaged (its image reference or its runs are not what `reprobuild "
+            "publish` writes): get the file again from where the paper published it."
+        )
     runs = []
     for index, run in enumerate(published):
         where = f"{path} (run {index + 1})"
-        if not isinstance(run, dict):
-            raise ReplayError(f"{where} is not a run; the manifest was edited.")
+        if not isinstance(run, dict) or not isinstance(run.get("data_listings"), dict):
+            raise ReplayError(f"{where} is not a published run; the manifest was edited.")
         record = runrecord.from_document(run.get("record"), where)
-        listings = run.get("data_listings") or {}
-        trace = run.get("trace_entries")
+        listings = run["data_listings"]
+        trace = _entries(run.get("trace_entries"), record, where)
         runs.append(
             RecordedRun(
-                record,
-                {name: listings.get(name) for name in record.data},
-                trace if isinstance(trace, list) else None,
-                where,
-                reference,
-                True,
+                record, {name: listings.get(name) for name in record.data}, trace, where,
+                reference, True,
             )
-        )
+        )  # fmt: skip
     return runs
+
+
+def _entries(trace: object, record: runrecord.RunRecord, where: str) -> list[dict[str, Any]] | None:
+    """A run's trace entries, which a traced run must have: a replay compares them."""
+    if record.trace is None:
+        return None
+    if not isinstance(trace, list) or not all(isinstance(entry, dict) for entry in trace):
+        raise ReplayError(
+            f"{where}: the run was traced, but its trace entries are missing or damaged, so the "
+            "replay could not name where it parts from the run. Restore them (trace.jsonl in a "
+            "run folder, trace_entries in a manifest)."
+        )
+    return trace
 
 
 def read_trace(path: Path) -> list[dict[str, Any]] | None:
@@ -112,13 +129,15 @@ def read_trace(path: Path) -> list[dict[str, Any]] | None:
 def checked_data(
     run: RecordedRun,
     moved: Mapping[str, str],
+    known: set[str],
     progress: Callable[[str], None] | None = None,
 ) -> list[inputs.DataMount]:
     """The recorded data at its recorded (or moved) place, each digest checked against the
-    record; ReplayPrecondition naming what changed."""
-    unknown = sorted(set(moved) - set(run.record.data))
+    record; ReplayPrecondition naming what changed. `known`: the data names of every run
+    replayed (a --data may be another run's)."""
+    unknown = sorted(set(moved) - known)
     if unknown:
-        names = ", ".join(sorted(run.record.data)) or "none"
+        names = ", ".join(sorted(known)) or "none"
         raise RunInputError(
             f"--data {unknown[0]}: the run recorded no data of that name (it recorded: "
             f"{names}). Give --data NAME=PATH for a recorded NAME."
@@ -194,7 +213,7 @@ def replay_plan(
     code the run had (the project mounted as it was, or the image's own for a manifest)."""
     record = run.record
     return RunPlan(
-        project,
+        run.project or project,
         record.image_id if not run.from_manifest else run.pull,
         record.command,
         gpus=record.gpus_requested if gpus is None else gpus,
@@ -205,6 +224,28 @@ def replay_plan(
         mount_code=record.code_mounted and not run.from_manifest,
         replay_of=run.origin,
     )
+
+
+def same_code(run: RecordedRun) -> str | None:
+    """ReplayPrecondition when the project a run folder's replay mounts is not at the run's
+    commit or has changes the run did not have; a note (or None) otherwise."""
+    record = run.record
+    if run.from_manifest or not record.code_mounted or record.git_commit is None:
+        return None
+    commit, dirty = source.git_state(Path(run.project or "."))
+    if commit != record.git_commit or (dirty and not record.git_dirty):
+        now = f"{commit or 'no commit'}{' with uncommitted changes' if dirty else ''}"
+        raise ReplayPrecondition(
+            f"the project's code is not the run's: the run was of commit {record.git_commit}, "
+            f"the project is now at {now}. Check out {record.git_commit} (and set aside your "
+            "changes: git stash) to replay it."
+        )
+    if record.git_dirty:
+        return (
+            "the run had uncommitted changes, which were not recorded: the replay runs the "
+            "project as it is now."
+        )
+    return None
 
 
 def available_image(wire: Wire, run: RecordedRun) -> None:

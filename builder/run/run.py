@@ -111,7 +111,8 @@ def execute(wire: Wire, run_plan: RunPlan, output: Callable[[bytes, bool], None]
     try:
         prepare_folders([outputs, os.path.join(folder, REPORT_FOLDER)], user)
         before = _writable_data_digests(run_plan)
-        lent = lend(writable, user)
+        existing = present([outputs, *writable]) if owner is not None else set()
+        lend(writable, user, lent)
         spec = container_spec(
             image.image_id,
             run_plan.command,
@@ -122,10 +123,10 @@ def execute(wire: Wire, run_plan: RunPlan, output: Callable[[bytes, bool], None]
     except BaseException:
         capture.close()
         _discard(folder)
-        give_back([], user, None, lent)
+        give_back([], user, None, lent, set())
         raise
     capture.close()
-    give_back([outputs, *writable], user, owner, lent)
+    give_back([outputs, *writable], user, owner, lent, existing)
     from builder.run import runrecord
 
     notes = list(facts.problems)
@@ -151,7 +152,9 @@ def execute(wire: Wire, run_plan: RunPlan, output: Callable[[bytes, bool], None]
         logs=capture.files(),
         data_before=before,
     )
-    return Outcome(code, runrecord.write(folder, runrecord.assemble(ran, facts)), notes)
+    record = runrecord.write(folder, runrecord.assemble(ran, facts))
+    hand_over(run_plan.project, folder)
+    return Outcome(code, record, notes)
 
 
 def _writable_data_digests(run_plan: RunPlan) -> dict[str, Digest]:
@@ -257,6 +260,7 @@ class Capture:
 READ_ONLY_WINDOW = 512
 READ_ONLY_TEXT = b"Read-only file system"
 DATA_PREFIX = b"/data/"
+PATH_STARTS = (b" ", b"'", b'"', b"(", b"=", b":", b"\t", b",", b"`")
 
 
 def _read_only_write(data: bytes) -> bool:
@@ -267,9 +271,19 @@ def _read_only_write(data: bytes) -> bool:
     while at >= 0:
         line_start = data.rfind(b"\n", 0, at) + 1
         line_end = data.find(b"\n", at)
-        if DATA_PREFIX not in data[line_start : None if line_end < 0 else line_end]:
+        if not _names_data(data[line_start : None if line_end < 0 else line_end]):
             return True
         at = data.find(READ_ONLY_TEXT, at + 1)
+    return False
+
+
+def _names_data(line: bytes) -> bool:
+    """Whether the line holds an absolute path under /data (not ./data/x, /workspace/data/x)."""
+    at = line.find(DATA_PREFIX)
+    while at >= 0:
+        if at == 0 or line[at - 1 : at] in PATH_STARTS:
+            return True
+        at = line.find(DATA_PREFIX, at + 1)
     return False
 
 
@@ -409,19 +423,39 @@ def prepare_folders(folders: list[str], user: str) -> None:
             os.chown(folder, uid, gid)
 
 
-def lend(paths: list[str], user: str) -> list[tuple[str, int, int]]:
+def lend(paths: list[str], user: str, loans: list[tuple[str, int, int]]) -> None:
     """As root, each writable data folder (or file) the command's user could not write is lent
-    to it: its owner becomes that user until the run ends. The loans, to be returned."""
+    to it: its owner becomes that user until the run ends. `loans` gets each, to be returned."""
     if os.getuid() != 0:
-        return []
+        return
     uid, gid = (int(part) for part in user.split(":"))
-    loans = []
     for path in paths:
         status = os.stat(path)
         if status.st_uid != uid:
             loans.append((path, status.st_uid, status.st_gid))
-            os.chown(path, uid, gid)
-    return loans
+            try:
+                os.chown(path, uid, gid)
+            except OSError as error:
+                raise RunInputError(
+                    f"--data {path}: cannot lend it to uid {uid}, the user the command runs "
+                    f"as ({error.strerror or error}; a root-squashed network mount refuses "
+                    "root). Make it writable by that user, or run reprobuild as its owner."
+                ) from None
+
+
+def present(folders: list[str]) -> set[tuple[int, int]]:
+    """The (device, inode) of everything in the folders before the run: what the command did
+    not make keeps its owner."""
+    found = set()
+    for folder in folders:
+        for root, names, files in os.walk(folder):
+            for name in [".", *names, *files]:
+                try:
+                    status = os.lstat(os.path.join(root, name))
+                except OSError:
+                    continue
+                found.add((status.st_dev, status.st_ino))
+    return found
 
 
 def give_back(
@@ -429,24 +463,44 @@ def give_back(
     user: str,
     owner: tuple[int, int] | None,
     loans: list[tuple[str, int, int]],
+    existing: set[tuple[int, int]],
 ) -> None:
-    """What the command's user wrote in the host folders goes to their owner (when the command
-    ran as another user than the host's), and each lent folder to its own owner again."""
+    """What the command's user made in the host folders goes to their owner (when the command
+    ran as another user than the host's; what was there before keeps its owner), and each lent
+    folder to its own owner again."""
     uid = int(user.partition(":")[0])
     for folder in folders:
         if owner is None:
             break
-        _give_back_path(folder, uid, owner)
         for root, names, files in os.walk(folder):
-            for name in names + files:
-                _give_back_path(os.path.join(root, name), uid, owner)
+            for name in [".", *names, *files]:
+                _give_back_path(os.path.join(root, name), uid, owner, existing)
     for path, owner_uid, owner_gid in loans:
         os.chown(path, owner_uid, owner_gid)
 
 
-def _give_back_path(path: str, uid: int, owner: tuple[int, int]) -> None:
+def hand_over(project: str, folder: str) -> None:
+    """Started as root on another user's project, the run folder reprobuild wrote (and runs/)
+    is given to that user, who could not otherwise remove it or start the next run."""
+    if os.getuid() != 0:
+        return
+    status = os.stat(project)
+    if status.st_uid == 0:
+        return
+    runs = os.path.dirname(folder)
+    for path in (runs, folder):
+        os.lchown(path, status.st_uid, status.st_gid)
+    for root, names, files in os.walk(folder):
+        for name in names + files:
+            os.lchown(os.path.join(root, name), status.st_uid, status.st_gid)
+
+
+def _give_back_path(
+    path: str, uid: int, owner: tuple[int, int], existing: set[tuple[int, int]]
+) -> None:
     try:
-        if os.lstat(path).st_uid == uid:
+        status = os.lstat(path)
+        if status.st_uid == uid and (status.st_dev, status.st_ino) not in existing:
             os.lchown(path, *owner)
     except OSError:  # removed meanwhile, or a file system without owners: nothing to give
         pass

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from builder import __version__, layout, source, tarstream
 from builder.engine import host
-from builder.errors import ReplayError
+from builder.errors import ReplayError, ReprobuildError
 from builder.files import write_atomic
 from builder.run import datadigest
 from builder.run.args import REPORT_FOLDER
@@ -152,7 +152,10 @@ class RunRecord:
 
     @property
     def threads(self) -> int | None:
-        return self.processes[0].threads if self.processes else None
+        """The torch thread count every process had; None when they differ (a launcher and
+        its ranks, which the launcher sets themselves) or none imported torch."""
+        counts = {process.threads for process in self.processes}
+        return counts.pop() if len(counts) == 1 else None
 
 
 class Ran:
@@ -202,13 +205,31 @@ class Ran:
 
 def gather(project: str, outputs: str | None, data: list[DataMount]) -> HostFacts:
     """The project's commit and whether its tree is dirty (what the run writes to its outputs
-    folder not counted); the NVIDIA driver and GPU names; the read-only data's digests."""
+    folder not counted); the NVIDIA driver and GPU names; the read-only data's digests. Each
+    fact that cannot be read is a problem of its own; the others are kept."""
+    problems = []
     ignored = () if outputs is None else (Path(outputs),)
-    commit, dirty = source.git_state(Path(project), also_ignored=ignored)
-    found = host.probe_nvidia()
-    driver = str(found.driver) if found.driver else None
-    read_only = [mount for mount in data if not mount.writable]
-    return HostFacts(commit, dirty, driver, [g.name for g in found.gpus], data_digests(read_only))
+    try:
+        commit, dirty = source.git_state(Path(project), also_ignored=ignored)
+        found = host.probe_nvidia()
+    except Exception as error:  # noted: the run itself went well
+        commit, dirty, driver, gpus = None, None, None, []
+        problems.append(
+            f"the host's git state and GPUs could not be read ({type(error).__name__}: "
+            f"{error}); the record has none"
+        )
+    else:
+        driver = str(found.driver) if found.driver else None
+        gpus = [gpu.name for gpu in found.gpus]
+    digests = {}
+    for mount in data:
+        if mount.writable:
+            continue
+        try:
+            digests[mount.name] = datadigest.digest_data(mount.name, mount.path)
+        except ReprobuildError as error:
+            problems.append(f"{error} The run's record has no digest of it, so no replay.")
+    return HostFacts(commit, dirty, driver, gpus, digests, problems)
 
 
 def data_digests(mounts: list[DataMount]) -> dict[str, datadigest.Digest]:
@@ -252,7 +273,7 @@ def assemble(ran: Ran, facts: HostFacts) -> RunRecord:
         shm_size=ran.shm_size,
         tty=ran.tty,
         processes=processes,
-        key=next((process.key for process in processes if process.key), None),
+        key=main_key(processes),
         outputs=outputs_record(ran.outputs),
         logs={Path(log).stem: log_record(Path(log)) for log in ran.logs},
         trace=trace,
@@ -261,6 +282,20 @@ def assemble(ran: Ran, facts: HostFacts) -> RunRecord:
         exit_code=ran.exit_code,
         replay_of=ran.replay_of,
     )
+
+
+def main_key(processes: list[ProcessRecord]) -> dict[str, Any] | None:
+    """The key of the process that trained: rank 0 of a distributed run, else the first that
+    used CUDA, else the first (a launcher such as torchrun imports torch too, on the CPU)."""
+    keyed = [process for process in processes if process.key]
+    for chosen in (
+        [process for process in keyed if process.rank == "0"],
+        [process for process in keyed if (process.key or {}).get("device") == "cuda"],
+        keyed,
+    ):
+        if chosen:
+            return chosen[0].key
+    return None
 
 
 def write_listing(folder: str, name: str, digest: datadigest.Digest) -> None:
@@ -324,12 +359,16 @@ def collect_trace(report: Path, folder: Path, interval: int | None) -> TraceReco
     return TraceRecord(TRACE_FILE, interval, len(lines), head)
 
 
-def _started(report: Path, trace: Path) -> float:
+def _started(report: Path, trace: Path) -> tuple[float, float]:
+    """A trace's place: by its process's rank (the ranks of a distributed run start in any
+    order), then by when the process started."""
     pid = trace.stem.removeprefix("trace-")
     try:
-        return float(json.loads((report / f"process-{pid}.json").read_text())["started"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return float("inf")
+        process = json.loads((report / f"process-{pid}.json").read_text())
+        rank = process.get("rank")
+        return (float(rank) if rank is not None else -1.0, float(process["started"]))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return (float("inf"), float("inf"))
 
 
 def write(folder: str, record: RunRecord) -> str:
@@ -361,6 +400,16 @@ def from_document(document: Any, where: str) -> RunRecord:
         raise ReplayError(
             f"{where} is not a run record of this reprobuild (format {FORMAT}): a run recorded "
             "by an older version cannot be replayed; run it again with `reprobuild run`."
+        )
+    shapes: dict[str, type] = {"command": list, "env": dict, "data": dict, "processes": list}
+    shapes |= {"outputs": dict, "logs": dict, "exit_code": int, "image_id": str, "shm_size": int}
+    wrong = sorted(
+        name for name, kind in shapes.items() if not isinstance(document.get(name), kind)
+    )
+    if wrong:
+        raise ReplayError(
+            f"{where} is damaged: its {', '.join(wrong)} {'is' if len(wrong) == 1 else 'are'} "
+            "missing or of the wrong kind. Give a record that `reprobuild run` wrote."
         )
     try:
         values = dict(document)

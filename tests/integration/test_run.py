@@ -322,3 +322,50 @@ def test_a_project_the_command_user_cannot_read_is_refused(project: Path, test_b
         "or run reprobuild as the user who owns it.\n"
     )
     assert not (project / "runs").exists()
+
+
+def test_links_in_the_outputs_are_recorded_as_links(project: Path, test_base: str) -> None:
+    script = "echo w > /outputs/ckpt-10.pt && ln -s /outputs/ckpt-10.pt /outputs/latest.pt"
+    result = reprobuild(project, "run", "--image", test_base, "--", "sh", "-c", script)
+    assert result.returncode == 0, result.stderr
+    entries = only_record(project)["outputs"]["entries"]
+    link = b"symlink:/outputs/ckpt-10.pt"
+    assert entries == [
+        {"path": "ckpt-10.pt", "size": 2, "sha256": hashlib.sha256(b"w\n").hexdigest()},
+        {"path": "latest.pt", "size": len(link), "sha256": hashlib.sha256(link).hexdigest()},
+    ]
+
+
+def test_data_that_cannot_be_digested_costs_the_run_no_record(
+    project: Path, test_base: str, tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "elsewhere").symlink_to("/etc/hostname")
+    result = reprobuild(project, "run", "--image", test_base, "--data", f"d={data}", "--", "true")
+    assert result.returncode == 0
+    assert (
+        f"note: data 'd': {data}/elsewhere is a symlink to /etc/hostname, outside the folder"
+        in (result.stderr)
+    )
+    record = only_record(project)
+    assert record["data"] == {} and record["git_commit"] is not None
+
+
+def test_files_that_were_there_keep_their_owner(
+    project: Path, test_base: str, tmp_path: Path
+) -> None:
+    if os.getuid() != 0:
+        pytest.skip("only a run started as root gives files back")
+    outputs = tmp_path / "out"
+    outputs.mkdir()
+    (outputs / "theirs.txt").write_text("kept\n")
+    os.chown(outputs / "theirs.txt", layout.UID, layout.UID)  # another account's, on this host
+    os.chown(outputs, layout.UID, layout.UID)
+    script = "echo new > /outputs/mine.txt; echo more >> /outputs/theirs.txt"
+    result = reprobuild(
+        project, "run", "--image", test_base, "--outputs", str(outputs), "--", "sh", "-c", script
+    )
+    assert result.returncode == 0, result.stderr
+    assert (outputs / "mine.txt").stat().st_uid == 0
+    assert (outputs / "theirs.txt").stat().st_uid == layout.UID

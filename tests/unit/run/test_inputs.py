@@ -96,9 +96,30 @@ def test_an_env_file_that_cannot_be_read(tmp_path: Path) -> None:
         "NAME=VALUE lines."
     )
     bad = tmp_path / "bad.env"
-    bad.write_text("NAME=ok\nnot a name=1\n")
-    with pytest.raises(RunInputError, match=rf"^{bad}:2 'not a name': not a variable name"):
+    bad.write_text("NAME=ok\n-----BEGIN KEY-----\n")
+    with pytest.raises(RunInputError) as raised:
         inputs.environment([], [str(bad)], source={})
+    assert str(raised.value) == (
+        f"--env-file {bad}, line 2: not NAME=VALUE or NAME (NAME of letters, digits and '_', not "
+        "starting with a digit). A value cannot span lines in an env file."
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "secret"),
+    [("WANDB_API_KEY", True), ("HF_TOKEN", True), ("DB_PASSWORD", True), ("OPENAI_APIKEY", True),
+     ("AWS_SECRET_ACCESS_KEY", True), ("MAX_TOKENS", False), ("TOKENIZERS_PARALLELISM", False),
+     ("KEYBOARD", False), ("LR", False)],
+)  # fmt: skip
+def test_secret_names(name: str, secret: bool) -> None:
+    assert inputs.is_secret(name) is secret
+
+
+def test_a_declared_secret_alone_passes_its_value() -> None:
+    environment = inputs.environment([], [], ["DB"], {"DB": "pw"})
+    assert (environment.values, environment.recorded()) == ({"DB": "pw"}, {"DB": None})
+    with pytest.raises(RunInputError, match=r"^--secret DB: DB is not set in this environment"):
+        inputs.environment([], [], ["DB"], {})
 
 
 @pytest.mark.parametrize(
@@ -117,3 +138,20 @@ def test_bad_shm_sizes(text: str) -> None:
     assert str(raised.value) == (
         f"--shm-size {text!r}: give a size of at least 1m, such as 512m or 8g."
     )
+
+
+@pytest.mark.parametrize(
+    ("output", "hinted"),
+    [
+        (b"OSError: [Errno 30] Read-only file system: 'out.txt'\n", True),
+        (b"OSError: [Errno 30] Read-only file system: './data/cache.pt'\n", True),
+        (b"OSError: [Errno 30] Read-only file system: '/workspace/data/x'\n", True),
+        (b"touch: cannot touch '/data/train/x': Read-only file system\n", False),
+        (b"sh: 1: cannot create /data/x: Read-only file system", False),
+        (b"all good\n", False),
+    ],
+)
+def test_the_read_only_hint(output: bytes, hinted: bool) -> None:
+    from builder.run import run
+
+    assert run._read_only_write(output) is hinted
