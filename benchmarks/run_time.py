@@ -45,6 +45,7 @@ def main() -> None:
     compileall.compile_dir(Path(builder.__file__).parent, quiet=1)
     with tempfile.TemporaryDirectory(prefix="reprobuild-run-") as folder:
         project = Path(folder)
+        project.chmod(0o755)  # as root, the command runs as the image's user, who reads it
         write_record(project, options.image)
         plain = [docker, "run", "--rm", options.image, "true"]
         by_image = reprobuild(project, "run", "--image", options.image, "--", "true")

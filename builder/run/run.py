@@ -201,19 +201,28 @@ def _run(
 
 def chosen_image(wire: Wire, run_plan: RunPlan) -> ImageToRun:
     """The named image (pulled if the engine lacks it), or the project's last build, with its
-    labels (the lock's digest among them)."""
+    labels (the lock's digest among them): one inspection of the image when the engine has it,
+    as `docker run` makes."""
+    labels: dict[str, dict[str, str]] = {}
+
+    def find(reference: str) -> str | None:
+        found = wire.image_labels(reference)
+        if found is None:
+            return None
+        labels[found[0]] = found[1]
+        return found[0]
+
+    def fetch(reference: str) -> str:
+        return find(reference) or wire.ensure_image(reference)
+
     if run_plan.image is not None:
-        image_id = wire.ensure_image(run_plan.image)
-        chosen = recordfile.ImageToRun(run_plan.image, image_id, None)
+        chosen = recordfile.ImageToRun(run_plan.image, fetch(run_plan.image), None)
     else:
-        chosen = recordfile.recorded_image(
-            run_plan.project,
-            recordfile.load(run_plan.project),
-            wire.image_id,
-            wire.ensure_image,
-        )
-    found = wire.image_labels(chosen.image_id)
-    return ImageToRun(chosen, {} if found is None else found[1])
+        document = recordfile.load(run_plan.project)
+        chosen = recordfile.recorded_image(run_plan.project, document, find, fetch)
+    if chosen.image_id not in labels:  # pulled just now
+        find(chosen.image_id)
+    return ImageToRun(chosen, labels.get(chosen.image_id, {}))
 
 
 class ImageToRun:

@@ -11,13 +11,14 @@ with the fingerprint key, every output file's digest, the logs, and the trace's 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from builder import __version__, layout, source, tarstream
+from builder import __version__, layout, source
 from builder.engine import host
 from builder.errors import ReplayError, ReprobuildError
 from builder.files import write_atomic
@@ -320,7 +321,11 @@ def outputs_record(folder: str) -> OutputsRecord:
 
 
 def log_record(path: Path) -> LogRecord:
-    return LogRecord(path.name, path.stat().st_size, tarstream.sha256_file(path))
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:  # not tarstream's reader: that module imports tarfile
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return LogRecord(path.name, path.stat().st_size, digest.hexdigest())
 
 
 PROCESS_KEYS = {f.name for f in ProcessRecord.__dataclass_fields__.values()}
