@@ -64,10 +64,11 @@ def _gpus(_context: click.Context, _parameter: click.Parameter, value: str | Non
 
 
 def gpus_option(
-    what: str, default: str | None = "all"
+    what: str, default: str | None = "all", *, unset: str = "none by default"
 ) -> Callable[[click.decorators.FC], click.decorators.FC]:
-    """--gpus all|N: the engine's device requests (its NVIDIA runtime)."""
-    none = "" if default else "; none by default"
+    """--gpus all|N: the engine's device requests (its NVIDIA runtime); `unset` says what no
+    value means when there is no default."""
+    none = "" if default else f"; {unset}"
     return click.option(
         "--gpus",
         default=default,

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     help="Change or add a variable on purpose (e.g. OMP_NUM_THREADS=1, to see whether the "
     "result depends on it); the report names it. Repeatable.",
 )
-@gpus_option("GPUs to give the container (default: as recorded)", default=None)
+@gpus_option("GPUs to give the container", default=None, unset="as recorded by default")
 @click.pass_obj
 def replay_command(
     options: Options, source: Path, data: tuple[str, ...], env: tuple[str, ...], gpus: str | None
@@ -44,6 +44,7 @@ def replay_command(
     trace and fingerprint key. The replay is recorded under runs/ with its comparison
     (replay.json). Exits 0 identical, 1 differs, 4 when it cannot start as recorded.
 
+    \b
         reprobuild replay reprobuild.manifest.json --data train=~/datasets/shakespeare
     """
     changed = changed_variables(env)

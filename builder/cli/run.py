@@ -126,6 +126,7 @@ def run_command(
     command runs as your user, its output streams and is saved beside the record. Ctrl-C and
     SIGTERM reach the command. Exits with the command's exit code.
 
+    \b
         reprobuild run --gpus all --data train=~/data/shakespeare -e WANDB_MODE=offline \\
             --trace -- python train.py --epochs 3
     """
