@@ -27,27 +27,19 @@ import tempfile
 import time
 from pathlib import Path
 
-from timing import DEBIAN_MIRROR, TEST_BASE, reprobuild, timed
+from timing import DEBIAN_MIRROR, reprobuild, timed
 
 from builder.build import buildrecord
 from builder.engine.sdk import Engine
 from builder.run.args import default_shm
 from builder.smoke.hook import DEFAULT_TRACE_INTERVAL
+from tests.integration.conftest import SPEC as TORCH_SPEC
 
 ROOT = Path(__file__).parents[1]
 SCRIPT = ROOT / "images" / "example" / "train.py"
 TARGET = 1.10
-SPEC = f"""name = "bench/run-job"
-python = "3.11"
-torch = "2.5.1"
-cuda = "auto"
-base = "{TEST_BASE}"
-packages = ["numpy==2.1.3"]
-
-[target]
-driver = "535.104.05"
-gpus = ["A100", "H100"]
-"""
+# The tests' torch spec, under its own name (its images are this run's to remove).
+SPEC = TORCH_SPEC.replace('name = "lab/torch-e2e"', 'name = "bench/run-job"')
 
 
 def main() -> None:

@@ -63,21 +63,17 @@ def replay_all(
     from builder.engine.wire import Wire
     from builder.run import replay
 
-    wire = Wire()
-    code = 0
-    runs = replay.recorded_runs(source)
-    known = {name for run in runs for name in run.record.data}
-    plans = []
-    for run in runs:  # every run's code, data and secrets checked before any starts
-        if problem := replay.same_code(run):
-            note(problem)
-        mounts = replay.checked_data(run, moved, known, note)
-        plans.append((run, replay.replay_plan(run, str(project), mounts, gpus, changed)))
-    for run, plan in plans:
-        outcome = replay.replay(wire, run, plan, run_report.relay, changed)
-        report(outcome)
-        code = max(code, outcome.code)
-    return code
+    return replay.replay_all(
+        Wire(),
+        source,
+        str(project),
+        moved=moved,
+        gpus=gpus,
+        changed=changed,
+        output=run_report.relay,
+        note=note,
+        done=report,
+    )
 
 
 def changed_variables(texts: tuple[str, ...]) -> dict[str, str]:

@@ -392,3 +392,33 @@ def replay(
     }
     write_atomic(folder / REPLAY_FILE, json.dumps(document, indent=2, sort_keys=True) + "\n")
     return ReplayOutcome(outcome, comparison, run.origin, shown)
+
+
+def replay_all(
+    wire: Wire,
+    source: Path,
+    project: str,
+    *,
+    moved: Mapping[str, str],
+    gpus: str | None,
+    changed: Mapping[str, str] | None,
+    output: Callable[[bytes, bool], None],
+    note: Callable[[str], None],
+    done: Callable[[ReplayOutcome], None],
+) -> int:
+    """Replay each run `source` holds (`done` gets each outcome as it ends): every run's code,
+    data and secrets checked before the first starts. 0 when all are identical, else 1."""
+    runs = recorded_runs(source)
+    known = {name for run in runs for name in run.record.data}
+    plans = []
+    for run in runs:
+        if warning := same_code(run):
+            note(warning)
+        mounts = checked_data(run, moved, known, note)
+        plans.append((run, replay_plan(run, project, mounts, gpus, changed)))
+    code = IDENTICAL
+    for run, plan in plans:
+        outcome = replay(wire, run, plan, output, changed)
+        done(outcome)
+        code = max(code, outcome.code)
+    return code
