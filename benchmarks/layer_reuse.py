@@ -26,7 +26,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from timing import DEBIAN_MIRROR, TEST_BASE, reprobuild, timed
+from timing import DEBIAN_MIRROR, REGISTRY, TEST_BASE, reprobuild, timed
 
 from builder.build import buildrecord
 from builder.engine.sdk import Engine
@@ -99,7 +99,7 @@ def measure(engine: Engine, folder: Path) -> None:
         f"(target <= {TARGETS['disk']})"
     )
 
-    pushed = f"127.0.0.1:5000/bench/layers:first-{os.getpid()}"
+    pushed = f"{REGISTRY}/bench/layers:first-{os.getpid()}"
     timed(reprobuild(first, "build", "--quiet", "--push", pushed))  # built: only the push
     spec = first / "reprobuild.toml"
     spec.write_text(
@@ -114,7 +114,7 @@ def measure(engine: Engine, folder: Path) -> None:
         if a != b
     ]
     stored = folder_bytes(REGISTRY_STORAGE)
-    relocked_ref = f"127.0.0.1:5000/bench/layers:relocked-{os.getpid()}"
+    relocked_ref = f"{REGISTRY}/bench/layers:relocked-{os.getpid()}"
     timed(reprobuild(first, "build", "--quiet", "--push", relocked_ref))
     uploaded = folder_bytes(REGISTRY_STORAGE) - stored
     size = sum(layer.size for layer in relocked.layers)

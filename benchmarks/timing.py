@@ -1,7 +1,12 @@
-"""Shared by the benchmark scripts: the installed command, and wall time of one run in ms."""
+"""Shared by the benchmark scripts: the installed command, and wall time of one run in ms.
+
+Importing it points the benchmarks, and the commands they start, at the engine scripts/infra
+started (never the user's: a benchmark builds and removes images).
+"""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -10,9 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from tests.infra import BASE as TEST_BASE  # the Debian base with Python scripts/infra provides
-from tests.infra import DEBIAN_MIRROR
+from tests.infra import DEBIAN_MIRROR, ENGINE, REGISTRY
 
-__all__ = ["DEBIAN_MIRROR", "TEST_BASE", "reprobuild", "timed", "wall_ms"]
+__all__ = ["DEBIAN_MIRROR", "REGISTRY", "TEST_BASE", "reprobuild", "timed", "wall_ms"]
+
+os.environ["DOCKER_HOST"] = ENGINE
 
 
 def reprobuild(project: Path, *args: str) -> list[str]:

@@ -1,7 +1,9 @@
-"""Shared fixtures: a real HTTP package index on 127.0.0.1, and the gpu-marker skip."""
+"""Shared fixtures: a real HTTP package index on 127.0.0.1, the gpu-marker skip, and the engine
+every test reaches: the one scripts/infra started for the tests, never the user's."""
 
 from __future__ import annotations
 
+import os
 import threading
 import zipfile
 from collections.abc import Iterator
@@ -11,6 +13,13 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
+
+from tests import bystanders
+from tests.infra import ENGINE
+
+# Every test, and every command a test starts, reaches the tests' own engine: a DOCKER_HOST set
+# for the user's work, or the default socket, is never used.
+os.environ["DOCKER_HOST"] = ENGINE
 
 
 def _nvml_available() -> bool:
@@ -25,12 +34,25 @@ def _nvml_available() -> bool:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    isolation = [item for item in items if item.path.name == bystanders.ISOLATION_TEST]
+    items[:] = [item for item in items if item not in isolation] + isolation
     if _nvml_available():
         return
     skip = pytest.mark.skip(reason="needs an NVIDIA GPU and driver (NVML not found on this host)")
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    if any(item.path.name == bystanders.ISOLATION_TEST for item in session.items):
+        session.config.stash[bystanders.KEY] = bystanders.set_up()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    noted = config.stash.get(bystanders.KEY, None)
+    if noted is not None:
+        bystanders.tear_down(noted)
 
 
 class _RangeHandler(SimpleHTTPRequestHandler):

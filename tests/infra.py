@@ -1,11 +1,14 @@
 """Test infrastructure that lives in Python: the bootstrapped Debian base in the local registry.
 
 `python -m tests.infra base` builds it with mmdebstrap when the registry lacks it, loads it into
-the engine and pushes it to 127.0.0.1:5000. The engine and registry are started by scripts/infra.
+the tests' engine and pushes it to the tests' registry. The engine and registry are started by
+scripts/infra, beside any the machine already runs: their addresses are here, read from the same
+variables as that script, and the tests never use another engine or registry.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -17,7 +20,9 @@ from builder.errors import RegistryError
 from builder.lock import bootstrap
 from builder.reference import ImageReference
 
-REGISTRY = "127.0.0.1:5000"
+STATE = Path(os.environ.get("REPROBUILD_INFRA_DIR") or "/var/tmp/reprobuild-infra")
+ENGINE = f"unix://{STATE}/engine.sock"
+REGISTRY = os.environ.get("REPROBUILD_INFRA_REGISTRY") or "127.0.0.1:5055"
 BASE = f"{REGISTRY}/reprobuild-test/debian-python:bookworm"
 # No Python at all: locks must install the spec's Python from the distribution's archive.
 MINBASE = f"{REGISTRY}/reprobuild-test/debian-minbase:bookworm"
@@ -39,7 +44,7 @@ def build_image(workdir: Path, reference: str, packages: tuple[str, ...]) -> Non
     source = bootstrap.DebianSource("bookworm", DEBIAN_MIRROR)
     print(f"test base: bootstrapping {reference} from {DEBIAN_MIRROR}", flush=True)
     archive = build_base(source, packages, BASE_SNAPSHOT, reference, workdir)
-    with Engine.connect() as engine:
+    with Engine.connect(ENGINE) as engine:
         engine.load_archive(archive.path)
         digest = engine.push(reference)
     print(f"test base: {reference} image {archive.image_id}, pushed as {digest}")

@@ -16,6 +16,7 @@ import pytest
 
 from builder import layout
 from tests import cli
+from tests.infra import REGISTRY
 from tests.records import make_record
 
 
@@ -181,9 +182,9 @@ def test_facts_that_cannot_be_read_leave_a_note_not_a_lost_run(
 
 
 def test_an_image_the_registry_does_not_have(project: Path, engine_client: Any) -> None:
-    result = reprobuild(project, "run", "--image", "127.0.0.1:5000/nothing:here", "--", "true")
+    result = reprobuild(project, "run", "--image", f"{REGISTRY}/nothing:here", "--", "true")
     assert result.returncode == 1
-    assert result.stderr.startswith("error: the engine could not pull 127.0.0.1:5000/nothing:here")
+    assert result.stderr.startswith(f"error: the engine could not pull {REGISTRY}/nothing:here")
     assert not (project / "runs").exists()
 
 

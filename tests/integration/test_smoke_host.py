@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from tests.cli import reprobuild
+from tests.infra import ENGINE
 
 
 def smoke(*args: str) -> subprocess.CompletedProcess[str]:
@@ -25,7 +26,7 @@ def test_gpu_mode_on_an_engine_without_the_nvidia_runtime(
     assert result.returncode == 1 and result.stdout == ""
     assert "Traceback" not in result.stderr
     assert result.stderr.splitlines()[-1] == (
-        "error: the Docker engine at unix:///var/run/docker.sock cannot give a container a GPU "
+        f"error: the Docker engine at {ENGINE} cannot give a container a GPU "
         '(could not select device driver "" with capabilities: [[gpu]]): it has no NVIDIA '
         "container runtime. Install the NVIDIA Container Toolkit (`nvidia-container-toolkit`), "
         "run `nvidia-ctk runtime configure --runtime=docker` and restart dockerd; or use --cpu "
