@@ -55,6 +55,12 @@ class KnowledgeError(ReprobuildError):
     """The knowledge base is missing, unreadable or inconsistent."""
 
 
+class QueryError(ReprobuildError):
+    """A requirement given to `knowledge show` is not one."""
+
+    exit_code = USAGE
+
+
 class ResolutionError(ReprobuildError):
     """No torch build satisfies the spec and the target."""
 
@@ -97,6 +103,12 @@ class RegistryUnreachable(RegistryError):
 
 class RenderError(ReprobuildError):
     """A template is missing or broken."""
+
+
+class OutputFolderError(RenderError):
+    """The folder given for the build context would replace something that is not one."""
+
+    exit_code = USAGE
 
 
 class HashMismatch(ReprobuildError):
@@ -169,8 +181,21 @@ class VerifyError(ReprobuildError):
     """What to verify could not be read."""
 
 
+class VerifySubjectMissing(VerifyError):
+    """What `verify` was given names neither a file nor an image by digest."""
+
+    exit_code = USAGE
+
+
 class ExportError(ReprobuildError):
-    """The last build cannot run on a cluster (not pushed, of another lock), or a bad value."""
+    """The last build cannot run on a cluster (not pushed, of another lock), or a job file
+    cannot be written or rendered."""
+
+
+class ExportUsage(ExportError):
+    """An export's command or option value cannot make a job: a usage error."""
+
+    exit_code = USAGE
 
 
 class RunInputError(ReprobuildError):

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 
 def reprobuild(
-    *args: str, env: dict[str, str] | None = None, timeout: int = 120
+    *args: str, env: dict[str, str] | None = None, timeout: int = 120, cwd: Path | None = None
 ) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(
         [sys.executable, "-m", "builder", *args],
@@ -15,6 +16,7 @@ def reprobuild(
         text=True,
         env=env,
         timeout=timeout,
+        cwd=cwd,
         check=False,
     )
     assert "Traceback" not in result.stderr, result.stderr

@@ -7,20 +7,22 @@ after normalisation, so a failed or interrupted build leaves no tag behind.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from builder import __version__, codeset, source, tarstream
-from builder.build import imagecache
+from builder.build import imagecache, pylayer
 from builder.build.base import ensure_base
 from builder.build.buildrecord import BuildRecord
 from builder.build.deps import assemble
 from builder.build.gc import final_reference
 from builder.build.image import Normalised, build_normalised
 from builder.engine.sdk import BuildEvent, Engine
+from builder.errors import ReprobuildError
 from builder.lock.lockfile import CurrentLock
-from builder.lock.model import Lock
+from builder.lock.model import Lock, LockedPackage
 from builder.reference import ImageReference
 from builder.render import context, plan, templates, wheelhouse
 from builder.render.templates import DockerfileStages
@@ -67,7 +69,13 @@ def build_lock(
     build_plan = plan.plan(lock, lock_digest)
     progress.note(f"wheels: verifying {len(lock.python.packages)} against the lock")
     wheel_cache = wheel_cache or wheelhouse.default_cache()
-    wheelhouse.fetch(lock, project, wheel_cache, progress.download)
+    wheelhouse.fetch(lock, project, wheel_cache, progress.download, note=progress.note)
+
+    def refetch(package: LockedPackage) -> None:
+        wheelhouse.fetch_again(
+            lock, package, project, wheel_cache, progress=progress.download, note=progress.note
+        )
+
     dockerfile = templates.render_dockerfile(build_plan, lock_digest, project)
     rendered = {"Dockerfile": dockerfile.text}
     if push is None:
@@ -105,7 +113,7 @@ def build_lock(
             stages,
             no_cache=no_cache,
             progress=progress,
-            wheelhouse=wheel_cache,
+            wheels=pylayer.Wheels(wheel_cache, refetch),
         )
     commit, dirty = source.git_state(project, rules=code.rules)
     base_layers = len(engine.inspect_image(build_plan.base)["RootFS"]["Layers"])
@@ -141,7 +149,7 @@ def _build_on_dependencies(
     *,
     no_cache: bool,
     progress: Progress,
-    wheelhouse: Path,
+    wheels: pylayer.Wheels,
 ) -> tuple[str, Normalised]:
     """The deps image (made when missing), then the final stage on it from a context without the
     wheels. Returns the deps image's name and the image, with what both normalisations did."""
@@ -152,7 +160,7 @@ def _build_on_dependencies(
         stages,
         no_cache=no_cache,
         progress=progress,
-        wheelhouse=wheelhouse,
+        wheels=wheels,
     )
     progress.note("building the image on its dependencies")
     app = f"FROM {deps}\n{stages.image}".encode()
@@ -187,14 +195,14 @@ def _dependencies(
     *,
     no_cache: bool,
     progress: Progress,
-    wheelhouse: Path,
+    wheels: pylayer.Wheels,
 ) -> tuple[str, Normalised | None]:
     """The dependencies image (the `deps` stage, normalised): built when missing, when its name
     no longer names the image reprobuild loaded under it, or with `no_cache`; else the one an
     earlier build of this lock left (returned without a `Normalised`). The packaged template's
     is assembled (build/deps.py); an override's is built as its Dockerfile says."""
     reference = f"{build_plan.name}:{plan.DEPS_STAGE}-{stages.key}"
-    known = imagecache.named(reference)
+    known = imagecache.named(reference, progress.note)
     if not no_cache and known is not None and engine.image_id(reference) == known:
         progress.note(f"dependencies: {reference}, built before")
         return reference, None
@@ -205,7 +213,7 @@ def _dependencies(
             build_plan,
             stages,
             reference,
-            wheelhouse=wheelhouse,
+            wheels=wheels,
             no_cache=no_cache,
             note=progress.note,
             event=progress.event,
@@ -268,11 +276,29 @@ def push_and_point(
 
 
 def push_image(engine: Engine, record: BuildRecord, reference: str, note: Note) -> BuildRecord:
-    """Tag the built image as `reference` and push it; the record gains the manifest digest."""
+    """Tag the built image as `reference` and push it; the record gains the manifest digest. A
+    push that fails or is interrupted leaves the local name as it was."""
+    before = engine.image_id(reference)
     tagged = engine.tag(record.image_id, reference)
     note(f"pushing {tagged}")
-    digest = engine.push(tagged)
+    try:
+        digest = engine.push(tagged)
+    except BaseException:
+        _put_back(engine, tagged, before, record.image_id)
+        raise
     repository = ImageReference.parse(tagged).written_name
     return replace(
         record, manifest_digest=digest, pushed=f"{repository}@{digest}", pushed_tag=tagged
     )
+
+
+def _put_back(engine: Engine, tagged: str, before: str | None, image_id: str) -> None:
+    """Name `before` as `tagged` again, or no image when it named none (the image keeps its
+    other names: a name is removed only where the image has another)."""
+    if before == image_id:
+        return
+    with contextlib.suppress(ReprobuildError):
+        if before is not None:
+            engine.tag(before, tagged)
+        elif len(engine.inspect_image(image_id).get("RepoTags") or []) > 1:
+            engine.untag(tagged)

@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, TypedDict
 from builder import layout
 from builder.build import recordfile
 from builder.build.recordfile import ImageToRun
-from builder.files import write_atomic
+from builder.errors import RecordError
+from builder.files import write_output
 from builder.reference import pinned_reference
 
 if TYPE_CHECKING:
@@ -57,17 +58,18 @@ def dumps(record: BuildRecord) -> str:
 
 def write(project: Path, record: BuildRecord) -> Path:
     path = project / layout.RECORD_FILE
-    write_atomic(path, dumps(record))
+    write_output(path, dumps(record))
     return path
 
 
 def read(project: Path) -> BuildRecord:
     document = recordfile.load(project)
     try:
-        layers = tuple(LayerRecord(**layer) for layer in document.pop("layers"))
-        return BuildRecord(layers=layers, **document)
-    except (KeyError, TypeError) as error:
-        raise recordfile.incomplete(project, error) from None
+        record: BuildRecord = recordfile.typed(document, BuildRecord)
+    except ValueError as misfit:
+        path = recordfile.path_in(project)
+        raise RecordError(f"{path} {misfit}; run `reprobuild build` again.") from None
+    return record
 
 
 def pushed_build(project: Path, lock_digest: str) -> str | None:

@@ -17,14 +17,13 @@ import hashlib
 import io
 import json
 import tarfile
-import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from builder import files, layout, tarstream
+from builder import files, layout, scratch, tarstream
 from builder.build import imagecache, normalise, pylayer
 from builder.build.image import Normalised, build_normalised, confirm_loaded, exported_config
 from builder.engine.sdk import BuildEvent, Engine
@@ -52,14 +51,14 @@ def assemble(
     stages: DockerfileStages,
     reference: str,
     *,
-    wheelhouse: Path,
+    wheels: pylayer.Wheels,
     no_cache: bool,
     note: Note,
     event: Callable[[BuildEvent], None],
 ) -> Normalised:
-    """Build the dependencies image as `reference`. Everything the engine made on the way (the
-    two builds with their steps, as each is normalised; the two normalised images, the newer
-    first) is removed, whatever happens."""
+    """Build the dependencies image as `reference`, its Python layers made from `wheels`.
+    Everything the engine made on the way (the two builds with their steps, as each is
+    normalised; the two normalised images, the newer first) is removed, whatever happens."""
     assert stages.system is not None and stages.finish is not None  # the packaged template
     made: list[str] = []
     try:
@@ -67,13 +66,15 @@ def assemble(
             engine, build_plan, stages, no_cache=no_cache, made=made, note=note, event=event
         )
         with ExitStack() as stack:
+            root = _workroot()
+            stack.enter_context(files.writing(root, WORKDIR_REMEDY, verb="write in", within=root))
             workdir = Path(stack.enter_context(_workdir()))
             image_id = _load(
                 engine,
                 build_plan,
                 steps,
                 reference,
-                wheelhouse=wheelhouse,
+                wheels,
                 no_cache=no_cache,
                 workdir=workdir,
                 stack=stack,
@@ -137,13 +138,24 @@ def _dockerfile(text: str) -> Iterator[bytes]:
     yield tarstream.END
 
 
+WORKDIR_REMEDY = (
+    "set XDG_CACHE_HOME to a folder on a filesystem with room (the Python layers are made "
+    "under it, as large as the installed packages)."
+)
+
+
+def _workroot() -> Path:
+    return files.cache_root() / "tmp"
+
+
 @contextlib.contextmanager
-def _workdir() -> Iterator[str]:
+def _workdir() -> Iterator[Path]:
     """Where the Python layers' trees are installed: beside the wheel cache (on disk, not a
-    tmpfs: the torch stack is gigabytes)."""
-    root = files.cache_root() / "tmp"
+    tmpfs: the torch stack is gigabytes). What killed builds left there goes first."""
+    root = _workroot()
     root.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="layers-", dir=root) as folder:
+    scratch.sweep(root)
+    with scratch.folder(root, "layers-") as folder:
         yield folder
 
 
@@ -165,21 +177,21 @@ def _load(
     build_plan: plan.BuildPlan,
     steps: Steps,
     reference: str,
+    wheels: pylayer.Wheels,
     *,
-    wheelhouse: Path,
     no_cache: bool,
     workdir: Path,
     stack: ExitStack,
     note: Note,
 ) -> str:
-    system_doc = _config(engine, steps.system.image_id)
-    finish_doc = _config(engine, steps.finish.image_id)
+    system_doc = _config(engine, steps.system.image_id, note)
+    finish_doc = _config(engine, steps.finish.image_id, note)
     below = list(system_doc["rootfs"]["diff_ids"])
     python = _python_layers(
         engine,
         build_plan,
         below,
-        wheelhouse=wheelhouse,
+        wheels=wheels,
         no_cache=no_cache,
         workdir=workdir,
         note=note,
@@ -206,6 +218,7 @@ def _load(
         configs.append(document)
         return document
 
+    note(f"dependencies: loading {reference} into the engine")
     engine.load_stream(_archive(layers, config, reference), "the dependencies image")
     image_id = confirm_loaded(engine, reference, configs[0])
     for layer in python:
@@ -214,10 +227,10 @@ def _load(
     return image_id
 
 
-def _config(engine: Engine, image_id: str) -> dict[str, Any]:
+def _config(engine: Engine, image_id: str, note: Note) -> dict[str, Any]:
     """The config of an image normalisation loaded: kept by it, else (a cache that could not be
     written) read from an export."""
-    raw = imagecache.config(image_id) or exported_config(engine, image_id)
+    raw = imagecache.config(image_id, note) or exported_config(engine, image_id)
     document: dict[str, Any] = json.loads(raw)
     return document
 
@@ -227,7 +240,7 @@ def _python_layers(
     build_plan: plan.BuildPlan,
     below: list[str],
     *,
-    wheelhouse: Path,
+    wheels: pylayer.Wheels,
     no_cache: bool,
     workdir: Path,
     note: Note,
@@ -242,28 +255,28 @@ def _python_layers(
     making = no_cache
     for layer in build_plan.layers:
         key = pylayer.layer_key(build_plan, layer)
-        known = pylayer.known(key)
+        known = pylayer.known(key, note)
         if not making and known is not None and _held(chains, [*chain, known.diff_id]):
             note(f"dependencies: {layer.name}, layer {known.diff_id[7:19]}, held by the engine")
             layers.append(_Layer(known.diff_id))
             chain.append(known.diff_id)
             continue
         making = True
-        layers.append(_Layer("", make=_maker(build_plan, layer, wheelhouse, workdir, note)))
+        layers.append(_Layer("", make=_maker(build_plan, layer, wheels, workdir, note)))
     return layers
 
 
 def _maker(
     build_plan: plan.BuildPlan,
     layer: plan.PythonLayer,
-    wheelhouse: Path,
+    wheels: pylayer.Wheels,
     workdir: Path,
     note: Note,
 ) -> Callable[[], pylayer.MadeLayer]:
     def make() -> pylayer.MadeLayer:
         count = len(layer.packages)
         note(f"dependencies: installing {layer.name} ({count} wheel{'' if count == 1 else 's'})")
-        return pylayer.make(build_plan, layer, wheelhouse, workdir)
+        return pylayer.make(build_plan, layer, wheels, workdir)
 
     return make
 

@@ -8,22 +8,24 @@ rewritten (`normalise`, the pure stream transforms).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import re
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from builder import tarstream
+from builder import files, tarstream
 from builder.build import imagecache, normalise
 from builder.build.buildrecord import LayerRecord
 from builder.engine.sdk import DAMAGED, BuildEvent, Engine
-from builder.errors import NormaliseError
+from builder.errors import NormaliseError, ReprobuildError
 from builder.render import plan
 
 Note = Callable[[str], None]
@@ -75,7 +77,7 @@ def normalise_image(
     to_check = (
         rescan
         or bool(canonical)
-        or any(d not in trusted and not imagecache.is_clean(d, epoch) for d, _ in own)
+        or any(d not in trusted and not imagecache.is_clean(d, epoch, note) for d, _ in own)
     )
     with ExitStack() as stack:
         if to_check:
@@ -116,8 +118,22 @@ def build_normalised(
 ) -> Normalised:
     """Build `context` with the engine (up to the stage `target`), normalise the result on
     `parent` as `reference`, and remove the engine's own image of the build with its steps: the
-    normalised image replaces it, so a build leaves no untagged image behind."""
-    built = engine.build(context, event, no_cache, target=target)
+    normalised image replaces it, so a build leaves no untagged image behind. A build that fails
+    or is interrupted leaves none either: the images of the steps it made go."""
+    made: list[str] = []
+
+    def follow(happened: BuildEvent) -> None:
+        step = _STEP_IMAGE.fullmatch(happened.line.strip())
+        if step and not happened.instruction.upper().startswith("FROM "):
+            made.append(step[1])  # a FROM step names an image the build did not make
+        event(happened)
+
+    try:
+        built = engine.build(context, follow, no_cache, target=target)
+    except BaseException:
+        if made:
+            _remove_steps(engine, made[-1])
+        raise
     try:
         return normalise_image(
             engine,
@@ -130,6 +146,24 @@ def build_normalised(
         )
     finally:
         engine.remove_image(built)
+
+
+# How the classic builder names the image a step made: ` ---> <12 hex>`.
+_STEP_IMAGE = re.compile(r"---> ([0-9a-f]{12})")
+# How long a build that stopped waits for the engine to cancel the step it ran.
+CANCEL_WAIT_S = 10.0
+
+
+def _remove_steps(engine: Engine, last: str) -> None:
+    """Remove the image of the last step a stopped build made, with the untagged steps below it.
+    The engine cancels the step that was running once it sees the build's connection close;
+    until its container is gone, that container holds the image, so removal is tried again."""
+    deadline = time.monotonic() + CANCEL_WAIT_S
+    with contextlib.suppress(ReprobuildError):
+        engine.remove_image(last)
+        while engine.image_id(last) is not None and time.monotonic() < deadline:
+            time.sleep(0.2)
+            engine.remove_image(last)
 
 
 def _named_layer_copies(steps: list[normalise.Step], own_ids: list[str]) -> list[normalise.Step]:
@@ -193,14 +227,23 @@ def _check_layers(
     layers: list[tuple[str, IO[bytes] | None, int]] = [(d, None, 0) for d in diff_ids]
     if noisy:
         note(f"normalising: rewriting {len(diff_ids) - noisy[0]} layers from layer {noisy[0] + 1}")
-        folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="reprobuild-")))
-        final = _rewrite(engine, image_id, _Pass(diff_ids, noisy, members, scans), epoch, folder)
+        work = Path(tempfile.gettempdir())
+        with files.writing(work, REWRITE_REMEDY, verb="write in", within=work):
+            folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="reprobuild-")))
+            work_pass = _Pass(diff_ids, noisy, members, scans)
+            final = _rewrite(engine, image_id, work_pass, epoch, folder)
         layers = [(r.diff_id, _open(stack, folder, i), r.size) for i, r in enumerate(final)]
     for diff_id, _, _ in layers[inherited:]:  # a rewritten layer is clean by construction
         if diff_id not in scans or scans[diff_id].clean:
             imagecache.mark_clean(diff_id, epoch)
     rewritten = tuple(problem for _, scan in own for problem in scan.noise)
     return _Checked(layers, rewritten, sum(scan.size for _, scan in own))
+
+
+REWRITE_REMEDY = (
+    "set TMPDIR to a folder on a filesystem with room (layers that must be rewritten are "
+    "written there, as large as the layers)."
+)
 
 
 def _refuse_noisy_copies(scans: list[normalise.LayerScan]) -> None:
@@ -222,7 +265,7 @@ _CONTEXT_COPY = re.compile(r" #\(nop\) COPY (?:--chown=\S+ )?(?:file|dir|multi):
 def _parent_config(engine: Engine, parent: str, note: Note) -> bytes:
     """The raw config of `parent`: from the cache, else read once from an export of it."""
     parent_id = engine.inspect_image(parent)["Id"]
-    raw = imagecache.config(parent_id)
+    raw = imagecache.config(parent_id, note)
     if raw is None:
         note(f"normalising: reading the config of {parent} (once)")
         raw = exported_config(engine, parent_id)

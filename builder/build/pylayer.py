@@ -11,6 +11,10 @@ normalised, are the same bytes, and one diff ID.
 A layer's diff ID is kept by its key (the hash of everything that decides its bytes: the
 wheels, the venv's path and Python, the epoch, the installer's code), so a re-lock or another
 project that needs the same layer finds it by key and loads nothing when the engine holds it.
+
+Each wheel is hashed again before it is installed: the wheel cache trusts a wheel whose size,
+mtime and inode did not change since it was verified, and a flipped bit on disk changes none of
+them. A wheel found damaged is fetched again (`Wheels.refetch`) before the layer is made.
 """
 
 from __future__ import annotations
@@ -24,14 +28,26 @@ import shutil
 import sys
 import tarfile
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from builder import files, wheelinstall
-from builder.build import normalise
-from builder.errors import NormaliseError
-from builder.render import context, plan
+from builder.build import imagecache, normalise
+from builder.errors import HashMismatch, NormaliseError
+from builder.lock.model import LockedPackage
+from builder.render import context, plan, wheelhouse
+
+Note = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Wheels:
+    """The verified wheels the Python layers are made from, and how one found damaged there is
+    fetched again."""
+
+    folder: Path
+    refetch: Callable[[LockedPackage], None]
 
 
 def layer_key(build_plan: plan.BuildPlan, layer: plan.PythonLayer) -> str:
@@ -65,22 +81,16 @@ class KnownLayer:
     size: int  # bytes of its files, as the engine counts a layer's size
 
 
-def known(key: str) -> KnownLayer | None:
+def known(key: str, note: Note) -> KnownLayer | None:
     """The layer made before for this key, if this cache recorded it intact."""
-    try:
-        document = json.loads((_root() / f"{key}.json").read_text())
-        return KnownLayer(str(document["diff_id"]), int(document["size"]))
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+    text = imagecache.read_sealed(_root() / key, "layer", key, note, "making the layer again")
+    diff_id, _, size = (text or "").partition(" ")
+    return KnownLayer(diff_id, int(size)) if diff_id and size.isdigit() else None
 
 
 def keep(key: str, layer: KnownLayer) -> None:
-    try:
-        _root().mkdir(parents=True, exist_ok=True)
-        text = json.dumps({"diff_id": layer.diff_id, "size": layer.size})
-        files.write_atomic(_root() / f"{key}.json", text)
-    except OSError:
-        pass  # a cache that cannot be written costs a later install, never a wrong layer
+    """A cache that cannot be written costs a later install, never a wrong layer."""
+    imagecache.write_sealed(_root() / key, "layer", key, f"{layer.diff_id} {layer.size}")
 
 
 def _root() -> Path:
@@ -188,15 +198,24 @@ class MadeLayer:
 
 
 def make(
-    build_plan: plan.BuildPlan,
-    layer: plan.PythonLayer,
-    wheelhouse: Path,
-    workdir: Path,
+    build_plan: plan.BuildPlan, layer: plan.PythonLayer, wheels: Wheels, workdir: Path
 ) -> MadeLayer:
-    """Install the layer's wheels (verified in `wheelhouse`) into a tree under `workdir`."""
+    """Install the layer's wheels (verified in the wheelhouse, hashed again here, one found
+    damaged fetched again) into a tree under `workdir`."""
+    for package in layer.packages:
+        path = wheels.folder / package.filename
+        if not wheelhouse.matches(path, package.sha256):
+            wheels.refetch(package)
+            if not wheelhouse.matches(path, package.sha256):
+                raise HashMismatch(
+                    f"{package.filename} in {wheels.folder} still does not match the lock's sha256 "
+                    f"({package.sha256}) once fetched again: the disk under it corrupts what "
+                    "is written there. Check it (`dmesg`, SMART), or set XDG_CACHE_HOME to "
+                    "another disk."
+                )
     tree = Path(tempfile.mkdtemp(prefix=f"{layer.stage}.", dir=workdir))
     wheelinstall.install_layer(
-        [wheelhouse / package.filename for package in layer.packages],
+        [wheels.folder / package.filename for package in layer.packages],
         tree,
         venv=plan.VENV,
         python=build_plan.python_version,

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, TypedDict, cast
 
+from builder.build.recordfile import typed
 from builder.errors import CommandNotFound, SmokeError, tail
 from builder.smoke import describe
 
@@ -131,10 +132,17 @@ def run_noted(
 def _report(image: str, result: RunResult) -> SmokeReport:
     try:
         report = json.loads(result.stdout)
-    except ValueError:
+    except (ValueError, RecursionError):
         report = {}
     if isinstance(report, dict) and "verdict" in report:
-        return cast(SmokeReport, report)  # the payload of this very image wrote it
+        problem = _payload_problem(report)
+        if problem is not None:
+            raise SmokeError(
+                f"the smoke payload in {image} wrote a report this reprobuild cannot read: it "
+                f"{problem}. Rebuild the image with this reprobuild (`reprobuild build`); "
+                "`docker run --rm IMAGE reprobuild-smoke --json` shows the report as written."
+            )
+        return cast(SmokeReport, report)  # its shape is checked above
     if result.exit_code == NOT_FOUND_EXIT:
         raise SmokeError(NO_PAYLOAD.format(image=image))
     last = tail(result.stderr or result.stdout) or "(no output)"
@@ -142,3 +150,24 @@ def _report(image: str, result: RunResult) -> SmokeReport:
         f"the smoke payload in {image} exited {result.exit_code} without a report:\n{last}\n"
         "Run `docker run --rm IMAGE reprobuild-smoke` to see its whole output."
     )
+
+
+def _payload_problem(report: dict[str, Any]) -> str | None:
+    """What keeps the payload's report from being a `SmokeReport` that `report_text` reads (a
+    clause: "lacks wall_s"), or None."""
+    try:
+        typed(report, SmokeReport)
+    except ValueError as misfit:
+        return str(misfit)
+    checks = report["preconditions"]
+    if not all(
+        isinstance(check, dict) and {"name", "ok", "detail"} <= set(check) for check in checks
+    ):
+        return "has preconditions without a name, ok and detail"
+    if not all(isinstance(check["name"], str) for check in checks):
+        return "has a precondition whose name is not a string"
+    if not all(kernel["runs"] for kernel in report["kernels"].values()):
+        return "has a kernel without runs"
+    if report["canary"] and not {"differed", "witnesses"} <= set(report["canary"]):
+        return "has a canary without differed and witnesses"
+    return None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from builder.cli.options import Options, build_display, note, progress_note
+from builder.cli.options import Options, build_display, http_url, note, progress_note
 
 
 @click.command("build")
@@ -32,6 +32,7 @@ from builder.cli.options import Options, build_display, note, progress_note
 @click.option("--plain", is_flag=True, help="One line per step, no live display (CI logs).")
 @click.option(
     "--debian-mirror",
+    callback=http_url,
     help="Archive for system packages when the lock must be (re)made (see `reprobuild lock`).",
 )
 @click.pass_obj
@@ -47,7 +48,7 @@ def build_command(
     """Lock if needed, render, build with the Docker engine (the deps stage once per lock, its
     Python layers written from the verified wheels, then the image on it), normalise, push; write
     the record."""
-    from builder.build import buildrecord, sif
+    from builder.build import buildrecord, projectlock, sif
     from builder.build.build import build_lock
     from builder.cli.present import build_lines
     from builder.engine.sdk import Engine
@@ -55,23 +56,24 @@ def build_command(
 
     if output_format == "sif":
         sif.check_ready(push_to)
-    current = current_or_new_lock(
-        options.project,
-        options.knowledge,
-        LockOptions(debian_mirror=debian_mirror),
-        note=note,
-        progress=progress_note,
-    )
-    with Engine.connect() as engine, build_display(quiet, plain) as progress:
-        record = build_lock(
-            engine,
-            current,
-            no_cache=no_cache,
-            push=push_to,
-            progress=progress,
+    with projectlock.hold(options.project, note):
+        current = current_or_new_lock(
+            options.project,
+            options.knowledge,
+            LockOptions(debian_mirror=debian_mirror),
+            note=note,
+            progress=progress_note,
         )
-    path = buildrecord.write(current.project, record)
-    click.echo("\n".join(build_lines(record, path)))
-    if output_format == "sif":
-        made = sif.build_for(current.project, record.image, progress_note)
-        click.echo(f"  SIF {made.path} ({made.size / 1e9:.2f} GB, sha256 {made.sha256})")
+        with Engine.connect() as engine, build_display(quiet, plain) as progress:
+            record = build_lock(
+                engine,
+                current,
+                no_cache=no_cache,
+                push=push_to,
+                progress=progress,
+            )
+        path = buildrecord.write(current.project, record)
+        click.echo("\n".join(build_lines(record, path)))
+        if output_format == "sif":
+            made = sif.build_for(current.project, record.image, progress_note)
+            click.echo(f"  SIF {made.path} ({made.size / 1e9:.2f} GB, sha256 {made.sha256})")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from builder.cli.options import Options, note, training_command
+from builder.cli.options import CommandAfterDashes, Options, note
 
 _EXPORT_SETTINGS = {"ignore_unknown_options": True, "allow_interspersed_args": False}
 
@@ -68,7 +68,7 @@ def export_group() -> None:
     """Write a cluster job that runs a training command in the pushed build, by digest."""
 
 
-@export_group.command("slurm", context_settings=_EXPORT_SETTINGS)
+@export_group.command("slurm", cls=CommandAfterDashes, context_settings=_EXPORT_SETTINGS)
 @_job_options
 @click.option(
     "--time", metavar="TIME", callback=_export_value, help="Time limit, e.g. 04:00:00 (#SBATCH)."
@@ -110,14 +110,14 @@ def export_slurm(
     """
     from builder.publish import export
 
-    job = export.Job(training_command(command), nodes, gpus_per_node)
+    job = export.Job(command, nodes, gpus_per_node)
     text = export.slurm(
         options.project, job, export.SlurmOptions(time, partition, cpus_per_task, sif)
     )
     _emit(text, output, "submit it with sbatch")
 
 
-@export_group.command("kubernetes", context_settings=_EXPORT_SETTINGS)
+@export_group.command("kubernetes", cls=CommandAfterDashes, context_settings=_EXPORT_SETTINGS)
 @_job_options
 @click.option(
     "--namespace", callback=_export_value, help="Namespace of the Job (default: kubectl's)."
@@ -145,6 +145,6 @@ def export_kubernetes(
     """
     from builder.publish import export
 
-    job = export.Job(training_command(command), nodes, gpus_per_node)
+    job = export.Job(command, nodes, gpus_per_node)
     text = export.kubernetes(options.project, job, namespace)
     _emit(text, output, "apply it with kubectl apply -f")

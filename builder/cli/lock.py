@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from builder.cli.options import Options, progress_note
+from builder.cli.options import Options, http_url, progress_note
 
 
 @click.command("lock")
@@ -18,15 +18,21 @@ from builder.cli.options import Options, progress_note
     "--index-url",
     default="https://pypi.org/simple",
     show_default=True,
+    callback=http_url,
     help="Python package index for the closure.",
 )
 @click.option(
     "--debian-mirror",
+    callback=http_url,
     help="Archive apt resolves system packages from (default: the distribution's snapshot archive "
     "at the lock time, snapshot.debian.org or snapshot.ubuntu.com, so a rebuild years later "
     "fetches the same bytes).",
 )
-@click.option("--debian-security-mirror", help="Debian security archive (default: derived).")
+@click.option(
+    "--debian-security-mirror",
+    callback=http_url,
+    help="Debian security archive (default: derived).",
+)
 @click.pass_obj
 def lock_command(
     options: Options,

@@ -63,6 +63,23 @@ def _gpus(_context: click.Context, _parameter: click.Parameter, value: str | Non
     return value
 
 
+def http_url(_context: click.Context, parameter: click.Parameter, value: str | None) -> str | None:
+    """An index or archive address: http:// or https:// with a host (a bare word or path would
+    be taken for a name the index does not have, a wrong diagnosis)."""
+    from urllib.parse import urlsplit
+
+    if value is None:
+        return value
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        default = parameter.default
+        example = default if isinstance(default, str) else "http://deb.debian.org/debian"
+        raise click.BadParameter(
+            f"{value!r} is not an http:// or https:// address; write e.g. {example}."
+        )
+    return value
+
+
 def gpus_option(
     what: str, default: str | None = "all", *, unset: str = "none by default"
 ) -> Callable[[click.decorators.FC], click.decorators.FC]:
@@ -79,12 +96,16 @@ def gpus_option(
     )
 
 
-def training_command(command: tuple[str, ...]) -> tuple[str, ...]:
-    """COMMAND as given after --. A `--` still in it means that an unknown option came first
-    (a typo such as --node) and was taken as the command: refuse it rather than run it."""
-    if command[0].startswith("-") and "--" in command:
-        raise click.UsageError(f"no such option: {command[0]} (options go before --)")
-    return command
+class CommandAfterDashes(click.Command):
+    """A verb that takes a command (`run`, `export`). Unknown options pass through to the
+    command only when it is given without `--` (`-m pkg.train`); with `--`, everything before
+    it is the verb's, and click drops the `--` before the command could show it, so an unknown
+    option there is a typo to refuse (exit 2), not the start of the command."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if "--" in args:
+            ctx.ignore_unknown_options = False
+        return super().parse_args(ctx, args)
 
 
 def build_display(quiet: bool, plain: bool) -> BuildDisplay:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from builder.cli import run_report
-from builder.cli.options import Options, gpus_option, training_command
+from builder.cli.options import CommandAfterDashes, Options, gpus_option
 from builder.smoke.hook import DEFAULT_TRACE_INTERVAL
 
 if TYPE_CHECKING:
@@ -80,6 +80,7 @@ def environment_of(
 
 @click.command(
     "run",
+    cls=CommandAfterDashes,
     context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False},
 )
 @gpus_option("GPUs to give the container", default=None)
@@ -136,7 +137,7 @@ def run_command(
     plan = RunPlan(
         options.project,
         image or None,
-        list(training_command(command)),
+        list(command),
         outputs=outputs,
         gpus=gpus,
         data=inputs.data_mounts(data),

@@ -5,10 +5,13 @@ where the record is. Both parsers end here, the entry point's fast path for a pl
 
 from __future__ import annotations
 
+import os
 import sys
 
 TYPE_CHECKING = False  # typing's own flag, without importing typing on `run`'s way to the start
 if TYPE_CHECKING:
+    from typing import TextIO
+
     from builder.run.run import RunPlan
 
 
@@ -19,13 +22,40 @@ def run_and_report(run_plan: RunPlan) -> int:
     from builder.run import run
 
     outcome = run.execute(Wire(), run_plan, relay)
-    for note in outcome.notes:
-        sys.stderr.write(f"note: {note}\n")
-    sys.stderr.write(f"note: exit {outcome.code}; record {outcome.record}\n")
+    notes = list(outcome.notes)
+    if CLOSED:
+        names = " and ".join(sorted(CLOSED))
+        log = "stdout.log" if "stdout" in CLOSED else "stderr.log"
+        folder = str(outcome.record).rpartition("/")[0]
+        notes.append(
+            f"{names} closed while the command ran (a reader such as `head` left): its output "
+            f"stopped there, the command ran to its end; the whole output is in {folder}/{log}"
+        )
+    for note in [*notes, f"exit {outcome.code}; record {outcome.record}"]:
+        write("stderr", f"note: {note}\n".encode())
     return outcome.code
 
 
+# The streams whose reader went away. The training goes on without them: a closed pipe must not
+# cost a run its end or its record, and the logs in the run folder keep every byte.
+CLOSED: set[str] = set()
+
+
 def relay(data: bytes, to_stderr: bool) -> None:
-    stream = sys.stderr.buffer if to_stderr else sys.stdout.buffer
-    stream.write(data)
-    stream.flush()
+    write("stderr" if to_stderr else "stdout", data)
+
+
+def write(name: str, data: bytes) -> None:
+    """Write to sys.stdout or sys.stderr and flush, or, once its reader is gone, nothing."""
+    if name in CLOSED:
+        return
+    stream: TextIO = getattr(sys, name)
+    try:
+        stream.buffer.write(data)
+        stream.flush()
+    except BrokenPipeError:
+        CLOSED.add(name)
+        # The interpreter flushes the stream again at exit: writes now go nowhere.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, stream.fileno())
+        os.close(devnull)

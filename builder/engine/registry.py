@@ -73,17 +73,19 @@ class RegistryClient:
             index_digest = digest
             digest = self._platform_digest(reference, body)
             body, media_type, _ = self._manifest(reference, digest)
-        config_digest = str(body.get("config", {}).get("digest", ""))
-        if not DIGEST.match(config_digest):
+        config = body.get("config")
+        config_digest = config.get("digest") if isinstance(config, dict) else None
+        if not isinstance(config_digest, str) or not DIGEST.match(config_digest):
             raise RegistryError(
                 f"{reference.written}: the manifest names no config blob, so it is not a container "
                 "image: check the reference, or give the base by a digest of an image."
             )
-        config = json.loads(
-            self._get(reference, f"{reference.base_url}/blobs/{config_digest}", {}).content
-        )
-        env = tuple(str(item) for item in config.get("config", {}).get("Env") or ())
-        return ResolvedImage(reference, digest, index_digest, config_digest, env)
+        blob = self._get(reference, f"{reference.base_url}/blobs/{config_digest}", {})
+        settings = _document(blob.content, "a config blob", reference).get("config") or {}
+        env = (settings.get("Env") or []) if isinstance(settings, dict) else None
+        if not isinstance(env, list) or not all(isinstance(item, str) for item in env):
+            raise _broken(reference, "a config blob", "its config.Env is not a list of strings")
+        return ResolvedImage(reference, digest, index_digest, config_digest, tuple(env))
 
     def _manifest(self, reference: ImageReference, target: str) -> tuple[dict[str, Any], str, str]:
         accept = ", ".join((*INDEX_TYPES, *MANIFEST_TYPES))
@@ -99,21 +101,24 @@ class RegistryClient:
                 f"{digest}, not {target}: the registry or something between us and it is not "
                 "trustworthy. Lock from another network or registry mirror."
             )
-        body = json.loads(response.content)
+        body = _document(response.content, "a manifest", reference)
         media_type = response.headers.get("Content-Type", "").split(";")[0] or body.get(
             "mediaType", ""
         )
-        return body, media_type, digest
+        return body, str(media_type), digest
 
     def _platform_digest(self, reference: ImageReference, index: dict[str, Any]) -> str:
-        for entry in index.get("manifests", []):
-            platform = entry.get("platform", {})
+        entries = index.get("manifests", [])
+        if not isinstance(entries, list) or not all(isinstance(entry, dict) for entry in entries):
+            raise _broken(reference, "an index", "its manifests are not a list of objects")
+        platforms = [p if isinstance(p := e.get("platform"), dict) else {} for e in entries]
+        for entry, platform in zip(entries, platforms, strict=True):
             if (platform.get("os"), platform.get("architecture")) == PLATFORM:
-                return str(entry["digest"])
-        found = sorted(
-            f"{e.get('platform', {}).get('os')}/{e.get('platform', {}).get('architecture')}"
-            for e in index.get("manifests", [])
-        )
+                digest = entry.get("digest")
+                if not isinstance(digest, str) or not DIGEST.match(digest):
+                    raise _broken(reference, "an index", "its linux/amd64 entry names no digest")
+                return digest
+        found = sorted(f"{p.get('os')}/{p.get('architecture')}" for p in platforms)
         raise RegistryError(
             f"{reference.written} has no linux/amd64 image (it has {', '.join(found) or 'none'}); "
             "choose a base built for linux/amd64."
@@ -159,7 +164,7 @@ class RegistryClient:
                 f"{reference.registry} gave no anonymous token (HTTP {response.status_code}): "
                 "the repository may be private; log in (`docker login`) or use a public base."
             )
-        answer = response.json()
+        answer = _document(response.content, "a token answer", reference)
         token = str(answer.get("token") or answer.get("access_token") or "")
         self._tokens[fields["realm"] + fields.get("scope", "")] = token
         return token
@@ -185,5 +190,25 @@ class RegistryClient:
             problem = f"HTTP {response.status_code}"
         raise RegistryUnreachable(
             f"the registry {reference.registry} did not answer ({problem} after {self._attempts} "
-            "attempts). Check the network, or give the base by digest (name@sha256:...)."
+            "attempts). Check that it runs and that this machine reaches it (network, proxy)."
         )
+
+
+def _document(content: bytes, what: str, reference: ImageReference) -> dict[str, Any]:
+    """A registry's JSON answer (a manifest, an index, a config blob, a token) as an object;
+    RegistryError naming what was malformed."""
+    try:
+        document = json.loads(content)
+    except (ValueError, RecursionError) as error:  # UnicodeDecodeError is a ValueError
+        raise _broken(reference, what, f"it is not JSON ({error})") from None
+    if not isinstance(document, dict):
+        raise _broken(reference, what, "it is not a JSON object")
+    return document
+
+
+def _broken(reference: ImageReference, what: str, problem: str) -> RegistryError:
+    return RegistryError(
+        f"{reference.registry} answered {reference.written} with {what} that is not one "
+        f"({problem}): the registry or something between us and it is broken. Lock from "
+        "another network or registry mirror."
+    )

@@ -9,6 +9,7 @@ private calls (streamed build and save responses that must be closable) live onl
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import re
 import socket
@@ -17,7 +18,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Concatenate, ParamSpec, TypeVar
 
 from builder.engine.common import (
     API_VERSION,
@@ -45,6 +46,20 @@ DAMAGED = (
 )
 TAIL_LINES = 15
 _STEP = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
+# How the engine words a registry it cannot reach (Go's net and net/http errors).
+_UNREACHABLE = (
+    "connection refused",
+    "connection reset",
+    ": EOF",
+    "broken pipe",
+    "i/o timeout",
+    "no such host",
+    "no route to host",
+    "network is unreachable",
+    "handshake timeout",
+)
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 
 @dataclass(frozen=True)
@@ -110,6 +125,91 @@ def _why(error: Exception) -> str:
     return str(getattr(error, "explanation", None) or error)
 
 
+def _lost_errors() -> tuple[type[BaseException], ...]:
+    """What the HTTP client raises when the engine's connection goes: refused, reset, an answer
+    cut off (the engine stopped or restarted)."""
+    import requests
+    import urllib3
+
+    return (
+        requests.exceptions.ConnectionError,
+        requests.exceptions.ChunkedEncodingError,
+        urllib3.exceptions.ProtocolError,
+        ConnectionError,
+    )
+
+
+def lost_engine_message(target: str, doing: str, reason: str) -> str:
+    return (
+        f"the Docker engine at {target} stopped answering while {doing} ({reason}): it stopped "
+        "or restarted. Check that it runs (`docker info`; its log: `journalctl -u docker`, or "
+        "the output of dockerd), then run the command again."
+    )
+
+
+def _lost_reason(error: BaseException) -> str:
+    """The system's word for a lost connection (connection refused, ...), from the errors the
+    HTTP client wrapped it in."""
+    pending, seen = [error], set()
+    while pending:
+        current = pending.pop(0)
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.strerror:
+            return current.strerror
+        pending += [item for item in current.args if isinstance(item, BaseException)]
+        pending += [item for item in (current.__cause__, current.__context__) if item is not None]
+    return "the connection broke off"
+
+
+def push_failed(reference: str, registry: str, error: str) -> str:
+    if any(words in error for words in _UNREACHABLE):
+        return (
+            f"the registry {registry} did not answer while the engine pushed {reference} "
+            f"({error}). Check that it runs and that this host reaches it, then push again "
+            f"(`reprobuild build --push {reference}`): the image is built, and the layers the "
+            "registry already holds are not sent again."
+        )
+    return f"pushing {reference} to {registry} failed: {error}. {PUSH_FIX}"
+
+
+class _Sent:
+    """A request body made while it is sent. The HTTP client reports a failure to make it (a
+    full disk, a file that cannot be read) as a lost connection; it is kept here, to be raised
+    as itself."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self.chunks = chunks
+        self.failure: BaseException | None = None
+
+    def __iter__(self) -> Iterator[bytes]:
+        try:
+            yield from self.chunks
+        except Exception as error:  # not GeneratorExit: the client closing the body is no failure
+            self.failure = error
+            raise
+
+
+def _answering(
+    doing: str,
+) -> Callable[[Callable[Concatenate[Engine, _P], _R]], Callable[Concatenate[Engine, _P], _R]]:
+    """A method that speaks to the engine: a lost connection is an EngineError naming the
+    engine and what it was doing (`doing`, formatted with the method's arguments)."""
+
+    def decorate(
+        method: Callable[Concatenate[Engine, _P], _R],
+    ) -> Callable[Concatenate[Engine, _P], _R]:
+        @functools.wraps(method)
+        def speak(engine: Engine, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+            with engine.answering(doing.format(*args)):
+                return method(engine, *args, **kwargs)
+
+        return speak
+
+    return decorate
+
+
 class Engine:
     """A Docker engine that answered a ping, spoken to through the docker SDK. Close it (or use
     it as a context manager) to release its connection pool."""
@@ -145,17 +245,33 @@ class Engine:
     def __exit__(self, *_exception: object) -> None:
         self.close()
 
+    @contextmanager
+    def answering(self, doing: str, sent: _Sent | None = None) -> Iterator[None]:
+        """Calls to the engine inside: a lost connection is an EngineError naming the engine and
+        what it was `doing`, unless the body being `sent` failed (that failure is raised)."""
+        try:
+            yield
+        except _lost_errors() as error:
+            if sent is not None and sent.failure is not None:
+                raise sent.failure from None
+            raise EngineError(
+                lost_engine_message(self.target, doing, _lost_reason(error))
+            ) from None
+
     # Facts.
 
+    @_answering("reading its version")
     def version(self) -> str:
         return str(self.client.version().get("Version", "unknown"))
 
+    @_answering("describing itself")
     def describe(self) -> tuple[dict[str, Any], dict[str, Any]]:
         """The engine's version document and its system info (runtimes among them)."""
         return dict(self.client.version()), dict(self.client.info())
 
     # Images.
 
+    @_answering("looking up {0}")
     def image_id(self, reference: str) -> str | None:
         """The ID of an image the engine has; None when it has none of that name."""
         from docker.errors import APIError, ImageNotFound
@@ -181,6 +297,7 @@ class Engine:
             raise EngineError(f"the engine pulled {reference} but does not list it. {DAMAGED}")
         return found
 
+    @_answering("inspecting {0}")
     def inspect_image(self, reference: str) -> dict[str, Any]:
         from docker.errors import APIError, ImageNotFound
 
@@ -198,6 +315,7 @@ class Engine:
                 "(name:tag, name@sha256:... or an image ID) and that the engine answers."
             ) from None
 
+    @_answering("reading the history of {0}")
     def history(self, reference: str) -> list[dict[str, Any]]:
         """An image's history, oldest step first: per step the image it made (where the engine
         still holds it, else "<missing>"), the command, the comment and the size of the layer it
@@ -212,6 +330,7 @@ class Engine:
             ) from None
         return steps[::-1]
 
+    @_answering("naming {0} {1}")
     def tag(self, image_id: str, reference: str) -> str:
         """Name an image; return the name with its tag made explicit."""
         name, label = _name_and_tag(reference)
@@ -219,11 +338,14 @@ class Engine:
         return f"{name}:{label}"
 
     def remove_image(self, reference: str) -> None:
+        """Remove an image, if the engine can: a clean-up that never hides why a command
+        failed."""
         from docker.errors import APIError, ImageNotFound
 
-        with contextlib.suppress(ImageNotFound, APIError):
+        with contextlib.suppress(ImageNotFound, APIError, *_lost_errors()):
             self.client.api.remove_image(reference, force=True, noprune=False)
 
+    @_answering("listing its images")
     def images(self, label: str | None = None) -> list[EngineImage]:
         """Every image the engine holds (with `label`: those that carry it), the intermediate
         images of its builds too, each as its inspect describes it (one that goes between the
@@ -252,6 +374,7 @@ class Engine:
                 ) from None
         return found
 
+    @_answering("listing its containers")
     def containers_by_image(self) -> dict[str, tuple[str, ...]]:
         """The containers made from each image, running or stopped, as `name (state)`, by image
         ID."""
@@ -283,6 +406,7 @@ class Engine:
         container or a child image. False when the engine no longer had it."""
         return self._remove_unforced(image_id)
 
+    @_answering("removing {0}")
     def _remove_unforced(self, reference: str) -> bool:
         from docker.errors import APIError, ImageNotFound
 
@@ -296,6 +420,7 @@ class Engine:
 
     # Registries.
 
+    @_answering("pulling {0}")
     def pull(self, reference: str) -> None:
         """Pull an image (by digest where given); EngineError naming the reference otherwise."""
         from docker.errors import APIError
@@ -312,17 +437,22 @@ class Engine:
     def push(self, reference: str) -> str:
         """Push a local tag; return the manifest digest the registry reported."""
         name, tag = _name_and_tag(reference)
+        registry = ImageReference.parse(reference).registry
         digest = ""
-        for event in self.client.api.push(name, tag=tag, stream=True, decode=True):
-            if "error" in event:
-                raise EngineError(f"pushing {reference} failed: {event['error']}. {PUSH_FIX}")
-            digest = event.get("aux", {}).get("Digest", digest)
+        with self.answering(f"pushing {reference}"):
+            for event in self.client.api.push(name, tag=tag, stream=True, decode=True):
+                if "error" in event:
+                    raise EngineError(push_failed(reference, registry, str(event["error"])))
+                digest = event.get("aux", {}).get("Digest", digest)
         if not digest:
-            raise EngineError(f"pushing {reference} reported no manifest digest. {PUSH_FIX}")
+            raise EngineError(
+                f"pushing {reference} to {registry} reported no manifest digest. {PUSH_FIX}"
+            )
         return str(digest)
 
     # Archives: `docker save` and `docker load`, streamed.
 
+    @_answering("exporting {0}")
     def save_stream(self, image: str) -> IO[bytes]:
         """`docker save` of one image as a readable stream (never written to disk here)."""
         from docker.errors import APIError
@@ -346,6 +476,7 @@ class Engine:
         """The members of `docker save`, streamed; the connection is closed however reading
         ends."""
         with (
+            self.answering(f"exporting {image}"),
             self.save_stream(image) as stream,
             tarfile.open(fileobj=stream, mode="r|", bufsize=BLOCK) as archive,
         ):
@@ -356,10 +487,14 @@ class Engine:
         it."""
         from docker.errors import APIError
 
+        sent = _Sent(archive)
         try:
-            for event in self.client.api.load_image(archive):
-                if "error" in event:
-                    raise EngineError(f"the engine refused {what}: {event['error']}. {LOAD_FIX}")
+            with self.answering(f"loading {what}", sent):
+                for event in self.client.api.load_image(iter(sent)):
+                    if "error" in event:
+                        raise EngineError(
+                            f"the engine refused {what}: {event['error']}. {LOAD_FIX}"
+                        )
         except APIError as error:
             raise EngineError(f"the engine refused {what}: {_why(error)}. {LOAD_FIX}") from None
 
@@ -399,17 +534,19 @@ class Engine:
         # makes the engine cancel the build.
         api = self.client.api
         response = None
+        sent = _Sent(context)
         try:
-            response = api._post(
-                api._url("/build"),
-                data=context,
-                params=params,
-                headers={"Content-Type": "application/tar"},
-                stream=True,
-                timeout=None,
-            )
-            api._raise_for_status(response)
-            return _follow(api._stream_helper(response, decode=True), on_event)
+            with self.answering("building", sent):
+                response = api._post(
+                    api._url("/build"),
+                    data=iter(sent),
+                    params=params,
+                    headers={"Content-Type": "application/tar"},
+                    stream=True,
+                    timeout=None,
+                )
+                api._raise_for_status(response)
+                return _follow(api._stream_helper(response, decode=True), on_event)
         except APIError as error:
             raise EngineError(
                 f"the engine refused the build: {_why(error)}. Its own log says why "
@@ -421,6 +558,7 @@ class Engine:
 
     # Containers.
 
+    @_answering("running a container of {0}")
     def run(
         self,
         image: str,

@@ -6,7 +6,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 
-from builder.errors import ReprobuildError
+from builder.errors import QueryError, ReprobuildError
 from builder.knowledge import Knowledge, TorchBuild
 
 
@@ -24,7 +24,7 @@ def specifier_of(text: str) -> SpecifierSet:
     except (InvalidRequirement, InvalidSpecifier):
         requirement = None
     if requirement is None or requirement.name.lower() != "torch":
-        raise ReprobuildError(
+        raise QueryError(
             f"{text!r} is not a torch requirement; write e.g. torch==2.5.1, 2.5.* or '>=2.7'."
         )
     return requirement.specifier
@@ -37,8 +37,25 @@ def matching(knowledge: Knowledge, text: str | None) -> list[TorchBuild]:
     found = [build for build in knowledge.builds if specifier.contains(build.torch)]
     if not found:
         releases = knowledge.releases_of_torch()
+        newest = releases[-1]
+        fix = (
+            f"if it came out after {newest}, run `reprobuild knowledge refresh`"
+            if _admits_later(specifier, newest)
+            else "`reprobuild knowledge show` without a requirement lists every release"
+        )
         raise ReprobuildError(
             f"no torch release matching {text!r} is in the knowledge base (it knows "
-            f"{releases[0]} to {releases[-1]}); run `reprobuild knowledge refresh` for newer ones."
+            f"{releases[0]} to {newest}): {fix}."
         )
     return found
+
+
+def _admits_later(specifier: SpecifierSet, newest: Version) -> bool:
+    """Whether a release after `newest` could match: only then can a refresh find one."""
+    probes = [Version(f"{newest.major}.{newest.minor}.{newest.micro + 1}"), Version("9999")]
+    for one in specifier:
+        try:
+            probes.append(Version(one.version.removesuffix(".*")))
+        except InvalidVersion:
+            continue
+    return any(probe > newest and specifier.contains(probe) for probe in probes)

@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
-from builder.errors import LockError
+from builder.errors import IndexUnavailable, LockError, NotFound
+from builder.lock import wheels
 from builder.lock.model import LockedPackage, PythonClosure
 
 if TYPE_CHECKING:
@@ -25,7 +26,7 @@ else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
 PYPI_SIMPLE = "https://pypi.org/simple"
-PLATFORM = "x86_64-manylinux_2_28"
+PLATFORM = f"{wheels.ARCH}-manylinux_{wheels.GLIBC[0]}_{wheels.GLIBC[1]}"
 UV_TIMEOUT_S = 600
 
 
@@ -97,7 +98,12 @@ def lock_python(
             argv, capture_output=True, text=True, timeout=UV_TIMEOUT_S, cwd=project, check=False
         )
         if result.returncode != 0:
-            raise LockError(explain_uv_failure(result.stderr, indexes))
+            from builder.engine.http import Getter
+
+            with Getter() as index:
+                query = wheels.Query(spec.python, tuple(lines), index)
+                explained = explain_uv_failure(result.stderr, indexes, query)
+            raise LockError(explained)
         document = tomllib.loads(output.read_text())
     packages = tuple(sorted(_packages(document, project), key=lambda p: p.name))
     closure = PythonClosure(
@@ -173,7 +179,13 @@ def _relative(path: Path, project: Path) -> str:
     return str(path.relative_to(root) if path.is_relative_to(root) else path)
 
 
-def explain_uv_failure(stderr: str, indexes: list[str]) -> str:
+def explain_uv_failure(
+    stderr: str,
+    indexes: list[str],
+    query: wheels.Query | None = None,
+) -> str:
+    """uv's failure as a cause and a fix; with `query`, a release without a wheel for the
+    image's Python is told from a conflict by the package's files on the index."""
     detail = "\n".join(
         line.rstrip()
         for line in stderr.strip().splitlines()
@@ -186,6 +198,9 @@ def explain_uv_failure(stderr: str, indexes: list[str]) -> str:
             f"add the index or wheelhouse that serves it.\n{detail}"
         )
     if "No solution found" in stderr:
+        names = wheels.unbuildable(stderr)
+        if names and query is not None:
+            return _no_wheel(names, stderr, indexes, query, detail)
         return f"the Python requirements conflict; relax or align the pins uv names:\n{detail}"
     if re.search(r"(Failed to fetch|error sending request|Could not connect|dns error)", stderr):
         hosts = sorted({urlsplit(url).netloc for url in indexes})
@@ -197,6 +212,45 @@ def explain_uv_failure(stderr: str, indexes: list[str]) -> str:
         f"uv could not lock the Python closure:\n{detail}\nCheck the requirements and the "
         f"indexes ({', '.join(indexes)}) that the output above names."
     )
+
+
+def _no_wheel(
+    names: list[str],
+    stderr: str,
+    indexes: list[str],
+    query: wheels.Query,
+    detail: str,
+) -> str:
+    """Each package uv found no wheel for, explained from its files on the index."""
+    python = query.python
+    found = [_explained(name, stderr, indexes, query) for name in names]
+    explained = [text for text in found if text is not None]
+    if len(explained) == len(names):
+        return "\n".join(explained)
+    return (
+        f"{', '.join(names)}: no release that the requirements allow has a wheel for Python "
+        f"{python} (cp{python.replace('.', '')}) on {wheels.PLATFORM_NAME}, and the image "
+        "installs wheels only (builds from source are off). Pin a release that has one (the "
+        "index's file list shows which), or build a wheel into a wheelhouse listed with "
+        f"--find-links:\n{detail}"
+    )
+
+
+def _explained(name: str, stderr: str, indexes: list[str], query: wheels.Query) -> str | None:
+    """From the first index that lists the package, as uv reads them (the torch variant's index
+    before the main one); None when no index can be read or the asked release is not the cause."""
+    asked = wheels.requested(name, query.requirements, stderr)
+    if asked is None:
+        return None
+    for url in indexes:
+        try:
+            files = wheels.listing(query.index, url, name)
+        except NotFound:
+            continue
+        except (IndexUnavailable, ValueError):
+            return None
+        return wheels.explain(name, asked, query.python, wheels.releases(files), url)
+    return None
 
 
 def closure_versions(closure: PythonClosure) -> dict[str, str]:

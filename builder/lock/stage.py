@@ -11,7 +11,6 @@ from pathlib import Path
 from builder import __version__
 from builder.engine.registry import RegistryClient
 from builder.engine.sdk import Engine
-from builder.files import write_atomic
 from builder.knowledge import Knowledge
 from builder.lock import apt, baseimage, lockfile
 from builder.lock.lockfile import CurrentLock, LockState
@@ -51,7 +50,7 @@ def write_new_lock(
         progress=progress,
     )
     text = lockfile.dumps(lock)
-    write_atomic(state.path, text)
+    lockfile.write(state.path, text)
     return lockfile.current(replace(state, lock=lock, text=text))
 
 

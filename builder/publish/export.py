@@ -20,7 +20,7 @@ import yaml
 from builder import __version__, files, layout
 from builder.build import buildrecord, sif
 from builder.build.buildrecord import BuildRecord
-from builder.errors import ExportError
+from builder.errors import ExportError, ExportUsage
 from builder.lock import lockfile
 from builder.render import plan, templates
 
@@ -125,11 +125,13 @@ def _pushed_reference(record: BuildRecord, project: Path, lock_digest: str) -> s
 
 def check_job(job: Job) -> None:
     if job.nodes < 1 or job.gpus_per_node < 1:
-        raise ExportError("a job needs at least one node and one GPU per node.")
+        raise ExportUsage("a job needs at least one node and one GPU per node.")
     if not job.command:
-        raise ExportError("give the training command after --, e.g. -- train.py --epochs 3.")
+        raise ExportUsage("give the training command after --, e.g. -- train.py --epochs 3.")
+    if job.command == ("-m",):
+        raise ExportUsage("-m needs the module torchrun runs: -- -m package.train --epochs 3.")
     if LAUNCHER.match(Path(job.command[0]).name):
-        raise ExportError(
+        raise ExportUsage(
             f"the command starts with {job.command[0]}, but the job starts torchrun itself: give "
             "what torchrun runs, a script and its arguments (-- train.py --epochs 3) or a module "
             "(-- -m package.train --epochs 3)."
@@ -140,7 +142,7 @@ def _check_values(values: dict[str, str | None]) -> None:
     for option, value in values.items():
         problem = value_problem(option, value)
         if problem is not None:
-            raise ExportError(f"--{option} {problem}")
+            raise ExportUsage(f"--{option} {problem}")
 
 
 def slurm(project: Path, job: Job, options: SlurmOptions) -> str:

@@ -122,6 +122,8 @@ def report_problem(report: object) -> str | None:
         for kernel in kernels.values()
     ):
         return "its 'kernels' are missing or have no runs"
+    if not isinstance(report.get("canary", {}), dict):
+        return "its 'canary' is not a dict"
     return None
 
 
@@ -151,7 +153,7 @@ def check_smoke(document: object, record: BuildRecord) -> ImageSmokeReport:
 def read_report(path: Path) -> object:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, RecursionError) as error:
         raise PublishError(
             f"{path} is not a smoke report ({error}): give the output of `reprobuild smoke --json`."
         ) from None

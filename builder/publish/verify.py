@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 from builder import layout
-from builder.errors import EngineError, ReprobuildError, VerifyError
+from builder.errors import EngineError, ReprobuildError, VerifyError, VerifySubjectMissing
 from builder.lock import lockfile
 from builder.publish import publish
 from builder.reference import ImageReference, pinned_reference
@@ -77,11 +77,11 @@ def read_manifest(path: Path) -> Manifest:
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise VerifyError(
+        raise VerifySubjectMissing(
             f"{path} does not exist: give the paper's reprobuild.manifest.json or an image as "
             "name@sha256:<digest>."
         ) from None
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, RecursionError) as error:
         raise VerifyError(
             f"{path} is not a reprobuild manifest ({error}): get the file again from where the "
             "paper published it."

@@ -11,11 +11,12 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from builder import codeset, layout
+from builder import codeset, layout, scratch
+from builder.errors import OutputFolderError
+from builder.files import writing
 from builder.render import plan, templates
 from builder.spec.check import code_rules
 
@@ -33,6 +34,8 @@ SMOKE = f"""#!/bin/sh
 # cuDNN by default; a later --expect FILE takes its place.
 exec python -m reprobuild_smoke --expect {plan.HOME}/expect.json "$@"
 """
+# What a rendered context holds at its top: render may replace a folder that holds nothing else.
+CONTEXT_NAMES = frozenset({*templates.OUTPUTS, ".dockerignore", plan.CONTEXT, plan.CODE_TREE})
 PAYLOAD_SOURCE = Path(__file__).parents[1] / "smoke"
 HOOK_SOURCE = PAYLOAD_SOURCE / "hook.py"
 INSTALLER_SOURCE = Path(__file__).parents[1] / "wheelinstall.py"
@@ -99,10 +102,23 @@ def write(
 ) -> tuple[Path, codeset.CodeLayer]:
     """Write the context; with a wheelhouse (verified by `wheelhouse.fetch`), link its wheels in.
     Where it was written, and what went into the code layer."""
+    check_output(output, project)
+    with writing(output, "give -o a folder on a file system with room.", within=output.parent):
+        return _write(output, texts, project, build_plan, wheelhouse)
+
+
+def _write(
+    output: Path,
+    texts: dict[str, str],
+    project: Path,
+    build_plan: plan.BuildPlan,
+    wheelhouse: Path | None,
+) -> tuple[Path, codeset.CodeLayer]:
     output.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
-    staging.chmod(0o755)
-    try:
+    # A staging folder is held while it exists: one a killed render left is removed here.
+    scratch.sweep(output.parent, f".{output.name}.")
+    with scratch.folder(output.parent, f".{output.name}.") as staging:
+        staging.chmod(0o755)
         for relative, text in texts.items():
             target = staging / relative
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -117,10 +133,34 @@ def write(
         if output.exists():
             shutil.rmtree(output)
         staging.rename(output)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return output, layer
+
+
+def check_output(output: Path, project: Path) -> None:
+    """Refuse an output folder whose replacement would lose files: the project or a folder that
+    holds it, or a folder that holds anything but a context rendered before. (The context
+    replaces its folder whole, so that no file of an older render lingers in it.)"""
+    folder, root = output.resolve(), project.resolve()
+    if folder == root or folder in root.parents:
+        raise OutputFolderError(
+            f"{output} is the project folder or holds it: the build context replaces its "
+            "folder whole, which would delete the project. Give a folder of its own, e.g. "
+            f"-o {DEFAULT_OUTPUT} (the default) or one outside the project."
+        )
+    if not folder.is_dir():
+        if folder.exists():
+            raise OutputFolderError(f"{output} is a file: give a folder for the build context.")
+        return
+    foreign = sorted(entry.name for entry in folder.iterdir() if entry.name not in CONTEXT_NAMES)
+    if foreign:
+        listed = ", ".join(foreign[:5]) + (
+            f" and {len(foreign) - 5} more" if len(foreign) > 5 else ""
+        )
+        raise OutputFolderError(
+            f"{output} holds files that are not a build context reprobuild rendered ({listed}): "
+            "the context replaces its folder whole, which would delete them. Give an empty or "
+            "new folder, or remove that one first."
+        )
 
 
 def _link_wheels(build_plan: plan.BuildPlan, wheelhouse: Path, destination: Path) -> None:

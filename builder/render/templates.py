@@ -242,5 +242,5 @@ def write_definition(
 ) -> Path:
     """Write the context's Apptainer definition (after a push: From the pushed image)."""
     path = context_dir / DEFINITION
-    files.write_atomic(path, render_definition(build_plan, lock_digest, project, from_image))
+    files.write_output(path, render_definition(build_plan, lock_digest, project, from_image))
     return path

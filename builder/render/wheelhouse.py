@@ -3,19 +3,20 @@
 Downloads use the host's network and trust store (proxies and corporate CAs included), so a
 build can install from the wheelhouse without reaching any index, and an air-gapped site can
 carry the wheelhouse in. A file already present with the right hash is not fetched again; a
-download whose hash differs from the lock is discarded and reported, never kept.
+download whose hash differs from the lock is discarded and reported, never kept. A download is
+written to a staging file held by its process (builder/scratch.py): one that a killed fetch left
+is removed by the next fetch into the same folder.
 """
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import requests
 
-from builder import files, tarstream
+from builder import codeset, files, scratch, tarstream
 from builder.errors import FetchError, HashMismatch
 from builder.lock.model import Lock, LockedPackage
 
@@ -23,6 +24,8 @@ TIMEOUT = (10.0, 120.0)
 ATTEMPTS = 3
 
 Progress = Callable[[str, int, int], None]  # (filename, bytes so far, total bytes or 0)
+Note = Callable[[str], None]
+STAGING = ".fetch-"
 
 
 @dataclass
@@ -32,17 +35,33 @@ class FetchReport:
     bytes_fetched: int = 0
 
 
-def fetch(lock: Lock, project: Path, destination: Path, progress: Progress) -> FetchReport:
-    destination.mkdir(parents=True, exist_ok=True)
+def _silent(_: str) -> None:
+    pass
+
+
+def fetch(
+    lock: Lock, project: Path, destination: Path, progress: Progress, *, note: Note = _silent
+) -> FetchReport:
+    """Every wheel of the lock in `destination`, verified; `note` hears of each download and of
+    each file found damaged."""
+    remedy = (
+        "set XDG_CACHE_HOME to a folder on a filesystem with room (the wheel cache is under it)."
+        if destination == default_cache()
+        else "give the wheelhouse a folder on a filesystem with room."
+    )
+    with files.writing(destination, remedy, verb="create"):
+        destination.mkdir(parents=True, exist_ok=True)
+    scratch.sweep(destination, STAGING)
     report = FetchReport()
     with requests.Session() as session:
         session.headers["User-Agent"] = "reprobuild"
         for package in lock.python.packages:
             target = destination / package.filename
-            if _verified(target, package.sha256):
+            if _verified(target, package.sha256, note):
                 report.cached.append(package.filename)
                 continue
-            size = _place(session, package, project, target, progress)
+            with files.writing(target, remedy, within=destination):
+                size = _place(session, package, project, target, progress=progress, note=note)
             _stamp(target, package.sha256)
             report.fetched.append(package.filename)
             report.bytes_fetched += size
@@ -50,8 +69,10 @@ def fetch(lock: Lock, project: Path, destination: Path, progress: Progress) -> F
 
 
 # A wheel hashed once is not hashed again while its size, mtime and inode stay as they were (as
-# git's index and make judge files): a stamp beside it records them with its sha256. Every wheel
-# is hashed again by pip (--require-hashes) whenever a build installs it.
+# git's index and make judge files): a stamp beside it records them with its sha256. A change
+# that keeps all three (a flipped bit on disk) is caught where the bytes are used: every wheel is
+# hashed again whenever a build installs it (build/pylayer.py, and the install stage's
+# wheelinstall.py).
 STAMPS = ".verified"
 
 
@@ -60,8 +81,9 @@ def _stamp_text(path: Path, sha256: str) -> str:
     return f"{sha256} {status.st_size} {status.st_mtime_ns} {status.st_ino}\n"
 
 
-def _verified(path: Path, sha256: str) -> bool:
-    """Whether `path` holds the wheel with `sha256`: by its stamp, else by hashing it."""
+def _verified(path: Path, sha256: str, note: Note) -> bool:
+    """Whether `path` holds the wheel with `sha256`: by its stamp, else by hashing it (a file
+    that hashes otherwise is damaged, or another: `note` hears of it)."""
     if not path.is_file():
         return False
     stamp = path.parent / STAMPS / path.name
@@ -71,9 +93,42 @@ def _verified(path: Path, sha256: str) -> bool:
     except OSError:
         pass
     if tarstream.sha256_file(path) != sha256:
+        note(damaged(path))
         return False
     _stamp(path, sha256)
     return True
+
+
+def damaged(path: Path) -> str:
+    return (
+        f"wheels: {path.name} in {path.parent} does not match the lock's sha256 (damaged, or "
+        "changed since it was fetched); fetching it again"
+    )
+
+
+def fetch_again(
+    lock: Lock,
+    package: LockedPackage,
+    project: Path,
+    destination: Path,
+    *,
+    progress: Progress,
+    note: Note = _silent,
+) -> None:
+    """Fetch again a wheel of `destination` found damaged where it was used (a change its stamp
+    could not see)."""
+    note(damaged(destination / package.filename))
+    (destination / STAMPS / package.filename).unlink(missing_ok=True)
+    (destination / package.filename).unlink(missing_ok=True)
+    fetch(lock, project, destination, progress, note=note)
+
+
+def matches(path: Path, sha256: str) -> bool:
+    """Whether `path` hashes to `sha256`, read in full (no stamp trusted)."""
+    try:
+        return tarstream.sha256_file(path) == sha256
+    except FileNotFoundError:
+        return False
 
 
 def _stamp(path: Path, sha256: str) -> None:
@@ -90,13 +145,15 @@ def _place(
     package: LockedPackage,
     project: Path,
     target: Path,
+    *,
     progress: Progress,
+    note: Note,
 ) -> int:
-    """Write one verified wheel to `target` through a temporary file; return its size."""
-    with tempfile.NamedTemporaryFile(dir=target.parent, prefix=".fetch-", delete=False) as handle:
-        staging = Path(handle.name)
-    try:
+    """Write one verified wheel to `target` through a staging file; return its size."""
+    with scratch.file(target.parent, STAGING) as staging:
         if "://" in package.url:
+            size = f" ({codeset.size_text(package.size)})" if package.size else ""
+            note(f"wheels: downloading {package.filename}{size}")
             written = _download(session, package, staging, progress)
         else:
             with (project / package.url).open("rb") as source, staging.open("wb") as handle:
@@ -111,8 +168,6 @@ def _place(
             )
         staging.replace(target)
         return written.size
-    finally:
-        staging.unlink(missing_ok=True)
 
 
 def _download(

@@ -15,7 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, TypedDict
 
-from packaging.version import Version
+from packaging.specifiers import SpecifierSet
+from packaging.version import InvalidVersion, Version
 
 from builder.compat import Arch, CudaVersion, DriverVersion, coverage
 from builder.errors import ResolutionError
@@ -325,17 +326,73 @@ def resolve_spec(spec: Spec, knowledge: Knowledge) -> Resolution:
 
 
 def _no_release_message(spec: Spec, knowledge: Knowledge) -> str:
-    releases = knowledge.releases_of_torch()
+    releases = sorted({b.torch for b in knowledge.builds if b.is_cpu == spec.cpu_only})
+    newest = releases[-1]
+    newer = _admits_newer(spec, newest)
+    exact = _exact_version(spec)
+    series = []
+    if exact is not None and not newer and exact not in knowledge.releases_of_torch():
+        series = [v for v in releases if v.release[:2] == exact.release[:2]]
+    if exact is not None and series:
+        name = f"{exact.major}.{exact.minor}"
+        listed = _and([str(version) for version in series])
+        if len(series) > 1:
+            which, pin = f"the {name} releases are {listed}", "Pin one of them"
+        else:
+            which, pin = f"the only {name} release is {listed}", "Pin it"
+        return (
+            f"torch {exact} is not a release: {which}. {pin}, or write torch = "
+            f'"{name}.*" for the newest {name} build that fits.'
+        )
     kind = "CPU" if spec.cpu_only else "CUDA"
+    text = spec.torch_text
     hint = ""
-    if spec.torch_text.count(".") == 1 and spec.torch_text[0].isdigit():
-        text = spec.torch_text
-        hint = f' "{text}" means =={text} exactly; did you mean "{text}.*"?'
-    return (
-        f"no {kind} build of a torch release matching '{spec.torch_text}' is in the knowledge base "
-        f"(it knows torch {releases[0]} to {releases[-1]}, version {knowledge.version}).{hint} "
-        "If the release is newer than the knowledge base, run `reprobuild knowledge refresh`."
+    if text.count(".") == 1 and text[0].isdigit():
+        wildcard = SpecifierSet(f"=={text}.*")
+        if newer or any(wildcard.contains(version) for version in releases):
+            hint = f' "{text}" means =={text} exactly; did you mean "{text}.*"?'
+    found = (
+        f"no {kind} build of a torch release matching '{text}' is in the knowledge base, which "
+        f"knows torch {releases[0]} to {newest} (version {knowledge.version}).{hint}"
     )
+    if newer:
+        return (
+            f"{found} If the release came out after {newest}, run `reprobuild knowledge refresh` "
+            "to read the releases since."
+        )
+    return f"{found} Choose a release in that range; `reprobuild knowledge show` lists them."
+
+
+def _exact_version(spec: Spec) -> Version | None:
+    """The one version the spec pins (`2.5.9`, `==2.5.9`, `2.5.9+cu121`); None for a range."""
+    specifiers = list(spec.torch)
+    if len(specifiers) != 1:
+        return None
+    only = specifiers[0]
+    if only.operator not in ("==", "===") or only.version.endswith("*"):
+        return None
+    try:
+        return Version(only.version)
+    except InvalidVersion:
+        return None
+
+
+def _admits_newer(spec: Spec, newest: Version) -> bool:
+    """Whether the spec allows a release newer than any the knowledge base knows: only then can
+    a refresh of the knowledge base find it."""
+    probes = {Version(f"{newest.major}.{newest.minor}.{newest.micro + 1}")}
+    probes |= {Version(f"{newest.major}.{newest.minor + 1}.0"), Version(f"{newest.major + 1}.0")}
+    probes.add(Version("9999"))
+    for specifier in spec.torch:
+        try:
+            probes.add(Version(specifier.version.removesuffix(".*")))
+        except InvalidVersion:
+            continue
+    return any(probe > newest and spec.torch.contains(probe) for probe in probes)
+
+
+def _and(words: list[str]) -> str:
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} and {words[-1]}"
 
 
 def _nothing_qualifies(
@@ -361,10 +418,11 @@ def suggestions(spec: Spec, request: Request, knowledge: Knowledge) -> list[str]
     found: list[str] = []
     relaxed = Request(request.python, None, None, request.target)
     for gpu in request.target.gpus:
-        solo = Request(request.python, None, None, Target(None, (gpu,), request.target.origin))
+        # Python and driver are judged on their own lines: this one names kernels only.
+        solo = Request(None, None, None, Target(None, (gpu,), request.target.origin))
         covering = [b for b in kind_builds if judge(b, solo, knowledge).eligible]
         if covering and not any(spec.torch.contains(b.torch) for b in covering):
-            first = min(covering, key=lambda b: (b.torch, b.cuda or CudaVersion(0, 0)))
+            first = _oldest(covering)
             found.append(
                 f"torch >= {first.torch} with CUDA {first.cuda} ({first.label}) has kernels for "
                 f"{gpu_label(gpu)}."
@@ -390,6 +448,10 @@ def suggestions(spec: Spec, request: Request, knowledge: Knowledge) -> list[str]
     )
     if pythons and request.python is not None and request.python not in pythons:
         found.append(f"torch '{spec.torch_text}' has wheels for Python {', '.join(pythons)}.")
+        wheels = [b for b in kind_builds if request.python in b.pythons]
+        if wheels:
+            first = _oldest(wheels)
+            found.append(f"torch >= {first.torch} has wheels for Python {request.python}.")
     best = [b for b in kind_builds if judge(b, relaxed, knowledge).eligible]
     if best:
         top = max(best, key=preference)
@@ -397,3 +459,7 @@ def suggestions(spec: Spec, request: Request, knowledge: Knowledge) -> list[str]
             f"torch=={top.torch} ({top.label}) satisfies everything but the torch/CUDA pin."
         )
     return found
+
+
+def _oldest(builds: list[TorchBuild]) -> TorchBuild:
+    return min(builds, key=lambda b: (b.torch, b.cuda or CudaVersion(0, 0)))

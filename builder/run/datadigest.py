@@ -116,6 +116,10 @@ def _listing_problem(item: object) -> str:
     path, size, sha256 = item
     if not isinstance(path, str) or not path or path.startswith("/") or "\x00" in path:
         return "has no relative path"
+    try:
+        sort_key(path)
+    except UnicodeEncodeError:  # a lone surrogate that no file name decodes to
+        return "has no relative path"
     if not isinstance(size, int) or isinstance(size, bool) or size < 0:
         return "has no size"
     if not isinstance(sha256, str) or len(sha256) != 64 or not _HEX.issuperset(sha256):

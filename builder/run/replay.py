@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from builder import layout, source
 from builder.errors import EngineError, ReplayError, ReplayPrecondition, RunInputError
-from builder.files import write_atomic
+from builder.files import write_output
 from builder.run import datadigest, inputs, runrecord
 from builder.run.run import Outcome, RunPlan, execute
 
@@ -69,7 +69,7 @@ def manifest_runs(path: Path) -> list[RecordedRun]:
             f"{path} does not exist: give a run folder (runs/<run>) or a manifest "
             f"({layout.MANIFEST_FILE}) that `reprobuild publish --run` wrote."
         ) from None
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, RecursionError) as error:
         raise ReplayError(f"{path} is unreadable ({error}); give another manifest.") from None
     published = document.get(MANIFEST_RUNS) if isinstance(document, dict) else None
     if not published:
@@ -95,8 +95,8 @@ def manifest_runs(path: Path) -> list[RecordedRun]:
         trace = _entries(run.get("trace_entries"), record, where)
         runs.append(
             RecordedRun(
-                record, {name: listings.get(name) for name in record.data}, trace, where,
-                reference, True,
+                record, {name: runrecord.as_listing(listings.get(name)) for name in record.data},
+                trace, where, reference, True,
             )
         )  # fmt: skip
     return runs
@@ -119,7 +119,7 @@ def read_trace(path: Path) -> list[dict[str, Any]] | None:
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
         return [json.loads(line) for line in lines if line.strip()]
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
 
 
@@ -390,7 +390,7 @@ def replay(
         "changed_env": shown,
         **asdict(comparison),
     }
-    write_atomic(folder / REPLAY_FILE, json.dumps(document, indent=2, sort_keys=True) + "\n")
+    write_output(folder / REPLAY_FILE, json.dumps(document, indent=2, sort_keys=True) + "\n")
     return ReplayOutcome(outcome, comparison, run.origin, shown)
 
 

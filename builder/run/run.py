@@ -22,7 +22,7 @@ import threading
 from builder import layout, snapshots
 from builder.build import recordfile
 from builder.engine.wire import Container, Mounts, Wire, container_spec
-from builder.errors import RunInputError
+from builder.errors import ReprobuildError, RunInputError, WriteError
 from builder.run.args import REPORT_FOLDER, default_shm
 
 TYPE_CHECKING = False  # typing's own flag, without importing typing on `run`'s way to the start
@@ -89,6 +89,12 @@ class Outcome:
         self.notes = notes
 
 
+# The other way out when a folder of the run cannot be written (the clause after "..., or").
+RUNS_REMEDY = (
+    "run from a copy of the project you can write to (each run's record goes in its runs/ folder)."
+)
+OUTPUTS_REMEDY = "give --outputs another folder."
+
 READ_ONLY_HINT = (
     f"the project is read-only at {layout.CODE}: write to ${layout.OUTPUTS_VARIABLE} "
     f"({layout.OUTPUTS}) or mount a folder with --data NAME=PATH:rw."
@@ -105,11 +111,16 @@ def execute(wire: Wire, run_plan: RunPlan, output: Callable[[bytes, bool], None]
     started = snapshots.utc_now()
     folder = run_folder(run_plan.project, started, image.image_id)
     outputs = run_plan.outputs or os.path.join(folder, "outputs")
-    capture = Capture(folder, output, run_plan.tty)
+    try:
+        capture = Capture(folder, output, run_plan.tty)
+    except OSError as error:
+        _discard(folder)
+        raise _refused(error.filename or folder, error, RUNS_REMEDY) from None
     writable = [mount.path for mount in run_plan.data if mount.writable]
     lent: list[tuple[str, int, int]] = []
     try:
-        prepare_folders([outputs, os.path.join(folder, REPORT_FOLDER)], user)
+        prepare_folders(outputs, OUTPUTS_REMEDY if run_plan.outputs else RUNS_REMEDY, user)
+        prepare_folders(os.path.join(folder, REPORT_FOLDER), RUNS_REMEDY, user)
         before = _writable_data_digests(run_plan)
         existing = present([outputs, *writable]) if owner is not None else set()
         lend(writable, user, lent)
@@ -127,6 +138,10 @@ def execute(wire: Wire, run_plan: RunPlan, output: Callable[[bytes, bool], None]
         raise
     capture.close()
     give_back([outputs, *writable], user, owner, lent, existing)
+    if capture.failure is not None:
+        log, failed = capture.failure
+        _discard(folder)
+        raise _unrecorded(_refused(log, failed, RUNS_REMEDY), code, outputs)
     from builder.run import runrecord
 
     notes = list(facts.problems)
@@ -152,9 +167,28 @@ def execute(wire: Wire, run_plan: RunPlan, output: Callable[[bytes, bool], None]
         logs=capture.files(),
         data_before=before,
     )
-    record = runrecord.write(folder, runrecord.assemble(ran, facts))
+    try:
+        assembled = runrecord.assemble(ran, facts, RUNS_REMEDY)
+        record = runrecord.write(folder, assembled, RUNS_REMEDY)
+    except WriteError as error:  # a full disk, say: nothing of the record stays
+        _discard(folder, also=(runrecord.TRACE_FILE, runrecord.DATA_FOLDER))
+        raise _unrecorded(error, code, outputs) from None
     hand_over(run_plan.project, folder)
     return Outcome(code, record, notes)
+
+
+def _refused(path: str, error: OSError, remedy: str, verb: str = "write") -> ReprobuildError:
+    from builder import files
+
+    return files.refused(path, error, remedy, verb=verb)
+
+
+def _unrecorded(error: ReprobuildError, code: int, outputs: str) -> WriteError:
+    """`error`, saying that the command ran but has no record, and where its outputs stay."""
+    kept = ""
+    if os.path.isdir(outputs) and os.listdir(outputs):
+        kept = f"; what it wrote to {layout.OUTPUTS} is in {outputs}"
+    return WriteError(f"{error} The command ran (exit {code}) but has no record{kept}.")
 
 
 def _writable_data_digests(run_plan: RunPlan) -> dict[str, Digest]:
@@ -247,10 +281,17 @@ class Capture:
         self._logs = {name: open(os.path.join(folder, name), "wb") for name in names}  # noqa: SIM115
         self._tails = {False: b"", True: b""}
         self.saw_read_only = False
+        # The first log write that failed (a full disk): the command goes on, its output still
+        # shown, and the run ends without a record (whose log digests would be of a part).
+        self.failure: tuple[str, OSError] | None = None
 
     def output(self, data: bytes, to_stderr: bool) -> None:
-        log = self._logs.get("stderr.log" if to_stderr else "stdout.log", self._logs["stdout.log"])
-        log.write(data)
+        name = "stderr.log" if to_stderr and "stderr.log" in self._logs else "stdout.log"
+        if self.failure is None:
+            try:
+                self._logs[name].write(data)
+            except OSError as error:
+                self.failure = (os.path.join(self._folder, name), error)
         self._output(data, to_stderr)
         if not self.saw_read_only:
             # The tail of the last chunk goes with this one: a line can arrive in two frames.
@@ -259,8 +300,12 @@ class Capture:
             self._tails[to_stderr] = seen[-READ_ONLY_WINDOW:]
 
     def close(self) -> None:
-        for log in self._logs.values():
-            log.close()
+        for name, log in self._logs.items():
+            try:
+                log.close()  # the buffer's last bytes are written here
+            except OSError as error:
+                if self.failure is None:
+                    self.failure = (os.path.join(self._folder, name), error)
 
     def files(self) -> list[str]:
         return [os.path.join(self._folder, name) for name in self._logs]
@@ -423,13 +468,16 @@ def check_readable(run_plan: RunPlan, user: str) -> None:
             )
 
 
-def prepare_folders(folders: list[str], user: str) -> None:
-    """Create the folders the command writes to; as root, hand them to the user it runs as."""
-    for folder in folders:
+def prepare_folders(folder: str, remedy: str, user: str) -> None:
+    """Create a folder the command writes to (a refusal names it, with `remedy`); as root, hand
+    it to the user the command runs as."""
+    try:
         os.makedirs(folder, exist_ok=True)
-        if os.getuid() == 0:
-            uid, gid = (int(part) for part in user.split(":"))
-            os.chown(folder, uid, gid)
+    except OSError as error:
+        raise _refused(folder, error, remedy, verb="create") from None
+    if os.getuid() == 0:
+        uid, gid = (int(part) for part in user.split(":"))
+        os.chown(folder, uid, gid)
 
 
 def lend(paths: list[str], user: str, loans: list[tuple[str, int, int]]) -> None:
@@ -519,17 +567,31 @@ def run_folder(project: str, started: str, image_id: str) -> str:
     """runs/20261122T101500123Z-0123456789ab: sorts by start time, names the image."""
     stamp = started.replace(":", "").replace("-", "").replace(".", "")
     name = f"{stamp}-{image_id.removeprefix('sha256:')[:12]}"
-    folder = os.path.join(project, layout.RUNS_FOLDER, name)
-    os.makedirs(folder, exist_ok=True)
+    runs = os.path.join(project, layout.RUNS_FOLDER)
+    folder = os.path.join(runs, name)
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as error:
+        with contextlib.suppress(OSError):
+            os.rmdir(runs)  # made just now, or empty before: either way nothing is lost
+        named = folder if os.path.isdir(runs) else runs
+        raise _refused(named, error, RUNS_REMEDY, verb="create") from None
     return folder
 
 
-def _discard(folder: str) -> None:
+def _discard(folder: str, also: tuple[str, ...] = ()) -> None:
     """A run that failed leaves no record: its folder goes (and runs/, if that was its only
-    run), as long as the command wrote nothing in it; run's own logs and report go first."""
-    for name in ("stdout.log", "stderr.log"):
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(os.path.join(folder, name))
+    run), as long as the command wrote nothing in it; run's own logs and report go first, and
+    the files and folders named in `also` (what the record had begun to write)."""
+    for name in ("stdout.log", "stderr.log", *also):
+        path = os.path.join(folder, name)
+        if os.path.isdir(path) and not os.path.islink(path):
+            import shutil
+
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(path)
     report = os.path.join(folder, REPORT_FOLDER)
     with contextlib.suppress(OSError):
         for name in os.listdir(report):

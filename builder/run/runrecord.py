@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from builder import __version__, layout, source
+from builder.build.recordfile import typed
 from builder.engine import host
 from builder.errors import ReplayError, ReprobuildError
-from builder.files import write_atomic
+from builder.files import write_output, writing
 from builder.run import datadigest
 from builder.run.args import REPORT_FOLDER
 
@@ -237,9 +238,10 @@ def data_digests(mounts: list[DataMount]) -> dict[str, datadigest.Digest]:
     return {mount.name: datadigest.digest_data(mount.name, mount.path) for mount in mounts}
 
 
-def assemble(ran: Ran, facts: HostFacts) -> RunRecord:
+def assemble(ran: Ran, facts: HostFacts, remedy: str = "") -> RunRecord:
     """The record of a run that ended; the report folder the hook wrote is read and removed,
-    the data listings written beside the record."""
+    the data listings written beside the record (a refused write is a WriteError that names
+    `remedy`, see files.refused)."""
     digests = {**facts.data, **ran.data_before}
     data = {}
     for mount in ran.data:
@@ -248,10 +250,10 @@ def assemble(ran: Ran, facts: HostFacts) -> RunRecord:
             data[mount.name] = DataRecord(
                 mount.path, mount.inside, mount.mode, digest.root, digest.files, digest.bytes
             )
-            write_listing(ran.folder, mount.name, digest)
+            write_listing(ran.folder, mount.name, digest, remedy)
     report = Path(ran.folder) / REPORT_FOLDER
     processes = read_processes(report)
-    trace = collect_trace(report, Path(ran.folder), ran.trace)
+    trace = collect_trace(report, Path(ran.folder), ran.trace, remedy)
     shutil.rmtree(report, ignore_errors=True)
     reference, image_id, pushed, labels = ran.image
     return RunRecord(
@@ -299,19 +301,28 @@ def main_key(processes: list[ProcessRecord]) -> dict[str, Any] | None:
     return None
 
 
-def write_listing(folder: str, name: str, digest: datadigest.Digest) -> None:
+def write_listing(folder: str, name: str, digest: datadigest.Digest, remedy: str = "") -> None:
     path = Path(folder) / DATA_FOLDER / f"{name}.json"
-    path.parent.mkdir(exist_ok=True)
-    write_atomic(path, json.dumps(digest.listing(), separators=(",", ":")) + "\n")
+    with writing(path.parent, remedy, verb="create"):
+        path.parent.mkdir(exist_ok=True)
+    write_output(path, json.dumps(digest.listing(), separators=(",", ":")) + "\n", remedy)
 
 
 def read_listing(folder: Path, name: str) -> list[list[Any]] | None:
     """A recorded input's file listing; None when the record has none."""
     try:
         listing = json.loads((folder / DATA_FOLDER / f"{name}.json").read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
-    return listing if isinstance(listing, list) else None
+    return as_listing(listing)
+
+
+def as_listing(value: object) -> list[list[Any]] | None:
+    """A stored listing as `datadigest.Digest.listing` writes it (a list of lists), else None;
+    its items' contents are judged by `datadigest.verify_listing`."""
+    if isinstance(value, list) and all(isinstance(item, list) for item in value):
+        return value
+    return None
 
 
 def outputs_record(folder: str) -> OutputsRecord:
@@ -338,14 +349,17 @@ def read_processes(report: Path) -> list[ProcessRecord]:
     for path in sorted(report.glob("process-*.json")):
         try:
             document = json.loads(path.read_text())
+            started = float(typed(document["started"], float))
             values = {name: document[name] for name in PROCESS_KEYS}
-            found.append((float(document["started"]), ProcessRecord(**values)))
-        except (OSError, ValueError, KeyError, TypeError):
+            found.append((started, typed(values, ProcessRecord)))
+        except (OSError, ValueError, RecursionError, OverflowError, KeyError, TypeError):
             continue
     return [process for _, process in sorted(found, key=lambda pair: pair[0])]
 
 
-def collect_trace(report: Path, folder: Path, interval: int | None) -> TraceRecord | None:
+def collect_trace(
+    report: Path, folder: Path, interval: int | None, remedy: str = ""
+) -> TraceRecord | None:
     """The processes' traces, one file: each process's entries in the order the processes
     started (most runs have one training process)."""
     if interval is None:
@@ -354,7 +368,7 @@ def collect_trace(report: Path, folder: Path, interval: int | None) -> TraceReco
     lines: list[str] = []
     for part in parts:
         lines.extend(line for line in part.read_text().splitlines() if line.strip())
-    write_atomic(folder / TRACE_FILE, "".join(f"{line}\n" for line in lines))
+    write_output(folder / TRACE_FILE, "".join(f"{line}\n" for line in lines), remedy)
     head = None
     if lines:
         try:
@@ -376,11 +390,11 @@ def _started(report: Path, trace: Path) -> tuple[float, float]:
         return (float("inf"), float("inf"))
 
 
-def write(folder: str, record: RunRecord) -> str:
-    """runs/<run>/run.json; its path."""
+def write(folder: str, record: RunRecord, remedy: str = "") -> str:
+    """runs/<run>/run.json; its path (a refused write is a WriteError that names `remedy`)."""
     path = Path(folder) / RECORD_FILE
     document = asdict(record)
-    write_atomic(path, json.dumps(document, indent=2, sort_keys=True) + "\n")
+    write_output(path, json.dumps(document, indent=2, sort_keys=True) + "\n", remedy)
     return str(path)
 
 
@@ -394,7 +408,7 @@ def read(folder: Path) -> RunRecord:
             f"{path} does not exist: give a run folder (runs/<run>) that `reprobuild run` wrote, "
             "or a manifest that `reprobuild publish --run` wrote."
         ) from None
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, RecursionError) as error:
         raise ReplayError(f"{path} is unreadable ({error}); give another run.") from None
     return from_document(document, str(path))
 
@@ -406,29 +420,10 @@ def from_document(document: Any, where: str) -> RunRecord:
             f"{where} is not a run record of this reprobuild (format {FORMAT}): a run recorded "
             "by an older version cannot be replayed; run it again with `reprobuild run`."
         )
-    shapes: dict[str, type] = {"command": list, "env": dict, "data": dict, "processes": list}
-    shapes |= {"outputs": dict, "logs": dict, "exit_code": int, "image_id": str, "shm_size": int}
-    wrong = sorted(
-        name for name, kind in shapes.items() if not isinstance(document.get(name), kind)
-    )
-    if wrong:
-        raise ReplayError(
-            f"{where} is damaged: its {', '.join(wrong)} {'is' if len(wrong) == 1 else 'are'} "
-            "missing or of the wrong kind. Give a record that `reprobuild run` wrote."
-        )
     try:
-        values = dict(document)
-        values["data"] = {name: DataRecord(**data) for name, data in document["data"].items()}
-        values["processes"] = [ProcessRecord(**process) for process in document["processes"]]
-        outputs = dict(document["outputs"])
-        outputs["entries"] = [FileRecord(**entry) for entry in outputs["entries"]]
-        values["outputs"] = OutputsRecord(**outputs)
-        values["logs"] = {name: LogRecord(**log) for name, log in document["logs"].items()}
-        trace = document["trace"]
-        values["trace"] = None if trace is None else TraceRecord(**trace)
-        return RunRecord(**values)
-    except (KeyError, TypeError, AttributeError) as error:
+        record: RunRecord = typed(document, RunRecord)
+    except ValueError as misfit:
         raise ReplayError(
-            f"{where} is incomplete or edited ({type(error).__name__}: {error}); give a record "
-            "that `reprobuild run` wrote."
+            f"{where} is damaged: it {misfit}. Give a record that `reprobuild run` wrote."
         ) from None
+    return record

@@ -19,7 +19,7 @@ from builder.codeset import Rules
 from builder.compat import ComputeCapability, CudaVersion, DriverVersion
 from builder.errors import SpecError
 from builder.knowledge import Knowledge
-from builder.reference import well_formed
+from builder.reference import name_problem, well_formed
 from builder.spec.file import has_spec, locate
 from builder.spec.model import (
     BootstrapBase,
@@ -32,9 +32,6 @@ from builder.spec.model import (
 
 CUBLAS_CONFIGS = (":4096:8", ":16:8")
 CUDA_TOOLKITS = ("none", "devel")
-_IMAGE_NAME = re.compile(
-    r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$"
-)
 _PYTHON = re.compile(r"^3\.\d{1,2}$")
 _DEBIAN_PACKAGE = re.compile(r"^[a-z0-9][a-z0-9+.\-]+(:[a-z0-9]+)?$")
 _SNAPSHOT = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
@@ -212,11 +209,9 @@ class _Checker(_Types):
 
     def name(self, table: dict[str, Any]) -> str | None:
         name = self.required(table, "name", '"lab/resnet-train"')
-        if name is not None and not _IMAGE_NAME.match(name):
-            self.problem(
-                f"'name' = {name!r} is not a valid image name: use lowercase letters, digits and "
-                "'.', '_', '-' separators, with '/' between path parts (e.g. \"lab/resnet-train\")."
-            )
+        problem = None if name is None else name_problem(name)
+        if problem is not None:
+            self.problem(f"'name' = {name!r} is not a valid image name: {problem}.")
             return None
         return name
 

@@ -70,5 +70,7 @@ def _read_toml(path: Path) -> dict[str, Any]:
         return document
     except tomllib.TOMLDecodeError as error:
         raise SpecError(str(path), [f"not valid TOML: {error}."]) from None
+    except RecursionError:
+        raise SpecError(str(path), ["nests arrays or tables too deeply to be read."]) from None
     except (OSError, UnicodeDecodeError) as error:
         raise SpecError(str(path), [f"cannot be read: {error}."]) from None

@@ -16,7 +16,7 @@ import pytest
 
 from builder import layout
 from tests import cli
-from tests.infra import REGISTRY
+from tests.infra import ENGINE, REGISTRY
 from tests.records import make_record
 
 
@@ -98,6 +98,33 @@ def test_sigterm_reaches_the_command(project: Path, test_base: str) -> None:
     assert only_record(project)["exit_code"] == 42
 
 
+def test_a_closed_stdout_stops_the_output_not_the_command(project: Path, test_base: str) -> None:
+    # `reprobuild run ... | head -1`: the reader leaves after one line; 50 000 lines follow.
+    script = "seq 1 50000; echo finished >&2; touch /tmp/done; exit 3"
+    argv = [sys.executable, "-m", "builder", "-C", str(project), "run", "--image", test_base]
+    process = subprocess.Popen(
+        [*argv, "--", "sh", "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert process.stdout is not None and process.stderr is not None
+    assert process.stdout.readline() == b"1\n"
+    process.stdout.close()
+    stderr = process.stderr.read().decode()
+    process.stderr.close()
+    assert process.wait(timeout=120) == 3  # the command's own exit: it ran to its end
+    assert "Traceback" not in stderr and "BrokenPipe" not in stderr
+    record = only_record(project)
+    folder = next((project / "runs").iterdir())
+    assert stderr.splitlines() == [
+        "finished",
+        "note: stdout closed while the command ran (a reader such as `head` left): its output "
+        f"stopped there, the command ran to its end; the whole output is in {folder}/stdout.log",
+        f"note: exit 3; record {folder}/run.json",
+    ]
+    assert record["exit_code"] == 3
+    expected = "".join(f"{line}\n" for line in range(1, 50001)).encode()
+    assert (folder / "stdout.log").read_bytes() == expected
+
+
 def test_a_command_the_image_lacks_starts_nothing_and_leaves_nothing(
     project: Path, engine_client: Any, test_base: str
 ) -> None:
@@ -141,7 +168,7 @@ def test_gpus_on_an_engine_without_the_nvidia_runtime(
     result = reprobuild(project, "run", "--gpus", "all", "--image", test_base, "--", "true")
     assert result.returncode == 1
     assert result.stderr == (
-        "error: the Docker engine at unix:///var/run/docker.sock cannot give a container a GPU "
+        f"error: the Docker engine at {ENGINE} cannot give a container a GPU "
         '(could not select device driver "" with capabilities: [[gpu]]): it has no NVIDIA '
         "container runtime. Install the NVIDIA Container Toolkit (`nvidia-container-toolkit`), "
         "run `nvidia-ctk runtime configure --runtime=docker` and restart dockerd; or use --cpu "

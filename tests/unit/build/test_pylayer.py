@@ -201,3 +201,37 @@ def test_a_copy_of_a_python_layer_is_named_by_its_diff_id() -> None:
         "/bin/sh -c #(nop) COPY --chown=0:0 layer:sha256:" + "1" * 64 + " in / ",
         steps[2].created_by,
     ]
+
+
+def test_a_wheel_damaged_since_it_was_verified_is_fetched_again_before_it_is_installed(
+    tmp_path: Path,
+) -> None:
+    """The wheel cache trusts a wheel whose size, mtime and inode are unchanged; a flipped bit
+    changes none of them. The layer hashes each wheel before installing it: a damaged one is
+    fetched again, and one that stays damaged is refused."""
+    from builder.errors import HashMismatch
+    from builder.lock.model import LockedPackage
+    from tests.unit.render.test_render import CASES, LOCK_DIGEST
+
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    good = wheel(tmp_path, "pkg", {"pkg/__init__.py": "VALUE = 1\n"}).read_bytes()
+    path = wheels / "pkg-1.0-py3-none-any.whl"
+    path.write_bytes(good[:40] + bytes([good[40] ^ 1]) + good[41:])
+    digest = hashlib.sha256(good).hexdigest()
+    package = LockedPackage("pkg", "1.0", f"https://x/{path.name}", digest)
+    layer = plan.PythonLayer("The package", "pkg", (package,))
+    build_plan = plan.plan(CASES["gpu-default"], LOCK_DIGEST)
+    fetched: list[str] = []
+
+    def refetch(again: LockedPackage) -> None:
+        fetched.append(again.filename)
+        path.write_bytes(good)
+
+    made = pylayer.make(build_plan, layer, pylayer.Wheels(wheels, refetch), tmp_path)
+    assert fetched == [path.name]
+    site = made.tree / "opt/venv/lib/python3.11/site-packages"
+    assert (site / "pkg/__init__.py").read_text() == "VALUE = 1\n"
+    path.write_bytes(good[:-1])
+    with pytest.raises(HashMismatch, match="still does not match the lock's sha256"):
+        pylayer.make(build_plan, layer, pylayer.Wheels(wheels, lambda _: None), tmp_path)

@@ -72,6 +72,29 @@ def test_impossible_combination_exits_3(tmp_path: Path) -> None:
     )
 
 
+def test_a_torch_version_that_is_not_a_release_exits_3_naming_the_releases(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "reprobuild.toml").write_text('name = "x"\npython = "3.11"\ntorch = "2.5.9"\n')
+    result = run("-C", str(tmp_path), "resolve")
+    assert (result.returncode, result.stdout) == (3, "")
+    assert result.stderr == (
+        "error: torch 2.5.9 is not a release: the 2.5 releases are 2.5.0 and 2.5.1. Pin one of "
+        'them, or write torch = "2.5.*" for the newest 2.5 build that fits.\n'
+    )
+
+
+def test_a_name_with_a_registry_port_resolves(tmp_path: Path) -> None:
+    (tmp_path / "reprobuild.toml").write_text(
+        'name = "registry.lab.example:5000/lab/train"\npython = "3.11"\ntorch = "2.5.1"\n'
+    )
+    result = run("-C", str(tmp_path), "resolve")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(
+        "registry.lab.example:5000/lab/train: torch 2.5.1+cu124 (PyPI default) for Python 3.11\n"
+    )
+
+
 def test_knowledge_show_json_has_sources() -> None:
     result = run("knowledge", "show", "torch==2.5.1", "--json")
     rows = json.loads(result.stdout)
@@ -86,10 +109,29 @@ def test_knowledge_show_table_and_gpus() -> None:
     assert "RTX 4090" in gpus.stdout and "sm_89" in gpus.stdout
 
 
-def test_knowledge_show_unknown_release() -> None:
-    result = run("knowledge", "show", "torch==9.9")
+@pytest.mark.parametrize(
+    ("requirement", "fix"),
+    [
+        ("torch==9.9", "if it came out after 2.15.0, run `reprobuild knowledge refresh`"),
+        ("2.5.9", "`reprobuild knowledge show` without a requirement lists every release"),
+        ("<2.0", "`reprobuild knowledge show` without a requirement lists every release"),
+    ],
+)
+def test_knowledge_show_unknown_release(requirement: str, fix: str) -> None:
+    result = run("knowledge", "show", requirement)
     assert result.returncode == 1
-    assert "no torch release matching 'torch==9.9' is in the knowledge base" in result.stderr
+    assert result.stderr == (
+        f"error: no torch release matching {requirement!r} is in the knowledge base (it knows "
+        f"2.0.0 to 2.15.0): {fix}.\n"
+    )
+
+
+def test_knowledge_show_of_what_is_not_a_requirement_is_a_usage_error() -> None:
+    result = run("knowledge", "show", "torch>>2")
+    assert result.returncode == 2
+    assert result.stderr == (
+        "error: 'torch>>2' is not a torch requirement; write e.g. torch==2.5.1, 2.5.* or '>=2.7'.\n"
+    )
 
 
 def test_doctor_without_gpu_or_engine_reports_each_in_one_line() -> None:
@@ -135,7 +177,10 @@ def test_run_needs_a_build_and_a_command(tmp_path: Path) -> None:
     assert bad_gpus.returncode == 2 and "'many': give all, or a number of GPUs" in bad_gpus.stderr
     typo = run("-C", str(tmp_path), "run", "--gpu", "all", "--", "python", "train.py")
     assert typo.returncode == 2
-    assert "no such option: --gpu (options go before --)" in typo.stderr
+    assert typo.stderr.splitlines()[-1] == "Error: No such option '--gpu'. Did you mean '--gpus'?"
+    flag = run("-C", str(tmp_path), "run", "--rm", "--", "python", "train.py")
+    assert flag.returncode == 2
+    assert flag.stderr.splitlines()[-1] == "Error: No such option '--rm'."
 
 
 def test_run_without_an_engine_names_it_and_leaves_nothing(tmp_path: Path) -> None:
@@ -439,14 +484,84 @@ def test_export_usage_errors(tmp_path: Path) -> None:
     assert no_command.returncode == 2 and "Missing argument 'COMMAND...'" in no_command.stderr
     typo = run("-C", str(project), "export", "slurm", "--node", "2", "--", "train.py")
     assert typo.returncode == 2
-    assert "Error: no such option: --node (options go before --)" in typo.stderr
+    assert typo.stderr.splitlines()[-1] == "Error: No such option '--node'. Did you mean '--nodes'?"
     bad_time = run("-C", str(project), "export", "slurm", "--time", "4h", "--", "train.py")
     assert bad_time.returncode == 2 and "Invalid value for '--time': '4h'" in bad_time.stderr
     namespace = run("-C", str(project), "export", "kubernetes", "--namespace", "ML", "--", "t.py")
     assert namespace.returncode == 2 and "'ML': a namespace is a DNS-1123 label" in namespace.stderr
     launcher = run("-C", str(project), "export", "slurm", "--", "python", "train.py")
-    assert launcher.returncode == 1
+    assert launcher.returncode == 2
     assert launcher.stderr.startswith("error: the command starts with python, but the job starts")
     for target in ("slurm", "kubernetes"):
         shown = run("export", target, "--help")
         assert shown.returncode == 0 and f"reprobuild export {target} --nodes 2" in shown.stdout
+
+
+@pytest.mark.parametrize(
+    ("arguments", "last_line"),
+    [
+        (["slurm", "--bogus", "--", "train.py"], "Error: No such option '--bogus'."),
+        (
+            ["kubernetes", "--nodes", "2", "--bogus", "--", "t.py"],
+            "Error: No such option '--bogus'.",
+        ),
+        (
+            ["slurm", "--", "-m"],
+            "error: -m needs the module torchrun runs: -- -m package.train --epochs 3.",
+        ),
+        (
+            ["kubernetes", "--", "torchrun", "t.py"],
+            "error: the command starts with torchrun, but "
+            "the job starts torchrun itself: give what torchrun runs, a script and its arguments "
+            "(-- train.py --epochs 3) or a module (-- -m package.train --epochs 3).",
+        ),
+        (["kubernetes", "--namespace"], "Error: Option '--namespace' requires an argument."),
+        (["cluster", "--", "t.py"], "Error: No such command 'cluster'."),
+        (
+            ["slurm", "--gpus-per-node", "x", "--", "t.py"],
+            "Error: Invalid value for '--gpus-per-node': 'x' is not a valid integer range.",
+        ),
+    ],
+)
+def test_every_export_usage_error_exits_2(
+    tmp_path: Path, arguments: list[str], last_line: str
+) -> None:
+    result = run("-C", str(_export_project(tmp_path)), "export", *arguments)
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr.splitlines()[-1] == last_line
+
+
+def test_export_passes_a_command_given_without_dashes_through(tmp_path: Path) -> None:
+    result = run("-C", str(_export_project(tmp_path)), "export", "slurm", "-m", "lab.train")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == "    -m lab.train"
+
+
+@pytest.mark.parametrize(
+    ("verb", "option", "value", "example"),
+    [
+        ("lock", "--index-url", "notaurl", "https://pypi.org/simple"),
+        ("lock", "--debian-mirror", "deb.debian.org/debian", "http://deb.debian.org/debian"),
+        ("lock", "--debian-security-mirror", "ftp://x/y", "http://deb.debian.org/debian"),
+        ("build", "--debian-mirror", "http://", "http://deb.debian.org/debian"),
+    ],
+)
+def test_an_index_or_archive_that_is_not_an_address_is_a_usage_error(
+    verb: str, option: str, value: str, example: str
+) -> None:
+    result = run("-C", str(EXAMPLE), verb, option, value)
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1] == (
+        f"Error: Invalid value for '{option}': {value!r} is not an http:// or https:// address; "
+        f"write e.g. {example}."
+    )
+
+
+def test_verify_of_a_file_that_does_not_exist_is_a_usage_error(tmp_path: Path) -> None:
+    missing = tmp_path / "reprobuild.manifest.json"
+    result = run("verify", str(missing))
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr == (
+        f"error: {missing} does not exist: give the paper's reprobuild.manifest.json or an image "
+        "as name@sha256:<digest>.\n"
+    )

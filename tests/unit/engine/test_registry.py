@@ -17,6 +17,6 @@ def test_unreachable_registry_names_the_host() -> None:
     ):
         client.resolve(ImageReference.parse("127.0.0.1:9/x/y:z"))
     assert str(caught.value) == (
-        "the registry 127.0.0.1:9 did not answer (ConnectionError after 2 attempts). Check the "
-        "network, or give the base by digest (name@sha256:...)."
+        "the registry 127.0.0.1:9 did not answer (ConnectionError after 2 attempts). Check that "
+        "it runs and that this machine reaches it (network, proxy)."
     )

@@ -21,7 +21,7 @@ import yaml
 from builder import __version__
 from builder.build import buildrecord
 from builder.build.buildrecord import BuildRecord
-from builder.errors import ExportError, RecordError
+from builder.errors import USAGE, ExportError, ExportUsage, RecordError
 from builder.lock import lockfile
 from builder.publish import export
 from builder.publish.export import Job, SlurmOptions
@@ -394,22 +394,24 @@ def test_an_edited_pushed_reference_is_refused(project: Path) -> None:
         (Job(()), "give the training command after --"),
         (Job(("t.py",), nodes=0), "at least one node and one GPU per node"),
         (Job(("t.py",), gpus_per_node=0), "at least one node and one GPU per node"),
+        (Job(("-m",)), "-m needs the module torchrun runs: -- -m package.train --epochs 3."),
     ],
 )
-def test_bad_jobs_are_refused(project: Path, job: Job, message: str) -> None:
-    with pytest.raises(ExportError, match=message):
+def test_bad_jobs_are_refused_as_usage_errors(project: Path, job: Job, message: str) -> None:
+    with pytest.raises(ExportUsage, match=message) as slurm_error:
         export.slurm(project, job, SlurmOptions())
-    with pytest.raises(ExportError, match=message):
+    with pytest.raises(ExportUsage, match=message):
         export.kubernetes(project, job)
+    assert slurm_error.value.exit_code == USAGE
 
 
 def test_bad_option_values_are_refused(project: Path) -> None:
     job = Job(("t.py",))
-    with pytest.raises(ExportError, match=r"^--time '4h': give a Slurm time limit"):
+    with pytest.raises(ExportUsage, match=r"^--time '4h': give a Slurm time limit"):
         export.slurm(project, job, SlurmOptions(time="4h"))
-    with pytest.raises(ExportError, match=r"^--partition 'gpu; rm': give a partition name"):
+    with pytest.raises(ExportUsage, match=r"^--partition 'gpu; rm': give a partition name"):
         export.slurm(project, job, SlurmOptions(partition="gpu; rm"))
-    with pytest.raises(ExportError, match=r"^--namespace 'ML': a namespace is a DNS-1123"):
+    with pytest.raises(ExportUsage, match=r"^--namespace 'ML': a namespace is a DNS-1123"):
         export.kubernetes(project, job, "ML")
 
 

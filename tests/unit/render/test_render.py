@@ -350,3 +350,28 @@ def test_an_override_without_the_two_blocks_is_built_in_one_pass(
     rendered = dockerfile(tmp_path)
     assert rendered.stages is None
     assert rendered.text.startswith(("FROM python@", "ARG BASE=x\n", "# lab/train"))
+
+
+def test_a_context_holds_only_the_names_render_may_replace(tmp_path: Path) -> None:
+    lock = CASES["gpu-default"]
+    build_plan = plan.plan(lock, LOCK_DIGEST)
+    project = tmp_path / "project"
+    project.mkdir()
+    output = context.write(
+        tmp_path / "context", context.files(build_plan, rendered(lock)), project, build_plan
+    )[0]
+    assert {entry.name for entry in output.iterdir()} <= context.CONTEXT_NAMES
+
+
+def test_a_staging_folder_a_killed_render_left_is_removed_by_the_next(tmp_path: Path) -> None:
+    lock = CASES["gpu-default"]
+    build_plan = plan.plan(lock, LOCK_DIGEST)
+    project = tmp_path / "project"
+    project.mkdir()
+    left = tmp_path / ".context.k1ll3d"  # held by no process: its maker is gone
+    (left / "code").mkdir(parents=True)
+    (left / "code" / "half.py").write_text("")
+    context.write(
+        tmp_path / "context", context.files(build_plan, rendered(lock)), project, build_plan
+    )
+    assert sorted(entry.name for entry in tmp_path.iterdir()) == ["context", "project"]

@@ -95,7 +95,37 @@ def test_too_old_driver_names_the_floor(tmp_path: Path) -> None:
 def test_unsupported_python_lists_what_exists(tmp_path: Path) -> None:
     message = failure(tmp_path, spec_text("2.5.*", python="3.14"))
     assert "no wheel for Python 3.14 (wheels for 3.9, 3.10, 3.11, 3.12, 3.13)" in message
-    assert "  - torch '2.5.*' has wheels for Python 3.9, 3.10, 3.11, 3.12, 3.13." in message
+    assert message.splitlines()[-4:] == [
+        "What would work instead:",
+        "  - torch '2.5.*' has wheels for Python 3.9, 3.10, 3.11, 3.12, 3.13.",
+        "  - torch >= 2.9.0 has wheels for Python 3.14.",
+        "  - torch==2.15.0 (2.15.0+cu132) satisfies everything but the torch/CUDA pin.",
+    ]
+
+
+def test_a_gpu_the_release_covers_is_not_given_as_the_reason(tmp_path: Path) -> None:
+    """torch 2.5 has kernels for an A100; only its Python wheels stop at 3.13."""
+    message = failure(tmp_path, spec_text("2.5.*", python="3.14", target_='gpus = ["A100"]\n'))
+    assert message.splitlines()[-4:] == [
+        "What would work instead:",
+        "  - torch '2.5.*' has wheels for Python 3.9, 3.10, 3.11, 3.12, 3.13.",
+        "  - torch >= 2.9.0 has wheels for Python 3.14.",
+        "  - torch==2.15.0 (2.15.0+cu132) satisfies everything but the torch/CUDA pin.",
+    ]
+
+
+def test_each_way_out_names_its_own_reason(tmp_path: Path) -> None:
+    """An RTX 5090 needs torch >= 2.7 for its kernels and Python 3.14 needs torch >= 2.9 for
+    its wheels: two lines, each with the release that meets its own constraint."""
+    gpu = 'gpus = ["RTX 5090"]\n'
+    message = failure(tmp_path, spec_text("2.5.*", python="3.14", target_=gpu))
+    assert message.splitlines()[-5:] == [
+        "What would work instead:",
+        "  - torch >= 2.7.0 with CUDA 12.8 (2.7.0+cu128) has kernels for RTX 5090 (sm_120).",
+        "  - torch '2.5.*' has wheels for Python 3.9, 3.10, 3.11, 3.12, 3.13.",
+        "  - torch >= 2.9.0 has wheels for Python 3.14.",
+        "  - torch==2.15.0 (2.15.0+cu132) satisfies everything but the torch/CUDA pin.",
+    ]
 
 
 def test_explicit_cuda_is_honoured(tmp_path: Path) -> None:
@@ -132,11 +162,43 @@ def test_ada_runs_ampere_cubins_with_a_note(tmp_path: Path) -> None:
     assert "L4 (sm_89) runs the sm_86 cubins (same major, lower minor)" in resolution.notes
 
 
-def test_unknown_release_points_to_refresh(tmp_path: Path) -> None:
-    message = failure(tmp_path, spec_text("3.0"))
-    assert "no CUDA build of a torch release matching '3.0' is in the knowledge base" in message
-    assert 'did you mean "3.0.*"?' in message
-    assert "run `reprobuild knowledge refresh`" in message
+def test_a_release_newer_than_the_knowledge_points_to_refresh(tmp_path: Path) -> None:
+    assert failure(tmp_path, spec_text("3.0")) == (
+        "no CUDA build of a torch release matching '3.0' is in the knowledge base, which knows "
+        f'torch 2.0.0 to 2.15.0 (version {KB.version}). "3.0" means ==3.0 exactly; did you '
+        'mean "3.0.*"? If the release came out after 2.15.0, run `reprobuild knowledge refresh` '
+        "to read the releases since."
+    )
+    assert failure(tmp_path, spec_text(">=2.99")).endswith(
+        "If the release came out after 2.15.0, run `reprobuild knowledge refresh` to read the "
+        "releases since."
+    )
+
+
+@pytest.mark.parametrize("torch", ["2.5.9", "==2.5.9", "2.5.9+cu121"])
+def test_a_patch_release_that_does_not_exist_names_the_real_ones(
+    tmp_path: Path, torch: str
+) -> None:
+    assert failure(tmp_path, spec_text(torch)) == (
+        "torch 2.5.9 is not a release: the 2.5 releases are 2.5.0 and 2.5.1. Pin one of them, "
+        'or write torch = "2.5.*" for the newest 2.5 build that fits.'
+    )
+
+
+def test_a_series_of_one_release_is_named_so(tmp_path: Path) -> None:
+    assert failure(tmp_path, spec_text("2.6.3", extra="cpu_only = true\n")) == (
+        "torch 2.6.3 is not a release: the only 2.6 release is 2.6.0. Pin it, or write "
+        'torch = "2.6.*" for the newest 2.6 build that fits.'
+    )
+
+
+def test_a_release_older_than_the_knowledge_does_not_point_to_refresh(tmp_path: Path) -> None:
+    assert failure(tmp_path, spec_text("1.13.1")) == (
+        "no CUDA build of a torch release matching '1.13.1' is in the knowledge base, which "
+        f"knows torch 2.0.0 to 2.15.0 (version {KB.version}). Choose a release in that range; "
+        "`reprobuild knowledge show` lists them."
+    )
+    assert "refresh" not in failure(tmp_path, spec_text("<2.0"))
 
 
 def test_preference_is_default_then_cuda_then_torch() -> None:

@@ -92,7 +92,7 @@ def test_values_are_checked(tmp_path: Path) -> None:
         '[determinism]\ncublas_workspace_config = ":8:8"\n'
     )
     problems = problems_of(tmp_path, text)
-    assert problems[0].startswith("'name' = 'Lab/Train' is not a valid image name")
+    assert problems[0].startswith("'name' = 'Lab/Train' is not a valid image name: the path part")
     assert problems[1] == "'python' = '3' must be a major.minor version such as \"3.11\"."
     assert problems[2].startswith("'torch' = 'latest' is neither a version nor a PEP 440")
     assert problems[3] == "'cuda' = '12' must be \"auto\" or a CUDA major.minor such as \"12.4\"."
@@ -104,6 +104,41 @@ def test_values_are_checked(tmp_path: Path) -> None:
     )
     assert problems[6].startswith("'determinism.cublas_workspace_config' = ':8:8' must be one of")
     assert len(problems) == 7
+
+
+def test_a_name_with_a_registry_port_is_accepted(tmp_path: Path) -> None:
+    text = MINIMAL.replace('"lab/train"', '"registry.lab.example:5000/lab/train"')
+    assert load_spec(write(tmp_path, text), KB).spec.name == "registry.lab.example:5000/lab/train"
+
+
+NAME_FORM = (
+    "write [HOST[:PORT]/]PATH, with path parts of lower-case letters and digits joined by '.', "
+    "'_', '__' or '-', e.g. \"lab/resnet-train\" or \"registry.lab.example:5000/lab/train\"."
+)
+
+
+@pytest.mark.parametrize(
+    ("name", "problem"),
+    [
+        ("Lab/Train", f"the path part 'Lab' has upper-case letters; {NAME_FORM}"),
+        ("lab//train", f"it has an empty path part ('//', or '/' at an end); {NAME_FORM}"),
+        (
+            "registry.lab.example:5000x/lab/train",
+            "the registry port '5000x' of 'registry.lab.example:5000x' is not a number from 1 to "
+            f"65535; {NAME_FORM}",
+        ),
+        (
+            "lab/train:v1",
+            "it ends in the tag ':v1', but each build is tagged with its lock's digest; write "
+            'the name alone, "lab/train".',
+        ),
+    ],
+)
+def test_a_name_that_is_not_an_image_name_says_why(tmp_path: Path, name: str, problem: str) -> None:
+    text = MINIMAL.replace('"lab/train"', f'"{name}"')
+    assert problems_of(tmp_path, text) == [
+        f"'name' = {name!r} is not a valid image name: {problem}"
+    ]
 
 
 def test_required_keys(tmp_path: Path) -> None:
