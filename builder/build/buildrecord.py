@@ -13,6 +13,7 @@ from builder.build.recordfile import ImageToRun
 from builder.errors import RecordError
 from builder.files import write_output
 from builder.reference import pinned_reference
+from builder.shapes import typed
 
 if TYPE_CHECKING:
     from builder.engine.sdk import Engine
@@ -65,7 +66,7 @@ def write(project: Path, record: BuildRecord) -> Path:
 def read(project: Path) -> BuildRecord:
     document = recordfile.load(project)
     try:
-        record: BuildRecord = recordfile.typed(document, BuildRecord)
+        record: BuildRecord = typed(document, BuildRecord)
     except ValueError as misfit:
         path = recordfile.path_in(project)
         raise RecordError(f"{path} {misfit}; run `reprobuild build` again.") from None

@@ -11,6 +11,7 @@ import os
 
 from builder.errors import RecordError
 from builder.layout import RECORD_FILE
+from builder.shapes import shown
 
 TYPE_CHECKING = False  # typing's own flag, without importing typing on `run`'s way to the start
 if TYPE_CHECKING:
@@ -45,102 +46,6 @@ def load(project: Folder) -> dict[str, Any]:
 
 def incomplete(project: Folder, error: Exception) -> RecordError:
     return RecordError(f"{path_in(project)} is incomplete ({error}); run `reprobuild build` again.")
-
-
-_HINTS: dict[type, dict[str, Any]] = {}
-
-
-def typed(value: Any, hint: Any, where: str = "") -> Any:
-    """`value` from a record's JSON as the type `hint` declares: a dataclass from an object
-    (absent keys take their defaults), a tuple from an array, a TypedDict as it is (its keys
-    checked, unknown ones kept). A value that is not one is a ValueError whose message is the
-    clause that names it (`where` is its key), e.g. 'has layers[0].size = "x", not an integer'.
-    The build and run records and the smoke report are read through it, so that one that was
-    edited never reaches the stages as a wrong type. typing is imported here, not above: this
-    module is on `run`'s way to the start."""
-    import dataclasses
-    import types
-    import typing
-
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if hint is typing.Any or (origin is typing.Literal and value in args):
-        return value
-    if origin in (typing.Union, types.UnionType):
-        return _one_of(value, args, where)
-    if (dataclasses.is_dataclass(hint) or typing.is_typeddict(hint)) and isinstance(value, dict):
-        return _record(value, hint, where)
-    if origin in (list, tuple) and isinstance(value, list):
-        return origin(typed(item, args[0], f"{where}[{at}]") for at, item in enumerate(value))
-    if origin is dict and isinstance(value, dict):
-        return {key: typed(item, args[1], _at(where, key)) for key, item in value.items()}
-    if type(value) is hint or (hint is float and type(value) is int):
-        return value
-    raise ValueError(f"has {where} = {_shown(value)}, not {_kind(hint)}")
-
-
-def _one_of(value: Any, hints: tuple[Any, ...], where: str) -> Any:
-    misfits = []
-    for hint in hints:
-        try:
-            return typed(value, hint, where)
-        except ValueError as misfit:
-            misfits.append(misfit)
-    # An object of the right kind with a wrong key inside: name that key.
-    deeper = [misfit for misfit in misfits if not str(misfit).startswith(f"has {where} = ")]
-    kinds = " or ".join(_kind(hint) for hint in hints)
-    raise deeper[0] if deeper else ValueError(f"has {where} = {_shown(value)}, not {kinds}")
-
-
-def _record(document: dict[str, Any], hint: Any, where: str) -> Any:
-    import dataclasses
-    import typing
-
-    if hint not in _HINTS:
-        _HINTS[hint] = typing.get_type_hints(hint)
-    hints = _HINTS[hint]
-    if typing.is_typeddict(hint):
-        missing = sorted(hint.__required_keys__ - set(document))
-        if missing:
-            raise ValueError(f"lacks {_at(where, missing[0])}")
-        return {
-            key: typed(value, hints[key], _at(where, key)) if key in hints else value
-            for key, value in document.items()
-        }
-    unknown = sorted(set(document) - set(hints))
-    if unknown:
-        raise ValueError(f"has the unknown key {_at(where, unknown[0])}")
-    for field in dataclasses.fields(hint):
-        required = (
-            dataclasses.MISSING is field.default and dataclasses.MISSING is field.default_factory
-        )
-        if required and field.name not in document:
-            raise ValueError(f"lacks {_at(where, field.name)}")
-    return hint(
-        **{key: typed(value, hints[key], _at(where, key)) for key, value in document.items()}
-    )
-
-
-def _shown(value: object) -> str:
-    """A value in a message: a scalar as JSON writes it, cut short; a container as [...] or
-    {...} (its parts may nest deeper than a message should go)."""
-    containers: dict[type, str] = {list: "[...]", dict: "{...}"}
-    shown = containers.get(type(value)) or json.dumps(value, default=str)
-    return shown if len(shown) <= 40 else f"{shown[:37]}..."
-
-
-def _at(where: str, key: str) -> str:
-    return f"{where}.{key}" if where else key
-
-
-def _kind(hint: Any) -> str:
-    import typing
-
-    if typing.get_origin(hint) in (list, tuple):
-        return "an array"
-    if typing.get_origin(hint) is typing.Literal:
-        return " or ".join(json.dumps(arg) for arg in typing.get_args(hint))
-    names = {str: "a string", int: "an integer", bool: "a boolean", float: "a number"}
-    return names.get(hint, "null" if hint is type(None) else "an object")
 
 
 class ImageToRun:
@@ -189,7 +94,7 @@ def recorded_image(
         if not isinstance(value, str) and not (name == "pushed" and value is None):
             wanted = "a string or null" if name == "pushed" else "a string"
             raise RecordError(
-                f"{path_in(project)} has {name} = {_shown(value)}, not {wanted}; run `reprobuild "
+                f"{path_in(project)} has {name} = {shown(value)}, not {wanted}; run `reprobuild "
                 "build` again."
             )
     found = find(image_id)

@@ -12,8 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, TypedDict, cast
 
-from builder.build.recordfile import typed
 from builder.errors import CommandNotFound, SmokeError, tail
+from builder.shapes import typed
 from builder.smoke import describe
 
 if TYPE_CHECKING:

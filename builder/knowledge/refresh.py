@@ -74,7 +74,9 @@ class RefreshReport:
     unreachable: list[str] = field(default_factory=list)
 
 
-class _Anchors(HTMLParser):
+class Anchors(HTMLParser):
+    """The links of a PEP 503 index page, each with its attributes."""
+
     def __init__(self) -> None:
         super().__init__()
         self.links: list[tuple[str, dict[str, str | None]]] = []
@@ -89,7 +91,7 @@ def list_wheels(index: Index, index_url: str) -> list[Wheel]:
     """Linux x86_64 CPython wheels of torch >= 2.0 listed by a PEP 503 simple index."""
     page_url = f"{index_url.rstrip('/')}/torch/"
     page = index.get(page_url, {"Accept": "text/html"}).decode("utf-8", errors="replace")
-    parser = _Anchors()
+    parser = Anchors()
     parser.feed(page)
     wheels = []
     for href, attributes in parser.links:

@@ -8,12 +8,10 @@ refused instead of trusted.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import hashlib
 import json
 import sys
-import types
 import typing
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,6 +22,7 @@ import tomli_w
 from builder.errors import LockFileError
 from builder.files import write_output
 from builder.lock.model import Lock
+from builder.shapes import Dialect, typed
 from builder.spec.file import locate
 
 if sys.version_info >= (3, 11):
@@ -124,80 +123,10 @@ def loads(text: str, source: str = LOCK_FILE) -> Lock:
         )
     try:
         fields = {key: value for key, value in document.items() if key in _hints(Lock)}
-        lock: Lock = _typed(fields, Lock, "")
+        lock: Lock = typed(fields, Lock, "", TOML)
     except ValueError as misfit:
         raise LockFileError(f"{source} {misfit}; re-create it with `reprobuild lock`.") from None
     return lock
-
-
-def _typed(value: Any, hint: Any, where: str) -> Any:
-    """`value` from the lock's TOML as the type `hint` declares: a record from a table (an absent
-    key takes its default, or None where None fits: TOML has no null), a tuple from an array, a
-    TypedDict's keys checked where present (the lock leaves the resolution's optional keys out).
-    A value that is not one is a ValueError whose message is the clause that names it (`where`
-    is its key), e.g. 'has python.packages[0].size = "10", not an integer'. The integrity digest
-    catches an edit; this catches a lock sealed with other records (another version, a tool)."""
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        return _one_of(value, args, where)
-    if (dataclasses.is_dataclass(hint) or typing.is_typeddict(hint)) and isinstance(value, dict):
-        return _record(value, hint, where)
-    if origin in (list, tuple) and isinstance(value, list):
-        return origin(_typed(item, args[0], f"{where}[{at}]") for at, item in enumerate(value))
-    if type(value) is hint:
-        return value
-    raise ValueError(f"has {where} = {_shown(value)}, not {_kind(hint)}")
-
-
-def _one_of(value: Any, hints: tuple[Any, ...], where: str) -> Any:
-    misfits = []
-    for hint in hints:
-        try:
-            return _typed(value, hint, where)
-        except ValueError as misfit:
-            misfits.append(misfit)
-    # A table of the right kind with a wrong key inside: name that key.
-    deeper = [misfit for misfit in misfits if not str(misfit).startswith(f"has {where} = ")]
-    kinds = " or ".join(_kind(hint) for hint in hints if hint is not type(None))
-    raise deeper[0] if deeper else ValueError(f"has {where} = {_shown(value)}, not {kinds}")
-
-
-def _record(table: dict[str, Any], hint: Any, where: str) -> Any:
-    hints = _hints(hint)
-    named = {key: f"{where}.{key}" if where else key for key in {*table, *hints}}
-    if typing.is_typeddict(hint):
-        return {
-            key: _typed(value, hints[key], named[key]) if key in hints else value
-            for key, value in table.items()
-        }
-    unknown = sorted(set(table) - set(hints))
-    if unknown:
-        raise ValueError(f"has the unknown key {named[unknown[0]]}")
-    values = {key: _typed(value, hints[key], named[key]) for key, value in table.items()}
-    for field in dataclasses.fields(hint):
-        required = (
-            dataclasses.MISSING is field.default and dataclasses.MISSING is field.default_factory
-        )
-        if field.name not in table and required:
-            if type(None) not in typing.get_args(hints[field.name]):
-                raise ValueError(f"lacks {named[field.name]}")
-            values[field.name] = None
-    return hint(**values)
-
-
-def _shown(value: object) -> str:
-    """A value in a message: a scalar as JSON writes it, cut short; an array or a table as [...]
-    or {...} (its parts may nest deeper than a message should go)."""
-    containers: dict[type, str] = {list: "[...]", dict: "{...}"}
-    shown = containers.get(type(value)) or json.dumps(value, default=str)
-    return shown if len(shown) <= 40 else f"{shown[:37]}..."
-
-
-def _kind(hint: Any) -> str:
-    if typing.get_origin(hint) in (list, tuple):
-        return "an array"
-    names = {str: "a string", int: "an integer", bool: "a boolean", float: "a number"}
-    return names.get(hint, "a table")
 
 
 @functools.cache
@@ -205,6 +134,11 @@ def _hints(kind: type) -> dict[str, Any]:
     from builder.resolve.resolve import ResolutionRecord
 
     return typing.get_type_hints(kind, localns={"ResolutionRecord": ResolutionRecord})
+
+
+# TOML has no null: an absent key is None where None fits. The lock leaves the resolution's
+# optional keys out, so a TypedDict's keys are checked where present.
+TOML = Dialect("a table", absent_is_none=True, loose_keys=True, hints=_hints)
 
 
 def file_digest(path: Path) -> str:

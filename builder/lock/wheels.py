@@ -15,7 +15,6 @@ import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from html.parser import HTMLParser
 from pathlib import Path
 from typing import Protocol
 from urllib.parse import unquote, urldefrag, urljoin, urlsplit
@@ -31,6 +30,8 @@ from packaging.utils import (
     parse_wheel_filename,
 )
 from packaging.version import InvalidVersion, Version
+
+from builder.knowledge.refresh import Anchors
 
 GLIBC = (2, 28)  # the newest manylinux the image's base provides
 ARCH = "x86_64"
@@ -128,7 +129,7 @@ def listing(index: Index, index_url: str, name: str) -> list[IndexFile]:
             )
             for entry in document.get("files", [])
         ]
-    parser = _Anchors()
+    parser = Anchors()
     parser.feed(body.decode("utf-8", errors="replace"))
     return [
         IndexFile(
@@ -138,17 +139,6 @@ def listing(index: Index, index_url: str, name: str) -> list[IndexFile]:
         )
         for href, attributes in parser.links
     ]
-
-
-class _Anchors(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__()
-        self.links: list[tuple[str, dict[str, str | None]]] = []
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        attributes = dict(attrs)
-        if tag == "a" and attributes.get("href"):
-            self.links.append((str(attributes["href"]), attributes))
 
 
 def releases(files: Iterable[IndexFile]) -> dict[Version, Release]:

@@ -19,12 +19,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from builder import __version__, layout, source
-from builder.build.recordfile import typed
 from builder.engine import host
 from builder.errors import ReplayError, ReprobuildError
 from builder.files import write_output, writing
 from builder.run import datadigest
 from builder.run.args import REPORT_FOLDER
+from builder.shapes import typed
 
 if TYPE_CHECKING:
     from builder.run.inputs import DataMount, Environment

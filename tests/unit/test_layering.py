@@ -21,7 +21,7 @@ import pytest
 
 PACKAGE = Path(__file__).parents[2] / "builder"
 LEAVES = {"__init__", "errors", "layout", "reference", "compat", "files", "tarstream", "snapshots"}
-LEAVES |= {"source", "codeset", "wheelinstall", "scratch"}
+LEAVES |= {"source", "codeset", "wheelinstall", "scratch", "shapes"}
 # Lowest first: a room may import the rooms before it and the leaves, never one after it.
 ROOMS = (
     "engine",
@@ -57,6 +57,7 @@ RUN_PATH = {
     "builder.engine.wire",
     "builder.build",
     "builder.build.recordfile",
+    "builder.shapes",
 }
 HEAVY = {"click", "docker", "requests", "rich", "pynvml", "dataclasses", "pathlib", "typing"}
 
