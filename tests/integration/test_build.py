@@ -86,6 +86,48 @@ def write_lock(folder: Path, lock: Lock) -> None:
     (folder / lockfile.LOCK_FILE).write_text(lockfile.dumps(lock))
 
 
+def served_wheel(folder: Path, name: str, version: str, payload: bytes, url: str) -> LockedPackage:
+    """A stand-in wheel in `folder`, whose files `url` serves, with `payload` as its data."""
+    path = folder / f"{name}-{version}-py3-none-any.whl"
+    members = {
+        f"{name}/__init__.py": f"__version__ = {version!r}\n".encode(),
+        f"{name}-{version}.dist-info/METADATA": (
+            f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode()
+        ),
+        f"{name}-{version}.dist-info/WHEEL": (
+            b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+        ),
+        f"{name}-{version}.dist-info/RECORD": b"",
+    }
+    if payload:
+        members[f"{name}/lib/payload.bin"] = payload
+    with zipfile.ZipFile(path, "w") as archive:
+        for member, data in members.items():
+            archive.writestr(zipfile.ZipInfo(member, WHEEL_TIME), data)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    return LockedPackage(name, version, f"{url}/{path.name}", digest, path.stat().st_size)
+
+
+def served_project(folder: Path, name: str, torch: bytes, wheels: Path, url: str) -> Path:
+    """A project of SPEC named `name`, locked on a stand-in torch of `torch` bytes and a tiny
+    package, their wheels in `wheels`, served at `url`; from the Debian mirror."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "reprobuild.toml").write_text(SPEC)
+    (folder / "train.py").write_text("print('training')\n")
+    packages = (
+        served_wheel(wheels, "torch", "2.5.1", torch, url),
+        served_wheel(wheels, "tinypkg", "1.0", b"", url),
+    )
+    lock = make_lock(cuda=None, label="2.5.1+cpu", packages=packages, base=base_lock())
+    lock = replace(
+        lock,
+        system=replace(lock.system, mirror=DEBIAN_MIRROR, security_mirror=None),
+        resolution={**lock.resolution, "name": name},
+    )
+    write_lock(folder, lock)
+    return folder
+
+
 class Recorder:
     def __init__(self) -> None:
         self.notes: list[str] = []

@@ -19,7 +19,6 @@ import random
 import subprocess
 import zipfile
 from collections.abc import Callable, Iterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +26,10 @@ import pytest
 
 from builder import layout
 from builder.lock import lockfile
-from builder.lock.model import LockedPackage
 from tests import cli
 from tests.conftest import LocalIndex
-from tests.infra import BASE, DEBIAN_MIRROR
-from tests.integration.test_build import SPEC, WHEEL_TIME, base_lock, write_lock
-from tests.locks import make_lock
+from tests.infra import BASE
+from tests.integration.test_build import served_project
 
 NAME = "reprobuild-test/full-disk"
 TITLE = f"{layout.TITLE_LABEL}={NAME}"
@@ -106,46 +103,12 @@ def temporary_files(folder: Path) -> list[str]:
 # Builds: the small project, its stand-in torch a wheel of some size served over HTTP.
 
 
-def wheel(folder: Path, name: str, version: str, payload: bytes, url: str) -> LockedPackage:
-    path = folder / f"{name}-{version}-py3-none-any.whl"
-    files = {
-        f"{name}/__init__.py": f"__version__ = {version!r}\n".encode(),
-        f"{name}/payload.bin": payload,
-        f"{name}-{version}.dist-info/METADATA": (
-            f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode()
-        ),
-        f"{name}-{version}.dist-info/WHEEL": (
-            b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
-        ),
-        f"{name}-{version}.dist-info/RECORD": b"",
-    }
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as archive:
-        for member, data in files.items():
-            archive.writestr(zipfile.ZipInfo(member, WHEEL_TIME), data)
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    return LockedPackage(name, version, f"{url}/{path.name}", digest, path.stat().st_size)
-
-
 def project_with_wheels(folder: Path, index: LocalIndex, torch_size: int) -> Path:
     """A project ready to build, its torch `torch_size` bytes of random data, served by
     `index`."""
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "reprobuild.toml").write_text(SPEC)
-    (folder / "train.py").write_text("print('training')\n")
     block = random.Random(3).randbytes(min(torch_size, MIB))
     payload = block * (torch_size // MIB) + block[: torch_size % MIB]
-    packages = (
-        wheel(index.root, "torch", "2.5.1", payload, index.url),
-        wheel(index.root, "tinypkg", "1.0", b"", index.url),
-    )
-    lock = make_lock(cuda=None, label="2.5.1+cpu", packages=packages, base=base_lock())
-    lock = replace(
-        lock,
-        system=replace(lock.system, mirror=DEBIAN_MIRROR, security_mirror=None),
-        resolution={**lock.resolution, "name": NAME},
-    )
-    write_lock(folder, lock)
-    return folder
+    return served_project(folder, NAME, payload, index.root, index.url)
 
 
 def build(project: Path, **env: Path) -> subprocess.CompletedProcess[str]:

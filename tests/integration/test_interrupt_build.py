@@ -35,7 +35,6 @@ import socket
 import subprocess
 import threading
 import time
-import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -51,12 +50,10 @@ from builder.engine.registry import RegistryClient
 from builder.engine.sdk import BuildEvent
 from builder.errors import BuildFailed
 from builder.lock import lockfile
-from builder.lock.model import LockedPackage
 from builder.reference import ImageReference
 from builder.render import wheelhouse
-from tests.infra import DEBIAN_MIRROR, REGISTRY
-from tests.integration.test_build import SPEC, WHEEL_TIME, base_lock, write_lock
-from tests.locks import make_lock
+from tests.infra import REGISTRY
+from tests.integration.test_build import SPEC, served_project
 
 REPROBUILD = Path(__file__).parents[2] / ".venv" / "bin" / "reprobuild"
 NAME = "reprobuild-test/interrupt"
@@ -306,27 +303,6 @@ def group_alive(pid: int) -> bool:
 # The project, its wheels and the reference build.
 
 
-def wheel(folder: Path, name: str, version: str, payload: bytes, url: str) -> LockedPackage:
-    path = folder / f"{name}-{version}-py3-none-any.whl"
-    members = {
-        f"{name}/__init__.py": f"__version__ = {version!r}\n".encode(),
-        f"{name}-{version}.dist-info/METADATA": (
-            f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode()
-        ),
-        f"{name}-{version}.dist-info/WHEEL": (
-            b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
-        ),
-        f"{name}-{version}.dist-info/RECORD": b"",
-    }
-    if payload:
-        members[f"{name}/lib/payload.bin"] = payload
-    with zipfile.ZipFile(path, "w") as archive:
-        for member, data in members.items():
-            archive.writestr(zipfile.ZipInfo(member, WHEEL_TIME), data)
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    return LockedPackage(name, version, f"{url}/{path.name}", digest, path.stat().st_size)
-
-
 @dataclass(frozen=True)
 class Reference:
     """The uninterrupted build every interrupted one must end at."""
@@ -367,22 +343,8 @@ def reference(
 ) -> Iterator[Reference]:
     forget_the_project_images(engine_client)  # what an aborted session of these tests left
     root = tmp_path_factory.mktemp("interrupt-reference")
-    project = root / "project"
-    project.mkdir()
-    (project / "reprobuild.toml").write_text(SPEC)
-    (project / "train.py").write_text("print('training')\n")
     payload = random.Random(7).randbytes(TORCH_PAYLOAD)
-    packages = (
-        wheel(wheels.folder, "torch", "2.5.1", payload, wheels.url),
-        wheel(wheels.folder, "tinypkg", "1.0", b"", wheels.url),
-    )
-    lock = make_lock(cuda=None, label="2.5.1+cpu", packages=packages, base=base_lock())
-    lock = replace(
-        lock,
-        system=replace(lock.system, mirror=DEBIAN_MIRROR, security_mirror=None),
-        resolution={**lock.resolution, "name": NAME},
-    )
-    write_lock(project, lock)
+    project = served_project(root / "project", NAME, payload, wheels.folder, wheels.url)
     cache = root / "cache"
     with BuildRun(project, environment(root, cache)) as run:
         assert run.finish() == 0, run.output
