@@ -16,11 +16,8 @@ import contextlib
 import io
 import os
 import shutil
-import signal
 import socket
-import subprocess
 import tarfile
-import time
 from dataclasses import dataclass, field
 
 import docker
@@ -30,6 +27,7 @@ from requests import RequestException
 
 from builder.engine.common import API_VERSION
 from tests.infra import ENGINE, STATE
+from tests.standins import StandInEngine
 
 USER_ENGINE = "unix:///var/run/docker.sock"
 UNRELATED_NAME, UNRELATED_TAG = "reprobuild-bystander/unrelated", "kept"
@@ -60,14 +58,6 @@ def _client(address: str) -> docker.DockerClient | None:
         client.close()
         return None
     return client
-
-
-def _answers(address: str) -> bool:
-    client = _client(address)
-    if client is None:
-        return False
-    client.close()
-    return True
 
 
 def _tar(files: dict[str, bytes]) -> bytes:
@@ -109,42 +99,19 @@ class Bystanders:
     user_images: set[str] = field(default_factory=set)
     user_cache: set[str] = field(default_factory=set)
     unrelated_in_tests_engine: str = ""
-    stand_in: subprocess.Popen[bytes] | None = None
+    stand_in: StandInEngine | None = None
 
 
 KEY = pytest.StashKey[Bystanders]()
 ISOLATION_TEST = "test_isolation.py"
 
 
-def _start_stand_in() -> subprocess.Popen[bytes]:
-    if STAND_IN.exists():
-        shutil.rmtree(STAND_IN)
-    STAND_IN.mkdir(parents=True)
-    command = [
-        "dockerd",
-        f"--host={USER_ENGINE}",
-        f"--data-root={STAND_IN / 'data'}",
-        f"--exec-root={STAND_IN / 'exec'}",
-        f"--pidfile={STAND_IN / 'dockerd.pid'}",
-        "--bridge=none",
-        "--iptables=false",
-        "--ip6tables=false",
-    ]
-    with (STAND_IN / "dockerd.log").open("wb") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
-    for _ in range(60):
-        if _answers(USER_ENGINE):
-            return process
-        time.sleep(0.5)
-    process.kill()
-    raise RuntimeError(f"the stand-in engine did not start; see {STAND_IN / 'dockerd.log'}")
-
-
 def set_up() -> Bystanders:
     bystanders = Bystanders()
     user = _client(USER_ENGINE)
     if user is None and os.geteuid() == 0 and shutil.which("dockerd"):
-        bystanders.stand_in = _start_stand_in()
+        bystanders.stand_in = StandInEngine(STAND_IN, USER_ENGINE)
+        bystanders.stand_in.start()
         user = _client(USER_ENGINE)
         assert user is not None
         add_unrelated_image(user)
@@ -190,7 +157,5 @@ def tear_down(bystanders: Bystanders) -> None:
             tests_engine.api.remove_image(bystanders.unrelated_in_tests_engine, force=True)
         tests_engine.close()
     if bystanders.stand_in is not None:
-        bystanders.stand_in.send_signal(signal.SIGTERM)
-        bystanders.stand_in.wait(timeout=60)
+        bystanders.stand_in.remove()
         bystanders.stand_in = None
-        shutil.rmtree(STAND_IN, ignore_errors=True)

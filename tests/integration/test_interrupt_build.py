@@ -22,17 +22,16 @@ test touches its images.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
 import os
-import queue
 import random
 import re
 import shutil
 import signal
 import socket
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -54,13 +53,12 @@ from builder.reference import ImageReference
 from builder.render import wheelhouse
 from tests.infra import REGISTRY
 from tests.integration.test_build import SPEC, served_project
+from tests.standins import WAIT_S, BuildRun
 
-REPROBUILD = Path(__file__).parents[2] / ".venv" / "bin" / "reprobuild"
 NAME = "reprobuild-test/interrupt"
 TITLE = f"{layout.TITLE_LABEL}={NAME}"
 TORCH = "torch-2.5.1-py3-none-any.whl"
 TORCH_PAYLOAD = 30_000_000  # bytes of the stand-in torch: a load and an install that take a while
-WAIT_S = 300  # for a line or an exit; builds take seconds, this machine may be busy
 PROJECT_FILES = ("reprobuild.toml", "train.py", lockfile.LOCK_FILE)
 NO_CACHE = ("--no-cache",)
 FINISH = "dependencies: the steps after the Python layers"
@@ -176,7 +174,7 @@ class Relay:
         except OSError:
             pass
         for end in (source, sink):
-            with _quiet():
+            with contextlib.suppress(OSError):
                 end.shutdown(socket.SHUT_RDWR)
 
     def _hold(self) -> None:
@@ -188,7 +186,7 @@ class Relay:
         self.hold_on = None
         self.released.set()
         for held in list(self.sockets):
-            with _quiet():
+            with contextlib.suppress(OSError):
                 held.shutdown(socket.SHUT_RDWR)
         self.sockets.clear()
 
@@ -199,97 +197,7 @@ class Relay:
             connection.close()
 
 
-class _quiet:
-    def __enter__(self) -> None:
-        pass
-
-    def __exit__(self, kind: Any, *_: Any) -> bool:
-        return kind is not None and issubclass(kind, OSError)
-
-
 # A build as a subprocess, read line by line.
-
-
-class BuildRun:
-    """`reprobuild -C project build --plain ARGS`, in its own session (a Ctrl-C goes to its
-    whole process group, as a terminal sends it), stdout and stderr read as one stream."""
-
-    def __init__(self, project: Path, env: dict[str, str], *args: str) -> None:
-        argv = [str(REPROBUILD), "-C", str(project), "build", "--plain", *args]
-        self.process = subprocess.Popen(
-            argv,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            env=env,
-            text=True,
-            start_new_session=True,
-        )
-        self.started = time.time()
-        self.lines: list[tuple[float, str]] = []
-        self._arrived: queue.Queue[str | None] = queue.Queue()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.lines.append((time.monotonic(), line.rstrip("\n")))
-            self._arrived.put(line)
-        self._arrived.put(None)
-
-    def wait_for(self, text: str, also: threading.Event | None = None) -> float:
-        """Until a line holding `text` has come (and `also` is set); when it came."""
-        deadline = time.monotonic() + WAIT_S
-        seen = 0
-        while True:
-            found = [at for at, line in self.lines[seen:] if text in line]
-            if found and (also is None or also.wait(max(0.0, deadline - time.monotonic()))):
-                return found[0]
-            seen = len(self.lines)
-            remaining = deadline - time.monotonic()
-            try:
-                if self._arrived.get(timeout=max(0.01, remaining)) is None and not found:
-                    raise AssertionError(f"the build ended before {text!r}:\n{self.output}")
-            except queue.Empty:
-                raise AssertionError(f"no {text!r} within {WAIT_S} s:\n{self.output}") from None
-
-    def interrupt(self, how: signal.Signals) -> None:
-        if how == signal.SIGINT:
-            os.killpg(self.process.pid, signal.SIGINT)
-        else:
-            os.kill(self.process.pid, how)
-
-    def finish(self) -> int:
-        code = self.process.wait(WAIT_S)
-        deadline = time.monotonic() + 10
-        while self._arrived.get(timeout=max(0.01, deadline - time.monotonic())) is not None:
-            pass
-        return code
-
-    def __enter__(self) -> BuildRun:
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.stop()
-
-    def stop(self) -> None:
-        """What the run left running (a child the SIGKILL did not reach) goes."""
-        with _quiet():
-            os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait(10)
-        self._reader.join(10)
-        assert self.process.stdout is not None
-        self.process.stdout.close()
-
-    @property
-    def output(self) -> str:
-        return "\n".join(line for _, line in self.lines)
-
-    def after(self, text: str) -> list[str]:
-        """The lines after the first that holds `text`."""
-        lines = [line for _, line in self.lines]
-        first = next(index for index, line in enumerate(lines) if text in line)
-        return lines[first + 1 :]
 
 
 def group_alive(pid: int) -> bool:
