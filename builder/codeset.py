@@ -37,8 +37,7 @@ OUTPUTS = (
     layout.WORK_FOLDER,
     layout.RECORD_FILE,
     layout.RUNS_FOLDER,
-    layout.MANIFEST_FILE,
-    layout.REPRODUCE_FILE,
+    *layout.PUBLISHED_FILES,
 )
 # Never in an image, tracked or named by `include`: version control, secrets, and bytecode (the
 # build trusts the context's copies to hold none: see build/normalise.py).

@@ -187,6 +187,20 @@ class VerifySubjectMissing(VerifyError):
     exit_code = USAGE
 
 
+class SigningKeyError(ReprobuildError):
+    """A key given to sign or to check signatures cannot be read or is of a kind not supported."""
+
+    exit_code = USAGE
+
+
+class SignatureError(ReprobuildError):
+    """A signature envelope is malformed, or does not verify with the key given."""
+
+
+class ArchiveError(ReprobuildError):
+    """An archive cannot be written, read, or restored: it is damaged, or not one of ours."""
+
+
 class ExportError(ReprobuildError):
     """The last build cannot run on a cluster (not pushed, of another lock), or a job file
     cannot be written or rendered."""

@@ -24,6 +24,23 @@ RECORD_FILE = "reprobuild.build.json"
 RUNS_FOLDER = "runs"
 MANIFEST_FILE = "reprobuild.manifest.json"  # `reprobuild publish`: the manifest a paper publishes
 REPRODUCE_FILE = "REPRODUCE.md"  # and its human-readable twin
+CITATION_FILE = "CITATION.cff"  # publish: how to cite the image (and its archive)
+ZENODO_FILE = ".zenodo.json"  # publish: a deposit's metadata, with the digests
+# publish: the documents pushed beside the image and written beside the manifest
+SBOM_FILE = "sbom.cdx.json"
+PROVENANCE_FILE = "provenance.intoto.json"
+MANIFEST_SIGNATURE_FILE = "reprobuild.manifest.dsse.json"
+PROVENANCE_SIGNATURE_FILE = "provenance.dsse.json"
+PUBLISHED_FILES = (
+    MANIFEST_FILE,
+    REPRODUCE_FILE,
+    CITATION_FILE,
+    ZENODO_FILE,
+    SBOM_FILE,
+    PROVENANCE_FILE,
+    MANIFEST_SIGNATURE_FILE,
+    PROVENANCE_SIGNATURE_FILE,
+)
 
 # Where a knowledge base other than the shipped one is named (as --knowledge does).
 KNOWLEDGE_VARIABLE = "REPROBUILD_KNOWLEDGE"

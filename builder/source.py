@@ -121,3 +121,12 @@ def _git(project: Path, *args: str) -> str:
         check=True,
         start_new_session=True,
     ).stdout
+
+
+def commit_author(project: Path, commit: str) -> str | None:
+    """The author's name of `commit` in the project's checkout; None where git cannot say."""
+    try:
+        name = _git(project, "show", "-s", "--format=%an", commit, "--").strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return name or None

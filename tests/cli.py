@@ -8,10 +8,14 @@ from pathlib import Path
 
 
 def reprobuild(
-    *args: str, env: dict[str, str] | None = None, timeout: int = 120, cwd: Path | None = None
+    *args: str,
+    env: dict[str, str] | None = None,
+    timeout: int = 120,
+    cwd: Path | None = None,
+    prefix: tuple[str, ...] = (),  # a command that runs it, e.g. ("unshare", "--net")
 ) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(
-        [sys.executable, "-m", "builder", *args],
+        [*prefix, sys.executable, "-m", "builder", *args],
         capture_output=True,
         text=True,
         env=env,

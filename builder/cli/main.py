@@ -31,6 +31,7 @@ VERBS = {
     "render": ("render", "render_command"),
     "replay": ("replay", "replay_command"),
     "resolve": ("resolve", "resolve_command"),
+    "restore": ("restore", "restore_command"),
     "run": ("run", "run_command"),
     "smoke": ("smoke", "smoke_command"),
     "verify": ("verify", "verify_command"),

@@ -4,7 +4,9 @@ after --, and the build display."""
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -113,3 +115,25 @@ def build_display(quiet: bool, plain: bool) -> BuildDisplay:
 
     mode = "quiet" if quiet else "plain" if plain or not sys.stderr.isatty() else "live"
     return BuildDisplay(mode)
+
+
+BYTES_EVERY_S = 5.0  # a progress line at most this often: readable in a CI log as on a terminal
+
+
+@contextmanager
+def byte_progress(what: str) -> Iterator[Callable[[int, int], None]]:
+    """A callback (bytes done, bytes in all) that shows the progress of long byte work (an
+    archive written, read or restored) on stderr: a line every few seconds, and the last."""
+    started = time.monotonic()
+    shown = [started, -1]
+
+    def show(done: int, total: int) -> None:
+        now = time.monotonic()
+        if now - shown[0] < BYTES_EVERY_S or done == shown[1]:
+            return
+        shown[0], shown[1] = now, done
+        share = f" of {total / 1e9:.2f} GB ({100 * done / total:.0f} %)" if total > 0 else ""
+        rate = done / max(now - started, 1e-9) / 1e6
+        progress_note(f"{what}: {done / 1e9:.2f} GB{share}, {rate:.0f} MB/s")
+
+    yield show

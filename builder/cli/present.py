@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from builder.check.diff import Entry, FileDifference, ImageDiff
     from builder.knowledge.refresh import RefreshReport
     from builder.lock.lockfile import CurrentLock
-    from builder.publish.verify import Verification
+    from builder.publish.findings import Verification
 
 
 def resolution_text(resolution: Resolution) -> str:

@@ -104,6 +104,16 @@ class Manifest(ManifestContent):
 
 
 @dataclass(frozen=True)
+class Cited:
+    """The archive of the published image (`publish --archive`), as a paper cites it."""
+
+    name: str  # its file name
+    sha256: str  # sha256:<hex> of the whole file
+    size: int
+    ref_name: str  # the image's name inside its OCI layout (the tag)
+
+
+@dataclass(frozen=True)
 class Source:
     git_commit: str | None
     git_dirty: bool | None
@@ -269,7 +279,7 @@ def dumps(document: Manifest) -> str:
     return json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
 
-def reproduce_text(document: Manifest) -> str:
+def reproduce_text(document: Manifest, archive: Cited | None = None) -> str:
     """REPRODUCE.md: the manifest for a reader, in the order they need it."""
     image, smoke, command = document["image"], document["smoke"], document["commands"]
     source = document["source"]
@@ -285,6 +295,7 @@ def reproduce_text(document: Manifest) -> str:
         "checkout of the code, rebuilds that lock and compares the digest.",
         "",
         *_source_lines(source),
+        *archive_lines(archive, image["reference"]),
         "## Get it and check it",
         "",
         "```sh",
@@ -320,6 +331,33 @@ def reproduce_text(document: Manifest) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def archive_lines(archive: Cited | None, reference: str) -> list[str]:
+    """REPRODUCE.md's section on the archive: the image and its documents in one file, which
+    outlives the registry."""
+    if archive is None:
+        return []
+    sha256 = archive.sha256.removeprefix("sha256:")
+    gigabytes = archive.size / 1e9
+    return [
+        "## The archive (no registry needed)",
+        "",
+        f"`{archive.name}` ({gigabytes:.2f} GB, sha256 `{sha256}`) holds the image "
+        f"`{reference}` byte for byte as an OCI image layout, with this manifest, the lock, "
+        "the SBOM (CycloneDX), the SLSA provenance and their signatures. Check it and use it "
+        "without a network:",
+        "",
+        "```sh",
+        f"sha256sum -c {archive.name}.sha256",
+        f"reprobuild verify {archive.name} --key AUTHOR_KEY.pub   # offline; add --no-smoke "
+        "to skip loading it",
+        f"docker load -i {archive.name}",
+        f"apptainer build {archive.ref_name}.sif oci-archive://{archive.name}:{archive.ref_name}",
+        f"reprobuild restore {archive.name} --to REGISTRY/NAME:TAG   # same manifest digest",
+        "```",
+        "",
+    ]
 
 
 def _source_lines(source: ManifestSource) -> list[str]:
@@ -376,7 +414,7 @@ def _cell(value: Any) -> str:
     return text.replace("|", "\\|")
 
 
-def write(output: Path, document: Manifest) -> tuple[Path, Path]:
+def write(output: Path, document: Manifest, archive: Cited | None = None) -> tuple[Path, Path]:
     """REPRODUCE.md, then the manifest, each atomically, into `output`; their paths."""
     manifest_path, reproduce_path = output / layout.MANIFEST_FILE, output / layout.REPRODUCE_FILE
     remedy = "give -o a folder you can write to."
@@ -384,7 +422,7 @@ def write(output: Path, document: Manifest) -> tuple[Path, Path]:
         output.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise WriteError(f"cannot make {output} ({error.strerror or error}): {remedy}") from None
-    files.write_output(reproduce_path, reproduce_text(document), remedy)
+    files.write_output(reproduce_path, reproduce_text(document, archive), remedy)
     files.write_output(manifest_path, dumps(document), remedy)
     return manifest_path, reproduce_path
 

@@ -10,58 +10,25 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from builder import layout
 from builder.errors import EngineError, ReprobuildError, VerifyError, VerifySubjectMissing
 from builder.lock import lockfile
-from builder.publish import publish
+from builder.publish import artifacts, attested, publish, referrers
+from builder.publish.artifacts import Document
+from builder.publish.findings import Status, Verification
 from builder.reference import ImageReference, pinned_reference
 
 if TYPE_CHECKING:
     from builder.build.build import Progress
-    from builder.check.smoke import ImageSmokeReport, SmokeReport
+    from builder.check.smoke import SmokeReport
     from builder.engine.registry import RegistryClient
     from builder.engine.sdk import Engine
     from builder.publish.publish import Manifest
-
-Status = Literal["ok", "warn", "skip", "fail"]
-
-
-@dataclass(frozen=True)
-class Finding:
-    check: str
-    status: Status
-    detail: str
-
-
-@dataclass
-class Verification:
-    subject: str
-    reference: str  # name@sha256:... pulled
-    findings: list[Finding] = field(default_factory=list)
-    smoke: ImageSmokeReport | None = None
-
-    def add(self, check: str, status: Status, detail: str) -> None:
-        self.findings.append(Finding(check, status, detail))
-
-    def judge(self, check: str, holds: bool, ok: str, fail: str) -> None:
-        self.add(check, "ok" if holds else "fail", ok if holds else fail)
-
-    @property
-    def failed(self) -> bool:
-        return any(finding.status == "fail" for finding in self.findings)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "subject": self.subject,
-            "reference": self.reference,
-            "verified": not self.failed,
-            "findings": [asdict(finding) for finding in self.findings],
-            "smoke": self.smoke,
-        }
+    from builder.publish.signing import PublicKey
 
 
 @dataclass(frozen=True)
@@ -71,6 +38,7 @@ class Steps:
     smoke: bool
     gpus: str | None  # None: the CPU mode
     rebuild: Callable[[str], str] | None  # lock digest -> rebuilt image ID
+    key: PublicKey | None = None  # the author's public key, to check the signatures
 
 
 def read_manifest(path: Path) -> Manifest:
@@ -142,9 +110,65 @@ def read_subject(text: str, project: Path) -> Subject:
 def verify(
     engine: Engine, registry: RegistryClient, subject: Subject, steps: Steps
 ) -> Verification:
+    """The image by its manifest, or by digest alone; then the documents published beside it
+    in its registry (the manifest, SBOM, provenance and signatures that refer to it)."""
+    manifest = subject.manifest
+    if manifest is None:
+        reference = ImageReference.parse(image_reference(subject.text))
+        found = _beside(registry, reference)
+        manifest = _published_manifest(found)
+        if manifest is None:
+            result = verify_image(engine, registry, subject.text, subject.project_lock, steps)
+            _documents_findings(result, found, None, steps)
+            return result
+    result = verify_manifest(engine, registry, manifest, subject.text, steps)
     if subject.manifest is not None:
-        return verify_manifest(engine, registry, subject.manifest, subject.text, steps)
-    return verify_image(engine, registry, subject.text, subject.project_lock, steps)
+        found = _beside(registry, ImageReference.parse(result.reference))
+        if found is not None:  # the signature must sign the paper's copy
+            paper = publish.dumps(subject.manifest).encode()
+            found.documents["manifest"] = Document(artifacts.BY_NAME["manifest"], paper)
+    _documents_findings(result, found, manifest["lock"]["digest"], steps)
+    return result
+
+
+def _beside(registry: RegistryClient, reference: ImageReference) -> referrers.Found | None:
+    """The documents that refer to the image in its registry; None when they cannot be read."""
+    try:
+        return referrers.discover(registry, reference, str(reference.digest))
+    except ReprobuildError:
+        return None
+
+
+def _published_manifest(found: referrers.Found | None) -> Manifest | None:
+    carried = found.documents.get("manifest") if found else None
+    if carried is None:
+        return None
+    try:
+        document = json.loads(carried.data)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(document, dict) or _shape_problem(document) is not None:
+        return None
+    return cast("Manifest", document)  # its shape checked; what else is missing, a finding
+
+
+def _documents_findings(
+    result: Verification, found: referrers.Found | None, lock_digest: str | None, steps: Steps
+) -> None:
+    if found is None:
+        result.add("documents", "warn", "the registry could not list what refers to the image")
+        return
+    if not found.documents:
+        result.add(
+            "documents", "skip", "none refer to it in its registry (published before they were)"
+        )
+        return
+    names = ", ".join(sorted(found.documents))
+    result.add("documents", "ok", f"found beside it by the {found.via}: {names}")
+    digest = str(ImageReference.parse(result.reference).digest)
+    if lock_digest is not None:
+        attested.document_findings(result, found.documents, digest, lock_digest)
+    attested.signature_findings(result, found.documents, steps.key)
 
 
 def verify_manifest(
@@ -153,17 +177,17 @@ def verify_manifest(
     image = document["image"]
     published_config = str(image.get("config_digest"))
     result = Verification(subject, str(image["reference"]))
-    _integrity(result, document)
-    lock_digest = _embedded_lock(result, document)
+    seal_finding(result, document)
+    lock_digest = embedded_lock(result, document)
     if not _pinned(result, document):
         return result
     config = _fetched(engine, registry, result, published_config)
     if config is not None:
         _same_config(result, config, published_config)
-        _lock_label(result, config, lock_digest, "the manifest's lock")
+        lock_label(result, config, lock_digest, "the manifest's lock")
     _tag(result, registry, image.get("tag"))
     if config is not None:
-        _smoke(engine, result, steps, str(config["Id"]), document["smoke"])
+        smoke_finding(engine, result, steps, str(config["Id"]), published=document["smoke"])
         _rebuild(result, steps, lock_digest, published_config)
     return result
 
@@ -214,7 +238,7 @@ def verify_image(
     if config is None:
         return result
     result.add("image", "ok", f"pulled {result.reference}; config digest {config['Id']}")
-    labelled = _labels(config).get(layout.LOCK_LABEL)
+    labelled = labels(config).get(layout.LOCK_LABEL)
     if labelled is None:
         result.add(
             "lock",
@@ -224,19 +248,19 @@ def verify_image(
         )
         return result
     if project_lock is not None:
-        _lock_label(result, config, project_lock, "this project's reprobuild.lock")
+        lock_label(result, config, project_lock, "this project's reprobuild.lock")
     else:
         result.add(
             "lock",
             "skip",
             f"built from the lock {labelled}; no reprobuild.lock here to compare it with",
         )
-    _smoke(engine, result, steps, str(config["Id"]), None)
+    smoke_finding(engine, result, steps, str(config["Id"]), published=None)
     _rebuild(result, steps, labelled, str(config["Id"]))
     return result
 
 
-def _integrity(result: Verification, document: Manifest) -> None:
+def seal_finding(result: Verification, document: Manifest) -> None:
     found = publish.integrity(document)
     result.judge(
         "manifest",
@@ -247,7 +271,7 @@ def _integrity(result: Verification, document: Manifest) -> None:
     )
 
 
-def _embedded_lock(result: Verification, document: Manifest) -> str:
+def embedded_lock(result: Verification, document: Manifest) -> str:
     lock = document.get("lock") or {}
     digest, text = str(lock.get("digest")), lock.get("text")
     if not isinstance(text, str):
@@ -300,12 +324,12 @@ def _same_config(result: Verification, config: dict[str, Any], published: str) -
     )
 
 
-def _labels(config: dict[str, Any]) -> dict[str, str]:
+def labels(config: dict[str, Any]) -> dict[str, str]:
     return dict((config.get("Config") or {}).get("Labels") or {})
 
 
-def _lock_label(result: Verification, config: dict[str, Any], expected: str, whose: str) -> None:
-    labelled = _labels(config).get(layout.LOCK_LABEL)
+def lock_label(result: Verification, config: dict[str, Any], expected: str, whose: str) -> None:
+    labelled = labels(config).get(layout.LOCK_LABEL)
     result.judge(
         "lock",
         labelled == expected,
@@ -338,12 +362,14 @@ def _tag(result: Verification, registry: RegistryClient, tag: str | None) -> Non
         )
 
 
-def _smoke(
+def smoke_finding(
     engine: Engine,
     result: Verification,
     steps: Steps,
     image_id: str,
+    *,
     published: SmokeReport | None,
+    run_as: str | None = None,  # the name to run it by, when not result.reference
 ) -> None:
     if not steps.smoke:
         result.add("smoke", "skip", "not run (--no-smoke)")
@@ -351,7 +377,7 @@ def _smoke(
     from builder.build.recordfile import ImageToRun
     from builder.check.smoke import differing_kernels, run_smoke
 
-    chosen = ImageToRun(result.reference, image_id, result.reference)
+    chosen = ImageToRun(run_as or result.reference, image_id, result.reference)
     try:
         ran = run_smoke(engine, chosen, gpus=steps.gpus).to_dict()
     except ReprobuildError as error:
@@ -369,10 +395,10 @@ def _smoke(
     if differing:
         detail += f"; differing between its two processes: {', '.join(differing)}"
     result.add("smoke", status, detail)
-    _fingerprints(result, ran, published)
+    fingerprints(result, ran, published)
 
 
-def _fingerprints(result: Verification, ran: SmokeReport, published: SmokeReport | None) -> None:
+def fingerprints(result: Verification, ran: SmokeReport, published: SmokeReport | None) -> None:
     if not published:
         result.add(
             "fingerprints",

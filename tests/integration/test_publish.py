@@ -98,6 +98,9 @@ def test_publish_pushes_and_writes_the_manifest(published: Published, torch_imag
     assert published.output == (
         f"published {record.pushed}\n  manifest {published.path}\n"
         f"  {published.path.parent / layout.REPRODUCE_FILE}\n  badge: {document['badge']}\n"
+        "  documents beside the image in its registry (tag schema): manifest, lock, sbom, "
+        "provenance\n"
+        "  written: sbom.cdx.json, provenance.intoto.json, CITATION.cff, .zenodo.json\n"
     )
     assert "note: the smoke report is from the CPU mode: it shows the plumbing" in published.notes
     reproduce = (published.path.parent / layout.REPRODUCE_FILE).read_text()
@@ -115,6 +118,10 @@ def test_verify_the_published_manifest(published: Published) -> None:
         ("ok", "tag"),
         ("ok", "smoke"),
         ("ok", "fingerprints"),
+        ("ok", "documents"),
+        ("ok", "sbom"),
+        ("ok", "provenance"),
+        ("skip", "signatures"),
     ]
     reference = published.document["image"]["reference"]
     assert result.stdout.endswith(f"{reference}: verified\n")
@@ -194,6 +201,10 @@ def test_verify_without_a_gpu_runtime_fails_the_smoke_and_keeps_the_other_checks
         ("ok", "lock"),
         ("ok", "tag"),
         ("fail", "smoke"),
+        ("ok", "documents"),
+        ("ok", "sbom"),
+        ("ok", "provenance"),
+        ("skip", "signatures"),
     ]
     assert "fail smoke         could not run (no GPU here? --cpu runs the CPU mode): " in (
         result.stdout
@@ -237,6 +248,7 @@ def test_verify_pulls_by_digest_and_rebuilds_the_lock(engine_client: Any, tmp_pa
             ("ok", "lock"),
             ("skip", "smoke"),
             ("ok", "rebuild"),
+            ("skip", "documents"),
         ]
         assert (
             f"ok   rebuild       a --no-cache rebuild of the lock gave {record.image_id} again\n"
@@ -295,6 +307,10 @@ def test_verify_rebuild_right_after_publish_gives_the_published_image(
             ("ok", "tag"),
             ("skip", "smoke"),
             ("ok", "rebuild"),
+            ("ok", "documents"),
+            ("ok", "sbom"),
+            ("ok", "provenance"),
+            ("skip", "signatures"),
         ]
         assert (
             f"ok   rebuild       a --no-cache rebuild of the lock gave {record.image_id} again\n"

@@ -50,7 +50,7 @@ from builder.errors import (
 )
 from builder.lock import lockfile
 from builder.lock.model import Lock
-from builder.publish import publish, verify
+from builder.publish import findings, publish, verify
 from builder.publish.runs import PublishedRun
 from builder.reference import ImageReference
 from builder.resolve.resolve import ResolutionRecord
@@ -642,8 +642,8 @@ def test_fuzz_smoke_report_from_the_payload(data: bytes, exit_code: int) -> None
     def use(ran: check_smoke.SmokeRun) -> None:
         check_smoke.report_text(ran.report)
         check_smoke.differing_kernels(ran.report)
-        result = verify.Verification("m", PUSHED)
-        verify._fingerprints(result, ran.to_dict(), valid_smoke())
+        result = findings.Verification("m", PUSHED)
+        verify.fingerprints(result, ran.to_dict(), valid_smoke())
 
     loads_or_refuses(lambda: check_smoke.run_smoke(engine, image, gpus="all"), SmokeError, use)
 

@@ -16,7 +16,7 @@ from builder import layout
 from builder.build.buildrecord import BuildRecord, LayerRecord
 from builder.cli.present import verify_lines
 from builder.errors import PublishError, VerifyError
-from builder.publish import publish, verify
+from builder.publish import findings, publish, verify
 
 if TYPE_CHECKING:
     from builder.check.smoke import ImageSmokeReport
@@ -226,15 +226,15 @@ def test_publish_refuses_a_build_of_another_lock() -> None:
         )
 
 
-def judged(ran: ImageSmokeReport, published: ImageSmokeReport | None) -> verify.Finding:
-    result = verify.Verification("m", PUSHED)
-    verify._fingerprints(result, ran, published)
+def judged(ran: ImageSmokeReport, published: ImageSmokeReport | None) -> findings.Finding:
+    result = findings.Verification("m", PUSHED)
+    verify.fingerprints(result, ran, published)
     (finding,) = result.findings
     return finding
 
 
 def test_same_key_same_fingerprints_is_verified() -> None:
-    assert judged(smoke(), smoke()) == verify.Finding(
+    assert judged(smoke(), smoke()) == findings.Finding(
         "fingerprints", "ok", "same key; all 2 fingerprints equal to the published ones"
     )
 
@@ -242,14 +242,14 @@ def test_same_key_same_fingerprints_is_verified() -> None:
 def test_same_key_other_bits_fails_and_names_the_kernel() -> None:
     changed = copy.deepcopy(smoke())
     changed["kernels"]["conv2d"]["runs"] = ["cc", "cc"]
-    assert judged(changed, smoke()) == verify.Finding(
+    assert judged(changed, smoke()) == findings.Finding(
         "fingerprints", "fail", "differ from the published ones: conv2d"
     )
 
 
 def test_another_key_is_not_compared_and_says_why() -> None:
     here = smoke(gpu="NVIDIA A100-SXM4-80GB", sm_count=108)
-    assert judged(here, smoke()) == verify.Finding(
+    assert judged(here, smoke()) == findings.Finding(
         "fingerprints",
         "skip",
         "not compared: identical bits are promised only for an identical key, and the key "
@@ -307,28 +307,28 @@ def test_a_damaged_manifest_is_named(tmp_path: Path) -> None:
 def test_a_manifest_must_name_its_image_by_digest_and_its_commands_that_image() -> None:
     by_tag = copy.deepcopy(document())
     by_tag["image"]["reference"] = "registry.example.org/lab/model:paper"
-    result = verify.Verification("m", by_tag["image"]["reference"])
+    result = findings.Verification("m", by_tag["image"]["reference"])
     assert verify._pinned(result, by_tag) is False
     assert result.findings[0].status == "fail"
     assert "is not pinned by digest" in result.findings[0].detail
     other = copy.deepcopy(document())
     other["commands"]["pull"] = "docker pull evil.example.org/x@sha256:" + "00" * 32
-    result = verify.Verification("m", PUSHED)
+    result = findings.Verification("m", PUSHED)
     assert verify._pinned(result, other) is True
     assert result.findings == [
-        verify.Finding("commands", "fail", f"the published commands do not all name {PUSHED}")
+        findings.Finding("commands", "fail", f"the published commands do not all name {PUSHED}")
     ]
 
 
 def test_a_verification_whose_fingerprints_were_not_compared_says_so() -> None:
-    result = verify.Verification("m", PUSHED)
+    result = findings.Verification("m", PUSHED)
     result.add("image", "ok", "pulled")
     result.add("fingerprints", "skip", "not compared")
     assert verify_lines(result)[-1] == f"{PUSHED}: verified (fingerprints not compared)"
 
 
 def test_findings_print_one_line_each_and_a_verdict() -> None:
-    result = verify.Verification("m", PUSHED)
+    result = findings.Verification("m", PUSHED)
     result.add("manifest", "ok", "integrity matches")
     result.add("fingerprints", "fail", "differ: conv2d")
     assert verify_lines(result) == [
