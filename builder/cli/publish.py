@@ -55,7 +55,7 @@ PASSPHRASE_VARIABLE = "REPROBUILD_SIGNING_PASSPHRASE"
     metavar="FILE",
     help="Also write the image and its documents as one OCI archive (an OCI image layout in a "
     "tar, byte for byte the registry's image) for a deposit; its sha256 is printed for "
-    "citation. `docker load -i FILE` and `apptainer build x.sif oci-archive://FILE:TAG` take it.",
+    "citation. `docker load -i FILE` and `apptainer build x.sif docker-archive://FILE` take it.",
 )
 @click.option(
     "--sign",

@@ -4,7 +4,7 @@ The archive is an OCI image layout of the exact image the registry holds: its ma
 and every blob as the registry serves them (hashed as they stream in), so the manifest digest
 inside is the published one. The documents (manifest, lock, SBOM, provenance, signatures) ride
 along as artifacts that refer to the image. A deposit (Zenodo: 100 files a record) needs one
-file, and one sha256 to cite; `docker load` and `apptainer build x.sif oci-archive://FILE:TAG`
+file, and one sha256 to cite; `docker load` and `apptainer build x.sif docker-archive://FILE`
 take it as it is. `restore` pushes it back to any registry under the same manifest digest.
 """
 

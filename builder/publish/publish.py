@@ -353,7 +353,7 @@ def archive_lines(archive: Cited | None, reference: str) -> list[str]:
         f"reprobuild verify {archive.name} --key AUTHOR_KEY.pub   # offline; add --no-smoke "
         "to skip loading it",
         f"docker load -i {archive.name}",
-        f"apptainer build {archive.ref_name}.sif oci-archive://{archive.name}:{archive.ref_name}",
+        f"apptainer build {archive.ref_name}.sif docker-archive://{archive.name}",
         f"reprobuild restore {archive.name} --to REGISTRY/NAME:TAG   # same manifest digest",
         "```",
         "",

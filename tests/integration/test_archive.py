@@ -179,6 +179,26 @@ def test_the_archive_holds_the_registry_image_byte_for_byte(deposit: Deposit) ->
     assert check.stdout == f"{ARCHIVE}: OK\n"
 
 
+def test_containers_image_reads_it_as_apptainer_will(deposit: Deposit) -> None:
+    """skopeo reads the archive with containers/image, the library `apptainer build x.sif
+    docker-archive://FILE` uses: the same config, the same layers."""
+    inspected = subprocess.run(
+        ["skopeo", "inspect", "--config", f"docker-archive:{deposit.archive}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    config = json.loads(inspected.stdout)
+    assert config["config"]["Labels"]["dev.reprobuild.lock"] == deposit.record.lock
+    raw = subprocess.run(
+        ["skopeo", "inspect", "--raw", f"docker-archive:{deposit.archive}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert json.loads(raw.stdout)["config"]["digest"] == deposit.record.image_id
+
+
 def test_the_citation_files_name_the_archive(deposit: Deposit) -> None:
     cited = f"sha256:{sha256_of(deposit.archive)}"
     citation = yaml.safe_load((deposit.output / layout.CITATION_FILE).read_text())
@@ -191,7 +211,7 @@ def test_the_citation_files_name_the_archive(deposit: Deposit) -> None:
     assert f"image {deposit.record.pushed}" in zenodo["notes"]
     reproduce = (deposit.output / layout.REPRODUCE_FILE).read_text()
     assert f"sha256 `{cited[7:]}`" in reproduce
-    assert f"apptainer build paper.sif oci-archive://{ARCHIVE}:paper\n" in reproduce
+    assert f"apptainer build paper.sif docker-archive://{ARCHIVE}\n" in reproduce
     for name in (layout.SBOM_FILE, layout.PROVENANCE_FILE, layout.MANIFEST_SIGNATURE_FILE):
         assert (deposit.output / name).is_file()
     outer = json.loads(deposit.archive.with_name("provenance.archive.intoto.json").read_text())
