@@ -10,7 +10,6 @@ take it as it is. `restore` pushes it back to any registry under the same manife
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -72,7 +71,7 @@ def fetch_image(registry: RegistryClient, pushed: str) -> Image:
     if reference.digest is None:
         raise ArchiveError(f"{pushed} is not pinned by digest: publish pushes the build first.")
     body, media_type = registry.manifest(reference, reference.digest)
-    manifest = _json(body)
+    manifest = artifacts.served(body, "an image manifest")
     config, layers = manifest.get("config"), manifest.get("layers")
     if not isinstance(config, dict) or not isinstance(layers, list) or not _descriptors(layers):
         raise RegistryError(
@@ -81,16 +80,6 @@ def fetch_image(registry: RegistryClient, pushed: str) -> Image:
         )
     media_type = media_type or str(manifest.get("mediaType"))
     return Image(reference, body, media_type, cast("Descriptor", config), layers)
-
-
-def _json(body: bytes) -> dict[str, Any]:
-    try:
-        document = json.loads(body)
-    except ValueError:
-        document = None
-    if not isinstance(document, dict):
-        raise ArchiveError("the registry served a manifest that is not a JSON object.")
-    return document
 
 
 def _descriptors(items: list[Any]) -> bool:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, TypedDict, cast
 
 from builder import layout
+from builder.errors import RegistryError
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -147,3 +148,17 @@ def document_layer(manifest: dict[str, Any]) -> Descriptor | None:
     if not isinstance(layers, list) or len(layers) != 1 or not isinstance(layers[0], dict):
         return None
     return cast("Descriptor", layers[0])  # a dict; its fields are read with .get
+
+
+def served(body: bytes, what: str) -> dict[str, Any]:
+    """A manifest a registry served, as an object; RegistryError when it is not one."""
+    try:
+        document = json.loads(body)
+    except (ValueError, RecursionError):
+        document = None
+    if not isinstance(document, dict):
+        raise RegistryError(
+            f"the registry served {what} that is not a JSON object: the registry, or something "
+            "between it and us, is broken. Try again, or use another registry."
+        )
+    return document

@@ -8,11 +8,9 @@ distribution 2.x, GHCR in 2026) finds them by the tag-schema fallback cosign use
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from builder.errors import RegistryError
 from builder.publish import artifacts
 from builder.publish.artifacts import Artifact, Descriptor, Document
 from builder.reference import ImageReference
@@ -83,7 +81,7 @@ def _document(
     registry: RegistryClient, image: ImageReference, digest: str, target: str
 ) -> Document | None:
     body, _media_type = registry.manifest(image, target)
-    manifest = _json(body)
+    manifest = artifacts.served(body, "an artifact manifest")
     kind = artifacts.kind_of(manifest)
     layer = artifacts.document_layer(manifest)
     subject = manifest.get("subject")
@@ -94,13 +92,3 @@ def _document(
     chunks: list[bytes] = []
     registry.read_blob(image, str(layer.get("digest")), chunks.append)
     return Document(kind, b"".join(chunks))
-
-
-def _json(body: bytes) -> dict[str, Any]:
-    try:
-        document = json.loads(body)
-    except ValueError:
-        document = None
-    if not isinstance(document, dict):
-        raise RegistryError("the registry served an artifact manifest that is not JSON.")
-    return document
