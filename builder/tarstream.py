@@ -52,17 +52,21 @@ def file_info(name: str, size: int) -> tarfile.TarInfo:
 
 
 class HashingReader:
-    """A read-only stream that hashes and counts what passes through it."""
+    """A read-only stream that hashes and counts what passes through it (and tells `progress`
+    the count, when given)."""
 
-    def __init__(self, source: IO[bytes]) -> None:
+    def __init__(self, source: IO[bytes], progress: Callable[[int], object] | None = None) -> None:
         self.source = source
         self.digest = hashlib.sha256()
         self.size = 0
+        self.progress = progress
 
     def read(self, size: int = -1) -> bytes:
         data = self.source.read(size)
         self.digest.update(data)
         self.size += len(data)
+        if self.progress is not None:
+            self.progress(self.size)
         return data
 
     def drain(self) -> None:

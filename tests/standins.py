@@ -210,6 +210,7 @@ class BuildRun:
     whole process group, as a terminal sends it), stdout and stderr read as one stream."""
 
     def __init__(self, project: Path, env: dict[str, str], *args: str) -> None:
+        self.env = env
         argv = [str(REPROBUILD), "-C", str(project), "build", "--plain", *args]
         self.process = subprocess.Popen(
             argv,

@@ -152,7 +152,7 @@ def check_archive(path: Path, steps: Steps, cited_sha256: str | None) -> Verific
     from builder.engine.sdk import Engine
     from builder.publish import verifyarchive
 
-    cited = cited_sha256 or sidecar_sha256(path)
+    cited = verifyarchive.cited_sha256(path, cited_sha256)
     total = path.stat().st_size
     with byte_progress(f"reading {path.name}") as shown:
         if not steps.smoke:
@@ -163,13 +163,3 @@ def check_archive(path: Path, steps: Steps, cited_sha256: str | None) -> Verific
             return verifyarchive.verify_archive(
                 engine, path, steps, cited_sha256=cited, progress=lambda n: shown(n, total)
             )
-
-
-def sidecar_sha256(path: Path) -> str | None:
-    """The digest in `ARCHIVE.sha256` (as `sha256sum` writes it), when that file is there."""
-    sidecar = path.with_name(f"{path.name}.sha256")
-    try:
-        first = sidecar.read_text(encoding="utf-8").split()
-    except (OSError, UnicodeDecodeError):
-        return None
-    return first[0] if first else None

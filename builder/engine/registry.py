@@ -27,6 +27,7 @@ from urllib.parse import urlencode, urljoin, urlsplit, urlunsplit
 
 import requests
 
+from builder import tarstream
 from builder.errors import RegistryError, RegistryUnreachable
 from builder.reference import DIGEST, DOCKER_HUB, ImageReference
 
@@ -36,13 +37,10 @@ BACKOFF_S = 0.5
 TIMEOUT = (5.0, 30.0)
 # A registry may hash or move a large blob before it answers the PUT that completes its upload.
 UPLOAD_TIMEOUT = (5.0, 600.0)
-BLOCK = 1 << 20
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 INDEX_TYPES = (OCI_INDEX, "application/vnd.docker.distribution.manifest.list.v2+json")
-MANIFEST_TYPES = (
-    "application/vnd.oci.image.manifest.v1+json",
-    "application/vnd.docker.distribution.manifest.v2+json",
-)
+MANIFEST_TYPES = (OCI_MANIFEST, "application/vnd.docker.distribution.manifest.v2+json")
 _ACCEPT = ", ".join((*INDEX_TYPES, *MANIFEST_TYPES))
 _CHALLENGE = re.compile(r'(\w+)="([^"]*)"')
 
@@ -100,7 +98,7 @@ class _Upload:
         return self._size
 
     def __iter__(self) -> Iterator[bytes]:
-        while block := self.read(BLOCK):
+        while block := self.read(tarstream.BLOCK):
             yield block
 
     def read(self, size: int = -1) -> bytes:
@@ -159,7 +157,7 @@ class RegistryClient:
                 "image: check the reference, or give the base by a digest of an image."
             )
         blob = self._get(reference, f"{reference.base_url}/blobs/{config_digest}", {})
-        settings = _document(blob.content, "a config blob", reference).get("config") or {}
+        settings = json_object(blob.content, "a config blob", reference).get("config") or {}
         env = (settings.get("Env") or []) if isinstance(settings, dict) else None
         if not isinstance(env, list) or not all(isinstance(item, str) for item in env):
             raise _broken(reference, "a config blob", "its config.Env is not a list of strings")
@@ -178,7 +176,7 @@ class RegistryClient:
             raise _untrustworthy(reference, f"the manifest {target}", _sha256(content))
         media_type = response.headers.get("Content-Type", "").split(";")[0].strip()
         if media_type in ("", "application/json", "application/octet-stream", "text/plain"):
-            media_type = str(_document(content, "a manifest", reference).get("mediaType") or "")
+            media_type = str(json_object(content, "a manifest", reference).get("mediaType") or "")
         if not media_type:
             raise _broken(reference, "a manifest", "it names no media type")
         return content, media_type
@@ -188,7 +186,7 @@ class RegistryClient:
         reference: ImageReference,
         digest: str,
         sink: Callable[[bytes], object],
-        chunk: int = BLOCK,
+        chunk: int = tarstream.BLOCK,
     ) -> int:
         """Stream blob `digest` to `sink` in chunks of up to `chunk` bytes, hashing as it goes;
         its size. RegistryError when the bytes hash to another digest (`sink` has had them)."""
@@ -223,7 +221,7 @@ class RegistryClient:
         for response in self._pages(reference, f"{reference.base_url}/tags/list", {}):
             if response is None:
                 return []
-            page = _document(response.content, "a tag list", reference).get("tags") or []
+            page = json_object(response.content, "a tag list", reference).get("tags") or []
             if not isinstance(page, list) or not all(isinstance(name, str) for name in page):
                 raise _broken(reference, "a tag list", "its tags are not a list of strings")
             names.extend(page)
@@ -341,7 +339,7 @@ class RegistryClient:
                 f"{digest}, not {target}: the registry or something between us and it is not "
                 "trustworthy. Lock from another network or registry mirror."
             )
-        body = _document(response.content, "a manifest", reference)
+        body = json_object(response.content, "a manifest", reference)
         media_type = response.headers.get("Content-Type", "").split(";")[0] or body.get(
             "mediaType", ""
         )
@@ -478,7 +476,7 @@ class RegistryClient:
                 f"{reference.registry} gave no anonymous token (HTTP {response.status_code}): "
                 "the repository may be private; log in (`docker login`) or use a public base."
             )
-        answer = _document(response.content, "a token answer", reference)
+        answer = json_object(response.content, "a token answer", reference)
         return str(answer.get("token") or answer.get("access_token") or "")
 
     def _login(self, registry: str, push: bool) -> _Login | None:
@@ -702,21 +700,27 @@ def _untrustworthy(reference: ImageReference, what: str, actual: str) -> Registr
     )
 
 
-def _document(content: bytes, what: str, reference: ImageReference) -> dict[str, Any]:
+BROKEN_FIX = "Lock from another network or registry mirror."
+
+
+def json_object(
+    content: bytes, what: str, reference: ImageReference, fix: str = BROKEN_FIX
+) -> dict[str, Any]:
     """A registry's JSON answer (a manifest, an index, a config blob, a token) as an object;
-    RegistryError naming what was malformed."""
+    RegistryError naming what was malformed, and `fix`."""
     try:
         document = json.loads(content)
     except (ValueError, RecursionError) as error:  # UnicodeDecodeError is a ValueError
-        raise _broken(reference, what, f"it is not JSON ({error})") from None
+        raise _broken(reference, what, f"it is not JSON ({error})", fix) from None
     if not isinstance(document, dict):
-        raise _broken(reference, what, "it is not a JSON object")
+        raise _broken(reference, what, "it is not a JSON object", fix)
     return document
 
 
-def _broken(reference: ImageReference, what: str, problem: str) -> RegistryError:
+def _broken(
+    reference: ImageReference, what: str, problem: str, fix: str = BROKEN_FIX
+) -> RegistryError:
     return RegistryError(
         f"{reference.registry} answered {reference.written} with {what} that is not one "
-        f"({problem}): the registry or something between us and it is broken. Lock from "
-        "another network or registry mirror."
+        f"({problem}): the registry or something between us and it is broken. {fix}"
     )

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from builder import files, scratch
+from builder.engine.registry import json_object
 from builder.errors import ArchiveError, RegistryError
 from builder.publish import artifacts, ocilayout
 from builder.publish.artifacts import Artifact, Descriptor, Document
@@ -71,7 +72,7 @@ def fetch_image(registry: RegistryClient, pushed: str) -> Image:
     if reference.digest is None:
         raise ArchiveError(f"{pushed} is not pinned by digest: publish pushes the build first.")
     body, media_type = registry.manifest(reference, reference.digest)
-    manifest = artifacts.served(body, "an image manifest")
+    manifest = json_object(body, "an image manifest", reference, artifacts.REGISTRY_FIX)
     config, layers = manifest.get("config"), manifest.get("layers")
     if not isinstance(config, dict) or not isinstance(layers, list) or not _descriptors(layers):
         raise RegistryError(
@@ -108,7 +109,9 @@ def write(
         parent.mkdir(parents=True, exist_ok=True)
         scratch.sweep(parent, f".{path.name}{PARTIAL}")
         with scratch.file(parent, f".{path.name}{PARTIAL}") as partial:
-            sha256, size = _fill(partial, registry, image, documents, (repo_tag, progress))
+            sha256, size = _fill(
+                partial, registry, image, documents=documents, repo_tag=repo_tag, progress=progress
+            )
             partial.chmod(0o644)
             partial.replace(path)
     image_bytes = len(image.manifest) + sum(blob["size"] for blob in image.blobs)
@@ -119,10 +122,11 @@ def _fill(
     partial: Path,
     registry: RegistryClient,
     image: Image,
+    *,
     documents: list[Document],
-    naming: tuple[str, Progress | None],
+    repo_tag: str,
+    progress: Progress | None,
 ) -> tuple[str, int]:
-    repo_tag, progress = naming
     subject = image.descriptor
     carried = [artifacts.artifact(document, subject) for document in documents]
     total = len(image.manifest) + sum(blob["size"] for blob in image.blobs)

@@ -16,13 +16,13 @@ from dataclasses import dataclass
 from typing import Any, TypedDict, cast
 
 from builder import layout
-from builder.errors import RegistryError
+from builder.engine.registry import OCI_MANIFEST
 
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 EMPTY_TYPE = "application/vnd.oci.empty.v1+json"
 EMPTY = b"{}"
 TITLE = "org.opencontainers.image.title"
+# What to do about a registry that serves a broken manifest of an image or an artifact.
+REGISTRY_FIX = "Try again; if it persists, publish to (or restore into) another registry."
 SIGNS = "dev.reprobuild.signs"  # on a signature's artifact: the kind of document it signs
 
 
@@ -148,17 +148,3 @@ def document_layer(manifest: dict[str, Any]) -> Descriptor | None:
     if not isinstance(layers, list) or len(layers) != 1 or not isinstance(layers[0], dict):
         return None
     return cast("Descriptor", layers[0])  # a dict; its fields are read with .get
-
-
-def served(body: bytes, what: str) -> dict[str, Any]:
-    """A manifest a registry served, as an object; RegistryError when it is not one."""
-    try:
-        document = json.loads(body)
-    except (ValueError, RecursionError):
-        document = None
-    if not isinstance(document, dict):
-        raise RegistryError(
-            f"the registry served {what} that is not a JSON object: the registry, or something "
-            "between it and us, is broken. Try again, or use another registry."
-        )
-    return document

@@ -39,14 +39,6 @@ class Published:
     current: CurrentLock
     key: SigningKey | None
 
-    @property
-    def image_name(self) -> str:
-        return ImageReference.parse(str(self.record.pushed)).written_name
-
-    @property
-    def manifest_digest(self) -> str:
-        return str(self.record.manifest_digest)
-
 
 def documents(
     document: Manifest, current: CurrentLock, record: BuildRecord, key: SigningKey | None

@@ -10,15 +10,18 @@ multi-gigabyte image is checked without unpacking it.
 
 from __future__ import annotations
 
-import hashlib
+import io
 import json
 import tarfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from builder.publish.artifacts import OCI_INDEX, Descriptor
+from builder import tarstream
+from builder.engine.registry import OCI_INDEX
+from builder.errors import ArchiveError
+from builder.publish.artifacts import Descriptor
 
 if TYPE_CHECKING:
     from builder.publish.artifacts import Artifact
@@ -31,9 +34,8 @@ FOLDERS = ("blobs/", BLOBS)
 LAYOUT = b'{"imageLayoutVersion":"1.0.0"}'
 REF_NAME = "org.opencontainers.image.ref.name"
 IMAGE_NAME = "io.containerd.image.name"
-CHUNK = 1 << 20
 KEPT = 16 << 20  # members up to this size are kept in memory: the JSON, never a layer
-FILE_MODE, FOLDER_MODE = 0o644, 0o755
+FILE_MODE, FOLDER_MODE = 0o644, 0o755  # as TarWriter writes them
 
 Sink = Callable[[bytes], object]
 Progress = Callable[[int], None]  # bytes written or read so far
@@ -44,13 +46,9 @@ def blob_name(digest: str) -> str:
 
 
 def header(name: str, size: int, *, folder: bool = False) -> bytes:
-    info = tarfile.TarInfo(name)
-    info.size = 0 if folder else size
-    info.type = tarfile.DIRTYPE if folder else tarfile.REGTYPE
-    info.mode = FOLDER_MODE if folder else FILE_MODE
-    info.mtime = 0
-    info.uid = info.gid = 0
-    info.uname = info.gname = ""
+    info = tarstream.file_info(name, size)  # TarInfo's defaults: mtime 0, root, 0644
+    if folder:
+        info.type, info.mode = tarfile.DIRTYPE, FOLDER_MODE
     return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
 
 
@@ -58,17 +56,17 @@ class TarWriter:
     """Writes members to `handle` and hashes everything written, to the last padding byte."""
 
     def __init__(self, handle: IO[bytes], progress: Progress | None = None) -> None:
-        self._handle = handle
-        self._hash = hashlib.sha256()
+        self._out = tarstream.HashingWriter(handle)
         self._progress = progress
-        self.size = 0
+
+    @property
+    def size(self) -> int:
+        return self._out.size
 
     def _write(self, data: bytes) -> None:
-        self._handle.write(data)
-        self._hash.update(data)
-        self.size += len(data)
+        self._out.write(data)
         if self._progress is not None:
-            self._progress(self.size)
+            self._progress(self._out.size)
 
     def folder(self, name: str) -> None:
         self._write(header(name, 0, folder=True))
@@ -85,16 +83,19 @@ class TarWriter:
         self._write(header(name, size))
         written = fill(self._write)
         if written != size:
-            raise ValueError(f"{name}: {written} bytes written, {size} announced")
+            raise ArchiveError(
+                f"{name}: the registry sent {written} bytes where the image's manifest says "
+                f"{size}: the image is damaged in the registry. Push it again, then publish."
+            )
         if remainder := size % tarfile.BLOCKSIZE:
             self._write(bytes(tarfile.BLOCKSIZE - remainder))
 
     def close(self) -> str:
         """End the archive as tar does (two zero blocks, padded to a whole record); its sha256."""
-        self._write(bytes(2 * tarfile.BLOCKSIZE))
+        self._write(tarstream.END)
         if remainder := self.size % tarfile.RECORDSIZE:
             self._write(bytes(tarfile.RECORDSIZE - remainder))
-        return f"sha256:{self._hash.hexdigest()}"
+        return f"sha256:{self._out.digest.hexdigest()}"
 
 
 def index(image: Descriptor, artifacts: list[Artifact], ref_name: str, image_name: str) -> bytes:
@@ -147,40 +148,21 @@ class Contents:
         return self.named(blob_name(digest))
 
 
-class _Hashing:
-    """A file read through this is hashed, byte for byte, in the order it is read."""
-
-    def __init__(self, handle: IO[bytes], progress: Progress | None) -> None:
-        self._handle = handle
-        self._progress = progress
-        self.hash = hashlib.sha256()
-        self.size = 0
-
-    def read(self, size: int = -1) -> bytes:
-        data = self._handle.read(size)
-        self.hash.update(data)
-        self.size += len(data)
-        if self._progress is not None:
-            self._progress(self.size)
-        return data
-
-
 def read(path: Path, progress: Progress | None = None) -> Contents:
     """Every member's sha256 and header check, and the archive's sha256, in one pass; OSError
     when the file cannot be read."""
     contents = Contents()
     with path.open("rb") as handle:
-        hashing = _Hashing(handle, progress)
+        hashing = tarstream.HashingReader(handle, progress)
         try:
-            with tarfile.open(fileobj=hashing, mode="r|", bufsize=CHUNK) as archive:  # type: ignore[call-overload]
+            with tarfile.open(fileobj=hashing, mode="r|", bufsize=tarstream.BLOCK) as archive:  # type: ignore[call-overload]
                 for info in archive:
                     contents.members.append(_member(archive, info))
         except (tarfile.TarError, EOFError, ValueError) as error:
             contents.broken = f"the tar breaks off after {hashing.size} bytes ({error})"
-        while hashing.read(CHUNK):
-            pass
+        hashing.drain()
         contents.broken = contents.broken or _after_the_end(handle, _end(contents.members))
-    contents.sha256, contents.size = f"sha256:{hashing.hash.hexdigest()}", hashing.size
+    contents.sha256, contents.size = f"sha256:{hashing.digest.hexdigest()}", hashing.size
     return contents
 
 
@@ -198,7 +180,7 @@ def _after_the_end(handle: IO[bytes], end: int) -> str | None:
     are."""
     handle.seek(end)
     position = end
-    while chunk := handle.read(CHUNK):
+    while chunk := handle.read(tarstream.BLOCK):
         if chunk.count(0) != len(chunk):
             at = position + next(i for i, byte in enumerate(chunk) if byte)
             return (
@@ -210,31 +192,18 @@ def _after_the_end(handle: IO[bytes], end: int) -> str | None:
 
 
 def _member(archive: tarfile.TarFile, info: tarfile.TarInfo) -> Member:
-    content = hashlib.sha256()
-    kept: list[bytes] = []
-    if info.isfile():
-        for chunk in _chunks(archive, info):
-            content.update(chunk)
-            if info.size <= KEPT:
-                kept.append(chunk)
-    data = b"".join(kept) if info.isfile() and info.size <= KEPT else None
+    reader = archive.extractfile(info) if info.isfile() else None
+    content = tarstream.HashingReader(reader or io.BytesIO())
+    kept = [block for block in tarstream.blocks(content) if info.size <= KEPT]  # type: ignore[arg-type]
     return Member(
         info.name,
         info.size,
-        f"sha256:{content.hexdigest()}",
-        data,
+        f"sha256:{content.digest.hexdigest()}",
+        b"".join(kept) if reader is not None and info.size <= KEPT else None,
         _canonical(info),
         info.isdir(),
         info.offset_data,
     )
-
-
-def _chunks(archive: tarfile.TarFile, info: tarfile.TarInfo) -> Iterator[bytes]:
-    reader = archive.extractfile(info)
-    if reader is None:
-        return
-    while chunk := reader.read(CHUNK):
-        yield chunk
 
 
 def _canonical(info: tarfile.TarInfo) -> bool:

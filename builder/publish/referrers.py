@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from builder.engine.registry import OCI_MANIFEST, json_object
 from builder.publish import artifacts
 from builder.publish.artifacts import Artifact, Descriptor, Document
 from builder.reference import ImageReference
@@ -46,7 +47,7 @@ def push(
         target = (
             item.digest if has_api else fallback_tag(subject["digest"], item.document.kind.name)
         )
-        registry.push_manifest(image, target, item.manifest, artifacts.OCI_MANIFEST)
+        registry.push_manifest(image, target, item.manifest, OCI_MANIFEST)
     return carried, "referrers API" if has_api else "tag schema"
 
 
@@ -81,7 +82,7 @@ def _document(
     registry: RegistryClient, image: ImageReference, digest: str, target: str
 ) -> Document | None:
     body, _media_type = registry.manifest(image, target)
-    manifest = artifacts.served(body, "an artifact manifest")
+    manifest = json_object(body, "an artifact manifest", image, artifacts.REGISTRY_FIX)
     kind = artifacts.kind_of(manifest)
     layer = artifacts.document_layer(manifest)
     subject = manifest.get("subject")

@@ -105,7 +105,10 @@ def _push_blobs(
         for digest in digests:
             member = contents.blob(digest)
             if member is None:  # judged above; a blob cannot go missing in between
-                raise ArchiveError(f"{path} lost {digest} while it was restored.")
+                raise ArchiveError(
+                    f"{path} changed while it was restored ({digest} is gone): leave the file "
+                    "alone while `restore` runs, and run it again."
+                )
             handle.seek(member.offset)
             registry.push_blob(to, digest, member.size, handle)
     return len(digests)

@@ -52,6 +52,18 @@ def read(path: Path, progress: ocilayout.Progress | None = None) -> Contents:
         raise VerifyError(f"cannot read {path} ({error.strerror or error}).") from None
 
 
+def cited_sha256(path: Path, given: str | None) -> str | None:
+    """The sha256 the archive is checked against: `given`, else the one in `ARCHIVE.sha256`
+    beside it (as `sha256sum` writes it), else none."""
+    if given is not None:
+        return given
+    try:
+        fields = path.with_name(f"{path.name}.sha256").read_text(encoding="utf-8").split()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return fields[0] if fields else None
+
+
 def is_archive(path: Path) -> bool:
     """Whether `path` is a tar (an archive to verify) rather than a manifest's JSON."""
     try:
@@ -293,9 +305,7 @@ def _layout_files(
         ),
         ocilayout.DOCKER_MANIFEST_FILE: ocilayout.docker_manifest(config, layers, tag),
     }
-    changed = [
-        name for name, data in expected.items() if (contents.named(name) or _NONE).data != data
-    ]
+    changed = [name for name, data in expected.items() if _data(contents, name) != data]
     result.judge(
         "layout",
         not changed,
@@ -304,7 +314,9 @@ def _layout_files(
     )
 
 
-_NONE = Member("", 0, "", None, True, False, 0)
+def _data(contents: Contents, name: str) -> bytes | None:
+    member = contents.named(name)
+    return None if member is None else member.data
 
 
 def _lock(result: findings.Verification, contents: Contents, held: Held, document: Manifest) -> str:

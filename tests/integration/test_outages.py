@@ -53,10 +53,11 @@ def our_images(engine_client: Any) -> Iterator[None]:
         engine_client.remove_image(image_id)
 
 
-@pytest.mark.usefixtures("test_base", "our_images")
-def test_a_registry_killed_mid_push_is_named_and_a_later_push_gives_the_same_digest(
-    tmp_path: Path, registry: StandInRegistry, local_index: Any, engine_client: Any
-) -> None:
+def pushing(
+    tmp_path: Path, registry: StandInRegistry, local_index: Any
+) -> tuple[Path, str, BuildRun]:
+    """A build of a small project pushing to the stand-in registry, returned once the registry
+    receives a layer: the project, the push target and the build."""
     project = project_with_wheels(tmp_path / "project", local_index, torch_size=1 << 20)
     env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
     target = f"{registry.address}/test/outage:v1"
@@ -67,6 +68,14 @@ def test_a_registry_killed_mid_push_is_named_and_a_later_push_gives_the_same_dig
         assert build.process.poll() is None, build.output
         assert time.monotonic() < deadline
         time.sleep(0.01)
+    return project, target, build
+
+
+@pytest.mark.usefixtures("test_base", "our_images")
+def test_a_registry_killed_mid_push_is_named_and_a_later_push_gives_the_same_digest(
+    tmp_path: Path, registry: StandInRegistry, local_index: Any, engine_client: Any
+) -> None:
+    project, target, build = pushing(tmp_path, registry, local_index)
     registry.kill()
     assert build.finish() == 1
     message = build.error()
@@ -83,7 +92,7 @@ def test_a_registry_killed_mid_push_is_named_and_a_later_push_gives_the_same_dig
     # Back (its storage as it was), the same command pushes, and the push is the push of an
     # image pushed whole to a registry that never saw it.
     registry.start()
-    again = BuildRun(project, env, "--push", target)
+    again = BuildRun(project, build.env, "--push", target)
     assert again.finish() == 0, again.output
     record = buildrecord.read(project)
     assert record.manifest_digest == registry.holds("test/outage", "v1")
@@ -102,14 +111,7 @@ def test_a_registry_killed_mid_push_is_named_and_a_later_push_gives_the_same_dig
 def test_a_registry_back_within_the_engines_retries_takes_the_push(
     tmp_path: Path, registry: StandInRegistry, local_index: Any
 ) -> None:
-    project = project_with_wheels(tmp_path / "project", local_index, torch_size=1 << 20)
-    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
-    target = f"{registry.address}/test/outage:v1"
-    build = BuildRun(project, env, "--push", target)
-    build.wait_for(f"pushing {target}")
-    while not registry.uploading():
-        assert build.process.poll() is None, build.output
-        time.sleep(0.01)
+    project, _target, build = pushing(tmp_path, registry, local_index)
     registry.kill()
     time.sleep(1)
     registry.start()  # the engine tries a layer five times, the first again after 5 s
