@@ -108,10 +108,10 @@ def export_slurm(
         reprobuild export slurm --nodes 2 --gpus-per-node 4 -o job.sh -- train.py --epochs 3
         sbatch job.sh
     """
-    from builder.publish import export
+    from builder.publish import export, slurm
 
     job = export.Job(command, nodes, gpus_per_node)
-    text = export.slurm(
+    text = slurm.slurm(
         options.project, job, export.SlurmOptions(time, partition, cpus_per_task, sif)
     )
     _emit(text, output, "submit it with sbatch")
@@ -143,8 +143,8 @@ def export_kubernetes(
         reprobuild export kubernetes --nodes 2 --gpus-per-node 8 -o job.yaml -- train.py
         kubectl apply -f job.yaml
     """
-    from builder.publish import export
+    from builder.publish import export, kubernetes
 
     job = export.Job(command, nodes, gpus_per_node)
-    text = export.kubernetes(options.project, job, namespace)
+    text = kubernetes.kubernetes(options.project, job, namespace)
     _emit(text, output, "apply it with kubectl apply -f")
