@@ -31,14 +31,15 @@ def _job_options(command: click.decorators.FC) -> click.decorators.FC:
             type=click.IntRange(min=1),
             default=1,
             show_default=True,
-            help="Nodes to run on; more than one: torchrun's c10d rendezvous on the first node.",
+            help="Nodes to run on; more than one: their processes meet at the first node.",
         ),
         click.option(
             "--gpus-per-node",
-            type=click.IntRange(min=1),
+            type=click.IntRange(min=0),
             default=1,
             show_default=True,
-            help="GPUs on each node; torchrun starts one process per GPU.",
+            help="GPUs on each node; torchrun starts one process per GPU (Slurm: 0 for a CPU "
+            "job, one process per node).",
         ),
         click.option(
             "-o",
@@ -71,19 +72,45 @@ def export_group() -> None:
 @export_group.command("slurm", cls=CommandAfterDashes, context_settings=_EXPORT_SETTINGS)
 @_job_options
 @click.option(
+    "--runtime",
+    type=click.Choice(["apptainer", "pyxis", "podman", "docker"]),
+    default="apptainer",
+    show_default=True,
+    help="The cluster's container runtime: Apptainer (a SIF pulled once), pyxis/enroot "
+    "(srun --container-image), or a podman or docker container on each node.",
+)
+@click.option(
+    "--data",
+    multiple=True,
+    metavar="NAME=PATH[:rw]",
+    help="Mount PATH, a path on the cluster, at /data/NAME (read-only unless :rw). Repeatable.",
+)
+@click.option(
+    "-e",
+    "--env",
+    multiple=True,
+    metavar="NAME[=VALUE]",
+    help="Pass a variable: NAME=VALUE is written into the script; NAME alone is taken from the "
+    "job's environment when it runs (the way for a secret). Repeatable.",
+)
+@click.option(
     "--time", metavar="TIME", callback=_export_value, help="Time limit, e.g. 04:00:00 (#SBATCH)."
 )
 @click.option("--partition", callback=_export_value, help="Partition to submit to (#SBATCH).")
 @click.option(
     "--cpus-per-task",
     type=click.IntRange(min=1),
-    help="CPUs for each node's task (#SBATCH, and given to srun).",
+    help="CPUs for each node's task (#SBATCH, and given to srun). Default: 8 per GPU; Slurm's "
+    "own for a CPU job.",
+)
+@click.option(
+    "--mem", metavar="SIZE", callback=_export_value, help="Memory per node, e.g. 200G (#SBATCH)."
 )
 @click.option(
     "--sif",
     metavar="PATH",
-    help="SIF to run, pulled there first when missing. Default: $REPROBUILD_SIF, else the name "
-    "`reprobuild build --format sif` gives it, in the submit directory.",
+    help="Apptainer: the SIF to run, pulled there first when missing. Default: $REPROBUILD_SIF, "
+    "else the name `reprobuild build --format sif` gives it, in the submit directory.",
 )
 @click.pass_obj
 def export_slurm(
@@ -91,18 +118,25 @@ def export_slurm(
     nodes: int,
     gpus_per_node: int,
     output: Path | None,
+    runtime: str,
+    data: tuple[str, ...],
+    env: tuple[str, ...],
     time: str | None,
     partition: str | None,
     cpus_per_task: int | None,
+    mem: str | None,
     sif: str | None,
     command: tuple[str, ...],
 ) -> None:
     """Write an sbatch script that runs COMMAND with torchrun in the pushed build.
 
-    The script pulls the image by digest into a SIF once, when the SIF is missing, then srun
-    starts one `apptainer exec --nv --cleanenv` task per node with the lock's determinism
-    environment, outputs bound at /outputs. COMMAND is what torchrun runs: a script and its
-    arguments, or -m MODULE and its arguments.
+    srun starts one task per node; each runs torchrun in the image, by digest, through the
+    runtime, with the lock's determinism environment, the outputs at /outputs and each --data
+    at /data/NAME. Several nodes meet at the first one (c10d rendezvous). scancel stops every
+    container. The job's record (nodes, world size, image, each node's exit) is written beside
+    its outputs, at outputs/JOBID.json, with their digests at outputs/JOBID.sha256.
+    --gpus-per-node 0 makes a CPU job (one process per node). COMMAND is what torchrun runs: a
+    script and its arguments, or -m MODULE and its arguments.
 
     \b
         reprobuild export slurm --nodes 2 --gpus-per-node 4 -o job.sh -- train.py --epochs 3
@@ -111,9 +145,17 @@ def export_slurm(
     from builder.publish import export, slurm
 
     job = export.Job(command, nodes, gpus_per_node)
-    text = slurm.slurm(
-        options.project, job, export.SlurmOptions(time, partition, cpus_per_task, sif)
+    choices = slurm.SlurmOptions(
+        runtime=runtime,
+        time=time,
+        partition=partition,
+        cpus_per_task=cpus_per_task,
+        mem=mem,
+        sif=sif,
+        data=data,
+        env=env,
     )
+    text = slurm.slurm(options.project, job, choices)
     _emit(text, output, "submit it with sbatch")
 
 
@@ -122,6 +164,16 @@ def export_slurm(
 @click.option(
     "--namespace", callback=_export_value, help="Namespace of the Job (default: kubectl's)."
 )
+@click.option(
+    "--format",
+    "manifest",
+    # The stage's kubernetes.MANIFESTS, spelt out so that --help need not import the stage.
+    type=click.Choice(["job", "trainjob"]),
+    default="job",
+    show_default=True,
+    help="job: a Job (and a headless Service on several nodes). trainjob: a Kubeflow Trainer "
+    "v2 TrainJob on its torch-distributed ClusterTrainingRuntime.",
+)
 @click.pass_obj
 def export_kubernetes(
     options: Options,
@@ -129,6 +181,7 @@ def export_kubernetes(
     gpus_per_node: int,
     output: Path | None,
     namespace: str | None,
+    manifest: str,
     command: tuple[str, ...],
 ) -> None:
     """Write a Kubernetes Job that runs COMMAND with torchrun in the pushed build.
@@ -137,14 +190,18 @@ def export_kubernetes(
     and a headless Service through which the pods meet at pod 0 for torchrun's rendezvous.
     Pods run as the image's non-root user with the lock's determinism environment, an emptyDir
     at /outputs and a memory-backed /dev/shm. COMMAND is what torchrun runs: a script and its
-    arguments, or -m MODULE and its arguments.
+    arguments, or -m MODULE and its arguments. With --format trainjob: one TrainJob for
+    Kubeflow Trainer v2's torch-distributed runtime, which gives torchrun its rendezvous.
 
     \b
         reprobuild export kubernetes --nodes 2 --gpus-per-node 8 -o job.yaml -- train.py
         kubectl apply -f job.yaml
+        reprobuild export kubernetes --format trainjob --nodes 2 --gpus-per-node 8 \\
+            -o trainjob.yaml -- train.py
+        kubectl apply -f trainjob.yaml
     """
     from builder.publish import export, kubernetes
 
     job = export.Job(command, nodes, gpus_per_node)
-    text = kubernetes.kubernetes(options.project, job, namespace)
+    text = kubernetes.kubernetes(options.project, job, namespace, manifest)
     _emit(text, output, "apply it with kubectl apply -f")

@@ -20,8 +20,11 @@ from builder.build.buildrecord import BuildRecord
 from builder.errors import ExportError, ExportUsage
 from builder.lock import lockfile
 from builder.render import plan, templates
+from builder.run.args import DEFAULT_ENV
 
 RENDEZVOUS_PORT = 29500
+# What `reprobuild run` gives every command besides the lock's determinism variables.
+RUN_DEFAULTS = (*DEFAULT_ENV, (layout.OUTPUTS_VARIABLE, layout.OUTPUTS))
 # An Indexed Job's pods are hosts named <job>-<index>, one 63-character DNS label.
 NAME_LIMIT = 57
 LAUNCHER = re.compile(r"^(?:python[0-9.]*|torchrun)$")
@@ -35,6 +38,10 @@ _FORMATS = {
         re.compile(r"^[A-Za-z0-9_.-]+(?:,[A-Za-z0-9_.-]+)*$"),
         "give a partition name, or several separated by commas.",
     ),
+    "mem": (
+        re.compile(r"^\d+[KMGT]?$"),
+        "give a memory size per node: megabytes, or a number with K, M, G or T, e.g. 200G.",
+    ),
     "namespace": (
         re.compile(r"^[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?$"),
         "a namespace is a DNS-1123 label: at most 63 lower-case letters, digits and '-'.",
@@ -46,15 +53,12 @@ _FORMATS = {
 class Job:
     command: tuple[str, ...]  # what torchrun runs: a script and its args, or -m module args
     nodes: int = 1
-    gpus_per_node: int = 1
+    gpus_per_node: int = 1  # 0: a CPU job (Slurm only), one process per node
 
-
-@dataclass(frozen=True)
-class SlurmOptions:
-    time: str | None = None
-    partition: str | None = None
-    cpus_per_task: int | None = None
-    sif: str | None = None  # default: $REPROBUILD_SIF, else the build's SIF name
+    @property
+    def processes_per_node(self) -> int:
+        """What torchrun starts on each node: one process per GPU."""
+        return max(self.gpus_per_node, 1)
 
 
 @dataclass(frozen=True)
@@ -65,11 +69,12 @@ class Pushed:
     image: str  # the local name:tag it was built as
     name: str  # a DNS-1123 label from the image name: job, service and log names
     lock_digest: str
-    env: tuple[tuple[str, str], ...]  # the determinism environment, in plan order
+    env: tuple[tuple[str, str], ...]  # the determinism environment in plan order, RUN_DEFAULTS
 
 
 def value_problem(option: str, value: str | None) -> str | None:
-    """What is wrong with a --time, --partition or --namespace value; None when it is fine."""
+    """What is wrong with a --time, --partition, --mem or --namespace value; None when it is
+    fine."""
     if value is None:
         return None
     pattern, text = _FORMATS[option]
@@ -93,7 +98,7 @@ def pushed_target(project: Path) -> Pushed:
         image=record.image,
         name=dns_label(build_plan.name),
         lock_digest=current.digest,
-        env=plan.determinism_env(build_plan.env),
+        env=plan.determinism_env(build_plan.env) + RUN_DEFAULTS,
     )
 
 
@@ -117,8 +122,8 @@ def _pushed_reference(record: BuildRecord, project: Path, lock_digest: str) -> s
 
 
 def check_job(job: Job) -> None:
-    if job.nodes < 1 or job.gpus_per_node < 1:
-        raise ExportUsage("a job needs at least one node and one GPU per node.")
+    if job.nodes < 1 or job.gpus_per_node < 0:
+        raise ExportUsage("a job needs at least one node, and a number of GPUs per node.")
     if not job.command:
         raise ExportUsage("give the training command after --, e.g. -- train.py --epochs 3.")
     if job.command == ("-m",):

@@ -23,7 +23,7 @@ from builder import layout, snapshots
 from builder.build import recordfile
 from builder.engine.wire import Container, Mounts, Wire, container_spec
 from builder.errors import ReprobuildError, RunInputError, WriteError
-from builder.run.args import REPORT_FOLDER, default_shm
+from builder.run.args import DEFAULT_ENV, REPORT_FOLDER, default_shm
 
 TYPE_CHECKING = False  # typing's own flag, without importing typing on `run`'s way to the start
 if TYPE_CHECKING:
@@ -422,7 +422,7 @@ def mounts(run_plan: RunPlan, folder: str, outputs: str, user: str) -> Mounts:
 def container_environment(run_plan: RunPlan) -> dict[str, str]:
     """The user's variables over run's defaults (Python unbuffered, so output streams as it is
     written), then what run itself owns: the outputs, the report and the trace."""
-    environment = {"HOME": "/tmp", "PYTHONUNBUFFERED": "1"}
+    environment = dict(DEFAULT_ENV)
     if run_plan.environment is not None:
         environment.update(run_plan.environment.values)
     environment[layout.OUTPUTS_VARIABLE] = layout.OUTPUTS

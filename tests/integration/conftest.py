@@ -6,7 +6,9 @@ so a CI run cannot pass without having exercised the engine and the registry.
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +23,7 @@ from builder.cli.main import cli
 from builder.engine.sdk import Engine
 from builder.errors import ReprobuildError
 from tests.gitrepo import git
-from tests.infra import BASE, DEBIAN_MIRROR, MINBASE, registry_has
+from tests.infra import BASE, DEBIAN_MIRROR, MINBASE, STATE, registry_has
 
 TRAINING_SCRIPT = Path(__file__).parents[2] / "images" / "example" / "train.py"
 
@@ -102,3 +104,20 @@ def unnamed_since(engine_client: Any, before: set[str]) -> list[str]:
     in between and left without a name (a template override's other stages)."""
     dangling = engine_client.client.api.images(filters={"dangling": True}, quiet=True)
     return [image_id for image_id in dangling if image_id not in before]
+
+
+SLURM_CONF = STATE / "slurm" / "slurm.conf"  # where scripts/infra writes it
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> Iterator[dict[str, str]]:
+    """The throw-away two-node Slurm of scripts/infra (loopback only), up for the session; the
+    environment its clients need (SLURM_CONF; DOCKER_HOST, the tests' engine, is already set)."""
+    infra = Path(__file__).parents[2] / "scripts" / "infra"
+    started = subprocess.run([infra, "slurm", "up"], capture_output=True, text=True, check=False)
+    if started.returncode != 0:
+        pytest.fail(f"`scripts/infra slurm up` failed:\n{started.stdout}{started.stderr}")
+    try:
+        yield {**os.environ, "SLURM_CONF": str(SLURM_CONF)}
+    finally:
+        subprocess.run([infra, "slurm", "down"], capture_output=True, check=False)

@@ -43,7 +43,8 @@ def lock_digest(project: Path) -> str:
 
 
 def expected_env(project: Path) -> list[tuple[str, str]]:
-    """The determinism variables of the plan, in its order; the stable ones checked by value."""
+    """The determinism variables of the plan, in its order (the stable ones checked by value), then
+    what `reprobuild run` also sets."""
     current = lockfile.read_current(project)
     env = [
         pair
@@ -54,7 +55,7 @@ def expected_env(project: Path) -> list[tuple[str, str]]:
     assert values["PYTHONHASHSEED"] == "0" and values["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
     assert values["REPROBUILD_SEED"] == "0" and values["NVIDIA_TF32_OVERRIDE"] == "0"
     assert values["REPROBUILD_TF32"] == "0"
-    return env
+    return [*env, ("HOME", "/tmp"), ("PYTHONUNBUFFERED", "1"), ("REPROBUILD_OUTPUTS", "/outputs")]
 
 
 def tool(name: str) -> str:

@@ -11,7 +11,8 @@ import pytest
 from builder.build import buildrecord
 from builder.errors import USAGE, ExportError, ExportUsage, RecordError
 from builder.publish import export, kubernetes, slurm
-from builder.publish.export import Job, SlurmOptions
+from builder.publish.export import Job
+from builder.publish.slurm import SlurmOptions
 from builder.render import plan
 from tests.unit.publish.exporting import lock_digest, write_record
 
@@ -64,8 +65,8 @@ def test_an_edited_pushed_reference_is_refused(project: Path) -> None:
         (Job(("/usr/bin/python3.11", "t.py")), "starts with /usr/bin/python3.11, but"),
         (Job(("torchrun", "t.py")), "the command starts with torchrun, but the job starts"),
         (Job(()), "give the training command after --"),
-        (Job(("t.py",), nodes=0), "at least one node and one GPU per node"),
-        (Job(("t.py",), gpus_per_node=0), "at least one node and one GPU per node"),
+        (Job(("t.py",), nodes=0), "a job needs at least one node"),
+        (Job(("t.py",), gpus_per_node=-1), "a job needs at least one node, and a number of GPUs"),
         (Job(("-m",)), "-m needs the module torchrun runs: -- -m package.train --epochs 3."),
     ],
 )
