@@ -73,16 +73,6 @@ def cluster_data(text: str) -> DataMount:
     return DataMount(name, path.rstrip("/") or "/", writable)
 
 
-def cluster_data_mounts(texts: tuple[str, ...]) -> list[DataMount]:
-    mounts: dict[str, DataMount] = {}
-    for text in texts:
-        mount = cluster_data(text)
-        if mount.name in mounts:
-            raise ExportUsage(f"--data {mount.name} is given twice; give each NAME once.")
-        mounts[mount.name] = mount
-    return list(mounts.values())
-
-
 def job_environment(texts: tuple[str, ...]) -> tuple[list[tuple[str, str]], list[str]]:
     """-e NAME=VALUE pairs written into the script, and -e NAME names whose values the job
     takes from its own environment when it runs: the way for a secret, never written down."""
@@ -141,7 +131,7 @@ def slurm(project: Path, job: Job, options: SlurmOptions) -> str:
     if options.runtime not in RUNTIMES:
         raise ExportUsage(f"--runtime {options.runtime!r}: give one of {', '.join(RUNTIMES)}.")
     check_values({"time": options.time, "partition": options.partition, "mem": options.mem})
-    data = cluster_data_mounts(options.data)
+    data = inputs.data_mounts(options.data, cluster_data)
     user_env, passed = job_environment(options.env)
     pushed = pushed_target(project)
     env = dict(pushed.env)

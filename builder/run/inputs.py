@@ -20,7 +20,7 @@ from builder.run.args import MIN_SHM
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping
+    from collections.abc import Callable, Iterable, Mapping
 
 DATA_ROOT = "/data"
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
@@ -70,10 +70,13 @@ def data_mount(text: str) -> DataMount:
     return DataMount(name, real, writable)
 
 
-def data_mounts(texts: Iterable[str]) -> list[DataMount]:
+def data_mounts(
+    texts: Iterable[str], parse: Callable[[str], DataMount] = data_mount
+) -> list[DataMount]:
+    """Each --data, parsed by `parse` (a host path here; export reads a cluster's), once."""
     mounts: dict[str, DataMount] = {}
     for text in texts:
-        mount = data_mount(text)
+        mount = parse(text)
         if mount.name in mounts:
             raise RunInputError(f"--data {mount.name} is given twice; give each NAME once.")
         mounts[mount.name] = mount

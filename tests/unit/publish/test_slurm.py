@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from builder import __version__
-from builder.errors import USAGE, ExportUsage
+from builder.errors import USAGE, ReprobuildError
 from builder.publish import slurm
 from builder.publish.export import Job
 from builder.publish.slurm import SlurmOptions
@@ -389,7 +389,7 @@ def test_pyxis_gives_srun_the_image_by_digest(project: Path, tmp_path: Path) -> 
     ],
 )
 def test_bad_options_are_refused(project: Path, options: SlurmOptions, message: str) -> None:
-    with pytest.raises(ExportUsage, match=message.replace("(", r"\(")) as refused:
+    with pytest.raises(ReprobuildError, match=message.replace("(", r"\(")) as refused:
         slurm.slurm(project, Job(("train.py",)), options)
     assert refused.value.exit_code == USAGE
 
