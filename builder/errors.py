@@ -232,3 +232,10 @@ class ReplayError(ReprobuildError):
 
 class WriteError(ReprobuildError):
     """An output file could not be written where the user asked."""
+
+
+class SmokeUsage(SmokeError):
+    """`smoke --ranks N` asks for more ranks than the GPUs it gives the container: a usage
+    error, refused before any image is pulled or container started."""
+
+    exit_code = USAGE

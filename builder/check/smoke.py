@@ -3,6 +3,10 @@
 The payload (builder/smoke, installed in every image as `reprobuild-smoke`) does the proving; this
 stage gives it the GPUs (the engine's device requests, i.e. the NVIDIA container runtime), runs
 it by image ID with the network off as the image's own non-root user, and reads its JSON report.
+
+With `--ranks N` the payload also runs process groups on the container's loopback interface
+(which stays up with the network off). Their /dev/shm is the engine's default (64 MB):
+`Engine.run` sets no size. gloo needs none; NCCL may, and the payload's error says so.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, TypedDict, cast
 
-from builder.errors import CommandNotFound, SmokeError, tail
+from builder.errors import CommandNotFound, SmokeError, SmokeUsage, tail
 from builder.shapes import typed
 from builder.smoke import describe
 
@@ -21,6 +25,9 @@ if TYPE_CHECKING:
     from builder.engine.sdk import Engine, RunResult
 
 NOT_FOUND_EXIT = 127
+# NCCL's ranks on one host exchange buffers through /dev/shm, which the engine sizes at 64 MB;
+# tmpfs takes memory only as it is written, so a generous limit costs nothing unused.
+GROUP_SHM = 2**30
 TIMEOUT_S = 1200
 
 
@@ -44,6 +51,7 @@ class SmokeReport(TypedDict):
     mode: str  # "gpu" or "cpu"
     verdict: Verdict
     key: dict[str, Any]  # the fingerprint key: hardware and stack that identical bits need
+    # (with --ranks N, key["distributed"]: world_size, backend, backend_version, ...)
     preconditions: list[dict[str, Any]]  # name, ok, detail
     kernels: dict[str, KernelResult]
     errors: dict[str, str]
@@ -83,10 +91,26 @@ def differing_kernels(report: SmokeReport) -> list[str]:
     return describe.differing_kernels(cast("dict[str, Any]", report))
 
 
-def command(*, cpu: bool, canary: bool) -> list[str]:
+def command(*, cpu: bool, canary: bool, ranks: int = 1) -> list[str]:
     # The in-image command checks the lock's versions (/opt/reprobuild/expect.json) by itself.
     argv = ["reprobuild-smoke", "--json"]
-    return argv + (["--cpu"] if cpu else []) + ([] if canary else ["--no-canary"])
+    argv += (["--cpu"] if cpu else []) + ([] if canary else ["--no-canary"])
+    return argv + (["--ranks", str(ranks)] if ranks > 1 else [])
+
+
+def check_ranks(ranks: int, gpus: str | None) -> None:
+    """GPU mode runs one rank per GPU: `--gpus N` with fewer than `ranks` is refused here,
+    before an image is pulled or a container started. With `--gpus all` the payload counts
+    the GPUs it sees, a precondition."""
+    if ranks < 1:
+        raise SmokeUsage(f"--ranks {ranks}: give 1 (no process group), or 2 or more ranks.")
+    if gpus is None or gpus == "all" or int(gpus) >= ranks:
+        return
+    raise SmokeUsage(
+        f"--ranks {ranks} needs {ranks} GPUs, one per rank, but --gpus {gpus} gives the "
+        f"container {gpus}: give --gpus {ranks} (or all), or use --ranks {gpus} or fewer; "
+        "--cpu runs the ranks on the CPU, over gloo."
+    )
 
 
 def run_smoke(
@@ -95,16 +119,20 @@ def run_smoke(
     *,
     gpus: str | None,
     canary: bool = True,
+    ranks: int = 1,
     timeout_s: int = TIMEOUT_S,
 ) -> SmokeRun:
-    """Run the image's payload by ID (GPU mode when gpus is given) and read its report."""
+    """Run the image's payload by ID (GPU mode when gpus is given) and read its report; with
+    ranks >= 2, its process groups too."""
+    check_ranks(ranks, gpus)
     try:
         result = engine.run(
             image.image_id,
-            command(cpu=gpus is None, canary=canary),
+            command(cpu=gpus is None, canary=canary, ranks=ranks),
             gpus=gpus,
             network=False,
             timeout_s=timeout_s,
+            shm_size=GROUP_SHM if ranks > 1 else None,
         )
     except CommandNotFound:
         raise SmokeError(NO_PAYLOAD.format(image=image.reference)) from None
@@ -112,8 +140,9 @@ def run_smoke(
     return SmokeRun(image.reference, image.image_id, gpus, result.exit_code, report)
 
 
-def mode_text(gpus: str | None) -> str:
-    return "CPU mode" if gpus is None else f"--gpus {gpus}"
+def mode_text(gpus: str | None, ranks: int = 1) -> str:
+    mode = "CPU mode" if gpus is None else f"--gpus {gpus}"
+    return mode + (f", {ranks} ranks" if ranks > 1 else "")
 
 
 def run_noted(
@@ -123,10 +152,12 @@ def run_noted(
     gpus: str | None,
     note: Callable[[str], None],
     canary: bool = True,
+    ranks: int = 1,
 ) -> SmokeRun:
     """`run_smoke`, after a note that says where and how."""
-    note(f"running the smoke test in {image.reference} ({mode_text(gpus)})")
-    return run_smoke(engine, image, gpus=gpus, canary=canary)
+    check_ranks(ranks, gpus)
+    note(f"running the smoke test in {image.reference} ({mode_text(gpus, ranks)})")
+    return run_smoke(engine, image, gpus=gpus, canary=canary, ranks=ranks)
 
 
 def _report(image: str, result: RunResult) -> SmokeReport:

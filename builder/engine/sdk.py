@@ -568,13 +568,16 @@ class Engine:
         gpus: str | None = None,
         network: bool = True,
         timeout_s: int = TIMEOUT_S,
+        shm_size: int | None = None,
     ) -> RunResult:
         """Run a command in a throwaway container (removed afterwards, also on errors and
-        Ctrl-C)."""
+        Ctrl-C); shm_size in bytes sizes its /dev/shm (None: the engine's 64 MB)."""
         from requests.exceptions import ConnectionError as LostConnection
         from requests.exceptions import ReadTimeout
 
         options: dict[str, Any] = {"network_disabled": not network}
+        if shm_size is not None:
+            options["shm_size"] = shm_size
         container = self._create(image, command, options, user=user, gpus=gpus)
         try:
             self._start(container, image, command, gpus)

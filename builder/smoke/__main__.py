@@ -1,4 +1,5 @@
-"""`python -m builder.smoke [--json] [--cpu] [--expect FILE] [--self-test] [--no-canary]`."""
+"""`python -m builder.smoke [--json] [--cpu] [--expect FILE] [--self-test] [--no-canary]
+[--ranks N]`."""
 
 from __future__ import annotations
 
@@ -36,8 +37,30 @@ def _parser() -> argparse.ArgumentParser:
         "--self-test", action="store_true", help="add a kernel that differs per process (must fail)"
     )
     parser.add_argument("--no-canary", action="store_true", help="skip the canary run")
+    parser.add_argument(
+        "--ranks",
+        type=_ranks,
+        default=1,
+        metavar="N",
+        help="with N >= 2, also run N processes as one torch.distributed group (NCCL, one GPU "
+        "each; gloo with --cpu), twice, and fingerprint an all_reduce and DDP steps",
+    )
     parser.add_argument("--child", choices=("deterministic", "canary"), help=argparse.SUPPRESS)
+    parser.add_argument("--rank", type=int, help=argparse.SUPPRESS)  # a group's process
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)  # rank 0's store
     return parser
+
+
+def _ranks(text: str) -> int:
+    try:
+        ranks = int(text)
+    except ValueError:
+        ranks = 0
+    if ranks < 1:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a number of processes: give 1 (no group), or 2 or more"
+        )
+    return ranks
 
 
 def _expected(parser: argparse.ArgumentParser, path: Path | None) -> dict[str, Any]:
@@ -58,11 +81,18 @@ EXPECT_EXAMPLE = '{"torch": "2.5.1", "cuda": "12.4", "cudnn": "9.1.0"}'
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     options = parser.parse_args(argv)
+    if options.child and options.rank is not None:
+        from . import distributed
+
+        rank = distributed.Rank(
+            options.child, options.rank, options.ranks, options.port, options.cpu, options.self_test
+        )
+        return distributed.main(rank)
     if options.child:
         from . import child
 
-        child.main(options.child, options.cpu, options.self_test)
-        return 0
+        child.main(options.child, options.cpu, options.self_test, options.ranks)
+        return runner.PASS
     expected = _expected(parser, options.expect)
     report = runner.run(
         __package__ or "builder.smoke",
@@ -70,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         expected,
         options.self_test,
         not options.no_canary,
+        ranks=options.ranks,
     )
     data = report.as_dict()
     print(json.dumps(data, indent=2) if options.json else text(data))

@@ -26,13 +26,17 @@ def _visible(device: torch.device) -> bool:
     return device.type == "cpu" or torch.cuda.is_available()
 
 
-def deterministic_run(device: torch.device, self_test: bool) -> dict[str, Any]:
+def deterministic_run(device: torch.device, self_test: bool, ranks: int = 1) -> dict[str, Any]:
     settings.apply(deterministic=True, seed=SEED)
     expected = json.loads(os.environ.get(EXPECT_VARIABLE) or "{}")
     checks = preconditions.gpu_checks(expected.get("min_driver")) if device.type == "cuda" else []
     checks += preconditions.version_checks(expected)
+    checks += preconditions.rank_checks(device, ranks) if ranks > 1 else []
+    found = key.build(device) if _visible(device) else key.unseen(device)
+    if ranks > 1:
+        found["distributed"] = key.distributed(device, ranks)
     answer: dict[str, Any] = {
-        "key": key.build(device) if _visible(device) else key.unseen(device),
+        "key": found,
         "preconditions": [asdict(check) for check in checks],
         "fingerprints": {},
         "errors": {},
@@ -76,8 +80,10 @@ def canary_run(device: torch.device) -> dict[str, Any]:
     return {"fingerprints": prints}
 
 
-def main(role: str, cpu: bool, self_test: bool) -> None:
+def main(role: str, cpu: bool, self_test: bool, ranks: int = 1) -> None:
+    """ranks: the size of the process groups the runner starts beside this process; the key and
+    the preconditions (`deterministic` role) cover them."""
     # GPU mode without a GPU still takes the CUDA device: its precondition check says so.
     device = torch.device("cpu" if cpu else "cuda")
-    answer = canary_run(device) if role == "canary" else deterministic_run(device, self_test)
+    answer = canary_run(device) if role == "canary" else deterministic_run(device, self_test, ranks)
     print(json.dumps(answer), flush=True)

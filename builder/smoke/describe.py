@@ -14,7 +14,9 @@ def text(data: dict[str, Any]) -> str:
     key = data["key"]
     mode = data["mode"]
     where = key.get("gpu") or key.get("cpu") or "no visible device"
-    lines = [f"reprobuild-smoke: {mode} mode on {where}, torch {key.get('torch', '?')}"]
+    group = key.get("distributed")
+    over = f", {_group_text(group)}" if group else ""
+    lines = [f"reprobuild-smoke: {mode} mode on {where}, torch {key.get('torch', '?')}{over}"]
     lines += [
         f"  {'ok  ' if c['ok'] else 'FAIL'} {c['name']:<8} {c['detail']}"
         for c in data["preconditions"]
@@ -41,7 +43,8 @@ def text(data: dict[str, Any]) -> str:
     differing = differing_kernels(data)
     count = len(data["kernels"])
     summary = {
-        "pass": f"PASS: {count} fingerprints identical across 2 fresh processes",
+        "pass": f"PASS: {count} fingerprints identical across 2 fresh processes"
+        + (f" and 2 groups of {group['world_size']} ranks" if group else ""),
         "fail": (
             f"FAIL: differing {', '.join(differing) or '-'}; "
             f"errors {', '.join(data['errors']) or '-'}"
@@ -51,6 +54,11 @@ def text(data: dict[str, Any]) -> str:
     }[verdict]
     lines.append(f"{summary} ({data['wall_s']} s)")
     return "\n".join(lines)
+
+
+def _group_text(group: dict[str, Any]) -> str:
+    """The process groups' part of the key, e.g. "2 ranks over nccl 2.21.5"."""
+    return f"{group['world_size']} ranks over {group['backend']} {group['backend_version']}"
 
 
 def differing_kernels(report: dict[str, Any]) -> list[str]:

@@ -5,6 +5,7 @@ run's key and must stay one standard-library file."""
 
 from __future__ import annotations
 
+import os
 import platform
 from typing import Any
 
@@ -36,6 +37,51 @@ def build(device: torch.device) -> dict[str, Any]:
     else:
         key.update(cpu=hook.cpu_model(), cpu_capability=torch.backends.cpu.get_cpu_capability())
     return key
+
+
+# NCCL's choices that set the order in which a sum meets its terms (algorithm, protocol,
+# channels, chunking, transports): another value may give other bits.
+NCCL_VARIABLES = (
+    "NCCL_ALGO",
+    "NCCL_PROTO",
+    "NCCL_MIN_NCHANNELS",
+    "NCCL_MAX_NCHANNELS",
+    "NCCL_NTHREADS",
+    "NCCL_BUFFSIZE",
+    "NCCL_P2P_DISABLE",
+    "NCCL_SHM_DISABLE",
+    "NCCL_NVLS_ENABLE",
+)
+
+
+def backend(device: torch.device) -> str:
+    """torch.distributed's backend for the device: NCCL on GPUs, gloo on the CPU."""
+    return "nccl" if device.type == "cuda" else "gloo"
+
+
+def nccl_version() -> str | None:
+    """The NCCL torch runs (a tuple in torch 2, a number in older releases); None without one."""
+    try:
+        version = torch.cuda.nccl.version()
+    except (AttributeError, RuntimeError):  # a torch built without NCCL
+        return None
+    return ".".join(map(str, version)) if isinstance(version, tuple) else str(version)
+
+
+def distributed(device: torch.device, world_size: int) -> dict[str, Any]:
+    """The group's part of the key: gloo is part of torch (its version is torch's); with NCCL,
+    the GPUs of the ranks and the variables that steer its reductions count too."""
+    chosen = backend(device)
+    if chosen == "gloo":
+        return {"world_size": world_size, "backend": chosen, "backend_version": torch.__version__}
+    visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    return {
+        "world_size": world_size,
+        "backend": chosen,
+        "backend_version": nccl_version(),
+        "gpus": [torch.cuda.get_device_name(index) for index in range(min(world_size, visible))],
+        "env": {name: os.environ.get(name) for name in NCCL_VARIABLES},
+    }
 
 
 def unseen(device: torch.device) -> dict[str, Any]:

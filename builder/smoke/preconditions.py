@@ -6,8 +6,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.distributed as dist
 
-from . import hook
+from . import hook, key
 
 
 @dataclass(frozen=True)
@@ -89,3 +90,36 @@ def version_checks(expected: dict[str, Any]) -> list[Check]:
             Check(name, same, f"{name} {have}" + ("" if same else f", the lock says {want}"))
         )
     return checks
+
+
+def rank_checks(device: torch.device, ranks: int) -> list[Check]:
+    """`--ranks N` (N >= 2): torch.distributed with the device's backend, and on GPUs one GPU
+    per rank."""
+    backend = key.backend(device)
+    available = dist.is_available() and (
+        dist.is_nccl_available() if backend == "nccl" else dist.is_gloo_available()
+    )
+    if not available:
+        detail = (
+            f"this torch has no torch.distributed {backend} backend, which --ranks needs: use a "
+            "torch build with it, or leave --ranks out"
+        )
+        return [Check("ranks", False, detail)]
+    if device.type != "cuda":
+        return [Check("ranks", True, f"{ranks} ranks on the CPU over gloo")]
+    if not torch.cuda.is_available():
+        return []  # the gpu check says so
+    return [gpu_count_check(ranks, torch.cuda.device_count())]
+
+
+def gpu_count_check(ranks: int, visible: int) -> Check:
+    """One GPU per rank: NCCL refuses two ranks on one device."""
+    if visible < ranks:
+        are = "is" if visible == 1 else "are"
+        detail = (
+            f"--ranks {ranks} needs {ranks} GPUs, one per rank, and {visible} {are} visible: "
+            f"give the container more (--gpus all or --gpus {ranks}), or use --ranks {visible} "
+            "or fewer"
+        )
+        return Check("ranks", False, detail)
+    return Check("ranks", True, f"{ranks} ranks on {ranks} of {visible} GPUs over nccl")

@@ -4,6 +4,11 @@ The parent starts children with this interpreter (`python -m <this package> --ch
 at once: two in deterministic mode, whose fingerprints must match kernel for kernel, and one
 canary that runs each witness twice without deterministic settings; at least one must differ
 there, or the report says the check's power is unproven on this device.
+
+With `--ranks N` (N >= 2), each of those three roles also gets a process group of N ranks
+(group.py), started with them: the two deterministic groups' fingerprints must match like the
+processes', every rank must agree with rank 0 and run with the suite's settings, and the canary
+group's witness joins the canary.
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
+
+from . import group
 
 PASS, FAIL, UNPROVEN, PRECONDITION = 0, 1, 3, 4
 CHILD_TIMEOUT_S = 600
@@ -111,13 +118,8 @@ class _Child:
                 pipe.close()
 
 
-def _start(
-    package: str, role: str, *, cpu: bool, self_test: bool, expected: dict[str, Any]
-) -> _Child:
-    argv = [sys.executable, "-m", package, "--child", ROLES[role]]
-    argv += ["--cpu"] if cpu else []
-    argv += ["--self-test"] if self_test else []
-    env = {
+def _environment(expected: dict[str, Any]) -> dict[str, str]:
+    return {
         **os.environ,
         "PYTHONHASHSEED": os.environ.get("PYTHONHASHSEED", "0"),
         EXPECT_VARIABLE: json.dumps(expected),
@@ -125,34 +127,85 @@ def _start(
         # every process here applies its own settings instead.
         HOOK_MODE_VARIABLE: "0",
     }
+
+
+def _start(
+    package: str, role: str, *, cpu: bool, self_test: bool, ranks: int, env: dict[str, str]
+) -> _Child:
+    argv = [sys.executable, "-m", package, "--child", ROLES[role]]
+    argv += ["--cpu"] if cpu else []
+    argv += ["--self-test"] if self_test else []
+    argv += ["--ranks", str(ranks)] if ranks > 1 else []
     process = subprocess.Popen(
         argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
     )
     return _Child(role, process)
 
 
-def run(package: str, cpu: bool, expected: dict[str, Any], self_test: bool, canary: bool) -> Report:
-    """The three processes run side by side: they share nothing but the device, and identical
-    bits under a concurrent neighbour are a stronger promise than identical bits alone."""
+def run(
+    package: str,
+    cpu: bool,
+    expected: dict[str, Any],
+    self_test: bool,
+    canary: bool,
+    *,
+    ranks: int = 1,
+) -> Report:
+    """The three processes (and with ranks >= 2, their three groups) run side by side: they
+    share nothing but the device, and identical bits under a concurrent neighbour are a
+    stronger promise than identical bits alone."""
     start = time.perf_counter()
+    deadline = start + CHILD_TIMEOUT_S
     report = Report(mode="cpu" if cpu else "gpu")
-    children = {
-        role: _start(package, role, cpu=cpu, self_test=self_test, expected=expected)
-        for role in ROLES
-        if canary or role != "canary"
-    }
+    env = _environment(expected)
+    roles = [role for role in ROLES if canary or role != "canary"]
+    children: dict[str, _Child] = {}
+    groups: dict[str, group.Group] = {}
     try:
-        _judge(report, children, start + CHILD_TIMEOUT_S)
-    except ChildFailed as failure:
-        report.errors["process"] = str(failure)
+        for role in roles:
+            children[role] = _start(
+                package, role, cpu=cpu, self_test=self_test, ranks=ranks, env=env
+            )
+        for role in roles if ranks > 1 else []:
+            groups[role] = group.start(
+                package, role, ROLES[role], ranks, cpu=cpu, self_test=self_test, env=env
+            )
+        _judge_all(report, children, groups, deadline)
     finally:
         for child in children.values():
             child.stop()
+        for started in groups.values():
+            started.stop()
     report.wall_s = time.perf_counter() - start
     return report
 
 
-def _judge(report: Report, children: dict[str, _Child], deadline: float) -> None:
+def _judge_all(
+    report: Report, children: dict[str, _Child], groups: dict[str, group.Group], deadline: float
+) -> None:
+    witnesses: dict[str, list[str]] = {}
+    try:
+        _judge(report, children, deadline, witnesses)
+    except ChildFailed as failure:
+        report.errors["process"] = str(failure)
+        return
+    if any(not check["ok"] for check in report.preconditions):
+        return
+    answers: dict[str, list[dict[str, Any]]] = {}
+    for role, started in groups.items():
+        try:
+            answers[role] = started.answers(deadline, CHILD_TIMEOUT_S)
+        except group.GroupFailed as failure:
+            report.errors[f"distributed {role}"] = str(failure)
+    _add_groups(report, answers, witnesses)
+    if "canary" in children:
+        differed = sorted(name for name, runs in witnesses.items() if len(set(runs)) != 1)
+        report.canary = {"witnesses": len(witnesses), "differed": len(differed), "names": differed}
+
+
+def _judge(
+    report: Report, children: dict[str, _Child], deadline: float, witnesses: dict[str, list[str]]
+) -> None:
     first = children["deterministic 1"].answer(deadline)
     report.key = first["key"]
     report.preconditions = first["preconditions"]
@@ -170,6 +223,21 @@ def _judge(report: Report, children: dict[str, _Child], deadline: float) -> None
     if second["key"] != first["key"]:
         report.errors["key"] = "the two processes saw different fingerprint keys"
     if "canary" in children:
-        witnesses = children["canary"].answer(deadline)["fingerprints"]
-        differed = sorted(name for name, runs in witnesses.items() if len(set(runs)) != 1)
-        report.canary = {"witnesses": len(witnesses), "differed": len(differed), "names": differed}
+        witnesses.update(children["canary"].answer(deadline)["fingerprints"])
+
+
+def _add_groups(
+    report: Report, answers: dict[str, list[dict[str, Any]]], witnesses: dict[str, list[str]]
+) -> None:
+    """The groups that answered: the deterministic two as kernels (rank 0's fingerprints), the
+    canary's witness beside the suite's."""
+    for role in ("deterministic 1", "deterministic 2"):
+        if role in answers:
+            report.errors.update(group.problems(role, answers[role], report.key))
+    first, second = answers.get("deterministic 1"), answers.get("deterministic 2")
+    if first and second:
+        for name, digest in first[0]["fingerprints"].items():
+            report.kernels[name] = [digest, second[0]["fingerprints"].get(name, "missing")]
+        report.seconds.update(first[0]["seconds"])
+    if "canary" in answers:
+        witnesses.update(answers["canary"][0]["fingerprints"])

@@ -1,0 +1,134 @@
+"""`reprobuild smoke --ranks N` on the host: the payload's command line, the refusal of more ranks
+than GPUs before any container starts, and the report with its group read back. The engine is
+answered from memory here; tests/integration/test_smoke_ranks.py runs the real one."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, cast
+
+import pytest
+
+from builder.build.recordfile import ImageToRun
+from builder.check.smoke import check_ranks, command, mode_text, run_noted, run_smoke
+from builder.engine.sdk import RunResult
+from builder.errors import USAGE, SmokeUsage
+from builder.smoke.runner import PASS, Report
+from tests.cli import reprobuild
+
+if TYPE_CHECKING:
+    from builder.engine.sdk import Engine
+
+IMAGE = ImageToRun("lab/train:v1", "sha256:" + "ab" * 32, None)
+REFUSED = (
+    "--ranks 3 needs 3 GPUs, one per rank, but --gpus 2 gives the container 2: give --gpus 3 "
+    "(or all), or use --ranks 2 or fewer; --cpu runs the ranks on the CPU, over gloo."
+)
+
+
+@dataclass
+class _Engine:
+    """What the stage asks of the engine, recorded; the payload's report as its answer."""
+
+    stdout: str = ""
+    calls: list[tuple[str, list[str], dict[str, Any]]] = field(default_factory=list)
+
+    def run(self, image: str, command: list[str], **options: Any) -> RunResult:
+        self.calls.append((image, command, options))
+        return RunResult(PASS, self.stdout, "")
+
+
+def payload_report() -> str:
+    """A report as the payload writes it (its own record type) for a group of 2 over gloo."""
+    runs = {name: ["ab" * 32, "ab" * 32] for name in ("index_add_", "distributed_ddp_step")}
+    group = {"world_size": 2, "backend": "gloo", "backend_version": "2.5.1+cu124"}
+    report = Report(mode="cpu", key={"device": "cpu", "distributed": group}, kernels=runs)
+    report.canary = {"witnesses": 9, "differed": 0, "names": []}
+    return json.dumps(report.as_dict())
+
+
+def test_the_payloads_command_line() -> None:
+    assert command(cpu=True, canary=True) == ["reprobuild-smoke", "--json", "--cpu"]
+    assert command(cpu=False, canary=False, ranks=1) == [
+        "reprobuild-smoke",
+        "--json",
+        "--no-canary",
+    ]
+    assert command(cpu=False, canary=True, ranks=4) == [
+        "reprobuild-smoke",
+        "--json",
+        "--ranks",
+        "4",
+    ]
+    assert command(cpu=True, canary=False, ranks=2) == [
+        "reprobuild-smoke",
+        "--json",
+        "--cpu",
+        "--no-canary",
+        "--ranks",
+        "2",
+    ]
+    assert mode_text(None, 2) == "CPU mode, 2 ranks" and mode_text("all") == "--gpus all"
+
+
+def test_more_ranks_than_the_gpus_given_is_refused() -> None:
+    with pytest.raises(SmokeUsage) as refused:
+        check_ranks(3, "2")
+    assert str(refused.value) == REFUSED and refused.value.exit_code == USAGE
+    with pytest.raises(SmokeUsage, match=r"^--ranks 0: give 1 \(no process group\), or 2 or more"):
+        check_ranks(0, None)
+    for ranks, gpus in ((3, "3"), (8, "all"), (8, None), (1, "1")):
+        check_ranks(ranks, gpus)  # the payload counts what `all` gives; the CPU has no limit
+
+
+def test_the_refusal_comes_before_the_container() -> None:
+    engine = _Engine(payload_report())
+    notes: list[str] = []
+    with pytest.raises(SmokeUsage, match=r"^--ranks 3 needs 3 GPUs"):
+        run_noted(cast("Engine", engine), IMAGE, gpus="2", note=notes.append, ranks=3)
+    assert engine.calls == [] and notes == []
+
+
+def test_the_group_reaches_the_payload_and_its_key_comes_back() -> None:
+    engine = _Engine(payload_report())
+    notes: list[str] = []
+    ran = run_noted(cast("Engine", engine), IMAGE, gpus=None, note=notes.append, ranks=2)
+    assert notes == ["running the smoke test in lab/train:v1 (CPU mode, 2 ranks)"]
+    assert engine.calls == [
+        (
+            IMAGE.image_id,
+            ["reprobuild-smoke", "--json", "--cpu", "--ranks", "2"],
+            {"gpus": None, "network": False, "timeout_s": 1200, "shm_size": 2**30},
+        )
+    ]
+    assert ran.exit_code == PASS and ran.report["verdict"] == "pass"
+    assert ran.report["key"]["distributed"] == {
+        "world_size": 2,
+        "backend": "gloo",
+        "backend_version": "2.5.1+cu124",
+    }
+    one = _Engine(payload_report())
+    run_smoke(cast("Engine", one), IMAGE, gpus="all")
+    assert one.calls[0][1] == ["reprobuild-smoke", "--json"]  # no --ranks: as before
+
+
+def cli(*args: str) -> tuple[int, str]:
+    """`reprobuild smoke` with no engine: a refusal shows before any attempt to reach one."""
+    env = {**os.environ, "DOCKER_HOST": "unix:///nonexistent/docker.sock"}
+    result = reprobuild("smoke", "lab/train:v1", *args, env=env)
+    assert result.stdout == ""
+    return result.returncode, result.stderr
+
+
+def test_the_command_refuses_more_ranks_than_gpus_before_the_engine() -> None:
+    code, stderr = cli("--gpus", "2", "--ranks", "3")
+    assert code == USAGE and stderr == f"error: {REFUSED}\n"
+    code, stderr = cli("--ranks", "0")
+    assert code == USAGE
+    assert (
+        stderr.splitlines()[-1] == "Error: Invalid value for '--ranks': 0 is not in the range x>=1."
+    )
+    code, stderr = cli("--cpu", "--ranks", "4")  # accepted: it goes on to the (missing) engine
+    assert code == 1 and stderr.startswith("error: no Docker engine answers at unix:///nonexistent")
