@@ -32,8 +32,8 @@ from builder.run.inputs import DataMount
 SLURM_TEMPLATE = "slurm.sh.j2"
 RUNTIMES = ("apptainer", "pyxis", "podman", "docker")
 # DataLoader workers and the ranks' own threads: without --cpus-per-task a task gets one CPU, and
-# every GPU process of the node shares it. GPU nodes have 12 to 28 cores per GPU (DGX H100: 112
-# cores for 8 GPUs), so 8 per GPU fits all of them and keeps 4 DataLoader workers busy.
+# every GPU process of the node shares it. GPU nodes have more than 8 cores per GPU (a DGX H100
+# has 112 for its 8), so 8 per GPU fits them and keeps 4 DataLoader workers busy.
 CPUS_PER_GPU = 8
 # Characters that break a mount in some runtime's syntax (pyxis splits on ',', all on ':') or
 # the script's quoting.
