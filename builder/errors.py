@@ -86,6 +86,12 @@ class LockError(ReprobuildError):
     """An input could not be pinned; the message names the package or host and the fix."""
 
 
+class LockExportError(ReprobuildError):
+    """`lock --export FILE` names no format reprobuild writes: a usage error."""
+
+    exit_code = USAGE
+
+
 class LockFileError(ReprobuildError):
     """The lock file is missing, unreadable, edited by hand, or stale."""
 

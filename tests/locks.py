@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import zipfile
+from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
 if TYPE_CHECKING:
@@ -82,3 +85,27 @@ def make_lock(
             "0.13.9",
         ),
     )
+
+
+WHEEL_TIME = (2020, 1, 1, 0, 0, 0)
+
+
+def tiny_wheel(folder: Path, name: str, version: str) -> LockedPackage:
+    """A real, installable pure-Python wheel in `folder`, locked at `wheels/NAME` (its path
+    relative to the project whose `wheels/` folder `folder` is)."""
+    path = folder / f"{name}-{version}-py3-none-any.whl"
+    files = {
+        f"{name}/__init__.py": f"__version__ = {version!r}\n",
+        f"{name}-{version}.dist-info/METADATA": (
+            f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
+        ),
+        f"{name}-{version}.dist-info/WHEEL": (
+            "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+        ),
+        f"{name}-{version}.dist-info/RECORD": "",
+    }
+    with zipfile.ZipFile(path, "w") as archive:
+        for member, text in files.items():
+            archive.writestr(zipfile.ZipInfo(member, WHEEL_TIME), text)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    return LockedPackage(name, version, f"wheels/{path.name}", digest, path.stat().st_size)

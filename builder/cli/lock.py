@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import TYPE_CHECKING
+
 import click
 
-from builder.cli.options import Options, http_url, progress_note
+from builder.cli.options import Options, http_url, note, progress_note
+
+if TYPE_CHECKING:
+    from builder.lock.stage import LockOptions
 
 
 @click.command("lock")
@@ -33,6 +39,15 @@ from builder.cli.options import Options, http_url, progress_note
     callback=http_url,
     help="Debian security archive (default: derived).",
 )
+@click.option(
+    "--export",
+    "exports",
+    multiple=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="FILE",
+    help="Also write the Python closure for installers outside the image: pylock.toml (PEP "
+    "751) or a requirements file ending in .txt (pip --require-hashes). Repeatable.",
+)
 @click.pass_obj
 def lock_command(
     options: Options,
@@ -41,11 +56,35 @@ def lock_command(
     index_url: str,
     debian_mirror: str | None,
     debian_security_mirror: str | None,
+    exports: tuple[Path, ...],
 ) -> None:
-    """Pin every input in reprobuild.lock: hashed Python closure, base digest, system packages."""
+    """Pin every input in reprobuild.lock: hashed Python closure, base digest, system packages.
+
+    With --export, the lock's Python closure is also written for installers outside the image:
+
+    \b
+        reprobuild lock --export pylock.toml --export requirements.txt
+        pip install --require-hashes -r requirements.txt
+    """
+    from builder.lock import export, lockfile
+    from builder.lock.stage import LockOptions
+
+    for path in exports:
+        export.export_format(path)  # a name that says no format is refused before any work
+    _lock(
+        options, check_only, upgrade, LockOptions(index_url, debian_mirror, debian_security_mirror)
+    )
+    if exports:
+        current = lockfile.read_current(options.project)
+        for path in exports:
+            export.export(current.lock, current.project, path)
+            note(f"wrote {path}")
+
+
+def _lock(options: Options, check_only: bool, upgrade: bool, lock_options: LockOptions) -> None:
     from builder.cli.present import lock_summary
     from builder.lock import lockfile
-    from builder.lock.stage import LockOptions, write_new_lock
+    from builder.lock.stage import write_new_lock
 
     knowledge = options.knowledge()
     loaded = options.load_spec(knowledge)
@@ -57,6 +96,5 @@ def lock_command(
     if not upgrade and state.reason is None:
         click.echo(f"{state.path} is up to date with the spec (use --upgrade to re-resolve)")
         return
-    lock_options = LockOptions(index_url, debian_mirror, debian_security_mirror)
     written = write_new_lock(loaded, state, knowledge, lock_options, progress_note)
     click.echo(lock_summary(written))

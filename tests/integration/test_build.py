@@ -32,29 +32,9 @@ from builder.render import plan
 from builder.spec.file import locate
 from tests.infra import BASE, DEBIAN_MIRROR, REGISTRY
 from tests.integration.conftest import unnamed_since
-from tests.locks import make_lock
+from tests.locks import WHEEL_TIME, make_lock, tiny_wheel
 
 SPEC = 'name = "lab/small"\npython = "3.11"\ntorch = "2.5.1"\ncpu_only = true\n'
-WHEEL_TIME = (2020, 1, 1, 0, 0, 0)
-
-
-def tiny_wheel(folder: Path, name: str, version: str) -> LockedPackage:
-    path = folder / f"{name}-{version}-py3-none-any.whl"
-    files = {
-        f"{name}/__init__.py": f"__version__ = {version!r}\n",
-        f"{name}-{version}.dist-info/METADATA": (
-            f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
-        ),
-        f"{name}-{version}.dist-info/WHEEL": (
-            "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
-        ),
-        f"{name}-{version}.dist-info/RECORD": "",
-    }
-    with zipfile.ZipFile(path, "w") as archive:
-        for member, text in files.items():
-            archive.writestr(zipfile.ZipInfo(member, WHEEL_TIME), text)
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    return LockedPackage(name, version, f"wheels/{path.name}", digest, path.stat().st_size)
 
 
 def base_lock() -> BaseLock:
