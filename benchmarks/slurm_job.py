@@ -35,6 +35,7 @@ ROOT = Path(__file__).parents[1]
 INFRA = ROOT / "scripts" / "infra"
 SLURM_CONF = STATE / "slurm" / "slurm.conf"  # where scripts/infra writes it
 ROUNDS = 3
+JOB_TIMEOUT_S = 600  # a job that never leaves PENDING ends the benchmark, not hangs it
 
 
 def seconds(argv: list[str | Path]) -> float:
@@ -75,7 +76,11 @@ def slurm_job(project: Path, data: Path, submit: Path) -> tuple[float, dict[str,
         cwd=submit, env=env, capture_output=True, text=True, check=True,
     )  # fmt: skip
     job = submitted.stdout.strip()
+    deadline = start + JOB_TIMEOUT_S
     while True:
+        if time.perf_counter() > deadline:
+            subprocess.run(["scancel", job], env=env, check=False)
+            sys.exit(f"job {job} did not end within {JOB_TIMEOUT_S} s; cancelled. See {submit}")
         shown = subprocess.run(
             ["scontrol", "show", "job", "-o", job],
             env=env,

@@ -22,6 +22,7 @@ TITLE_LABEL = "org.opencontainers.image.title"
 WORK_FOLDER = ".reprobuild"  # the build context and the wheelhouse
 RECORD_FILE = "reprobuild.build.json"
 RUNS_FOLDER = "runs"
+SIGNING_PASSPHRASE_VARIABLE = "REPROBUILD_SIGNING_PASSPHRASE"  # a signing key's passphrase
 MANIFEST_FILE = "reprobuild.manifest.json"  # `reprobuild publish`: the manifest a paper publishes
 REPRODUCE_FILE = "REPRODUCE.md"  # and its human-readable twin
 CITATION_FILE = "CITATION.cff"  # publish: how to cite the image (and its archive)

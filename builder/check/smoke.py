@@ -5,8 +5,8 @@ stage gives it the GPUs (the engine's device requests, i.e. the NVIDIA container
 it by image ID with the network off as the image's own non-root user, and reads its JSON report.
 
 With `--ranks N` the payload also runs process groups on the container's loopback interface
-(which stays up with the network off). Their /dev/shm is the engine's default (64 MB):
-`Engine.run` sets no size. gloo needs none; NCCL may, and the payload's error says so.
+(which stays up with the network off), with a 1 GiB /dev/shm, where NCCL's ranks on one host
+exchange buffers (the engine's default is 64 MB; gloo needs none).
 """
 
 from __future__ import annotations
@@ -18,16 +18,13 @@ from typing import TYPE_CHECKING, Any, Literal, TypedDict, cast
 
 from builder.errors import CommandNotFound, SmokeError, SmokeUsage, tail
 from builder.shapes import typed
-from builder.smoke import describe
+from builder.smoke import describe, group
 
 if TYPE_CHECKING:
     from builder.build.recordfile import ImageToRun
     from builder.engine.sdk import Engine, RunResult
 
 NOT_FOUND_EXIT = 127
-# NCCL's ranks on one host exchange buffers through /dev/shm, which the engine sizes at 64 MB;
-# tmpfs takes memory only as it is written, so a generous limit costs nothing unused.
-GROUP_SHM = 2**30
 TIMEOUT_S = 1200
 
 
@@ -132,7 +129,7 @@ def run_smoke(
             gpus=gpus,
             network=False,
             timeout_s=timeout_s,
-            shm_size=GROUP_SHM if ranks > 1 else None,
+            shm_size=group.NCCL_SHM_BYTES if ranks > 1 else None,
         )
     except CommandNotFound:
         raise SmokeError(NO_PAYLOAD.format(image=image.reference)) from None
@@ -155,7 +152,7 @@ def run_noted(
     ranks: int = 1,
 ) -> SmokeRun:
     """`run_smoke`, after a note that says where and how."""
-    check_ranks(ranks, gpus)
+    check_ranks(ranks, gpus)  # before the note: a refused run says nothing ran
     note(f"running the smoke test in {image.reference} ({mode_text(gpus, ranks)})")
     return run_smoke(engine, image, gpus=gpus, canary=canary, ranks=ranks)
 

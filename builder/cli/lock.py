@@ -10,6 +10,7 @@ import click
 from builder.cli.options import Options, http_url, note, progress_note
 
 if TYPE_CHECKING:
+    from builder.lock.lockfile import CurrentLock
     from builder.lock.stage import LockOptions
 
 
@@ -66,22 +67,20 @@ def lock_command(
         reprobuild lock --export pylock.toml --export requirements.txt
         pip install --require-hashes -r requirements.txt
     """
-    from builder.lock import export, lockfile
+    from builder.lock import export
     from builder.lock.stage import LockOptions
 
+    export.check_formats(exports)  # before any work: a name that says no format is refused
+    lock_options = LockOptions(index_url, debian_mirror, debian_security_mirror)
+    current = _lock(options, check_only, upgrade, lock_options)
     for path in exports:
-        export.export_format(path)  # a name that says no format is refused before any work
-    _lock(
-        options, check_only, upgrade, LockOptions(index_url, debian_mirror, debian_security_mirror)
-    )
-    if exports:
-        current = lockfile.read_current(options.project)
-        for path in exports:
-            export.export(current.lock, current.project, path)
-            note(f"wrote {path}")
+        export.export(current.lock, current.project, path)
+        note(f"wrote {path}")
 
 
-def _lock(options: Options, check_only: bool, upgrade: bool, lock_options: LockOptions) -> None:
+def _lock(
+    options: Options, check_only: bool, upgrade: bool, lock_options: LockOptions
+) -> CurrentLock:
     from builder.cli.present import lock_summary
     from builder.lock import lockfile
     from builder.lock.stage import write_new_lock
@@ -90,11 +89,12 @@ def _lock(options: Options, check_only: bool, upgrade: bool, lock_options: LockO
     loaded = options.load_spec(knowledge)
     state = lockfile.inspect_at(loaded.path, loaded.table, read_lock=check_only or not upgrade)
     if check_only:
-        lockfile.current(state)
+        current = lockfile.current(state)
         click.echo(f"{state.path} is up to date with the spec")
-        return
+        return current
     if not upgrade and state.reason is None:
         click.echo(f"{state.path} is up to date with the spec (use --upgrade to re-resolve)")
-        return
+        return lockfile.current(state)
     written = write_new_lock(loaded, state, knowledge, lock_options, progress_note)
     click.echo(lock_summary(written))
+    return written

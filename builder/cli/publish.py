@@ -14,8 +14,6 @@ from builder.cli.options import Options, byte_progress, gpus_option, note
 if TYPE_CHECKING:
     from builder.publish.signing import SigningKey
 
-PASSPHRASE_VARIABLE = "REPROBUILD_SIGNING_PASSPHRASE"
-
 
 @click.command("publish")
 @click.option(
@@ -64,7 +62,7 @@ PASSPHRASE_VARIABLE = "REPROBUILD_SIGNING_PASSPHRASE"
     metavar="KEY",
     help="Sign the manifest and the provenance (DSSE) with this private key: the SSH ed25519 "
     "key you sign git commits with, or a PEM key. A passphrase is read from "
-    f"{PASSPHRASE_VARIABLE}.",
+    f"{layout.SIGNING_PASSPHRASE_VARIABLE}.",
 )
 @click.pass_obj
 def publish_command(
@@ -142,7 +140,7 @@ def signing_key(path: Path | None) -> SigningKey | None:
         return None
     from builder.publish import signing
 
-    passphrase = os.environ.get(PASSPHRASE_VARIABLE)
+    passphrase = os.environ.get(layout.SIGNING_PASSPHRASE_VARIABLE)
     return signing.load_signing_key(path, passphrase.encode() if passphrase else None)
 
 

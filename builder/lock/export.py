@@ -11,6 +11,7 @@ image's (linux x86_64, the lock's Python); elsewhere an installer refuses them, 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 import tomli_w
@@ -32,18 +33,13 @@ MARKERS = (
 FORMATS = "pylock.toml (or pylock.NAME.toml) or a requirements file ending in .txt"
 
 
-def is_remote(package: LockedPackage) -> bool:
-    return package.url.startswith(("https://", "http://"))
-
-
 def local_path(package: LockedPackage, project: Path, beside: Path) -> str:
     """A local wheel (its URL a path relative to the project), relative to the exported file."""
     return Path(os.path.relpath(project / package.url, beside)).as_posix()
 
 
 def environment_marker(lock: Lock) -> Marker:
-    machine = lock.python.platform.split("-", 1)[0]
-    return Marker(MARKERS.format(machine=machine, python=lock.python.python))
+    return Marker(MARKERS.format(machine=lock.python.machine, python=lock.python.python))
 
 
 def pylock(lock: Lock, project: Path, beside: Path) -> str:
@@ -62,7 +58,7 @@ def pylock(lock: Lock, project: Path, beside: Path) -> str:
 
 
 def _pylock_package(package: LockedPackage, project: Path, beside: Path) -> Package:
-    remote = is_remote(package)
+    remote = package.remote
     wheel = PackageWheel(
         name=package.filename,
         url=package.url if remote else None,
@@ -99,7 +95,7 @@ def requirements(lock: Lock, project: Path, beside: Path) -> str:
 
 def _requirement(package: LockedPackage, project: Path, beside: Path) -> str:
     pin = f"{package.name}=={package.version}"
-    if not is_remote(package):
+    if not package.remote:
         pin = f"./{local_path(package, project, beside)}"
     marker = f" ; {package.marker}" if package.marker else ""
     return f"{pin}{marker} \\\n    --hash=sha256:{package.sha256}"
@@ -117,6 +113,12 @@ def export_format(path: Path) -> str:
     if path.suffix == ".txt":
         return "requirements"
     raise LockExportError(f"--export {path}: name the file for its format: {FORMATS}.")
+
+
+def check_formats(paths: Iterable[Path]) -> None:
+    """Refuse, before any work, an export whose name says no format."""
+    for path in paths:
+        export_format(path)
 
 
 def render(lock: Lock, project: Path, path: Path) -> str:

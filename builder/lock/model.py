@@ -42,6 +42,11 @@ class LockedPackage:
     def filename(self) -> str:
         return unquote(urlsplit(self.url).path.rsplit("/", 1)[-1])
 
+    @property
+    def remote(self) -> bool:
+        """Downloaded from its URL; otherwise a wheel file under the project."""
+        return "://" in self.url
+
 
 @dataclass(frozen=True)
 class PythonClosure:
@@ -52,6 +57,11 @@ class PythonClosure:
     requirements: tuple[str, ...]  # what the closure was resolved from
     packages: tuple[LockedPackage, ...]
     uv_version: str
+
+    @property
+    def machine(self) -> str:
+        """The platform's machine: x86_64 of x86_64-manylinux_2_28."""
+        return self.platform.split("-", 1)[0]
 
     def package(self, name: str) -> LockedPackage | None:
         return next((p for p in self.packages if p.name == name), None)

@@ -50,6 +50,11 @@ class Image:
     layers: list[Descriptor]
 
     @property
+    def stored_bytes(self) -> int:
+        """The manifest and the blobs, as many bytes as the registry stores for the image."""
+        return len(self.manifest) + sum(blob["size"] for blob in self.blobs)
+
+    @property
     def descriptor(self) -> Descriptor:
         return {
             "mediaType": self.media_type,
@@ -114,8 +119,7 @@ def write(
             )
             partial.chmod(0o644)
             partial.replace(path)
-    image_bytes = len(image.manifest) + sum(blob["size"] for blob in image.blobs)
-    return Written(path, sha256, size, image_bytes, len(image.blobs) + 1)
+    return Written(path, sha256, size, image.stored_bytes, len(image.blobs) + 1)
 
 
 def _fill(
@@ -129,7 +133,7 @@ def _fill(
 ) -> tuple[str, int]:
     subject = image.descriptor
     carried = [artifacts.artifact(document, subject) for document in documents]
-    total = len(image.manifest) + sum(blob["size"] for blob in image.blobs)
+    total = image.stored_bytes
     reference = ImageReference.parse(repo_tag)
     with partial.open("wb") as handle:
         tar = ocilayout.TarWriter(

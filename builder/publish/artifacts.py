@@ -17,6 +17,7 @@ from typing import Any, TypedDict, cast
 
 from builder import layout
 from builder.engine.registry import OCI_MANIFEST
+from builder.lock.lockfile import LOCK_FILE
 
 EMPTY_TYPE = "application/vnd.oci.empty.v1+json"
 EMPTY = b"{}"
@@ -46,7 +47,7 @@ class Kind:
 DSSE = "application/vnd.dsse.envelope.v1+json"
 KINDS = (
     Kind("manifest", "application/vnd.reprobuild.manifest.v1+json", layout.MANIFEST_FILE),
-    Kind("lock", "application/vnd.reprobuild.lock.v1+toml", "reprobuild.lock"),
+    Kind("lock", "application/vnd.reprobuild.lock.v1+toml", LOCK_FILE),
     Kind("sbom", "application/vnd.cyclonedx+json", layout.SBOM_FILE),
     Kind("provenance", "application/vnd.in-toto+json", layout.PROVENANCE_FILE),
     Kind("manifest-signature", DSSE, layout.MANIFEST_SIGNATURE_FILE, signs="manifest"),

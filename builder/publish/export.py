@@ -123,7 +123,10 @@ def _pushed_reference(record: BuildRecord, project: Path, lock_digest: str) -> s
 
 def check_job(job: Job) -> None:
     if job.nodes < 1 or job.gpus_per_node < 0:
-        raise ExportUsage("a job needs at least one node, and a number of GPUs per node.")
+        raise ExportUsage(
+            "a job needs at least one node, and a number of GPUs per node that is not negative: "
+            "give --nodes 1 or more and --gpus-per-node 0 or more."
+        )
     if not job.command:
         raise ExportUsage("give the training command after --, e.g. -- train.py --epochs 3.")
     if job.command == ("-m",):

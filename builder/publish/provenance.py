@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypedDict
 
 from builder.errors import PublishError
+from builder.lock.lockfile import LOCK_FILE
 from builder.publish.sbom import base_purl, deb_purl, system_packages, wheel_sha256
 from builder.reference import DIGEST
 from builder.render.templates import OVERRIDE_FOLDER, TEMPLATES, packaged_templates
@@ -47,7 +48,6 @@ PREDICATE_TYPE = "https://slsa.dev/provenance/v1"
 MEDIA_TYPE = "application/vnd.in-toto+json"
 BUILD_TYPE = "https://reprobuild.dev/buildtypes/image/v1"
 BUILDER_ID = "https://reprobuild.dev/builder/docker-engine"
-LOCK_NAME = "reprobuild.lock"
 
 
 @dataclass(frozen=True)
@@ -195,7 +195,7 @@ def _definition(
 
 
 def _dependencies(lock: Lock, lock_digest: str) -> Iterator[ResourceDescriptor]:
-    yield {"name": LOCK_NAME, "digest": {"sha256": lock_digest.removeprefix("sha256:")}}
+    yield {"name": LOCK_FILE, "digest": {"sha256": lock_digest.removeprefix("sha256:")}}
     yield _base(lock.base)
     for name, (version, _, _) in system_packages(lock).items():
         yield {"name": name, "uri": deb_purl(lock, name, version)}
@@ -298,6 +298,6 @@ def _names_lock(document: object, lock_digest: str) -> bool:
         return True
     return any(
         _at(dependency, "digest", "sha256") == lock_digest.removeprefix("sha256:")
-        and _at(dependency, "name") == LOCK_NAME
+        and _at(dependency, "name") == LOCK_FILE
         for dependency in _list(_at(definition, "resolvedDependencies"))
     )

@@ -45,7 +45,6 @@ from builder.reference import DIGEST, DOCKER_HUB, ImageReference
 if TYPE_CHECKING:
     from builder.lock.model import BaseLock, Lock, LockedPackage
 
-MEDIA_TYPE = "application/vnd.cyclonedx+json"
 # Serial numbers are uuid5s of the manifest digest in this namespace: one image, one serial.
 SERIALS = uuid.uuid5(uuid.NAMESPACE_URL, "https://reprobuild.dev/sbom")
 SNAPSHOT_PROPERTY = "reprobuild:apt:snapshot"
@@ -206,7 +205,7 @@ def deb_purl(lock: Lock, name: str, version: str) -> str:
     """`pkg:deb/debian/NAME@VERSION?arch=amd64&distro=debian-SUITE` (ubuntu on Ubuntu bases)."""
     vendor = "ubuntu" if lock.base.suite in UBUNTU_SUITES else "debian"
     # The lock keeps no per-package architecture; an arch-all package is named as the image's.
-    arch = _ARCHES.get(lock.python.platform.split("-", 1)[0], "amd64")
+    arch = _ARCHES.get(lock.python.machine, "amd64")
     purl = PackageURL(
         type="deb",
         namespace=vendor,

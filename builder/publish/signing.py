@@ -34,9 +34,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.utils import CryptographyDeprecationWarning
 
+from builder import layout
 from builder.errors import SignatureError, SigningKeyError
 
-ENVELOPE_MEDIA_TYPE = "application/vnd.dsse.envelope.v1+json"
 MIN_RSA_BITS = 2048
 
 PrivateKey: TypeAlias = ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
@@ -60,7 +60,6 @@ _FIX: dict[Role, str] = {
     f"({_SUPPORTED})",
 }
 _NOUN: dict[Role, str] = {"sign": "signing key", "verify": "public key"}
-_PASSPHRASE = "REPROBUILD_SIGNING_PASSPHRASE"
 _OPENSSH_PRIVATE = re.compile(
     rb"-----BEGIN OPENSSH PRIVATE KEY-----(.*?)-----END OPENSSH PRIVATE KEY-----", re.DOTALL
 )
@@ -77,11 +76,6 @@ class SigningKey:
     private: PrivateKey = field(repr=False)
     keyid: str
 
-    @property
-    def kind(self) -> str:
-        """The key's kind for messages: "Ed25519", "ECDSA P-256" or "RSA 3072-bit"."""
-        return _kind(self.private.public_key())
-
 
 @dataclass(frozen=True)
 class PublicKey:
@@ -89,10 +83,6 @@ class PublicKey:
 
     public: VerifyingKey
     keyid: str
-
-    @property
-    def kind(self) -> str:
-        return _kind(self.public)
 
 
 @dataclass(frozen=True)
@@ -242,16 +232,18 @@ def _load_openssh_private(path: Path, data: bytes, passphrase: bytes | None) -> 
 
 
 def _no_passphrase(path: Path) -> str:
+    variable = layout.SIGNING_PASSPHRASE_VARIABLE
     return (
-        f"the signing key {path} is encrypted and no passphrase was given: set {_PASSPHRASE} "
-        f"to its passphrase (`read -rs {_PASSPHRASE} && export {_PASSPHRASE}`), or give an "
+        f"the signing key {path} is encrypted and no passphrase was given: set {variable} "
+        f"to its passphrase (`read -rs {variable} && export {variable}`), or give an "
         "unencrypted key."
     )
 
 
 def _wrong_passphrase(path: Path, check: str) -> str:
     return (
-        f"the passphrase in {_PASSPHRASE} does not decrypt the signing key {path} (a wrong "
+        f"the passphrase in {layout.SIGNING_PASSPHRASE_VARIABLE} does not decrypt the signing key "
+        f"{path} (a wrong "
         f"passphrase, or a damaged key): set it to this key's passphrase (`{check} "
         f"{shlex.quote(str(path))}` asks for it and tells), or give another key."
     )

@@ -21,6 +21,7 @@ from builder.lock import lockfile
 from builder.publish import artifacts, attested, findings, ocilayout, verify
 from builder.publish.artifacts import Artifact, Document
 from builder.publish.ocilayout import Contents, Member
+from builder.reference import DIGEST
 
 if TYPE_CHECKING:
     from builder.engine.sdk import Engine
@@ -164,7 +165,7 @@ def _tar(result: findings.Verification, contents: Contents) -> None:
 
 def _is_blob_name(name: str) -> bool:
     hexdigits = name.removeprefix(ocilayout.BLOBS)
-    return name.startswith(ocilayout.BLOBS) and len(hexdigits) == 64 and hexdigits.isalnum()
+    return name.startswith(ocilayout.BLOBS) and DIGEST.match(f"sha256:{hexdigits}") is not None
 
 
 def _blobs(result: findings.Verification, contents: Contents) -> None:

@@ -151,7 +151,7 @@ def _place(
 ) -> int:
     """Write one verified wheel to `target` through a staging file; return its size."""
     with scratch.file(target.parent, STAGING) as staging:
-        if "://" in package.url:
+        if package.remote:
             size = f" ({codeset.size_text(package.size)})" if package.size else ""
             note(f"wheels: downloading {package.filename}{size}")
             written = _download(session, package, staging, progress)

@@ -13,10 +13,10 @@ RUN_OPTIONS = {"--gpus": "gpus", "--image": "image", "--outputs": "outputs"}
 # and checked (files, digests, sizes), which costs far more than click's import.
 CLICK_RUN_OPTIONS = ("--data", "--env", "-e", "--env-file", "--secret", "--shm-size", "--trace")
 REPORT_FOLDER = "report"  # in a run's folder, mounted at layout.REPORT for the image's hook
-FOLDER_OPTIONS = ("project", "knowledge", "outputs")
+FOLDER_OPTIONS = ("project", "knowledge", "outputs")  # click: a folder, or nothing there yet
 # Every command's variables, under the user's: a home any user can write (the command may run as
 # a user the image has no home for), and Python's output as it is written, not when a buffer fills.
-DEFAULT_ENV = (("HOME", "/tmp"), ("PYTHONUNBUFFERED", "1"))  # click: a folder, or nothing there yet
+DEFAULT_ENV = (("HOME", "/tmp"), ("PYTHONUNBUFFERED", "1"))
 
 
 def gpus_problem(value: str) -> str | None:

@@ -14,7 +14,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from builder.errors import SignatureError, SigningKeyError
-from builder.publish import signing
+from builder.publish import artifacts
 from builder.publish.signing import (
     Envelope,
     load_public_key,
@@ -269,7 +269,7 @@ def test_the_envelope_is_canonical_json(keys: dict[str, Path]) -> None:
     assert document["payload"].endswith("+/8=")
     assert [list(entry) for entry in document["signatures"]] == [["keyid", "sig"]]
     assert document["signatures"][0]["keyid"] == key.keyid
-    assert signing.ENVELOPE_MEDIA_TYPE == "application/vnd.dsse.envelope.v1+json"
+    assert artifacts.DSSE == "application/vnd.dsse.envelope.v1+json"
 
 
 def test_an_envelope_may_use_url_safe_unpadded_base64_and_no_keyid(keys: dict[str, Path]) -> None:
