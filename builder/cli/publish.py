@@ -111,20 +111,19 @@ def publish_command(
             note=note,
             runs=list(runs),
         )
-    record = buildrecord.read(current.project)  # as pushed
     with byte_progress("writing the archive") as progress:
-        handed = deposit.hand_on(
-            deposit.documents(document, current, record, key), archive_path, progress
-        )
-    manifest_path, reproduce_path = publish.write(folder, document, handed.cited)
-    beside = deposit.write_beside(folder, document, handed, note)
+        deposited = deposit.deposit(
+            folder, document, current, key=key, archive_path=archive_path, progress=progress,
+            note=note,
+        )  # fmt: skip
+    handed = deposited.handed
     click.echo(
-        f"published {document['image']['reference']}\n  manifest {manifest_path}\n"
-        f"  {reproduce_path}\n  badge: {document['badge']}"
+        f"published {document['image']['reference']}\n  manifest {deposited.manifest}\n"
+        f"  {deposited.reproduce}\n  badge: {document['badge']}"
     )
     kinds = ", ".join(item.kind.name for item in handed.published.documents)
     click.echo(f"  documents beside the image in its registry ({handed.via}): {kinds}")
-    click.echo(f"  written: {', '.join(path.name for path in beside)}")
+    click.echo(f"  written: {', '.join(path.name for path in deposited.beside)}")
     if handed.cited is not None:
         click.echo(
             f"  archive {archive_path} ({handed.cited.size / 1e9:.2f} GB)\n"
@@ -148,4 +147,7 @@ def check_archive_path(path: Path, folder: Path) -> None:
     if path.is_dir():
         raise click.BadParameter(f"{path} is a folder: give a file name, e.g. model.oci.tar.")
     if path.resolve().parent == folder.resolve() and path.name in layout.PUBLISHED_FILES:
-        raise click.BadParameter(f"{path} would replace the published {path.name}.")
+        raise click.BadParameter(
+            f"{path} would replace the published {path.name}: give the archive another name, "
+            "e.g. model.oci.tar."
+        )

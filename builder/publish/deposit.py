@@ -267,3 +267,36 @@ def _write_files(folder: Path, named: dict[str, bytes], remedy: str) -> list[Pat
         files.write_output(folder / name, data, remedy)
         written.append(folder / name)
     return written
+
+
+@dataclass(frozen=True)
+class Deposited:
+    """What `deposit` wrote and pushed: the manifest, REPRODUCE.md and the files beside them."""
+
+    manifest: Path
+    reproduce: Path
+    beside: list[Path]
+    handed: HandedOn
+
+
+def deposit(
+    folder: Path,
+    document: Manifest,
+    current: CurrentLock,
+    *,
+    key: SigningKey | None,
+    archive_path: Path | None,
+    progress: archive.Progress | None,
+    note: Callable[[str], None],
+) -> Deposited:
+    """After `publish.prepare` pushed the build: its documents beside the image, the archive
+    when asked, the manifest and REPRODUCE.md, and the files that cite them, into `folder`."""
+    from builder.build import buildrecord
+    from builder.publish import publish
+
+    record = buildrecord.read(current.project)  # as prepare pushed it
+    handed = hand_on(documents(document, current, record, key), archive_path, progress)
+    manifest_path, reproduce_path = publish.write(folder, document, handed.cited)
+    return Deposited(
+        manifest_path, reproduce_path, write_beside(folder, document, handed, note), handed
+    )
