@@ -177,6 +177,9 @@ class StandInEngine(_Started):
         for mount in sorted(_mounts_under(self.root), key=len, reverse=True):
             subprocess.run(["umount", "-l", mount], check=False)
         shutil.rmtree(self.root, ignore_errors=True)
+        # A socket it made outside its folder (the default socket, standing in for the user's
+        # engine) would be left behind, answering nothing.
+        Path(self.address.removeprefix("unix://")).unlink(missing_ok=True)
 
 
 def _command_line(pid: int) -> str:
