@@ -51,6 +51,12 @@ class SpecError(ReprobuildError):
         super().__init__(f"{source}: {len(problems)} {noun} in the spec:\n{listed}")
 
 
+class InitError(ReprobuildError):
+    """`init` cannot read a repository's dependency files, or would overwrite a spec."""
+
+    exit_code = USAGE
+
+
 class KnowledgeError(ReprobuildError):
     """The knowledge base is missing, unreadable or inconsistent."""
 

@@ -25,6 +25,7 @@ VERBS = {
     "export": ("export", "export_group"),
     "fetch": ("fetch", "fetch_command"),
     "gc": ("gc", "gc_command"),
+    "init": ("init", "init_command"),
     "knowledge": ("knowledge", "knowledge_group"),
     "lock": ("lock", "lock_command"),
     "publish": ("publish", "publish_command"),
