@@ -74,7 +74,8 @@ def knowledge_refresh(
     variants: tuple[str, ...],
     output: Path | None,
 ) -> None:
-    """Regenerate the torch rows from package-index metadata (stable order, diffable)."""
+    """Regenerate the torch rows and their companion pairs (torchvision, torchaudio, triton)
+    from package-index metadata (stable order, diffable)."""
     from builder.cli.present import refresh_lines
     from builder.knowledge import refresh
 

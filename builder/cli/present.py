@@ -36,6 +36,9 @@ def resolution_text(resolution: Resolution) -> str:
         f"{resolution.name}: torch {build.label} ({origin}) for Python {resolution.python}",
         f"  install    {resolution.pin} from {index}",
     ]
+    lines.extend(
+        f"  with       {pairing.pin} ({pairing.reason})" for pairing in resolution.companions
+    )
     if build.cuda is None:
         lines.append("  CUDA       none (CPU-only build)")
     else:
@@ -55,6 +58,18 @@ def resolution_text(resolution: Resolution) -> str:
     lines.append(f"  knowledge  {resolution.knowledge_version}")
     lines.extend(f"  note: {note}" for note in resolution.notes)
     return "\n".join(lines)
+
+
+def pairing_lines(resolution: Resolution) -> list[str]:
+    """`resolve --explain`: each companion, the torch release it pairs with, and the source."""
+    if not resolution.companions:
+        return []
+    width = max(len(f"{p.package} {p.version}") for p in resolution.companions)
+    return ["Companions, paired with the chosen torch:"] + [
+        f"  {f'{p.package} {p.version}':<{width}}  pairs with torch {p.torch} ({p.reason}; "
+        f"source: {p.source})"
+        for p in resolution.companions
+    ]
 
 
 def candidates_table(resolution: Resolution) -> Table:
@@ -156,6 +171,15 @@ def refresh_lines(report: RefreshReport, written: str) -> list[str]:
             "compiled architectures not measured yet (the resolver will not promise GPU "
             f"coverage for them): {', '.join(report.unmeasured)}"
         )
+    pairs = report.companions
+    lines.append(
+        f"companions.json: {len(pairs.added)} added, {len(pairs.changed)} changed, "
+        f"{len(pairs.unchanged)} unchanged, {len(pairs.kept)} kept from the shipped data"
+    )
+    if pairs.added:
+        lines.append(f"pairs added: {', '.join(pairs.added)}")
+    if pairs.changed:
+        lines.append(f"pairs changed: {', '.join(pairs.changed)}")
     lines.extend(f"kept as shipped, index did not answer: {text}" for text in report.unreachable)
     return lines
 

@@ -10,11 +10,16 @@ from builder.cli.options import Options, console
 
 
 @click.command("resolve")
-@click.option("--explain", is_flag=True, help="Also show every candidate and its verdict.")
+@click.option(
+    "--explain",
+    is_flag=True,
+    help="Also show every candidate and its verdict, and each companion package's pairing.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the resolution as JSON.")
 @click.pass_obj
 def resolve_command(options: Options, explain: bool, as_json: bool) -> None:
-    """Choose the torch build (CUDA, cuDNN, NCCL, driver floor) for the project spec."""
+    """Choose the torch build (CUDA, cuDNN, NCCL, driver floor) for the project spec, and the
+    torchvision/torchaudio/triton releases that pair with it."""
     from builder.resolve.resolve import resolve_spec
 
     knowledge = options.knowledge()
@@ -26,6 +31,8 @@ def resolve_command(options: Options, explain: bool, as_json: bool) -> None:
 
     click.echo(resolution_text(resolution))
     if explain:
-        from builder.cli.present import candidates_table
+        from builder.cli.present import candidates_table, pairing_lines
 
+        for line in pairing_lines(resolution):
+            click.echo(line)
         console().print(candidates_table(resolution))

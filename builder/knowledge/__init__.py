@@ -1,7 +1,9 @@
 """The GPU compatibility knowledge base: versioned data files shipped inside the package.
 
-Four files under `data/`, every row naming its source and the date it was read:
+Five files under `data/`, every row naming its source and the date it was read:
 - `torch.json`: one row per torch release x wheel variant (cu124, cpu, ...);
+- `companions.json`: packages built per torch release (torchvision, torchaudio, triton) -> the
+  torch release each version pairs with;
 - `cuda.json`: CUDA family -> minimum driver (minor-version compatibility), CUDA release ->
   the driver of its full toolkit;
 - `gpus.json`: GPU model names -> compute capability;
@@ -23,13 +25,15 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from packaging.specifiers import SpecifierSet
+from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from builder import layout
 from builder.compat import Arch, ComputeCapability, CudaVersion, DriverVersion
 from builder.errors import KnowledgeError
 
-DATA_FILES = ("torch.json", "cuda.json", "gpus.json", "bases.json")
+DATA_FILES = ("torch.json", "cuda.json", "gpus.json", "bases.json", "companions.json")
 PACKAGED_DATA = Path(__file__).parent / "data"
 PYPI = "pypi"
 
@@ -90,6 +94,44 @@ class TorchBuild:
 
 
 @dataclass(frozen=True)
+class Companion:
+    """A release of a package built for one torch release, and whose metadata says so."""
+
+    package: str  # "torchvision", "torchaudio", "triton"
+    version: str  # "0.20.1"; "3.8.*" where torch pins a compatible range (triton~=3.8.0)
+    torch: Version  # the torch release it pairs with (public version)
+    pinned_by: str  # whose Requires-Dist states the pair: the package itself, or "torch"
+    pythons: tuple[str, ...] | None  # the Pythons the pin applies to; None: every one
+    index: str  # "pypi" or the variant index URL the row was read from
+    source: str
+    read: str
+
+    @property
+    def per_variant(self) -> bool:
+        """Built once per torch variant, so a variant index serves it as `0.20.1+cu121`."""
+        return self.pinned_by != "torch"
+
+    def admits(self, version: Version) -> bool:
+        return SpecifierSet(f"=={self.version}").contains(version, prereleases=True)
+
+    def applies_to(self, python: str) -> bool:
+        return self.pythons is None or python in self.pythons
+
+    def to_dict(self) -> dict[str, Any]:
+        """The row as stored in companions.json."""
+        return {
+            "package": self.package,
+            "version": self.version,
+            "torch": str(self.torch),
+            "pinned_by": self.pinned_by,
+            "pythons": None if self.pythons is None else list(self.pythons),
+            "index": self.index,
+            "source": self.source,
+            "read": self.read,
+        }
+
+
+@dataclass(frozen=True)
 class CudaFamily:
     major: int
     min_driver: DriverVersion
@@ -138,6 +180,7 @@ class Knowledge:
     releases: tuple[CudaRelease, ...]
     gpus: tuple[GpuModel, ...]
     bases: tuple[KnownBase, ...]
+    companions: tuple[Companion, ...]
     version: str
     directory: Path
 
@@ -181,6 +224,24 @@ class Knowledge:
     def builds_for(self, torch: Version) -> list[TorchBuild]:
         return [build for build in self.builds if build.torch == torch]
 
+    def companion_packages(self) -> tuple[str, ...]:
+        """The packages built per torch release, as the companion rows name them."""
+        return tuple(sorted({row.package for row in self.companions}))
+
+    def companions_of(self, package: str) -> list[Companion]:
+        name = canonicalize_name(package)
+        return [row for row in self.companions if row.package == name]
+
+    def companion_for(self, package: str, torch: Version) -> Companion | None:
+        """The release of `package` that pairs with this torch release (the PyPI row first)."""
+        rows = [row for row in self.companions_of(package) if row.torch == Version(torch.public)]
+        return min(rows, key=lambda row: row.index != PYPI, default=None)
+
+    def built_for(self, package: str, version: Version) -> list[Version]:
+        """The torch releases this release of `package` pairs with, oldest first."""
+        rows = self.companions_of(package)
+        return sorted({row.torch for row in rows if row.admits(version)})
+
 
 def data_directory(override: Path | None = None) -> Path:
     """The directory to load: an explicit override, then $REPROBUILD_KNOWLEDGE, then the package."""
@@ -191,7 +252,7 @@ def data_directory(override: Path | None = None) -> Path:
 
 
 def load(directory: Path | None = None) -> Knowledge:
-    """Read and validate the three data files; raise KnowledgeError naming the bad row."""
+    """Read and validate the data files; raise KnowledgeError naming the bad row."""
     folder = data_directory(directory)
     raw: dict[str, bytes] = {}
     for name in DATA_FILES:
@@ -212,6 +273,7 @@ def load(directory: Path | None = None) -> Knowledge:
             releases=tuple(_release(row) for row in documents["cuda.json"]["releases"]),
             gpus=tuple(_gpu(row) for row in documents["gpus.json"]["gpus"]),
             bases=tuple(_base(row) for row in documents["bases.json"]["bases"]),
+            companions=tuple(_companion(row) for row in documents["companions.json"]["companions"]),
             version=_version(raw, documents),
             directory=folder,
         )
@@ -269,6 +331,21 @@ def _torch_build(row: dict[str, Any]) -> TorchBuild:
         pythons=tuple(str(python) for python in row["pythons"]),
         source=str(row["source"]),
         archs_source=str(row["archs_source"]),
+        read=str(row["read"]),
+    )
+
+
+def _companion(row: dict[str, Any]) -> Companion:
+    pythons = row["pythons"]
+    SpecifierSet(f"=={row['version']}")  # a version or a wildcard, else the row is malformed
+    return Companion(
+        package=str(canonicalize_name(row["package"])),
+        version=str(row["version"]),
+        torch=Version(row["torch"]),
+        pinned_by=str(row["pinned_by"]),
+        pythons=None if pythons is None else tuple(str(python) for python in pythons),
+        index=str(row["index"]),
+        source=str(row["source"]),
         read=str(row["read"]),
     )
 

@@ -6,6 +6,9 @@ wheels and their CPython tags (supported Pythons), and each wheel's `Requires-Di
 give the CUDA runtime, cuDNN and NCCL versions. Metadata comes from the PEP 658 `.metadata`
 file, or, where an index lacks it, from the wheel's own METADATA read through byte ranges.
 
+The same metadata gives companions.json (builder/knowledge/pairing.py): the triton pin of each
+torch release, and the torch release each torchvision and torchaudio release is built for.
+
 What cannot be read from metadata is kept from the shipped data: the compiled GPU architectures
 (measured from the wheel), and every row of an index that did not answer. Output ordering is
 stable and a row whose values did not change keeps its read date, so a scheduled job can diff
@@ -34,7 +37,8 @@ from packaging.version import InvalidVersion, Version
 from builder.compat import CudaVersion
 from builder.engine.http import Getter, RemoteFile
 from builder.errors import IndexUnavailable, NotFound, ReprobuildError
-from builder.knowledge import PYPI, Knowledge, store
+from builder.knowledge import PYPI, Knowledge, pairing, store
+from builder.knowledge.pairing import CompanionChanges
 from builder.knowledge.pins import component_of
 
 OLDEST_TORCH = Version("2.0.0")
@@ -72,6 +76,23 @@ class RefreshReport:
     kept: list[str] = field(default_factory=list)
     unmeasured: list[str] = field(default_factory=list)
     unreachable: list[str] = field(default_factory=list)
+    companions: CompanionChanges = field(default_factory=CompanionChanges)
+
+
+@dataclass(frozen=True)
+class IndexRows:
+    """What one index gave: torch rows, and companion rows (torch's own pins and the releases
+    of torchvision and torchaudio)."""
+
+    builds: list[dict[str, Any]]
+    companions: list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Refreshed:
+    builds: list[dict[str, Any]]
+    companions: list[dict[str, Any]]
+    report: RefreshReport
 
 
 class Anchors(HTMLParser):
@@ -156,12 +177,20 @@ def fetch_rows(
 
     Arch lists are measured from the wheel for CUDA builds whose label is not in `measured`.
     """
+    return read_index(index, index_url, variant, today, measured).builds
+
+
+def read_index(
+    index: Index, index_url: str, variant: str | None, today: str, measured: set[str]
+) -> IndexRows:
+    """The torch rows of one index and the companion rows its metadata states."""
     by_version: dict[Version, list[Wheel]] = defaultdict(list)
     for wheel in list_wheels(index, index_url):
         local = wheel.version.local
         if (variant is None and local is None) or (variant is not None and local == variant):
             by_version[wheel.version].append(wheel)
     rows = []
+    companions = []
     for version, wheels in sorted(by_version.items()):
         metadata = read_wheel_metadata(index, wheels[0].url)
         requires = HeaderParser().parsestr(metadata).get_all("Requires-Dist") or []
@@ -182,6 +211,52 @@ def fetch_rows(
                     "equal to torch._C._cuda_getArchFlags()"
                 )
         rows.append(row)
+        companions += pairing.torch_pinned_rows(
+            metadata,
+            torch=version,
+            pythons=row["pythons"],
+            index=row["index"],
+            source=row["source"],
+            today=today,
+        )
+    for package in pairing.RELEASE_PAIRED:
+        companions += companion_rows(index, index_url, package, variant, today)
+    return IndexRows(rows, companions)
+
+
+def companion_rows(
+    index: Index, index_url: str, package: str, variant: str | None, today: str
+) -> list[dict[str, Any]]:
+    """Rows for the releases of one RELEASE_PAIRED package on one index, newest first, down to
+    the first release built for a torch older than OLDEST_TORCH; none when the index lacks it."""
+    page_url = f"{index_url.rstrip('/')}/{package}/"
+    try:
+        page = index.get(page_url, {"Accept": "text/html"}).decode("utf-8", errors="replace")
+    except NotFound:
+        return []
+    parser = Anchors()
+    parser.feed(page)
+    releases: dict[Version, pairing.Release] = {}
+    for href, attributes in parser.links:
+        if "data-yanked" in attributes:
+            continue
+        url = urldefrag(urljoin(page_url, href)).url
+        release = pairing.release_of(url.rsplit("/", 1)[-1].replace("%2B", "+"), url, variant)
+        if release is not None:
+            releases.setdefault(release.version, release)
+    rows = []
+    for version in sorted(releases, reverse=True):
+        release = releases[version]
+        torch = pairing.torch_of(read_wheel_metadata(index, release.url))
+        if torch is None:
+            continue
+        if torch < OLDEST_TORCH:
+            break
+        rows.append(
+            pairing.release_row(
+                release, torch, package=package, index_url=index_url, variant=variant, today=today
+            )
+        )
     return rows
 
 
@@ -326,10 +401,14 @@ def sources(pypi_url: str, pytorch_url: str, variants: Iterable[str]) -> list[In
 
 
 def refresh(
-    index: Index, existing: list[dict[str, Any]], indexes: list[IndexSource], today: str
-) -> tuple[list[dict[str, Any]], RefreshReport]:
+    index: Index,
+    existing: list[dict[str, Any]],
+    indexes: list[IndexSource],
+    today: str,
+    existing_companions: list[dict[str, Any]] | None = None,
+) -> Refreshed:
     """Fetch every index that answers; rows of the others are kept and reported unreachable."""
-    fetched: list[dict[str, Any]] = []
+    fetched = IndexRows([], [])
     measured = {_label(row) for row in existing if row.get("archs") is not None}
     answered: set[str] = set()
     unreachable: list[str] = []
@@ -340,7 +419,7 @@ def refresh(
             unreachable.append(f"{source.url}: skipped, {host} did not answer")
             continue
         try:
-            rows = fetch_rows(index, source.url, source.variant, today, measured)
+            rows = read_index(index, source.url, source.variant, today, measured)
         except NotFound as error:
             unreachable.append(f"{source.url}: {error}")
             continue
@@ -348,16 +427,20 @@ def refresh(
             silent_hosts.add(host)
             unreachable.append(f"{source.url}: {error}")
             continue
-        fetched.extend(rows)
+        fetched.builds.extend(rows.builds)
+        fetched.companions.extend(rows.companions)
         answered.add(PYPI if source.variant is None else source.url.rstrip("/"))
     if not answered:
         raise IndexUnavailable(
             "no package index answered, so the knowledge base was kept as shipped:\n  "
             + "\n  ".join(unreachable)
         )
-    merged, report = merge(existing, fetched, answered)
+    merged, report = merge(existing, fetched.builds, answered)
     report.unreachable = unreachable
-    return merged, report
+    companions, report.companions = pairing.merge(
+        existing_companions or [], fetched.companions, answered
+    )
+    return Refreshed(merged, companions, report)
 
 
 def known_variants(knowledge: Knowledge) -> tuple[str, ...]:
@@ -368,17 +451,22 @@ def known_variants(knowledge: Knowledge) -> tuple[str, ...]:
 def refresh_knowledge(
     knowledge: Knowledge, indexes: list[IndexSource], output: Path | None
 ) -> tuple[Path, RefreshReport]:
-    """Read the indexes and write the refreshed torch.json (to `output`, else where the
-    knowledge base was loaded from); where it was written, and what changed. When no index
-    answers, nothing is written and the error says so."""
+    """Read the indexes and write the refreshed torch.json and companions.json (to `output`,
+    else where the knowledge base was loaded from); where torch.json was written, and what
+    changed. When no index answers, nothing is written and the error says so."""
     today = datetime.now(timezone.utc).date().isoformat()
     existing = [build.to_dict() for build in knowledge.builds]
+    companions = [row.to_dict() for row in knowledge.companions]
     try:
         with Getter() as getter:
-            rows, report = refresh(getter, existing, indexes, today)
+            refreshed = refresh(getter, existing, indexes, today, companions)
     except ReprobuildError as error:
         raise ReprobuildError(
             f"offline: {error}\nThe knowledge base {knowledge.version} was kept unchanged."
         ) from None
-    written = store.write(knowledge.directory, output or knowledge.directory, dump(rows))
-    return written, report
+    texts = {
+        "torch.json": dump(refreshed.builds),
+        "companions.json": pairing.dump(refreshed.companions),
+    }
+    written = store.write(knowledge.directory, output or knowledge.directory, texts)
+    return written, refreshed.report

@@ -1,12 +1,14 @@
 """The Python closure: every wheel the image installs, for the container's platform (linux x86_64
 manylinux, the spec's Python), one per package with its sha256, resolved by `uv pip compile` into
-PEP 751 form and cross-checked against the resolution (torch build, CUDA runtime, cuDNN, NCCL).
+PEP 751 form and cross-checked against the resolution (torch build, CUDA runtime, cuDNN, NCCL,
+and the companions paired with torch: torchvision, torchaudio, triton).
 """
 
 from __future__ import annotations
 
 import re
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
@@ -17,6 +19,7 @@ from builder.lock.model import LockedPackage, PythonClosure
 
 if TYPE_CHECKING:
     from builder.knowledge import TorchBuild
+    from builder.resolve.companions import Pairing
     from builder.resolve.resolve import Resolution
     from builder.spec.model import Spec
 
@@ -35,8 +38,13 @@ def torch_requirement(build: TorchBuild) -> str:
     return f"torch=={build.wheel_version}"
 
 
-def requirement_lines(spec: Spec, build: TorchBuild) -> list[str]:
-    lines = [torch_requirement(build), *spec.packages]
+def requirement_lines(
+    spec: Spec, build: TorchBuild, companions: Sequence[Pairing] = ()
+) -> list[str]:
+    """torch's pin, the exact pins of its companions (`torchvision==0.20.1+cu121`: the variant
+    index is searched first and uv's first-index strategy keeps a PyPI build from winning),
+    then the spec's own requirements."""
+    lines = [torch_requirement(build), *(pairing.pin for pairing in companions), *spec.packages]
     if spec.requirements is not None:
         lines.append(f"-r {spec.requirements}")
     return lines
@@ -69,7 +77,7 @@ def lock_python(
 
     build = resolution.build
     indexes = [index_url] if build.index == PYPI else [build.index, index_url]
-    lines = requirement_lines(spec, build)
+    lines = requirement_lines(spec, build, resolution.companions)
     with tempfile.TemporaryDirectory(prefix="reprobuild-lock-") as folder:
         request = Path(folder) / "requirements.in"
         request.write_text("\n".join(lines) + "\n")
@@ -115,7 +123,7 @@ def lock_python(
         packages=packages,
         uv_version=uv_version(),
     )
-    cross_check(closure, build)
+    cross_check(closure, build, resolution.companions)
     return closure
 
 
@@ -272,8 +280,11 @@ def closure_versions(closure: PythonClosure) -> dict[str, str]:
     return found
 
 
-def cross_check(closure: PythonClosure, build: TorchBuild) -> None:
-    """The closure must hold exactly the build the resolver chose; a mismatch is an error."""
+def cross_check(
+    closure: PythonClosure, build: TorchBuild, companions: Sequence[Pairing] = ()
+) -> None:
+    """The closure must hold exactly the build the resolver chose, and each companion paired
+    with it; a mismatch is an error."""
     found = closure_versions(closure)
     expected = {
         "torch": build.wheel_version,
@@ -292,4 +303,27 @@ def cross_check(closure: PythonClosure, build: TorchBuild) -> None:
             + "; ".join(problems)
             + ". An index served another build of torch (e.g. a +cpu wheel of the same version); "
             "check the indexes, or run `reprobuild knowledge refresh` if the knowledge is stale."
+        )
+    _check_companions(closure, build, companions)
+
+
+def _check_companions(
+    closure: PythonClosure, build: TorchBuild, companions: Sequence[Pairing]
+) -> None:
+    from packaging.utils import canonicalize_name
+
+    locked = {str(canonicalize_name(p.name)): p.version for p in closure.packages}
+    problems = [
+        f"{pairing.package} {locked.get(pairing.package, 'missing')} (torch {pairing.torch} "
+        f"pairs with {pairing.pin})"
+        for pairing in companions
+        if pairing.package not in locked or not pairing.admits(locked[pairing.package])
+    ]
+    if problems:
+        raise LockError(
+            f"the locked Python closure does not hold the companions paired with {build.label}: "
+            + "; ".join(problems)
+            + ". Another requirement or index moved them off the pair; pin them as the "
+            "resolution says (`reprobuild resolve --explain` shows each pair), or remove the "
+            "requirement that overrides it."
         )

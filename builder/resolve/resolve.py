@@ -8,6 +8,8 @@ Among the builds of the allowed torch releases, keep those that
 (d) match an explicit `cuda` (or `+cuXYZ` local tag).
 Preference: the PyPI default build when it qualifies, else the newest qualifying CUDA, else the
 newest torch. The newest CUDA is never chosen just because it exists.
+The companions of the chosen build (torchvision, torchaudio, triton) are then paired with it
+(builder/resolve/companions.py).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from builder.compat import Arch, CudaVersion, DriverVersion, coverage
 from builder.errors import ResolutionError
 from builder.knowledge import Knowledge, TorchBuild
 from builder.resolve import target
+from builder.resolve.companions import CompanionRecord, Pairing, pairings
 from builder.resolve.target import Target, gpu_label
 from builder.spec.model import GpuRequest, Spec
 
@@ -74,6 +77,7 @@ class ResolutionRecord(_ResolutionRecordKeys, total=False):
     archs: list[str] | None
     min_driver: str | None
     toolkit_driver: str | None
+    companions: list[CompanionRecord]  # absent from locks made before companions were paired
 
 
 @dataclass(frozen=True)
@@ -121,6 +125,7 @@ class Resolution:
     notes: tuple[str, ...]
     verdicts: tuple[Verdict, ...]
     knowledge_version: str
+    companions: tuple[Pairing, ...] = ()
 
     @property
     def pin(self) -> str:
@@ -149,6 +154,7 @@ class Resolution:
             "archs": None if build.archs is None else [str(arch) for arch in build.archs],
             "min_driver": _text(self.min_driver),
             "toolkit_driver": _text(self.toolkit_driver),
+            "companions": [pairing.record() for pairing in self.companions],
             "target": {
                 "origin": self.target.origin,
                 "driver": _text(self.target.driver),
@@ -317,6 +323,7 @@ def resolve(spec: Spec, target: Target, knowledge: Knowledge) -> Resolution:
         notes=tuple(notes),
         verdicts=verdicts,
         knowledge_version=knowledge.version,
+        companions=pairings(spec, build, knowledge),
     )
 
 

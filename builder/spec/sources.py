@@ -166,7 +166,7 @@ class _RequirementsReader:
                 "include, then run `reprobuild init` again."
             )
         self.seen.append(relative)
-        for number, line in _logical_lines(read_text(path, relative)):
+        for number, line in logical_lines(read_text(path, relative)):
             self.line(line, Origin(relative, number))
 
     def line(self, line: str, origin: Origin) -> None:
@@ -199,7 +199,7 @@ def _aside(line: str, origin: Origin) -> Aside | None:
     return None
 
 
-def _logical_lines(text: str) -> list[tuple[int, str]]:
+def logical_lines(text: str) -> list[tuple[int, str]]:
     """Lines without comments, a trailing backslash joining the next, each with the number of
     the line it starts on."""
     found: list[tuple[int, str]] = []

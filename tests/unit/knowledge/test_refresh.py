@@ -173,7 +173,8 @@ def test_unreachable_indexes_keep_their_rows(local_index: LocalIndex) -> None:
         refresh.IndexSource("http://127.0.0.1:9/cu118", "cu118"),
         refresh.IndexSource("http://127.0.0.1:9/cu121", "cu121"),
     ]
-    merged, report = refresh.refresh(getter(), existing, indexes, "2026-11-22")
+    refreshed = refresh.refresh(getter(), existing, indexes, "2026-11-22")
+    merged, report = refreshed.builds, refreshed.report
     assert [f"{r['torch']}+{r['variant']}" for r in merged] == ["2.5.1+cu118", "2.5.1+cu124"]
     assert report.kept == ["2.5.1+cu118"]
     assert report.unreachable[0].startswith("http://127.0.0.1:9/cu118: 127.0.0.1:9 did not answer")
@@ -203,7 +204,8 @@ def test_refresh_from_pypi_reproduces_the_shipped_rows() -> None:
     shipped = (knowledge.PACKAGED_DATA / "torch.json").read_text()
     existing = json.loads(shipped)["builds"]
     indexes = refresh.sources(refresh.PYPI_SIMPLE, "http://127.0.0.1:9/whl", [])
-    rows, report = refresh.refresh(Getter(), existing, indexes, "2099-01-01")
+    refreshed = refresh.refresh(Getter(), existing, indexes, "2099-01-01")
+    rows, report = refreshed.builds, refreshed.report
     assert report.added == [] and report.changed == []
     assert refresh.dump(rows) == shipped
 
@@ -213,7 +215,8 @@ def test_refresh_measures_a_new_release_from_pypi() -> None:
     shipped = json.loads((knowledge.PACKAGED_DATA / "torch.json").read_text())["builds"]
     existing = [r for r in shipped if r["torch"] != "2.15.0"]
     indexes = refresh.sources(refresh.PYPI_SIMPLE, "http://127.0.0.1:9/whl", [])
-    rows, report = refresh.refresh(Getter(), existing, indexes, "2099-01-01")
+    refreshed = refresh.refresh(Getter(), existing, indexes, "2099-01-01")
+    rows, report = refreshed.builds, refreshed.report
     assert report.added == ["2.15.0+cu132"]
     new = next(r for r in rows if r["torch"] == "2.15.0")
     assert new["archs"] == ["sm_75", "sm_80", "sm_86", "sm_90", "sm_100", "sm_120"]
