@@ -19,9 +19,9 @@ import pytest
 from builder.errors import RenderError
 from builder.lock.model import BaseLock, Lock
 from builder.render import context, plan, templates
+from tests.expected import check_snapshot
 from tests.locks import DIGEST, make_lock, wheel
 
-SNAPSHOTS = Path(__file__).parents[2] / "snapshots"
 LOCK_DIGEST = "sha256:" + "e" * 64
 
 
@@ -72,21 +72,6 @@ CASES = {
 
 def rendered(lock: Lock, project: Path | None = None) -> dict[str, str]:
     return templates.render(plan.plan(lock, LOCK_DIGEST), LOCK_DIGEST, project)
-
-
-def check_snapshot(case: str, outputs: dict[str, str]) -> None:
-    folder = SNAPSHOTS / case
-    if os.environ.get("REPROBUILD_UPDATE_SNAPSHOTS") == "1":
-        folder.mkdir(parents=True, exist_ok=True)
-        for name, text in outputs.items():
-            (folder / name).write_text(text)
-        # Never a pass: a rewritten snapshot says nothing until someone has read its diff.
-        pytest.fail(
-            f"snapshots of {case} rewritten: review the diff (`git diff tests/snapshots`), then "
-            "run the tests again without REPROBUILD_UPDATE_SNAPSHOTS"
-        )
-    for name, text in outputs.items():
-        assert text == (folder / name).read_text(), f"{case}/{name} differs from its snapshot"
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
