@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from packaging.markers import Marker
-from packaging.specifiers import Specifier, SpecifierSet
+from packaging.specifiers import InvalidSpecifier, Specifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 
-from builder.compat import ComputeCapability, DriverVersion
+from builder.compat import ComputeCapability, CudaVersion, DriverVersion
 from builder.errors import HostError, InitError
 from builder.knowledge import Knowledge
 from builder.reference import name_problem
@@ -60,7 +60,7 @@ LINUX_X86_64 = {
     "implementation_name": "cpython",
     "platform_python_implementation": "CPython",
 }
-_PYTHON_VERSION = re.compile(r"^(?:cpython-|python)?(3\.\d{1,2})(?:[.\-\s]|$)")
+_PYTHON_VERSION = re.compile(r"^(?:cpython-|python)?(3\.\d{1,2})(\.\d+)?(?:[.\-\s]|$)")
 _OPERATOR_ORDER = ("===", "==", "~=", ">=", ">", "!=", "<=", "<")
 
 
@@ -106,6 +106,7 @@ class Findings:
     python: Value
     torch: Value
     cuda: Value | None
+    cpu_only: Value | None
     packages: PackageSource
     read: tuple[str, ...]
     family: tuple[Listed, ...]
@@ -124,6 +125,28 @@ class Findings:
 
 
 @dataclass(frozen=True)
+class _TorchSources:
+    """What torch's version is read from: the packages' torch lines, conda's pytorch, and the
+    line naming a PyTorch index, if any."""
+
+    listed: tuple[Listed, ...]
+    conda: tuple[CondaPackage, ...]
+    index: Aside | None
+
+
+@dataclass(frozen=True)
+class _PinnedPython:
+    value: Value
+    full_version: str  # for python_full_version markers: the patch the file names, else .0
+
+
+@dataclass(frozen=True)
+class _RequiresPython:
+    specifier: SpecifierSet
+    described: str  # "pyproject.toml's requires-python '>=3.9'"
+
+
+@dataclass(frozen=True)
 class _Repository:
     """The files read, each parsed once."""
 
@@ -139,8 +162,16 @@ def discover(project: Path, request: InitRequest, knowledge: Knowledge) -> Findi
     repository = _read(project)
     source = _package_source(project, repository, request.groups)
     conda = repository.environment.conda if repository.environment else ()
-    torch = _torch(source.listed, conda, knowledge)
-    python = _python(project, repository, torch, knowledge)
+    index = next((aside for aside in source.asides if aside.variant is not None), None)
+    python, torch = _python_and_torch(
+        project, repository, _TorchSources(source.listed, conda, index), knowledge
+    )
+    cuda, cpu_only = _build(torch, index, conda)
+    if cpu_only is not None and (request.host or request.gpus or request.driver):
+        raise InitError(
+            "--host, --gpus and --driver name where a GPU image runs, but torch is a CPU build "
+            f"({cpu_only.why}); leave them out, or name a CUDA build of torch."
+        )
     env_files = (repository.environment_file,) if repository.environment_file else ()
     python_file = (".python-version",) if (project / ".python-version").is_file() else ()
     read = tuple(dict.fromkeys((*source.files, *env_files, *python_file)))
@@ -148,7 +179,8 @@ def discover(project: Path, request: InitRequest, knowledge: Knowledge) -> Findi
         name=_name(project, repository),
         python=python,
         torch=torch,
-        cuda=_cuda(conda, torch),
+        cuda=cuda,
+        cpu_only=cpu_only,
         packages=source,
         read=read,
         family=tuple(item for item in source.listed if item.name in TORCH_FAMILY),
@@ -211,7 +243,7 @@ def _package_source(
         source = PackageSource(
             f"{repository.environment_file} (its pip section)",
             tuple(listed),
-            (repository.environment_file,),
+            (repository.environment_file, *environment.included),
             environment.pip_asides,
         )
         return _without_groups(source, groups)
@@ -328,30 +360,50 @@ def _conda_only(
 # torch, Python, CUDA, the name.
 
 
-def _torch(
-    listed: tuple[Listed, ...], conda: tuple[CondaPackage, ...], knowledge: Knowledge
-) -> Value:
-    lines = [item for item in listed if item.name == "torch" and _on_linux(item)]
+def _torch(sources: _TorchSources, full_version: str, knowledge: Knowledge) -> Value:
+    """torch's version as the files give it for this Python (`python_full_version`, "3.10.13")."""
+    lines = [
+        item for item in sources.listed if item.name == "torch" and _on_linux(item, full_version)
+    ]
     specifiers = [spec for item in lines for spec in item.requirement.specifier]
     origin = lines[0].origin if lines else None
     written = ", ".join(item.text for item in lines)
-    conda_torch = next((package for package in conda if package.name == "pytorch"), None)
+    conda_torch = next((package for package in sources.conda if package.name == "pytorch"), None)
     if not specifiers and conda_torch is not None and conda_torch.version:
         specifiers = list(SpecifierSet(conda_torch.version))
         origin, written = conda_torch.origin, conda_torch.written
     if specifiers:
         return Value(torch_text(specifiers), f"{origin}: {written}")
-    newest = knowledge.releases_of_torch()[-1]
-    series = f"{newest.major}.{newest.minor}.*"
+    return _newest_series(sources.index.variant if sources.index else None, origin, knowledge)
+
+
+def _newest_series(variant: str | None, origin: Origin | None, knowledge: Knowledge) -> Value:
+    """The newest release series, of those with a build of `variant` when an index names one."""
+    releases = [
+        release
+        for release in knowledge.releases_of_torch()
+        if variant is None or any(b.variant == variant for b in knowledge.builds_for(release))
+    ]
+    newest = releases[-1] if releases else knowledge.releases_of_torch()[-1]
+    of = f" a {variant} build of" if variant is not None and releases else ""
     unpinned = f"{origin} leaves torch unpinned" if origin else "no file names torch"
-    return Value(series, f"the newest torch release series the knowledge base has; {unpinned}")
+    return Value(
+        f"{newest.major}.{newest.minor}.*",
+        f"the newest torch release series the knowledge base has{of}; {unpinned}",
+    )
 
 
-def _on_linux(item: Listed) -> bool:
+def _on_linux(item: Listed, full_version: str) -> bool:
     marker: Marker | None = item.requirement.marker
     if marker is None:
         return True
-    environment = {**LINUX_X86_64, "python_version": DEFAULT_PYTHON}
+    python = ".".join(full_version.split(".")[:2])
+    environment = {
+        **LINUX_X86_64,
+        "python_version": python,
+        "python_full_version": full_version,
+        "implementation_version": full_version,
+    }
     return marker.evaluate(environment)
 
 
@@ -381,58 +433,127 @@ def torch_pythons(text: str, knowledge: Knowledge) -> list[str]:
     return sorted(found, key=Version)
 
 
-def _python(project: Path, repository: _Repository, torch: Value, knowledge: Knowledge) -> Value:
+def _python_and_torch(
+    project: Path, repository: _Repository, sources: _TorchSources, knowledge: Knowledge
+) -> tuple[Value, Value]:
+    """Python first where a file pins it, and torch as the files give it for that Python; else
+    the Python whose own torch (its markers evaluated for it) has wheels for it."""
     pinned = _python_version_file(project) or _conda_python(repository.environment)
     if pinned is not None:
-        return pinned
-    supported = torch_pythons(torch.text, knowledge)
-    requires, where = _requires_python(repository)
+        return pinned.value, _torch(sources, pinned.full_version, knowledge)
+    requires = _requires_python(repository)
     if requires is not None:
-        admitted = [python for python in supported if SpecifierSet(requires).contains(python)]
-        if admitted:
-            return Value(
-                admitted[-1],
-                f"the newest Python that {where} requires-python {requires!r} admits and torch "
-                f"{torch.text} has wheels for",
+        admitted = _python_from_torch(sources, requires, knowledge)
+        if admitted is not None:
+            python, torch = admitted
+            why = (
+                f"the newest Python that {requires.described} admits and torch {torch.text} "
+                "has wheels for"
             )
-    if DEFAULT_PYTHON in supported or not supported:
-        return Value(DEFAULT_PYTHON, "the default Python: no file names a version")
-    return Value(supported[-1], f"the newest Python torch {torch.text} has wheels for")
+            return Value(python, why), torch
+    python, torch = _python_from_torch(sources, None, knowledge) or (
+        DEFAULT_PYTHON,
+        _torch(sources, f"{DEFAULT_PYTHON}.0", knowledge),
+    )
+    return Value(python, _why_not_admitted(python, torch, requires)), torch
 
 
-def _python_version_file(project: Path) -> Value | None:
+def _why_not_admitted(python: str, torch: Value, requires: _RequiresPython | None) -> str:
+    """Why a Python that no requires-python chose: the default, or torch's newest."""
+    if python != DEFAULT_PYTHON:
+        why = f"the newest Python torch {torch.text} has wheels for"
+    elif requires is None:
+        return "the default Python: no file names a version"
+    else:
+        why = "the default Python"
+    if requires is None:
+        return why
+    return f"{why}, as {requires.described} admits no Python that torch {torch.text} has wheels for"
+
+
+def _python_from_torch(
+    sources: _TorchSources, requires: _RequiresPython | None, knowledge: Knowledge
+) -> tuple[str, Value] | None:
+    """The first Python (the default, then the newest; with requires-python, the newest it
+    admits) that the torch its files name for it has wheels for, with that torch."""
+    known = sorted({p for build in knowledge.builds for p in build.pythons}, key=Version)
+    if requires is None:
+        candidates = [DEFAULT_PYTHON, *reversed(known)]
+    else:
+        candidates = [p for p in reversed(known) if requires.specifier.contains(p)]
+    for python in candidates:
+        torch = _torch(sources, f"{python}.0", knowledge)
+        if python in torch_pythons(torch.text, knowledge):
+            return python, torch
+    return None
+
+
+def _python_version_file(project: Path) -> _PinnedPython | None:
     path = project / ".python-version"
     if not path.is_file():
         return None
     for number, line in enumerate(read_text(path, ".python-version").splitlines(), start=1):
-        match = _PYTHON_VERSION.match(line.strip())
-        if match:
-            return Value(match.group(1), f"{Origin('.python-version', number)}: {line.strip()}")
+        pinned = _pinned(line.strip(), f"{Origin('.python-version', number)}: {line.strip()}")
+        if pinned is not None:
+            return pinned
     return None
 
 
-def _conda_python(environment: CondaEnvironment | None) -> Value | None:
+def _conda_python(environment: CondaEnvironment | None) -> _PinnedPython | None:
     package = (
         next((p for p in environment.conda if p.name == "python"), None) if environment else None
     )
     if package is None or not package.version.startswith("=="):
         return None
-    match = _PYTHON_VERSION.match(package.version[2:])
-    return Value(match.group(1), f"{package.origin}: {package.written}") if match else None
+    return _pinned(package.version[2:], f"{package.origin}: {package.written}")
 
 
-def _requires_python(repository: _Repository) -> tuple[str | None, str]:
-    if repository.pyproject is not None and repository.pyproject.requires_python:
-        return repository.pyproject.requires_python, "pyproject.toml's"
-    if repository.setup_cfg is not None and repository.setup_cfg.requires_python:
-        return repository.setup_cfg.requires_python, "setup.cfg's"
-    return None, ""
-
-
-def _cuda(conda: tuple[CondaPackage, ...], torch: Value) -> Value | None:
-    """The CUDA a conda environment asks for; none where torch's own tag fixes it."""
-    if "+" in torch.text:
+def _pinned(written: str, why: str) -> _PinnedPython | None:
+    match = _PYTHON_VERSION.match(written)
+    if match is None:
         return None
+    return _PinnedPython(Value(match.group(1), why), match.group(1) + (match.group(2) or ".0"))
+
+
+def _requires_python(repository: _Repository) -> _RequiresPython | None:
+    if repository.pyproject is not None and repository.pyproject.requires_python:
+        text, file, key = repository.pyproject.requires_python, "pyproject.toml", "requires-python"
+    elif repository.setup_cfg is not None and repository.setup_cfg.requires_python:
+        text, file, key = repository.setup_cfg.requires_python, "setup.cfg", "python_requires"
+    else:
+        return None
+    try:
+        specifier = SpecifierSet(text)
+    except InvalidSpecifier:
+        raise InitError(
+            f"{file}: {key} = {text!r} is not a PEP 440 version specifier; write one such as "
+            "'>=3.10', then run `reprobuild init` again."
+        ) from None
+    return _RequiresPython(specifier, f"{file}'s {key} {text!r}")
+
+
+def _build(
+    torch: Value, index: Aside | None, conda: tuple[CondaPackage, ...]
+) -> tuple[Value | None, Value | None]:
+    """`cuda` and `cpu_only`: torch's own local tag decides, else a PyTorch index line, else the
+    CUDA a conda environment asks for."""
+    if "+" in torch.text:
+        cpu = torch.text.endswith("+cpu")
+        return None, _cpu_only(f"torch's +cpu build ({torch.why})") if cpu else None
+    if index is not None and index.variant == "cpu":
+        return None, _cpu_only(f"{index.origin}: {index.text} ({index.reason})")
+    if index is not None and index.variant is not None:
+        cuda = str(CudaVersion.from_variant(index.variant))
+        return Value(cuda, f"{index.origin}: {index.text} ({index.reason})"), None
+    return _conda_cuda(conda), None
+
+
+def _cpu_only(why: str) -> Value:
+    return Value("true", f"{why}: an image without CUDA")
+
+
+def _conda_cuda(conda: tuple[CondaPackage, ...]) -> Value | None:
+    """The CUDA a conda environment asks for."""
     for package in conda:
         match = re.match(r"^==(\d+\.\d+)", package.version)
         if package.name in CONDA_CUDA and match:

@@ -53,6 +53,7 @@ def init_project(
     dry_run: bool = False,
 ) -> InitOutcome:
     """Infer the project's spec from its files and write it (unless `dry_run`)."""
+    _refuse_without_effect(project, pyproject)
     path = project / (PYPROJECT if pyproject else SPEC_FILE)
     if not dry_run and not force:
         _refuse_to_overwrite(project, pyproject)
@@ -63,6 +64,23 @@ def init_project(
     if not dry_run:
         write_output(path, document)
     return InitOutcome(findings, path, text, not dry_run, summary(findings, path, not dry_run))
+
+
+def _refuse_without_effect(project: Path, pyproject: bool) -> None:
+    """A spec that would land nowhere, or be overridden: no flag makes it worth writing."""
+    if not project.is_dir():
+        state = "is not a folder" if project.exists() else "does not exist"
+        raise InitError(
+            f"the project folder {project} {state}; run `reprobuild init` in the repository's "
+            "folder, or name that folder with `reprobuild -C FOLDER init`."
+        )
+    own = project / SPEC_FILE
+    if pyproject and own.exists():
+        raise InitError(
+            f"{own} exists and wins over a [tool.reprobuild] table, so the table would have no "
+            f"effect (--force does not change that); remove {own} first, or leave out "
+            "--pyproject (with --force to replace it)."
+        )
 
 
 def _refuse_to_overwrite(project: Path, pyproject: bool) -> None:
@@ -80,11 +98,6 @@ def _refuse_to_overwrite(project: Path, pyproject: bool) -> None:
             f"{flag}` replaces it{'' if pyproject else ' with a reprobuild.toml that wins over it'}"
             ", `reprobuild init --dry-run` prints what it would write."
         )
-    if pyproject and own.exists():
-        raise InitError(
-            f"{own} exists and wins over a [tool.reprobuild] table; remove it first, or leave out "
-            "--pyproject and pass --force to replace it."
-        )
 
 
 def _has_table(path: Path) -> bool:
@@ -96,7 +109,16 @@ def _has_table(path: Path) -> bool:
 
 
 def _validate(document: str, path: Path, knowledge: Knowledge, *, embedded: bool) -> None:
-    table = tomllib.loads(document)
+    try:
+        table = tomllib.loads(document)
+    except tomllib.TOMLDecodeError as error:
+        if not embedded:
+            raise  # init's own TOML: a bug, not the user's to fix
+        raise InitError(
+            f"{path} declares its tool table inline (tool = {{...}}), so a [tool.reprobuild] "
+            f"table cannot be appended to it ({error}); leave out --pyproject "
+            "to write reprobuild.toml instead."
+        ) from None
     if embedded:
         table = table["tool"]["reprobuild"]
     parse(table, path, knowledge)
@@ -174,12 +196,14 @@ def render(findings: Findings, *, embedded: bool = False) -> str:
     lines += _value("torch", findings.torch)
     if findings.cuda is not None:
         lines += _value("cuda", findings.cuda)
+    if findings.cpu_only is not None:
+        lines += [*_comment(findings.cpu_only.why), "cpu_only = true"]
     lines += _packages(findings)
     lines += _asides(findings)
     lines += _conda_only(findings)
-    lines.append("")
-    target = f"{TABLE}.target" if embedded else "target"
-    lines += _target(findings.target, target)
+    if findings.cpu_only is None:  # a CPU image runs on no GPU: no target to name
+        lines.append("")
+        lines += _target(findings.target, f"{TABLE}.target" if embedded else "target")
     return "\n".join(lines) + "\n"
 
 
@@ -296,7 +320,7 @@ def summary(findings: Findings, path: Path, written: bool) -> tuple[str, ...]:
         _row("name", _with_why(findings.name)),
         _row("torch", _with_why(findings.torch)),
         _row("python", _with_why(findings.python)),
-        _row("cuda", _with_why(findings.cuda) if findings.cuda else "auto"),
+        _row("cuda", _cuda_summary(findings)),
         _row("packages", _package_summary(findings)),
         _row("companions", _listed(findings.family) or "none"),
     ]
@@ -323,6 +347,12 @@ def _row(label: str, text: str) -> str:
 
 def _with_why(value: Value) -> str:
     return f"{value.text} ({value.why})"
+
+
+def _cuda_summary(findings: Findings) -> str:
+    if findings.cpu_only is not None:
+        return f"none: cpu_only = true ({findings.cpu_only.why})"
+    return _with_why(findings.cuda) if findings.cuda else "auto"
 
 
 def _listed(items: tuple[Listed, ...]) -> str:

@@ -28,6 +28,12 @@ _INCLUDE = re.compile(r"^(?:-r|--requirement)(?:\s+|=)(\S+)$")
 _CONSTRAINT = re.compile(r"^(?:-c|--constraint)(?:\s+|=)(\S+)$")
 _EDITABLE = re.compile(r"^(?:-e|--editable)(?:\s+|=)(\S+)$")
 _URL = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
+# An index or find-links line naming one of PyTorch's own indexes: its first path segment.
+_PYTORCH_INDEX = re.compile(
+    r"^(?:-i|--index-url|--extra-index-url|-f|--find-links)(?:\s+|=)"
+    r"https?://download\.pytorch\.org/whl/([^/\s]+)"
+)
+_BUILD_VARIANT = re.compile(r"^(?:cu\d{3,}|cpu)$")
 _CONDA = re.compile(r"^(?:[\w.-]+::)?([A-Za-z0-9_.-]+)\s*(.*)$")
 _GROUP_NAME = re.compile(r"[-_.]+")
 
@@ -59,12 +65,14 @@ class Listed:
 @dataclass(frozen=True)
 class Aside:
     """A line that is no requirement: a pip option, an editable install, a URL or local path.
-    `portable`: the lock can read a requirements file that holds it (uv honours it)."""
+    `portable`: the lock can read a requirements file that holds it (uv honours it).
+    `variant`: the torch build (cu118, cpu) a line naming a PyTorch index asks for."""
 
     text: str
     origin: Origin
     reason: str
     portable: bool
+    variant: str | None = None
 
 
 @dataclass(frozen=True)
@@ -108,6 +116,7 @@ class CondaEnvironment:
     conda: tuple[CondaPackage, ...]
     pip: tuple[Listed, ...]
     pip_asides: tuple[Aside, ...]
+    included: tuple[str, ...]  # requirements files the pip section includes with `-r`
 
 
 def group_key(name: str) -> str:
@@ -183,20 +192,44 @@ class _RequirementsReader:
 
 
 def _aside(line: str, origin: Origin) -> Aside | None:
-    constraint = _CONSTRAINT.match(line)
-    if constraint:
-        return Aside(line, origin, "a constraints file, left for the lock to read", True)
-    if _EDITABLE.match(line):
-        return Aside(
-            line, origin, "an editable install: the image's code layer carries the code", False
-        )
     if line.startswith("-"):
-        return Aside(line, origin, "a pip option", True)
+        return _option(line, origin)
     if _URL.match(line):
         return Aside(line, origin, "a URL without a name; the lock reads it as written", True)
     if line.startswith((".", "/", "~")):
         return Aside(line, origin, "a local path: the image's code layer carries the code", False)
     return None
+
+
+def _option(line: str, origin: Origin) -> Aside:
+    if _CONSTRAINT.match(line):
+        return Aside(line, origin, "a constraints file, left for the lock to read", True)
+    if _EDITABLE.match(line):
+        return Aside(
+            line, origin, "an editable install: the image's code layer carries the code", False
+        )
+    index = _PYTORCH_INDEX.match(line)
+    if index is not None and not index.group(1).endswith(".html"):  # torch_stable.html: all
+        return _pytorch_index(line, origin, index.group(1))
+    return Aside(line, origin, "a pip option", True)
+
+
+def _pytorch_index(line: str, origin: Origin, segment: str) -> Aside:
+    if _BUILD_VARIANT.match(segment):
+        return Aside(line, origin, f"PyTorch's {segment} index", True, segment)
+    return Aside(
+        line,
+        origin,
+        f"PyTorch's {segment} index: reprobuild makes CUDA and CPU images only, so the packages "
+        "are copied and torch is one of its builds",
+        False,
+    )
+
+
+def requirement_text(line: str) -> str:
+    """A requirements-file line without its per-requirement options (` --hash=sha256:...`,
+    ` --config-settings ...`): the PEP 508 requirement alone."""
+    return line.split(" --", 1)[0].strip()
 
 
 def logical_lines(text: str) -> list[tuple[int, str]]:
@@ -357,9 +390,11 @@ def _cfg_list(value: str, lines: list[str]) -> tuple[Listed, ...]:
 
 
 def _origin_in(file: str, lines: list[str], needle: str) -> Origin:
-    """The first line of a file holding `needle`; without a line when none does."""
+    """The first line of a file holding `needle` as a whole entry (bare, quoted or in a list:
+    "torch" is not in `name = "torch-trainer"`); without a line when none does."""
+    entry = re.compile(rf"(?:^|[\s\"'\[,])({re.escape(needle)})(?:$|[\s\"',\]#])")
     for number, line in enumerate(lines, start=1):
-        if needle in line:
+        if entry.search(line):
             return Origin(file, number)
     return Origin(file)
 
@@ -388,20 +423,14 @@ def read_environment(project: Path, relative: str) -> CondaEnvironment:
         )
     lines = text.splitlines()
     conda: list[CondaPackage] = []
-    pip: list[Listed] = []
-    asides: list[Aside] = []
+    pip = _RequirementsReader(project)  # the pip section reads as a requirements file would
     for entry in entries:
         if isinstance(entry, dict) and isinstance(entry.get("pip"), list):
             for line in entry["pip"]:
-                origin = _origin_in(relative, lines, str(line))
-                aside = _aside(str(line), origin)
-                if aside is not None:
-                    asides.append(aside)
-                elif _INCLUDE.match(str(line)) is None:
-                    pip.append(requirement(str(line), origin))
+                pip.line(str(line), _origin_in(relative, lines, str(line)))
         elif isinstance(entry, str):
             conda.append(_conda_package(entry, _origin_in(relative, lines, entry)))
-    return CondaEnvironment(tuple(conda), tuple(pip), tuple(asides))
+    return CondaEnvironment(tuple(conda), tuple(pip.listed), tuple(pip.asides), tuple(pip.seen))
 
 
 def _conda_package(written: str, origin: Origin) -> CondaPackage:

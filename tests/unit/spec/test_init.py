@@ -476,3 +476,261 @@ def _nvml_loads() -> bool:
     except OSError:
         return False
     return True
+
+
+# Review findings: each case as a repository would hold it.
+
+
+def _files(project: Path, files: dict[str, str]) -> Path:
+    for name, text in files.items():
+        (project / name).parent.mkdir(parents=True, exist_ok=True)
+        (project / name).write_text(text)
+    return project
+
+
+MARKED_TORCH = 'torch==2.0.1; python_version < "3.11"\ntorch==2.3.0; python_version >= "3.11"\n'
+
+
+def test_torch_markers_are_evaluated_for_the_python_a_file_pins(tmp_path: Path) -> None:
+    project = _files(tmp_path, {".python-version": "3.10\n", "requirements.txt": MARKED_TORCH})
+    found = discover(project, InitRequest(), KB)
+    assert (found.python.text, found.torch.text, found.requirements) == (
+        "3.10",
+        "2.0.1",
+        "requirements.txt",
+    )
+    assert found.torch.why == 'requirements.txt line 1: torch==2.0.1; python_version < "3.11"'
+
+
+@pytest.mark.parametrize(
+    ("python", "torch"),
+    [
+        ("  - python=3.10\n", "2.0.1"),  # no patch named: 3.10.0
+        ("  - python=3.10.4\n", "2.1.0"),
+    ],
+)
+def test_python_full_version_markers_use_the_patch_the_file_names(
+    tmp_path: Path, python: str, torch: str
+) -> None:
+    environment = (
+        "dependencies:\n"
+        f"{python}"
+        "  - pip:\n"
+        '    - torch==2.0.1; python_full_version < "3.10.1"\n'
+        '    - torch==2.1.0; python_full_version >= "3.10.1"\n'
+    )
+    found = discover(_files(tmp_path, {"environment.yml": environment}), InitRequest(), KB)
+    assert (found.python.text, found.torch.text) == ("3.10", torch)
+
+
+def test_a_python_derived_from_torch_evaluates_torch_s_markers_for_itself(tmp_path: Path) -> None:
+    pyproject = (
+        '[project]\nname = "x"\nrequires-python = ">=3.8,<3.11"\ndependencies = [\n'
+        "  \"torch==2.0.1; python_version < '3.11'\",\n"
+        "  \"torch==2.3.0; python_version >= '3.11'\",\n]\n"
+    )
+    found = discover(_files(tmp_path, {"pyproject.toml": pyproject}), InitRequest(), KB)
+    assert (found.python.text, found.python.why) == (
+        "3.10",
+        "the newest Python that pyproject.toml's requires-python '>=3.8,<3.11' admits and torch "
+        "2.0.1 has wheels for",
+    )
+    assert found.torch.text == "2.0.1"
+
+
+def test_a_requires_python_that_admits_none_of_torch_s_pythons_says_so(tmp_path: Path) -> None:
+    pyproject = (
+        '[project]\nname = "x"\nrequires-python = ">=3.14"\ndependencies = ["torch==2.5.1"]\n'
+    )
+    found = discover(_files(tmp_path, {"pyproject.toml": pyproject}), InitRequest(), KB)
+    assert (found.python.text, found.python.why) == (
+        "3.11",
+        "the default Python, as pyproject.toml's requires-python '>=3.14' admits no Python that "
+        "torch 2.5.1 has wheels for",
+    )
+
+
+def test_an_invalid_requires_python_is_named_with_its_file(tmp_path: Path) -> None:
+    setup_cfg = (
+        "[metadata]\nname = x\n[options]\npython_requires = >=3.6.*\n"
+        "install_requires =\n    torch\n"
+    )
+    with pytest.raises(InitError) as caught:
+        discover(_files(tmp_path, {"setup.cfg": setup_cfg}), InitRequest(), KB)
+    assert str(caught.value) == (
+        "setup.cfg: python_requires = '>=3.6.*' is not a PEP 440 version specifier; write one "
+        "such as '>=3.10', then run `reprobuild init` again."
+    )
+
+
+def test_a_cuda_index_line_becomes_the_spec_s_cuda_and_resolves_to_its_build(
+    tmp_path: Path,
+) -> None:
+    index = "--extra-index-url https://download.pytorch.org/whl/cu118"
+    project = _files(tmp_path / "proj", {"requirements.txt": f"torch==2.1.0\n{index}\n"})
+    found = discover(project, InitRequest(), KB)
+    assert found.cuda is not None and found.cpu_only is None
+    assert (found.cuda.text, found.cuda.why) == (
+        "11.8",
+        f"requirements.txt line 2: {index} (PyTorch's cu118 index)",
+    )
+    assert (found.torch.text, found.requirements) == ("2.1.0", "requirements.txt")
+    outcome = init_project(project, InitRequest(), KB)
+    assert (
+        f"# requirements.txt line 2: {index} (PyTorch's cu118\n# index)\n"
+        'cuda = "11.8"\n# the packages of requirements.txt,' in outcome.text
+    )
+    resolved = run("-C", str(project), "resolve")
+    assert resolved.returncode == 0, resolved.stderr
+    assert resolved.stdout.startswith("proj: torch 2.1.0+cu118 ")
+
+
+def test_an_unpinned_torch_from_a_cuda_index_is_the_newest_series_with_that_build(
+    tmp_path: Path,
+) -> None:
+    index = "-i https://download.pytorch.org/whl/cu118"
+    found = discover(_files(tmp_path, {"requirements.txt": f"torch\n{index}\n"}), InitRequest(), KB)
+    assert (found.torch.text, found.torch.why) == (
+        "2.7.*",
+        "the newest torch release series the knowledge base has a cu118 build of; "
+        "requirements.txt line 1 leaves torch unpinned",
+    )
+    assert found.cuda is not None and found.cuda.text == "11.8"
+
+
+def test_a_cpu_index_line_writes_cpu_only(tmp_path: Path) -> None:
+    index = "--index-url=https://download.pytorch.org/whl/cpu"
+    project = _files(tmp_path, {"requirements.txt": f"{index}\ntorch>=2.4,<2.6\n"})
+    outcome = init_project(project, InitRequest(), KB)
+    assert outcome.findings.cuda is None
+    assert (
+        f'torch = ">=2.4,<2.6"\n# requirements.txt line 1: {index} (PyTorch\'s cpu index):\n'
+        "# an image without CUDA\ncpu_only = true\n" in outcome.text
+    )
+    assert outcome.summary[5] == (
+        f"  cuda:          none: cpu_only = true (requirements.txt line 1: {index} (PyTorch's "
+        "cpu index): an image without CUDA)"
+    )
+    assert "target" not in outcome.text  # a CPU image runs on no GPU: no [target] example
+    spec = load_spec(project, KB).spec
+    assert spec.cpu_only and spec.torch_text == ">=2.4,<2.6"
+
+
+def test_a_torch_pinned_to_its_cpu_build_writes_cpu_only(tmp_path: Path) -> None:
+    project = _files(tmp_path, {"requirements.txt": "torch==2.5.1+cpu\n"})
+    outcome = init_project(project, InitRequest(), KB)
+    assert (
+        'torch = "2.5.1+cpu"\n# torch\'s +cpu build (requirements.txt line 1: torch==2.5.1+cpu): '
+        "an image without CUDA\ncpu_only = true\n" in outcome.text
+    )
+    spec = load_spec(project, KB).spec
+    assert spec.cpu_only and spec.torch_variant == "cpu"
+    with pytest.raises(InitError) as caught:
+        init_project(project, InitRequest(gpus=("A100",)), KB, force=True)
+    assert str(caught.value) == (
+        "--host, --gpus and --driver name where a GPU image runs, but torch is a CPU build "
+        "(torch's +cpu build (requirements.txt line 1: torch==2.5.1+cpu): an image without "
+        "CUDA); leave them out, or name a CUDA build of torch."
+    )
+
+
+def test_a_pytorch_index_reprobuild_cannot_build_from_copies_the_packages(tmp_path: Path) -> None:
+    index = "--extra-index-url https://download.pytorch.org/whl/rocm6.1"
+    project = _files(tmp_path, {"requirements.txt": f"torch==2.4.1\nnumpy\n{index}\n"})
+    found = discover(project, InitRequest(), KB)
+    assert found.requirements is None and found.cuda is None and found.cpu_only is None
+    assert [(a.text, a.reason, a.portable) for a in found.packages.asides] == [
+        (
+            index,
+            "PyTorch's rocm6.1 index: reprobuild makes CUDA and CPU images only, so the packages "
+            "are copied and torch is one of its builds",
+            False,
+        )
+    ]
+    assert [item.text for item in found.package_lines] == ["numpy"]
+
+
+def test_an_environment_pip_section_index_line_sets_cuda(tmp_path: Path) -> None:
+    environment = (
+        "dependencies:\n  - python=3.10\n  - pip:\n    - torch==2.1.0\n"
+        "    - --extra-index-url https://download.pytorch.org/whl/cu118\n"
+    )
+    found = discover(_files(tmp_path, {"environment.yml": environment}), InitRequest(), KB)
+    assert found.cuda is not None and found.cuda.text == "11.8"
+
+
+def test_an_include_in_an_environment_pip_section_is_followed(tmp_path: Path) -> None:
+    environment = "dependencies:\n  - python=3.10\n  - pip:\n    - -r deps/train.txt\n    - tqdm\n"
+    project = _files(
+        tmp_path, {"environment.yml": environment, "deps/train.txt": "torch==2.4.1\nnumpy\n"}
+    )
+    found = discover(project, InitRequest(), KB)
+    assert (found.torch.text, found.torch.why) == ("2.4.1", "deps/train.txt line 1: torch==2.4.1")
+    assert [(i.text, str(i.origin)) for i in found.package_lines] == [
+        ("numpy", "deps/train.txt line 2"),
+        ("tqdm", "environment.yml line 5"),
+    ]
+    assert found.packages.asides == ()
+    assert found.read == ("environment.yml", "deps/train.txt")
+
+
+def test_an_unpinned_torch_is_found_on_its_own_line_not_in_another_name(tmp_path: Path) -> None:
+    pyproject = '[project]\nname = "torch-trainer"\ndependencies = [\n  "torch",\n]\n'
+    found = discover(_files(tmp_path, {"pyproject.toml": pyproject}), InitRequest(), KB)
+    assert found.torch.why == (
+        "the newest torch release series the knowledge base has; pyproject.toml line 4 leaves "
+        "torch unpinned"
+    )
+
+
+def test_pyproject_force_still_refuses_when_reprobuild_toml_wins(tmp_path: Path) -> None:
+    project = repo(tmp_path, "pyproject-repo")
+    (project / "reprobuild.toml").write_text("# mine\n")
+    before = (project / "pyproject.toml").read_text()
+    for dry_run in (False, True):
+        with pytest.raises(InitError) as caught:
+            init_project(project, InitRequest(), KB, pyproject=True, force=True, dry_run=dry_run)
+        assert str(caught.value) == (
+            f"{project}/reprobuild.toml exists and wins over a [tool.reprobuild] table, so the "
+            "table would have no effect (--force does not change that); remove "
+            f"{project}/reprobuild.toml first, or leave out --pyproject (with --force to replace "
+            "it)."
+        )
+    assert (project / "pyproject.toml").read_text() == before
+
+
+def test_pyproject_with_an_inline_tool_table_is_refused_with_the_way_out(tmp_path: Path) -> None:
+    pyproject = (
+        'tool = {ruff = {line-length = 100}}\n[project]\nname = "x"\ndependencies = ["torch"]\n'
+    )
+    project = _files(tmp_path, {"pyproject.toml": pyproject})
+    with pytest.raises(InitError) as caught:
+        init_project(project, InitRequest(), KB, pyproject=True)
+    assert str(caught.value) == (
+        f"{project}/pyproject.toml declares its tool table inline (tool = {{...}}), so a "
+        "[tool.reprobuild] table cannot be appended to it (Cannot declare ('tool', "
+        "'reprobuild') twice (at line 6, column 17)); leave out --pyproject to write "
+        "reprobuild.toml instead."
+    )
+    assert (project / "pyproject.toml").read_text() == pyproject
+
+
+@pytest.mark.parametrize("dry_run", [False, True])
+def test_a_missing_project_folder_is_a_usage_error(tmp_path: Path, dry_run: bool) -> None:
+    missing = tmp_path / "missing"
+    with pytest.raises(InitError) as caught:
+        init_project(missing, InitRequest(), KB, dry_run=dry_run)
+    assert str(caught.value) == (
+        f"the project folder {missing} does not exist; run `reprobuild init` in the repository's "
+        "folder, or name that folder with `reprobuild -C FOLDER init`."
+    )
+    assert caught.value.exit_code == 2 and not missing.exists()
+
+
+def test_init_in_a_missing_folder_exits_2_through_the_command(tmp_path: Path) -> None:
+    result = run("-C", str(tmp_path / "missing"), "init", "--dry-run")
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == (
+        f"error: the project folder {tmp_path}/missing does not exist; run `reprobuild init` in "
+        "the repository's folder, or name that folder with `reprobuild -C FOLDER init`.\n"
+    )
