@@ -191,6 +191,7 @@ def test_the_action_builds_pushes_and_publishes_the_digest(
                 "smoke-report": str(report),
                 "publish": "true",
                 "install": "false",
+                "registry-token": "local-registry-password",
             },
             workspace,
             temp,
@@ -223,6 +224,7 @@ def test_the_action_builds_pushes_and_publishes_the_digest(
         assert config == str(temp / "reprobuild-docker-config")
         assert not Path(config).exists()
         assert GITHUB["token"] not in run.log()
+        assert "local-registry-password" not in run.log()
     finally:
         engine_client.remove_image(expected.image_id)  # by ID: the pushed tag goes with it
         engine_client.remove_image(expected.dependencies or "")
@@ -258,9 +260,30 @@ def test_a_failed_step_stops_the_action_and_the_summary_says_so(
     assert run.action_outputs["digest"] == ""
 
 
+def login_step(push: str, token: str, temp: Path) -> subprocess.CompletedProcess[str]:
+    """The login step alone, as the runner runs it: HOME is `temp`, so the runner's own Docker
+    config is `temp/.docker/config.json`."""
+    login = next(step for step in action()["runs"]["steps"] if step.get("id") == "login")
+    environment = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(temp),
+        "RUNNER_TEMP": str(temp),
+        "GITHUB_OUTPUT": str(temp / "output"),
+        "INPUT_PUSH": push,
+        "INPUT_REGISTRY_USERNAME": "octocat",
+        "INPUT_REGISTRY_TOKEN": token,
+        "JOB_TOKEN": GITHUB["token"],
+    }
+    return subprocess.run(
+        ["bash", "-eo", "pipefail", "-c", login["run"]],
+        env=environment,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+
+
 def test_the_login_writes_only_the_push_registry_for_the_token(tmp_path: Path) -> None:
-    metadata = action()
-    login = next(step for step in metadata["runs"]["steps"] if step.get("id") == "login")
     cases = {
         "ghcr.io/lab/model:v1": "ghcr.io",
         f"{REGISTRY}/lab/model:v1": REGISTRY,
@@ -270,28 +293,52 @@ def test_the_login_writes_only_the_push_registry_for_the_token(tmp_path: Path) -
     for number, (push, key) in enumerate(cases.items()):
         temp = tmp_path / str(number)
         temp.mkdir()
-        outputs = temp / "output"
-        environment = {
-            "PATH": os.environ["PATH"],
-            "RUNNER_TEMP": str(temp),
-            "GITHUB_OUTPUT": str(outputs),
-            "INPUT_PUSH": push,
-            "INPUT_REGISTRY_USERNAME": "octocat",
-            "INPUT_REGISTRY_TOKEN": "s3cr3t token",
-        }
-        done = subprocess.run(
-            ["bash", "-eo", "pipefail", "-c", login["run"]],
-            env=environment,
-            capture_output=True,
-            text=True,
-            check=True,
-        )
+        done = login_step(push, "s3cr3t token", temp)
         assert "s3cr3t" not in done.stdout + done.stderr
         config = temp / "reprobuild-docker-config" / "config.json"
-        assert read_outputs(outputs) == {"docker-config": str(config.parent)}
+        assert read_outputs(temp / "output") == {"docker-config": str(config.parent)}
         assert oct(config.stat().st_mode & 0o777) == "0o600"
         auth = base64.b64encode(b"octocat:s3cr3t token").decode()
         assert json.loads(config.read_text()) == {"auths": {key: {"auth": auth}}}
+
+
+def test_the_jobs_token_goes_to_ghcr_alone(tmp_path: Path) -> None:
+    """Without registry-token, ghcr.io gets the job's token and any other registry none: the
+    runner's own login is used there."""
+    ghcr, elsewhere = tmp_path / "ghcr", tmp_path / "elsewhere"
+    for folder in (ghcr, elsewhere):
+        folder.mkdir()
+    login_step("ghcr.io/lab/model:v1", "", ghcr)
+    config = json.loads((ghcr / "reprobuild-docker-config" / "config.json").read_text())
+    auth = base64.b64encode(f"octocat:{GITHUB['token']}".encode()).decode()
+    assert config == {"auths": {"ghcr.io": {"auth": auth}}}
+    done = login_step("quay.io/lab/model:v1", "", elsewhere)
+    assert done.stdout == (
+        "no login: registry-token is empty and quay.io is not ghcr.io; the runner's Docker "
+        "login is used\n"
+    )
+    assert not (elsewhere / "reprobuild-docker-config").exists()
+    assert not (elsewhere / "output").exists()
+
+
+def test_the_login_keeps_the_runners_own_logins(tmp_path: Path) -> None:
+    own = tmp_path / ".docker"
+    own.mkdir()
+    (own / "config.json").write_text(
+        json.dumps(
+            {
+                "auths": {"quay.io": {"auth": "cXVheTpxdWF5"}},
+                "credHelpers": {"ghcr.io": "gh", "gcr.io": "gcloud"},
+            }
+        )
+    )
+    login_step("ghcr.io/lab/model:v1", "s3cr3t", tmp_path)
+    config = json.loads((tmp_path / "reprobuild-docker-config" / "config.json").read_text())
+    auth = base64.b64encode(b"octocat:s3cr3t").decode()
+    assert config == {
+        "auths": {"quay.io": {"auth": "cXVheTpxdWF5"}, "ghcr.io": {"auth": auth}},
+        "credHelpers": {"gcr.io": "gcloud"},
+    }
 
 
 @pytest.mark.network
