@@ -34,6 +34,9 @@ from builder.compat import Arch, ComputeCapability, CudaVersion, DriverVersion
 from builder.errors import KnowledgeError
 
 DATA_FILES = ("torch.json", "cuda.json", "gpus.json", "bases.json", "companions.json")
+# Added after the first knowledge folders were written: one without it loads as holding no rows
+# (and keeps the version it had), and `knowledge refresh` writes it.
+LATER_FILES = {"companions.json": b'{"companions": []}'}
 PACKAGED_DATA = Path(__file__).parent / "data"
 PYPI = "pypi"
 
@@ -254,18 +257,11 @@ def data_directory(override: Path | None = None) -> Path:
 def load(directory: Path | None = None) -> Knowledge:
     """Read and validate the data files; raise KnowledgeError naming the bad row."""
     folder = data_directory(directory)
-    raw: dict[str, bytes] = {}
-    for name in DATA_FILES:
-        path = folder / name
-        try:
-            raw[name] = path.read_bytes()
-        except OSError as error:
-            raise KnowledgeError(
-                f"cannot read the knowledge file {path}: {error.strerror}. Point --knowledge "
-                f"(or ${layout.KNOWLEDGE_VARIABLE}) at a directory holding "
-                f"{', '.join(DATA_FILES)}, or reinstall reprobuild to restore the shipped data."
-            ) from None
-    documents = {name: _parse_json(folder / name, content) for name, content in raw.items()}
+    raw = {name: content for name in DATA_FILES if (content := _read(folder / name)) is not None}
+    documents = {
+        name: _parse_json(folder / name, raw[name] if name in raw else LATER_FILES[name])
+        for name in DATA_FILES
+    }
     try:
         return Knowledge(
             builds=tuple(_torch_build(row) for row in documents["torch.json"]["builds"]),
@@ -284,6 +280,20 @@ def load(directory: Path | None = None) -> Knowledge:
         ) from None
 
 
+def _read(path: Path) -> bytes | None:
+    """The file's bytes; None for a missing file that a folder written before it may lack."""
+    if path.name in LATER_FILES and not path.exists():
+        return None
+    try:
+        return path.read_bytes()
+    except OSError as error:
+        raise KnowledgeError(
+            f"cannot read the knowledge file {path}: {error.strerror}. Point --knowledge "
+            f"(or ${layout.KNOWLEDGE_VARIABLE}) at a directory holding "
+            f"{', '.join(DATA_FILES)}, or reinstall reprobuild to restore the shipped data."
+        ) from None
+
+
 def _parse_json(path: Path, content: bytes) -> dict[str, Any]:
     try:
         document = json.loads(content)
@@ -299,8 +309,8 @@ def _parse_json(path: Path, content: bytes) -> dict[str, Any]:
 
 def _version(raw: dict[str, bytes], documents: dict[str, dict[str, Any]]) -> str:
     digest = hashlib.sha256()
-    for name in DATA_FILES:
-        digest.update(name.encode() + b"\0" + raw[name] + b"\0")
+    for name, content in raw.items():
+        digest.update(name.encode() + b"\0" + content + b"\0")
     dates = [
         row["read"]
         for document in documents.values()

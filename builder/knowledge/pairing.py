@@ -29,7 +29,15 @@ from builder.knowledge import PYPI
 RELEASE_PAIRED = ("torchaudio", "torchvision")  # their own wheels pin torch==X
 TORCH_PINNED = ("triton",)  # torch's wheels pin it
 _VALUE_FIELDS = ("pinned_by", "pythons", "index")
-_LINUX = {"platform_system": "Linux", "sys_platform": "linux", "platform_machine": "x86_64"}
+# The image's platform, for a requirement's environment marker.
+_LINUX = {
+    "platform_system": "Linux",
+    "sys_platform": "linux",
+    "platform_machine": "x86_64",
+    "os_name": "posix",
+    "implementation_name": "cpython",
+    "platform_python_implementation": "CPython",
+}
 _WHEEL = re.compile(
     r"^(?P<name>[A-Za-z0-9_.]+)-(?P<version>[^-]+)(-\d[^-]*)?-(?P<python>[^-]+)-[^-]+-"
     r"(?P<plat>[^-]+)\.whl$"
@@ -48,18 +56,26 @@ def requires_dist(metadata: str) -> list[str]:
     return HeaderParser().parsestr(metadata).get_all("Requires-Dist") or []
 
 
-def linux_requirements(lines: Iterable[str], python: str | None = None) -> list[Requirement]:
-    """The requirements that apply on Linux x86_64 (and to `python`, when given)."""
+def applies_on_linux(requirement: Requirement, python: str | None = None) -> bool:
+    """Whether the requirement's marker holds in a Linux x86_64 CPython image (of `python`, when
+    given), with no extra asked for."""
+    if requirement.marker is None:
+        return True
     environment = {**_LINUX, "extra": ""}
     if python is not None:
         environment |= {"python_version": python, "python_full_version": f"{python}.0"}
+    return requirement.marker.evaluate(environment)
+
+
+def linux_requirements(lines: Iterable[str], python: str | None = None) -> list[Requirement]:
+    """The requirements that apply on Linux x86_64 (and to `python`, when given)."""
     found = []
     for line in lines:
         try:
             requirement = Requirement(line)
         except InvalidRequirement:
             continue
-        if requirement.marker is None or requirement.marker.evaluate(environment):
+        if applies_on_linux(requirement, python):
             found.append(requirement)
     return found
 

@@ -5,18 +5,20 @@ Among the builds of the allowed torch releases, keep those that
     version that the target driver can JIT,
 (b) run on the target driver (the minor-version-compatibility floor of their CUDA family),
 (c) have wheels for the spec's Python, and
-(d) match an explicit `cuda` (or `+cuXYZ` local tag).
+(d) match an explicit `cuda` (or `+cuXYZ` local tag), and
+(e) pair with each companion the spec names (torchvision, torchaudio, triton): the knowledge base
+    knows the release built for its torch, and the spec's pin admits it.
 Preference: the PyPI default build when it qualifies, else the newest qualifying CUDA, else the
 newest torch. The newest CUDA is never chosen just because it exists.
-The companions of the chosen build (torchvision, torchaudio, triton) are then paired with it
-(builder/resolve/companions.py).
+The companions of the chosen build are then pinned to its pairs (builder/resolve/companions.py).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypedDict
 
+from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.version import InvalidVersion, Version
 
@@ -24,7 +26,7 @@ from builder.compat import Arch, CudaVersion, DriverVersion, coverage
 from builder.errors import ResolutionError
 from builder.knowledge import Knowledge, TorchBuild
 from builder.resolve import target
-from builder.resolve.companions import CompanionRecord, Pairing, pairings
+from builder.resolve.companions import CompanionRecord, Pairing, named, pairings, unpaired
 from builder.resolve.target import Target, gpu_label
 from builder.spec.model import GpuRequest, Spec
 
@@ -88,11 +90,12 @@ class Request:
     cuda: CudaVersion | None
     variant: str | None
     target: Target
+    companions: tuple[Requirement, ...] = ()  # as the spec names them: each must pair
 
     @classmethod
-    def of(cls, spec: Spec, target: Target) -> Request:
+    def of(cls, spec: Spec, target: Target, knowledge: Knowledge) -> Request:
         variant = spec.torch_variant if spec.torch_variant != "cpu" else None
-        return cls(spec.python, spec.cuda, variant, target)
+        return cls(spec.python, spec.cuda, variant, target, named(spec, knowledge))
 
 
 @dataclass(frozen=True)
@@ -107,10 +110,15 @@ class Verdict:
     rejections: tuple[str, ...]
     notes: tuple[str, ...]
     coverage: tuple[GpuCoverage, ...]
+    unpaired: tuple[str, ...] = ()  # the rejections by a companion the spec names (also above)
 
     @property
     def eligible(self) -> bool:
         return not self.rejections
+
+    @property
+    def fits_but_for_companions(self) -> bool:
+        return bool(self.rejections) and self.rejections == self.unpaired
 
 
 @dataclass(frozen=True)
@@ -209,6 +217,12 @@ def candidates(spec: Spec, knowledge: Knowledge) -> list[TorchBuild]:
 
 def judge(build: TorchBuild, request: Request, knowledge: Knowledge) -> Verdict:
     """Every reason this build cannot serve the request, plus notes on how it would run."""
+    verdict = _judge_build(build, request, knowledge)
+    companions = tuple(unpaired(request.companions, build, knowledge))
+    return replace(verdict, rejections=verdict.rejections + companions, unpaired=companions)
+
+
+def _judge_build(build: TorchBuild, request: Request, knowledge: Knowledge) -> Verdict:
     rejections: list[str] = []
     notes: list[str] = []
     if request.python is not None and request.python not in build.pythons:
@@ -298,10 +312,14 @@ def resolve(spec: Spec, target: Target, knowledge: Knowledge) -> Resolution:
     pool = candidates(spec, knowledge)
     if not pool:
         raise ResolutionError(_no_release_message(spec, knowledge))
-    request = Request.of(spec, target)
+    request = Request.of(spec, target, knowledge)
     verdicts = tuple(judge(build, request, knowledge) for build in pool)
     eligible = [verdict for verdict in verdicts if verdict.eligible]
     if not eligible:
+        unpaired_only = [verdict for verdict in verdicts if verdict.fits_but_for_companions]
+        if len({verdict.build.torch for verdict in unpaired_only}) == 1:
+            # One torch release fits but for a companion: that pair's own error says the fix.
+            pairings(request.companions, spec.python, unpaired_only[0].build, knowledge)
         raise ResolutionError(_nothing_qualifies(spec, request, verdicts, knowledge))
     chosen = eligible[0]
     build = chosen.build
@@ -323,7 +341,7 @@ def resolve(spec: Spec, target: Target, knowledge: Knowledge) -> Resolution:
         notes=tuple(notes),
         verdicts=verdicts,
         knowledge_version=knowledge.version,
-        companions=pairings(spec, build, knowledge),
+        companions=pairings(request.companions, spec.python, build, knowledge),
     )
 
 
@@ -423,7 +441,7 @@ def suggestions(spec: Spec, request: Request, knowledge: Knowledge) -> list[str]
     """Concrete ways out: releases that cover each GPU, driver upgrades, the best other build."""
     kind_builds = [build for build in knowledge.builds if build.is_cpu == spec.cpu_only]
     found: list[str] = []
-    relaxed = Request(request.python, None, None, request.target)
+    relaxed = Request(request.python, None, None, request.target, request.companions)
     for gpu in request.target.gpus:
         # Python and driver are judged on their own lines: this one names kernels only.
         solo = Request(None, None, None, Target(None, (gpu,), request.target.origin))

@@ -188,7 +188,7 @@ class _RequirementsReader:
         if aside is not None:
             self.asides.append(aside)
             return
-        self.listed.append(requirement(line.split(" --", 1)[0].strip(), origin))
+        self.listed.append(requirement(requirement_text(line), origin))
 
 
 def _aside(line: str, origin: Origin) -> Aside | None:

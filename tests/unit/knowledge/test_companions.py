@@ -3,6 +3,7 @@ served over HTTP on 127.0.0.1 (real HTML and metadata text)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -181,3 +182,55 @@ def test_refresh_from_pypi_reproduces_the_shipped_pairs() -> None:
     assert refreshed.report.companions.added == []
     assert refreshed.report.companions.changed == []
     assert pairing.dump(refreshed.companions) == shipped
+
+
+def older_folder(tmp_path: Path) -> Path:
+    """A knowledge folder as `knowledge refresh --output` wrote it before companions.json."""
+    folder = tmp_path / "kb"
+    folder.mkdir()
+    for name in ("torch.json", "cuda.json", "gpus.json", "bases.json"):
+        shutil.copyfile(knowledge.PACKAGED_DATA / name, folder / name)
+    return folder
+
+
+def test_a_folder_without_companions_loads_with_no_pairs(tmp_path: Path) -> None:
+    folder = older_folder(tmp_path)
+    loaded = knowledge.load(folder)
+    assert loaded.companions == () and loaded.companion_packages() == ()
+    digest = hashlib.sha256()
+    for name in ("torch.json", "cuda.json", "gpus.json", "bases.json"):
+        digest.update(name.encode() + b"\0" + (folder / name).read_bytes() + b"\0")
+    newest = max(
+        row["read"]
+        for name in ("torch.json", "cuda.json", "gpus.json", "bases.json")
+        for rows in json.loads((folder / name).read_text()).values()
+        if isinstance(rows, list)
+        for row in rows
+    )
+    assert loaded.version == f"{newest}+{digest.hexdigest()[:12]}"
+
+
+def test_refresh_writes_the_missing_companions_in_place(local_index: LocalIndex) -> None:
+    folder = older_folder(local_index.root.parent)
+    local_index.add_wheel(
+        "pypi",
+        "torch-2.5.1-cp311-cp311-manylinux1_x86_64.whl",
+        [
+            "nvidia-cuda-runtime-cu12==12.4.127",
+            'triton==3.1.0; platform_system == "Linux" and python_version < "3.13"',
+        ],
+        None,
+    )
+    serve_vision(local_index, {"0.20.1": "Requires-Dist: torch (==2.5.1)\n"})
+    indexes = [refresh.IndexSource(f"{local_index.url}/pypi", None)]
+    written, report = refresh.refresh_knowledge(knowledge.load(folder), indexes, None)
+    assert written == folder / "torch.json"
+    assert report.companions.added == [
+        "triton 3.1.0 (torch 2.5.1)",
+        "torchvision 0.20.1 (torch 2.5.1)",
+    ]
+    pairs = knowledge.load(folder).companions
+    assert [(row.package, row.version, str(row.torch)) for row in pairs] == [
+        ("torchvision", "0.20.1", "2.5.1"),
+        ("triton", "3.1.0", "2.5.1"),
+    ]

@@ -69,3 +69,41 @@ def test_a_closure_off_the_pair_is_refused(tmp_path: Path) -> None:
         "pin them as the resolution says (`reprobuild resolve --explain` shows each pair), or "
         "remove the requirement that overrides it."
     )
+
+
+def test_a_companion_of_another_variant_is_refused(tmp_path: Path) -> None:
+    resolution, _ = resolved(tmp_path, "2.5.1", '["torchvision"]')
+    vision = resolution.companions[0]
+    assert (vision.pin, vision.admits("0.20.1")) == ("torchvision==0.20.1", True)
+    assert [vision.admits(v) for v in ("0.20.1+cu118", "0.20.1+cpu", "0.20.2")] == [False] * 3
+    build = resolution.build
+    libraries = [
+        ("nvidia-cuda-runtime-cu12", str(build.cuda_runtime)),
+        ("nvidia-cudnn-cu12", str(build.cudnn)),
+        ("nvidia-nccl-cu12", "2.21.5"),
+        ("torch", "2.5.1"),
+        ("triton", "3.1.0"),
+    ]
+    with pytest.raises(LockError) as caught:
+        cross_check(
+            closure(*libraries, ("torchvision", "0.20.1+cpu")), build, resolution.companions
+        )
+    assert str(caught.value).startswith(
+        "the locked Python closure does not hold the companions paired with 2.5.1+cu124: "
+        "torchvision 0.20.1+cpu (torch 2.5.1 pairs with torchvision==0.20.1). "
+    )
+
+
+def test_a_variant_pair_needs_its_tag_and_a_range_pair_any_release_in_it(tmp_path: Path) -> None:
+    variant, _ = resolved(tmp_path, "2.5.1+cu121", '["torchvision"]')
+    vision = variant.companions[0]
+    assert vision.pin == "torchvision==0.20.1+cu121"
+    assert [vision.admits(v) for v in ("0.20.1+cu121", "0.20.1", "0.20.1+cu118")] == [
+        True,
+        False,
+        False,
+    ]
+    ranged, _ = resolved(tmp_path, "2.14.0", "[]")
+    triton = ranged.companions[0]
+    assert triton.pin == "triton==3.8.*"
+    assert [triton.admits(v) for v in ("3.8.0", "3.8.2", "3.9.0")] == [True, True, False]

@@ -143,3 +143,112 @@ def test_a_lock_keeps_the_pairs(tmp_path: Path) -> None:
     lock = replace(make_lock(), resolution=resolution.record())
     read_back = lockfile.loads(lockfile.dumps(lock)).resolution
     assert [c["pin"] for c in read_back["companions"]] == ["triton==3.1.0"]
+
+
+def test_a_pin_of_another_variant_names_the_builds_pair(tmp_path: Path) -> None:
+    message = failure(
+        tmp_path,
+        'python = "3.11"\ntorch = "2.5.1+cu121"\npackages = ["torchvision==0.20.1+cu118"]\n',
+    )
+    assert message == (
+        "torchvision 0.20.1+cu118 is a +cu118 build, and torch 2.5.1+cu121 pairs with "
+        "torchvision 0.20.1+cu121 from https://download.pytorch.org/whl/cu121. Write "
+        "torchvision==0.20.1+cu121 (or leave torchvision unpinned and reprobuild pins the pair), "
+        'or pin torch = "2.5.1+cu118" for torchvision 0.20.1+cu118.'
+    )
+
+
+def test_a_variant_pin_against_the_pypi_build_names_the_untagged_pair(tmp_path: Path) -> None:
+    message = failure(
+        tmp_path,
+        'python = "3.11"\ntorch = "2.5.1+cu124"\npackages = ["torchvision==0.20.1+cpu"]\n',
+    )
+    assert message == (
+        "torchvision 0.20.1+cpu is a +cpu build, and torch 2.5.1+cu124 pairs with torchvision "
+        "0.20.1 from PyPI. Write torchvision==0.20.1 (or leave torchvision unpinned and "
+        "reprobuild pins the pair)."
+    )
+
+
+def test_a_variant_pin_chooses_the_build_it_pairs_with(tmp_path: Path) -> None:
+    resolution = resolve_text(
+        tmp_path, 'python = "3.11"\ntorch = "2.5.1"\npackages = ["torchvision==0.20.1+cu118"]\n'
+    )
+    assert resolution.build.label == "2.5.1+cu118"
+    assert pins(resolution)[0] == (
+        "torchvision==0.20.1+cu118",
+        "https://download.pytorch.org/whl/cu118",
+        "named in the spec",
+    )
+    rejected = {v.build.label: v.rejections for v in resolution.verdicts if not v.eligible}
+    assert rejected == {
+        "2.5.1+cu124": ("'torchvision==0.20.1+cu118' excludes its pair, torchvision 0.20.1",),
+        "2.5.1+cu121": ("'torchvision==0.20.1+cu118' excludes its pair, torchvision 0.20.1+cu121",),
+    }
+
+
+def test_a_hashed_requirement_line_still_names_its_companion(tmp_path: Path) -> None:
+    (tmp_path / "requirements.txt").write_text(
+        "torchvision==0.19.0 \\\n    --hash=sha256:" + "ab" * 32 + "\n"
+        "torchaudio==2.5.1 --config-settings=x=1\n"
+    )
+    message = failure(
+        tmp_path, 'python = "3.11"\ntorch = "2.5.1"\nrequirements = "requirements.txt"\n'
+    )
+    assert message.startswith(
+        "torchvision 0.19.0 is built for torch 2.4.0; torch 2.5.1 pairs with torchvision 0.20.1. "
+    )
+    (tmp_path / "requirements.txt").write_text("torchaudio==2.5.1 --hash=sha256:" + "ab" * 32)
+    resolution = resolve_text(
+        tmp_path, 'python = "3.11"\ntorch = "2.5.1"\nrequirements = "requirements.txt"\n'
+    )
+    assert pins(resolution)[0] == ("torchaudio==2.5.1", "pypi", "named in the spec")
+
+
+def test_a_companion_whose_marker_excludes_the_image_is_not_paired(tmp_path: Path) -> None:
+    packages = [
+        'torchaudio==2.4.0; sys_platform == "darwin"',
+        'torchvision; sys_platform == "darwin" or python_version < "3.11"',
+    ]
+    listed = ", ".join(f"'{line}'" for line in packages)
+    spec = f'torch = "2.5.1"\npackages = [{listed}]\n'
+    resolution = resolve_text(tmp_path, 'python = "3.11"\n' + spec)
+    assert pins(resolution) == [("triton==3.1.0", "pypi", "torch's own pin")]
+    python_310 = resolve_text(tmp_path, 'python = "3.10"\n' + spec)
+    assert pins(python_310) == [
+        ("torchvision==0.20.1", "pypi", "named in the spec"),
+        ("triton==3.1.0", "pypi", "torch's own pin"),
+    ]
+
+
+def test_a_release_without_the_pair_gives_way_to_one_with_it(tmp_path: Path) -> None:
+    resolution = resolve_text(
+        tmp_path, 'python = "3.12"\ntorch = "2.14.*"\npackages = ["torchvision"]\n'
+    )
+    assert resolution.build.label == "2.14.0+cu130"
+    assert pins(resolution) == [
+        ("torchvision==0.29.0", "pypi", "named in the spec"),
+        ("triton==3.8.*", "pypi", "torch's own pin"),
+    ]
+    rejected = {v.build.label: v.rejections for v in resolution.verdicts if not v.eligible}
+    assert rejected == {
+        "2.14.1+cu130": ("the knowledge base knows no torchvision release built for torch 2.14.1",)
+    }
+
+
+def test_a_pin_no_allowed_release_pairs_with_lists_each_candidate(tmp_path: Path) -> None:
+    message = failure(
+        tmp_path, 'python = "3.11"\ntorch = "2.5.*"\npackages = ["torchvision==0.19.0"]\n'
+    )
+    assert message == (
+        "no torch build matching '2.5.*' fits Python 3.11 and the target (any driver; any GPU "
+        "(from none)). Each candidate and what rejected it:\n"
+        "  2.5.1+cu124  'torchvision==0.19.0' excludes its pair, torchvision 0.20.1\n"
+        "  2.5.0+cu124  'torchvision==0.19.0' excludes its pair, torchvision 0.20.0\n"
+        "  2.5.1+cu121  'torchvision==0.19.0' excludes its pair, torchvision 0.20.1+cu121\n"
+        "  2.5.0+cu121  'torchvision==0.19.0' excludes its pair, torchvision 0.20.0+cu121\n"
+        "  2.5.1+cu118  'torchvision==0.19.0' excludes its pair, torchvision 0.20.1+cu118\n"
+        "  2.5.0+cu118  'torchvision==0.19.0' excludes its pair, torchvision 0.20.0+cu118\n"
+        "What would work instead:\n"
+        "  - torch==2.4.0 (2.4.0+cu121) satisfies everything but the torch/CUDA pin."
+    )
