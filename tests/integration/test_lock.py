@@ -156,7 +156,7 @@ def test_requirements_file_with_includes_extras_markers_and_wheelhouse(
     assert tiny is not None and tiny.url == "wheels/tinypkg-1.0-py3-none-any.whl"
     assert tiny.sha256 == _sha256(wheelhouse / "tinypkg-1.0-py3-none-any.whl")
     assert lock.python.find_links == ("./wheels",)
-    assert lock.python.requirements == ("torch==2.5.1", "-r requirements.txt")
+    assert lock.python.requirements == ("torch==2.5.1", "triton==3.1.0", "-r requirements.txt")
 
 
 def _write_wheel(path: Path) -> None:
