@@ -92,6 +92,12 @@ class LockError(ReprobuildError):
     """An input could not be pinned; the message names the package or host and the fix."""
 
 
+class PlatformNotLockable(LockError):
+    """The spec's image platforms are not linux/amd64 alone: only resolve serves linux/arm64."""
+
+    exit_code = USAGE
+
+
 class LockExportError(ReprobuildError):
     """`lock --export FILE` names no format reprobuild writes: a usage error."""
 

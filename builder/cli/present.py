@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from builder.check.doctor import FAIL, OK, WARN, DoctorReport
 from builder.codeset import size_text
-from builder.knowledge import Knowledge, TorchBuild
+from builder.knowledge import AMD64, Knowledge, TorchBuild
 from builder.resolve.resolve import Resolution, arch_summary
 from builder.resolve.target import gpu_label
 
@@ -28,12 +28,25 @@ if TYPE_CHECKING:
     from builder.publish.findings import Verification
 
 
-def resolution_text(resolution: Resolution) -> str:
+def shows_platform(resolutions: tuple[Resolution, ...]) -> bool:
+    """Whether `resolve` names each block's platform: unless it is linux/amd64 alone."""
+    return [resolution.platform for resolution in resolutions] != [AMD64]
+
+
+def resolutions_json(resolutions: tuple[Resolution, ...]) -> object:
+    """`resolve --json`: one object for one platform, a list of them for several."""
+    documents = [resolution.to_dict() for resolution in resolutions]
+    return documents[0] if len(documents) == 1 else documents
+
+
+def resolution_text(resolution: Resolution, platform: bool = False) -> str:
+    """The chosen build and its facts; with `platform`, a line naming the image platform."""
     build = resolution.build
     origin = "PyPI default" if build.pypi_default else "variant index"
     index = "PyPI" if build.index == "pypi" else build.index
     lines = [
         f"{resolution.name}: torch {build.label} ({origin}) for Python {resolution.python}",
+        *([f"  platform   {resolution.platform}"] if platform else []),
         f"  install    {resolution.pin} from {index}",
     ]
     lines.extend(
@@ -100,6 +113,7 @@ def builds_table(builds: list[TorchBuild], knowledge: Knowledge) -> Table:
     table = Table(title=f"knowledge {knowledge.version}", title_justify="left")
     for column in (
         "build",
+        "platform",
         "index",
         "CUDA",
         "runtime",
@@ -109,10 +123,11 @@ def builds_table(builds: list[TorchBuild], knowledge: Knowledge) -> Table:
         "Pythons",
         "read",
     ):
-        table.add_column(column, no_wrap=column in ("build", "index", "Pythons"))
+        table.add_column(column, no_wrap=column in ("build", "platform", "index", "Pythons"))
     for build in builds:
         table.add_row(
             build.label + (" *" if build.pypi_default else ""),
+            build.platform,
             short_index(build.index),
             str(build.cuda or "-"),
             build.cuda_runtime or "-",
@@ -141,8 +156,12 @@ def gpus_table(knowledge: Knowledge) -> Table:
     table.add_column("capability")
     table.add_column("name")
     table.add_column("also")
+    table.add_column("platform")
     for model in knowledge.gpus:
-        table.add_row(model.capability.sm, model.name, ", ".join(model.aliases))
+        table.add_row(
+            model.capability.sm, model.name, ", ".join(model.aliases), model.platform or "any"
+        )
+    table.caption = "platform: the image platform the GPU's machine runs (Grace: Arm CPU)."
     return table
 
 

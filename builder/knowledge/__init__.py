@@ -1,12 +1,14 @@
 """The GPU compatibility knowledge base: versioned data files shipped inside the package.
 
 Five files under `data/`, every row naming its source and the date it was read:
-- `torch.json`: one row per torch release x wheel variant (cu124, cpu, ...);
+- `torch.json`: one row per torch release x wheel variant (cu124, cpu, ...) x platform
+  (linux/amd64, linux/arm64);
 - `companions.json`: packages built per torch release (torchvision, torchaudio, triton) -> the
   torch release each version pairs with;
 - `cuda.json`: CUDA family -> minimum driver (minor-version compatibility), CUDA release ->
   the driver of its full toolkit;
-- `gpus.json`: GPU model names -> compute capability;
+- `gpus.json`: GPU model names -> compute capability, and the CPU architecture of the
+  superchips whose CPU comes with the GPU (Grace: arm64);
 - `bases.json`: base image references -> digests, used when the registry cannot be reached.
 
 `reprobuild knowledge refresh` regenerates the rows readable from package-index metadata.
@@ -39,6 +41,11 @@ DATA_FILES = ("torch.json", "cuda.json", "gpus.json", "bases.json", "companions.
 LATER_FILES = {"companions.json": b'{"companions": []}'}
 PACKAGED_DATA = Path(__file__).parent / "data"
 PYPI = "pypi"
+AMD64 = "linux/amd64"
+ARM64 = "linux/arm64"
+PLATFORMS = (AMD64, ARM64)
+# The wheel platform tag's machine for each image platform (as PEP 508 platform_machine reads it).
+MACHINES = {AMD64: "x86_64", ARM64: "aarch64"}
 
 
 @dataclass(frozen=True)
@@ -47,6 +54,7 @@ class TorchBuild:
 
     torch: Version
     variant: str  # "cu124", "cpu"
+    platform: str  # AMD64 or ARM64: the image platform its wheels install on
     wheel_version: str  # exact version on its index: "2.5.1" on PyPI, "2.5.1+cu121" elsewhere
     index: str  # "pypi" or the variant index URL
     pypi_default: bool
@@ -62,7 +70,14 @@ class TorchBuild:
 
     @property
     def label(self) -> str:
+        """The build's name on its platform: one torch release and variant may exist for
+        several platforms (2.11.0+cu130 on linux/amd64 and linux/arm64)."""
         return f"{self.torch}+{self.variant}"
+
+    @property
+    def key(self) -> str:
+        """The row's identity in the knowledge base: the label, and the platform unless amd64."""
+        return _key(self.label, self.platform)
 
     @property
     def is_cpu(self) -> bool:
@@ -81,6 +96,7 @@ class TorchBuild:
         return {
             "torch": str(self.torch),
             "variant": self.variant,
+            "platform": self.platform,
             "wheel_version": self.wheel_version,
             "index": self.index,
             "pypi_default": self.pypi_default,
@@ -94,6 +110,16 @@ class TorchBuild:
             "archs_source": self.archs_source,
             "read": self.read,
         }
+
+
+def row_key(row: dict[str, Any]) -> str:
+    """A torch.json row's identity: `2.11.0+cu130` on linux/amd64, `2.11.0+cu130 linux/arm64`
+    on another platform (so the names written before arm64 rows existed stay as they were)."""
+    return _key(f"{row['torch']}+{row['variant']}", row["platform"])
+
+
+def _key(label: str, platform: str) -> str:
+    return label if platform == AMD64 else f"{label} {platform}"
 
 
 @dataclass(frozen=True)
@@ -166,6 +192,14 @@ class GpuModel:
     aliases: tuple[str, ...]
     capability: ComputeCapability
     source: str
+    cpu: str | None = None  # "arm64" for a superchip with its own Arm CPU (Grace); else None
+    cpu_source: str | None = None
+    superchip: str | None = None  # "Grace Hopper": the family the CPU comes with
+
+    @property
+    def platform(self) -> str | None:
+        """The only image platform this GPU's machine runs; None where its host CPU varies."""
+        return ARM64 if self.cpu == "arm64" else None
 
 
 def normalise_gpu_name(name: str) -> str:
@@ -221,11 +255,15 @@ class Knowledge:
         fitting = [r.cuda for r in self.releases if r.toolkit_driver <= driver]
         return max(fitting) if fitting else None
 
-    def releases_of_torch(self) -> list[Version]:
-        return sorted({build.torch for build in self.builds})
+    def builds_on(self, platform: str) -> list[TorchBuild]:
+        """The builds whose wheels install on this image platform (AMD64, ARM64)."""
+        return [build for build in self.builds if build.platform == platform]
 
-    def builds_for(self, torch: Version) -> list[TorchBuild]:
-        return [build for build in self.builds if build.torch == torch]
+    def releases_of_torch(self, platform: str) -> list[Version]:
+        return sorted({build.torch for build in self.builds_on(platform)})
+
+    def builds_for(self, torch: Version, platform: str) -> list[TorchBuild]:
+        return [build for build in self.builds_on(platform) if build.torch == torch]
 
     def companion_packages(self) -> tuple[str, ...]:
         """The packages built per torch release, as the companion rows name them."""
@@ -330,6 +368,8 @@ def _torch_build(row: dict[str, Any]) -> TorchBuild:
     return TorchBuild(
         torch=Version(row["torch"]),
         variant=str(row["variant"]),
+        # Rows written before the platform key were all linux/amd64 builds.
+        platform=_platform(row.get("platform", AMD64)),
         wheel_version=str(row["wheel_version"]),
         index=str(row["index"]),
         pypi_default=bool(row["pypi_default"]),
@@ -343,6 +383,12 @@ def _torch_build(row: dict[str, Any]) -> TorchBuild:
         archs_source=str(row["archs_source"]),
         read=str(row["read"]),
     )
+
+
+def _platform(value: Any) -> str:
+    if value not in PLATFORMS:
+        raise ValueError(f"platform {value!r} is not one of {', '.join(PLATFORMS)}")
+    return str(value)
 
 
 def _companion(row: dict[str, Any]) -> Companion:
@@ -382,9 +428,20 @@ def _base(row: dict[str, Any]) -> KnownBase:
 
 
 def _gpu(row: dict[str, Any]) -> GpuModel:
+    if row.get("cpu") is not None and not (row.get("cpu_source") and row.get("superchip")):
+        raise ValueError(f"GPU {row['name']} names its cpu without its cpu_source and superchip")
     return GpuModel(
         name=str(row["name"]),
         aliases=tuple(str(alias) for alias in row["aliases"]),
         capability=ComputeCapability.parse(row["capability"]),
         source=str(row["source"]),
+        cpu=_cpu(row.get("cpu")),
+        cpu_source=_optional(row.get("cpu_source")),
+        superchip=_optional(row.get("superchip")),
     )
+
+
+def _cpu(value: Any) -> str | None:
+    if value not in (None, "arm64"):
+        raise ValueError(f'GPU cpu {value!r} is not "arm64" or null')
+    return None if value is None else str(value)

@@ -36,7 +36,7 @@ def matching(knowledge: Knowledge, text: str | None) -> list[TorchBuild]:
     specifier = specifier_of(text)
     found = [build for build in knowledge.builds if specifier.contains(build.torch)]
     if not found:
-        releases = knowledge.releases_of_torch()
+        releases = sorted({build.torch for build in knowledge.builds})
         newest = releases[-1]
         fix = (
             f"if it came out after {newest}, run `reprobuild knowledge refresh`"

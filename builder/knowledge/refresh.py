@@ -1,13 +1,17 @@
 """Regenerate the torch rows from package-index metadata.
 
 What can be read from an index is read from it, through the PEP 503 simple API that pip uses
-(the same format serves PyPI and the PyTorch variant indexes): the releases, the Linux x86_64
-wheels and their CPython tags (supported Pythons), and each wheel's `Requires-Dist` pins, which
-give the CUDA runtime, cuDNN and NCCL versions. Metadata comes from the PEP 658 `.metadata`
-file, or, where an index lacks it, from the wheel's own METADATA read through byte ranges.
+(the same format serves PyPI and the PyTorch variant indexes): the releases, the Linux wheels
+(x86_64 for linux/amd64 rows, aarch64 for linux/arm64 rows) and their CPython tags (supported
+Pythons), and each wheel's `Requires-Dist` pins that apply on its machine, which give the CUDA
+runtime, cuDNN and NCCL versions. A PyPI wheel that pins no CUDA runtime and holds no
+libtorch_cuda.so is a CPU-only build (PyPI's aarch64 wheels up to torch 2.10). Metadata comes
+from the PEP 658 `.metadata` file, or, where an index lacks it, from the wheel's own METADATA
+read through byte ranges.
 
 The same metadata gives companions.json (builder/knowledge/pairing.py): the triton pin of each
-torch release, and the torch release each torchvision and torchaudio release is built for.
+torch release, and the torch release each torchvision and torchaudio release is built for (read
+from the x86_64 wheels: the companion rows are per torch release, not per platform).
 
 What cannot be read from metadata is kept from the shipped data: the compiled GPU architectures
 (measured from the wheel), and every row of an index that did not answer. Output ordering is
@@ -37,7 +41,7 @@ from packaging.version import InvalidVersion, Version
 from builder.compat import CudaVersion
 from builder.engine.http import Getter, RemoteFile
 from builder.errors import IndexUnavailable, NotFound, ReprobuildError
-from builder.knowledge import PYPI, Knowledge, pairing, store
+from builder.knowledge import AMD64, MACHINES, PYPI, Knowledge, pairing, row_key, store
 from builder.knowledge.pairing import CompanionChanges
 from builder.knowledge.pins import component_of
 
@@ -46,6 +50,7 @@ PYPI_SIMPLE = "https://pypi.org/simple"
 PYTORCH_INDEX = "https://download.pytorch.org/whl"
 NOT_MEASURED = "not measured yet: run torch._C._cuda_getArchFlags() on this wheel and record it"
 ARCH_LIBRARY = "torch/lib/libtorch_python.so"
+CUDA_LIBRARY = "torch/lib/libtorch_cuda.so"
 _ARCH_FLAGS = re.compile(rb"(?:sm|compute)_\d+[a-z]?(?: (?:sm|compute)_\d+[a-z]?)+")
 _WHEEL = re.compile(
     r"^torch-(?P<version>[^-]+)-cp(?P<major>\d)(?P<minor>\d+)-cp\d+-(?P<plat>.+)\.whl$"
@@ -66,6 +71,7 @@ class Wheel:
     url: str
     version: Version
     python: tuple[int, int]
+    platform: str  # AMD64 or ARM64
 
 
 @dataclass
@@ -108,8 +114,17 @@ class Anchors(HTMLParser):
             self.links.append((str(attributes["href"]), attributes))
 
 
+def platform_of(tag: str) -> str | None:
+    """The image platform of a wheel's platform tag: `manylinux_2_28_aarch64` -> ARM64,
+    `manylinux1_x86_64` or `linux_x86_64` -> AMD64; None for another OS or machine."""
+    if "linux" not in tag:
+        return None
+    return next((platform for platform, machine in MACHINES.items() if machine in tag), None)
+
+
 def list_wheels(index: Index, index_url: str) -> list[Wheel]:
-    """Linux x86_64 CPython wheels of torch >= 2.0 listed by a PEP 503 simple index."""
+    """Linux x86_64 and aarch64 CPython wheels of torch >= 2.0 listed by a PEP 503 simple
+    index."""
     page_url = f"{index_url.rstrip('/')}/torch/"
     page = index.get(page_url, {"Accept": "text/html"}).decode("utf-8", errors="replace")
     parser = Anchors()
@@ -121,7 +136,8 @@ def list_wheels(index: Index, index_url: str) -> list[Wheel]:
         url = urldefrag(urljoin(page_url, href)).url
         filename = url.rsplit("/", 1)[-1].replace("%2B", "+")
         match = _WHEEL.match(filename)
-        if not match or "linux" not in match["plat"] or "x86_64" not in match["plat"]:
+        platform = platform_of(match["plat"]) if match else None
+        if match is None or platform is None:
             continue  # free-threaded builds (cp313t) carry another ABI tag and do not match
         try:
             version = Version(match["version"])
@@ -129,7 +145,7 @@ def list_wheels(index: Index, index_url: str) -> list[Wheel]:
             continue
         if version >= OLDEST_TORCH and not version.is_prerelease:
             python = (int(match["major"]), int(match["minor"]))
-            wheels.append(Wheel(filename, url, version, python))
+            wheels.append(Wheel(filename, url, version, python, platform))
     return sorted(wheels, key=lambda wheel: (wheel.version, wheel.filename))
 
 
@@ -152,6 +168,12 @@ def read_wheel_metadata(index: Index, wheel_url: str) -> str:
         if not names:
             raise IndexUnavailable(f"{wheel_url} holds no .dist-info/METADATA; it is not a wheel.")
         return archive.read(names[0]).decode("utf-8", errors="replace")
+
+
+def holds_member(index: Index, wheel_url: str, member: str) -> bool:
+    """Whether the remote wheel holds `member`, from its zip directory alone."""
+    with _remote_wheel(index, wheel_url) as archive:
+        return member in archive.namelist()
 
 
 def measure_archs(index: Index, wheel_url: str) -> list[str] | None:
@@ -184,25 +206,33 @@ def read_index(
     index: Index, index_url: str, variant: str | None, today: str, measured: set[str]
 ) -> IndexRows:
     """The torch rows of one index and the companion rows its metadata states."""
-    by_version: dict[Version, list[Wheel]] = defaultdict(list)
+    by_build: dict[tuple[Version, str], list[Wheel]] = defaultdict(list)
     for wheel in list_wheels(index, index_url):
         local = wheel.version.local
         if (variant is None and local is None) or (variant is not None and local == variant):
-            by_version[wheel.version].append(wheel)
+            by_build[(wheel.version, wheel.platform)].append(wheel)
     rows = []
     companions = []
-    for version, wheels in sorted(by_version.items()):
+    for (version, platform), wheels in sorted(by_build.items()):
         metadata = read_wheel_metadata(index, wheels[0].url)
         requires = HeaderParser().parsestr(metadata).get_all("Requires-Dist") or []
+        pins = linux_pins(requires, platform)
+        cpu_only = variant is None and "cuda_runtime" not in pins
+        if cpu_only and holds_member(index, wheels[0].url, CUDA_LIBRARY):
+            raise IndexUnavailable(
+                f"torch {version}: {wheels[0].filename} pins no CUDA runtime in its metadata "
+                f"but holds {CUDA_LIBRARY}, so its CUDA version cannot be read; report this "
+                "with the wheel name."
+            )
         row = _row(
             index_url,
             variant,
             version=version,
             wheels=wheels,
-            pins=linux_pins(requires),
+            pins=pins,
             today=today,
         )
-        if row["archs"] is None and f"{row['torch']}+{row['variant']}" not in measured:
+        if row["archs"] is None and row_key(row) not in measured:
             archs = measure_archs(index, wheels[0].url)
             if archs is not None:
                 row["archs"] = archs
@@ -211,6 +241,8 @@ def read_index(
                     "equal to torch._C._cuda_getArchFlags()"
                 )
         rows.append(row)
+        if platform != AMD64:
+            continue  # the companion rows are read from the x86_64 wheels
         companions += pairing.torch_pinned_rows(
             metadata,
             torch=version,
@@ -270,11 +302,12 @@ def _row(
     today: str,
 ) -> dict[str, Any]:
     runtime = pins.get("cuda_runtime")
-    cuda = _cuda_of(version, variant, runtime, wheels[0].filename)
+    cuda = _cuda_of(variant, runtime)
     public = version.public
     return {
         "torch": public,
         "variant": cuda.variant if cuda else "cpu",
+        "platform": wheels[0].platform,
         "wheel_version": str(version),
         "index": PYPI if variant is None else index_url.rstrip("/"),
         "pypi_default": variant is None,
@@ -287,38 +320,46 @@ def _row(
         "source": (
             f"{index_url.rstrip('/')}/torch/ (PEP 503); Requires-Dist of {wheels[0].filename}"
         ),
-        "archs_source": "CPU-only build: no CUDA kernels" if cuda is None else NOT_MEASURED,
+        "archs_source": _cpu_source(variant, wheels[0]) if cuda is None else NOT_MEASURED,
         "read": today,
     }
 
 
-def _cuda_of(
-    version: Version, variant: str | None, runtime: str | None, filename: str
-) -> CudaVersion | None:
+def _cuda_of(variant: str | None, runtime: str | None) -> CudaVersion | None:
+    """The build's CUDA: its runtime pin, else its variant index's tag; None for a CPU build
+    (the cpu index, or a PyPI wheel without a runtime pin, which read_index checks)."""
     if variant == "cpu":
         return None
     if runtime is not None:
         return CudaVersion.parse(".".join(runtime.split(".")[:2]))
     if variant is not None:
         return CudaVersion.from_variant(variant)
-    raise IndexUnavailable(
-        f"torch {version}: {filename} pins no CUDA runtime in its metadata, so its CUDA version "
-        "cannot be read; report this with the wheel name."
+    return None
+
+
+def _cpu_source(variant: str | None, wheel: Wheel) -> str:
+    if variant is not None:
+        return "CPU-only build: no CUDA kernels"
+    return (
+        f"CPU-only build: no CUDA kernels ({wheel.filename} pins no CUDA runtime on "
+        f"{MACHINES[wheel.platform]} and holds no {CUDA_LIBRARY})"
     )
 
 
-_LINUX = {"platform_system": "Linux", "sys_platform": "linux", "platform_machine": "x86_64"}
+_LINUX = {"platform_system": "Linux", "sys_platform": "linux"}
 
 
-def linux_pins(requires_dist: Iterable[str]) -> dict[str, str]:
-    """The exact CUDA runtime / cuDNN / NCCL pins that apply on Linux x86_64."""
+def linux_pins(requires_dist: Iterable[str], platform: str) -> dict[str, str]:
+    """The exact CUDA runtime / cuDNN / NCCL pins that apply on Linux on the platform's machine
+    (x86_64 for AMD64, aarch64 for ARM64)."""
+    environment = {**_LINUX, "platform_machine": MACHINES[platform], "extra": ""}
     pins: dict[str, str] = {}
     for line in requires_dist:
         try:
             requirement = Requirement(line)
         except InvalidRequirement:
             continue
-        if requirement.marker and not requirement.marker.evaluate({**_LINUX, "extra": ""}):
+        if requirement.marker and not requirement.marker.evaluate(environment):
             continue
         exact = [spec.version for spec in requirement.specifier if spec.operator == "=="]
         component = component_of(requirement.name)
@@ -332,32 +373,33 @@ def merge(
 ) -> tuple[list[dict[str, Any]], RefreshReport]:
     """Replace rows of the indexes that answered; keep measured archs and unchanged read dates.
 
-    A fetched PyPI row replaces a variant-index row of the same label: one row per build.
+    A fetched PyPI row replaces a variant-index row of the same label on the same platform: one
+    row per build.
     """
     report = RefreshReport()
-    by_label = {_label(row): row for row in existing}
-    fetched_labels = {_label(row) for row in fetched}
+    by_label = {row_key(row): row for row in existing}
+    fetched_labels = {row_key(row) for row in fetched}
     kept = [
         row
         for row in existing
-        if _label(row) not in fetched_labels and row["index"] not in refreshed_indexes
+        if row_key(row) not in fetched_labels and row["index"] not in refreshed_indexes
     ]
-    report.kept = [_label(row) for row in kept]
+    report.kept = [row_key(row) for row in kept]
     merged = list(kept)
-    pypi_labels = {_label(row) for row in [*kept, *fetched] if row["index"] == PYPI}
-    fetched = [row for row in fetched if row["index"] == PYPI or _label(row) not in pypi_labels]
+    pypi_labels = {row_key(row) for row in [*kept, *fetched] if row["index"] == PYPI}
+    fetched = [row for row in fetched if row["index"] == PYPI or row_key(row) not in pypi_labels]
     for fresh in fetched:
-        old = by_label.get(_label(fresh))
+        old = by_label.get(row_key(fresh))
         row = _carry_over(fresh, old)
         if old is None:
-            report.added.append(_label(row))
+            report.added.append(row_key(row))
         elif all(old.get(name) == row.get(name) for name in _VALUE_FIELDS):
             row["read"] = old["read"]
-            report.unchanged.append(_label(row))
+            report.unchanged.append(row_key(row))
         else:
-            report.changed.append(_label(row))
+            report.changed.append(row_key(row))
         if row["archs"] is None:
-            report.unmeasured.append(_label(row))
+            report.unmeasured.append(row_key(row))
         merged.append(row)
     return sort_rows(merged), report
 
@@ -374,12 +416,17 @@ def _carry_over(fresh: dict[str, Any], old: dict[str, Any] | None) -> dict[str, 
     return row
 
 
-def _label(row: dict[str, Any]) -> str:
-    return f"{row['torch']}+{row['variant']}"
-
-
 def sort_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return sorted(rows, key=lambda row: (Version(row["torch"]), row["variant"]))
+    """The linux/amd64 rows, then the other platforms', each by torch release and variant."""
+    return sorted(
+        rows,
+        key=lambda row: (
+            row["platform"] != AMD64,
+            row["platform"],
+            Version(row["torch"]),
+            row["variant"],
+        ),
+    )
 
 
 def dump(rows: list[dict[str, Any]]) -> str:
@@ -409,7 +456,7 @@ def refresh(
 ) -> Refreshed:
     """Fetch every index that answers; rows of the others are kept and reported unreachable."""
     fetched = IndexRows([], [])
-    measured = {_label(row) for row in existing if row.get("archs") is not None}
+    measured = {row_key(row) for row in existing if row.get("archs") is not None}
     answered: set[str] = set()
     unreachable: list[str] = []
     silent_hosts: set[str] = set()

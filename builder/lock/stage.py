@@ -11,7 +11,8 @@ from pathlib import Path
 from builder import __version__
 from builder.engine.registry import RegistryClient
 from builder.engine.sdk import Engine
-from builder.knowledge import Knowledge
+from builder.errors import PlatformNotLockable
+from builder.knowledge import AMD64, Knowledge
 from builder.lock import apt, baseimage, lockfile
 from builder.lock.lockfile import CurrentLock, LockState
 from builder.lock.model import Lock, now_snapshot
@@ -39,8 +40,10 @@ def write_new_lock(
     options: LockOptions,
     progress: Progress,
 ) -> CurrentLock:
-    """Resolve, lock and write the lock file atomically; the current lock written."""
-    resolution = resolve_spec(loaded.spec, knowledge)
+    """Resolve, lock and write the lock file atomically; the current lock written. Every verb
+    that locks comes here, so a platform that cannot be locked yet is refused here."""
+    refuse_unlockable_platforms(loaded)
+    resolution = resolve_spec(loaded.spec, knowledge, AMD64)
     lock = make_lock(
         loaded,
         spec_digest=state.spec_digest,
@@ -52,6 +55,26 @@ def write_new_lock(
     text = lockfile.dumps(lock)
     lockfile.write(state.path, text)
     return lockfile.current(replace(state, lock=lock, text=text))
+
+
+def refuse_unlockable_platforms(loaded: LoadedSpec) -> None:
+    """Raise PlatformNotLockable unless the spec's image is for linux/amd64 alone."""
+    platforms = loaded.spec.platforms
+    if platforms == (AMD64,):
+        return
+    written = ", ".join(f'"{platform}"' for platform in platforms)
+    why = (
+        f"platforms = [{written}]"
+        if "platforms" in loaded.table
+        else f"a target GPU implies platforms = [{written}]"
+    )
+    raise PlatformNotLockable(
+        f"{loaded.path.name} asks for an image for {', '.join(platforms)} ({why}), and "
+        "locking and building for linux/arm64 is not available yet: reprobuild locks, builds "
+        "and publishes linux/amd64 images only. `reprobuild resolve` shows the torch build "
+        'chosen for linux/arm64; to lock a linux/amd64 image, set platforms = ["linux/amd64"] '
+        "and name target GPUs that an x86_64 machine holds."
+    )
 
 
 def current_or_new_lock(

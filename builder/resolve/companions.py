@@ -261,7 +261,7 @@ def _build_excluded(
     alternative = ""
     if any(
         other.variant == exact.local and other.is_cpu == build.is_cpu
-        for other in knowledge.builds_for(build.torch)
+        for other in knowledge.builds_for(build.torch, build.platform)
     ):
         alternative = f', or pin torch = "{build.torch}+{exact.local}" for {package} {exact}'
     return (

@@ -10,6 +10,9 @@ Among the builds of the allowed torch releases, keep those that
     knows the release built for its torch, and the spec's pin admits it.
 Preference: the PyPI default build when it qualifies, else the newest qualifying CUDA, else the
 newest torch. The newest CUDA is never chosen just because it exists.
+Each image platform (linux/amd64, linux/arm64) is resolved on its own, among the builds whose
+wheels install on it; a target GPU whose machine runs another platform (a Grace superchip's Arm
+CPU) is left out of that platform's target.
 The companions of the chosen build are then pinned to its pairs (builder/resolve/companions.py).
 """
 
@@ -24,7 +27,7 @@ from packaging.version import InvalidVersion, Version
 
 from builder.compat import Arch, CudaVersion, DriverVersion, coverage
 from builder.errors import ResolutionError
-from builder.knowledge import Knowledge, TorchBuild
+from builder.knowledge import AMD64, PYPI, Knowledge, TorchBuild
 from builder.resolve import target
 from builder.resolve.companions import CompanionRecord, Pairing, named, pairings, unpaired
 from builder.resolve.target import Target, gpu_label
@@ -80,6 +83,7 @@ class ResolutionRecord(_ResolutionRecordKeys, total=False):
     min_driver: str | None
     toolkit_driver: str | None
     companions: list[CompanionRecord]  # absent from locks made before companions were paired
+    platform: str  # absent for linux/amd64, so the locks of amd64 images read as before
 
 
 @dataclass(frozen=True)
@@ -134,6 +138,7 @@ class Resolution:
     verdicts: tuple[Verdict, ...]
     knowledge_version: str
     companions: tuple[Pairing, ...] = ()
+    platform: str = AMD64
 
     @property
     def pin(self) -> str:
@@ -143,7 +148,7 @@ class Resolution:
         """What the lock keeps of the resolution: the choice and its facts, not the candidates
         or the notes. Keys in this order: the lock file is written in it."""
         build = self.build
-        return {
+        record: ResolutionRecord = {
             "name": self.name,
             "python": self.python,
             "torch": {
@@ -174,13 +179,20 @@ class Resolution:
             "knowledge_version": self.knowledge_version,
             "sources": {"build": build.source, "archs": build.archs_source},
         }
+        if self.platform != AMD64:
+            record["platform"] = self.platform
+        return record
 
     def to_dict(self) -> dict[str, Any]:
-        """`resolve --json`: the record, with the notes before the knowledge version and every
-        candidate's verdict last."""
+        """`resolve --json`: the record with its platform, the notes before the knowledge
+        version and every candidate's verdict last."""
         record: dict[str, Any] = dict(self.record())
+        record.pop("platform", None)
         tail = {key: record.pop(key) for key in ("knowledge_version", "sources")}
+        head = {key: record.pop(key) for key in ("name", "python")}
         return {
+            **head,
+            "platform": self.platform,
             **record,
             "notes": list(self.notes),
             **tail,
@@ -205,11 +217,12 @@ def preference(build: TorchBuild) -> tuple[bool, tuple[int, int], Version]:
     return (build.pypi_default, cuda, build.torch)
 
 
-def candidates(spec: Spec, knowledge: Knowledge) -> list[TorchBuild]:
-    """Builds of the allowed releases, of the right kind (CPU or CUDA), best first."""
+def candidates(spec: Spec, knowledge: Knowledge, platform: str = AMD64) -> list[TorchBuild]:
+    """Builds of the allowed releases on the platform, of the right kind (CPU or CUDA), best
+    first."""
     allowed = [
         build
-        for build in knowledge.builds
+        for build in knowledge.builds_on(platform)
         if spec.torch.contains(build.torch) and build.is_cpu == spec.cpu_only
     ]
     return sorted(allowed, key=preference, reverse=True)
@@ -307,11 +320,13 @@ def arch_summary(build: TorchBuild) -> str:
     return " ".join(str(arch) for arch in build.archs) or "no GPU"
 
 
-def resolve(spec: Spec, target: Target, knowledge: Knowledge) -> Resolution:
-    """Choose one build, or raise ResolutionError explaining every rejection and the way out."""
-    pool = candidates(spec, knowledge)
+def resolve(spec: Spec, target: Target, knowledge: Knowledge, platform: str = AMD64) -> Resolution:
+    """Choose one build for the image platform, or raise ResolutionError explaining every
+    rejection and the way out."""
+    pool = candidates(spec, knowledge, platform)
     if not pool:
-        raise ResolutionError(_no_release_message(spec, knowledge))
+        raise ResolutionError(_no_build_message(spec, knowledge, platform))
+    target, left_out = _on_platform(target, platform, knowledge)
     request = Request.of(spec, target, knowledge)
     verdicts = tuple(judge(build, request, knowledge) for build in pool)
     eligible = [verdict for verdict in verdicts if verdict.eligible]
@@ -320,11 +335,11 @@ def resolve(spec: Spec, target: Target, knowledge: Knowledge) -> Resolution:
         if len({verdict.build.torch for verdict in unpaired_only}) == 1:
             # One torch release fits but for a companion: that pair's own error says the fix.
             pairings(request.companions, spec.python, unpaired_only[0].build, knowledge)
-        raise ResolutionError(_nothing_qualifies(spec, request, verdicts, knowledge))
+        raise ResolutionError(_nothing_qualifies(spec, request, verdicts, knowledge, platform))
     chosen = eligible[0]
     build = chosen.build
     family = knowledge.family(build.cuda) if build.cuda else None
-    notes = list(chosen.notes)
+    notes = [*left_out, *chosen.notes]
     if target.origin == "none" and build.cuda is not None:
         notes.append(
             "no [target] in the spec: the image runs on drivers >= "
@@ -342,21 +357,89 @@ def resolve(spec: Spec, target: Target, knowledge: Knowledge) -> Resolution:
         verdicts=verdicts,
         knowledge_version=knowledge.version,
         companions=pairings(request.companions, spec.python, build, knowledge),
+        platform=platform,
     )
 
 
-def resolve_spec(spec: Spec, knowledge: Knowledge) -> Resolution:
-    """`resolve` against the spec's own target (this host's, with `target.host = true`)."""
-    return resolve(spec, target.of_spec(spec.target), knowledge)
+def resolve_spec(spec: Spec, knowledge: Knowledge, platform: str = AMD64) -> Resolution:
+    """`resolve` against the spec's own target (this host's, with `target.host = true`), for
+    one image platform."""
+    return resolve(spec, target.of_spec(spec.target), knowledge, platform)
 
 
-def _no_release_message(spec: Spec, knowledge: Knowledge) -> str:
-    releases = sorted({b.torch for b in knowledge.builds if b.is_cpu == spec.cpu_only})
+def resolve_platforms(spec: Spec, knowledge: Knowledge) -> tuple[Resolution, ...]:
+    """`resolve` for every platform of the spec, in its order, against one reading of its
+    target."""
+    found = target.of_spec(spec.target)
+    return tuple(resolve(spec, found, knowledge, platform) for platform in spec.platforms)
+
+
+def _on_platform(target: Target, platform: str, knowledge: Knowledge) -> tuple[Target, list[str]]:
+    """The target without the GPUs whose machine runs another platform, and a note naming
+    them."""
+    elsewhere = []
+    for gpu in target.gpus:
+        model = knowledge.gpu_named(gpu.label)
+        if model is not None and model.platform not in (None, platform):
+            elsewhere.append((gpu, model.platform))
+    if not elsewhere:
+        return target, []
+    kept = tuple(gpu for gpu in target.gpus if gpu not in {gpu for gpu, _ in elsewhere})
+    notes = [
+        f"{gpu_label(gpu)} runs {other} images only: left out of the {platform} target"
+        for gpu, other in elsewhere
+    ]
+    return Target(target.driver, kept, target.origin), notes
+
+
+def _no_build_message(spec: Spec, knowledge: Knowledge, platform: str) -> str:
+    """Why no build of the asked kind matches: a platform whose builds of these releases are
+    all of the other kind (PyPI's aarch64 wheels up to 2.10 are CPU-only), else no release."""
+    on_platform = [b for b in knowledge.builds_on(platform) if spec.torch.contains(b.torch)]
+    if on_platform:
+        return _other_kind_message(spec, knowledge, platform, on_platform)
+    return _no_release_message(spec, knowledge, platform)
+
+
+def _other_kind_message(
+    spec: Spec, knowledge: Knowledge, platform: str, matching: list[TorchBuild]
+) -> str:
+    kind = "CPU" if spec.cpu_only else "CUDA"
+    where = "on PyPI" if all(b.index == PYPI for b in matching) else "in the knowledge base"
+    found = f"{_asked(spec)} has no {kind} build for {platform} {where}"
+    of_kind = [b for b in knowledge.builds_on(platform) if b.is_cpu == spec.cpu_only]
+    newest = max(b.torch for b in matching)
+    later = [b for b in of_kind if b.torch > newest]
+    earlier = [b for b in of_kind if b.torch < newest]
+    if later:
+        first = _oldest(later)
+        cuda = f" with CUDA {first.cuda}" if first.cuda else ""
+        return f"{found}; torch >= {_series(first.torch)}{cuda} has one."
+    if earlier:
+        last = max(earlier, key=lambda b: b.torch)
+        return f"{found}; torch {last.torch} ({last.label}) is the newest release with one."
+    return f"{found}; the knowledge base has no {kind} build for {platform}."
+
+
+def _asked(spec: Spec) -> str:
+    """The spec's torch as a sentence names it: "torch 2.10" for "2.10.*"."""
+    text = spec.torch_text.removeprefix("==")
+    if text.endswith(".*") and text[:1].isdigit():
+        return f"torch {text.removesuffix('.*')}"
+    return f"torch {text}" if text[:1].isdigit() else f"torch '{text}'"
+
+
+def _series(version: Version) -> str:
+    return f"{version.major}.{version.minor}" if version.micro == 0 else str(version)
+
+
+def _no_release_message(spec: Spec, knowledge: Knowledge, platform: str) -> str:
+    releases = sorted({b.torch for b in knowledge.builds_on(platform) if b.is_cpu == spec.cpu_only})
     newest = releases[-1]
     newer = _admits_newer(spec, newest)
     exact = _exact_version(spec)
     series = []
-    if exact is not None and not newer and exact not in knowledge.releases_of_torch():
+    if exact is not None and not newer and exact not in knowledge.releases_of_torch(platform):
         series = [v for v in releases if v.release[:2] == exact.release[:2]]
     if exact is not None and series:
         name = f"{exact.major}.{exact.minor}"
@@ -421,25 +504,33 @@ def _and(words: list[str]) -> str:
 
 
 def _nothing_qualifies(
-    spec: Spec, request: Request, verdicts: tuple[Verdict, ...], knowledge: Knowledge
+    spec: Spec,
+    request: Request,
+    verdicts: tuple[Verdict, ...],
+    knowledge: Knowledge,
+    platform: str,
 ) -> str:
+    on = "" if platform == AMD64 else f" for {platform}"
     lines = [
-        f"no torch build matching '{spec.torch_text}' fits Python {spec.python} and the target "
-        f"({request.target.describe()}). Each candidate and what rejected it:"
+        f"no torch build{on} matching '{spec.torch_text}' fits Python {spec.python} and the "
+        f"target ({request.target.describe()}). Each candidate and what rejected it:"
     ]
     width = max(len(verdict.build.label) for verdict in verdicts)
     for verdict in verdicts:
         lines.append(f"  {verdict.build.label:<{width}}  {'; '.join(verdict.rejections)}")
-    alternatives = suggestions(spec, request, knowledge)
+    alternatives = suggestions(spec, request, knowledge, platform)
     if alternatives:
         lines.append("What would work instead:")
         lines.extend(f"  - {text}" for text in alternatives)
     return "\n".join(lines)
 
 
-def suggestions(spec: Spec, request: Request, knowledge: Knowledge) -> list[str]:
-    """Concrete ways out: releases that cover each GPU, driver upgrades, the best other build."""
-    kind_builds = [build for build in knowledge.builds if build.is_cpu == spec.cpu_only]
+def suggestions(
+    spec: Spec, request: Request, knowledge: Knowledge, platform: str = AMD64
+) -> list[str]:
+    """Concrete ways out on the platform: releases that cover each GPU, driver upgrades, the
+    best other build."""
+    kind_builds = [b for b in knowledge.builds_on(platform) if b.is_cpu == spec.cpu_only]
     found: list[str] = []
     relaxed = Request(request.python, None, None, request.target, request.companions)
     for gpu in request.target.gpus:

@@ -18,7 +18,7 @@ from packaging.version import InvalidVersion, Version
 from builder.codeset import Rules
 from builder.compat import ComputeCapability, CudaVersion, DriverVersion
 from builder.errors import SpecError
-from builder.knowledge import Knowledge
+from builder.knowledge import AMD64, ARM64, PLATFORMS, GpuModel, Knowledge
 from builder.reference import name_problem, well_formed
 from builder.spec.file import has_spec, locate
 from builder.spec.model import (
@@ -52,6 +52,7 @@ TOP_KEYS = (
     "determinism",
     "exclude",
     "include",
+    "platforms",
 )
 TARGET_KEYS = ("driver", "gpus", "host")
 DETERMINISM_KEYS = ("seed", "tf32", "cublas_workspace_config")
@@ -65,16 +66,22 @@ def load_spec(project: Path, knowledge: Knowledge) -> LoadedSpec:
 
 def loaded(path: Path, table: dict[str, Any], notes: list[str], knowledge: Knowledge) -> LoadedSpec:
     """A spec table already located (`spec.file.locate`), validated."""
-    return LoadedSpec(parse(table, path, knowledge), path, tuple(notes), table)
+    spec, implied = _checked(table, path, knowledge)
+    return LoadedSpec(spec, path, (*notes, *implied), table)
 
 
 def parse(table: dict[str, Any], path: Path, knowledge: Knowledge) -> Spec:
     """Validate a spec table; raise one SpecError listing every problem."""
+    return _checked(table, path, knowledge)[0]
+
+
+def _checked(table: dict[str, Any], path: Path, knowledge: Knowledge) -> tuple[Spec, list[str]]:
+    """The spec and the notes on what it implies; one SpecError listing every problem."""
     checker = _Checker(path, knowledge)
     spec = checker.spec(table)
     if checker.problems or spec is None:
         raise SpecError(str(path), checker.problems)
-    return spec
+    return spec, checker.notes
 
 
 def code_rules(project: Path) -> Rules:
@@ -157,6 +164,7 @@ class _Checker(_Types):
     def __init__(self, path: Path, knowledge: Knowledge) -> None:
         super().__init__(path)
         self.knowledge = knowledge
+        self.notes: list[str] = []
 
     def spec(self, table: dict[str, Any]) -> Spec | None:
         self.unknown_keys(table, TOP_KEYS, "")
@@ -174,6 +182,7 @@ class _Checker(_Types):
         determinism = self.determinism(table)
         exclude = self.patterns(table, "exclude")
         include = self.patterns(table, "include")
+        platforms = self.platforms(table)
         if torch is not None:
             cuda = self.reconcile_variant(torch[2], cuda, cpu_only)
         self.exclusive(table, cpu_only, target, toolkit)
@@ -198,6 +207,7 @@ class _Checker(_Types):
             determinism=determinism,
             exclude=exclude,
             include=include,
+            platforms=platforms,
         )
 
     def required(self, table: dict[str, Any], key: str, example: str) -> str | None:
@@ -429,6 +439,46 @@ class _Checker(_Types):
         )
         return None
 
+    def platforms(self, table: dict[str, Any]) -> tuple[str, ...]:
+        """The image platforms: as written, else linux/arm64 where a target GPU is a superchip
+        with an Arm CPU (its machine runs nothing else), else linux/amd64."""
+        superchips = self.superchips(table)
+        values = self.string_list(table, "platforms")
+        if values is None:
+            if superchips and "platforms" not in table:
+                described = [
+                    f"{model.name} is a {model.superchip} superchip" for model in superchips
+                ]
+                self.notes.append(f"{_and(described)} (Arm CPU): the image is built for {ARM64}")
+                return (ARM64,)
+            return (AMD64,)
+        allowed = ", ".join(PLATFORMS)
+        if not values:
+            self.problem(f"'platforms' is empty; list one or more of: {allowed}.")
+        for value in values:
+            if value not in PLATFORMS:
+                self.problem(f"'platforms' entry {value!r} is not one of: {allowed}.")
+        for value in sorted({value for value in values if values.count(value) > 1}):
+            self.problem(f"'platforms' lists {value!r} more than once; list each platform once.")
+        if superchips and ARM64 not in values:
+            names = _and([model.name for model in superchips])
+            self.problem(
+                f"'target.gpus' names {names}, whose machine has an Arm CPU, but 'platforms' "
+                f"leaves out \"{ARM64}\": add it to 'platforms', or remove 'platforms' to "
+                f"build for {ARM64} alone."
+            )
+        return tuple(values) or (AMD64,)
+
+    def superchips(self, table: dict[str, Any]) -> list[GpuModel]:
+        """The target GPUs that come with their own Arm CPU (Grace), each once."""
+        section = table.get("target")
+        labels = section.get("gpus") if isinstance(section, dict) else None
+        if not isinstance(labels, list):
+            return []
+        models = [self.knowledge.gpu_named(label) for label in labels if isinstance(label, str)]
+        found = [model for model in models if model is not None and model.platform == ARM64]
+        return list(dict.fromkeys(found))
+
     def determinism(self, table: dict[str, Any]) -> Determinism | None:
         section = self.typed(table, "determinism", dict)
         if section is None:
@@ -483,6 +533,10 @@ def _type_name(kind: type) -> str:
 def _show(value: object) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _and(words: list[str]) -> str:
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} and {words[-1]}"
 
 
 def _close_matches(word: str, choices: Any, *, n: int, cutoff: float) -> list[str]:

@@ -19,7 +19,7 @@ from packaging.version import InvalidVersion, Version
 
 from builder.compat import ComputeCapability, CudaVersion, DriverVersion
 from builder.errors import HostError, InitError
-from builder.knowledge import Knowledge
+from builder.knowledge import AMD64, Knowledge
 from builder.reference import name_problem
 from builder.spec.sources import (
     Aside,
@@ -381,10 +381,11 @@ def _newest_series(variant: str | None, origin: Origin | None, knowledge: Knowle
     """The newest release series, of those with a build of `variant` when an index names one."""
     releases = [
         release
-        for release in knowledge.releases_of_torch()
-        if variant is None or any(b.variant == variant for b in knowledge.builds_for(release))
+        for release in knowledge.releases_of_torch(AMD64)
+        if variant is None
+        or any(b.variant == variant for b in knowledge.builds_for(release, AMD64))
     ]
-    newest = releases[-1] if releases else knowledge.releases_of_torch()[-1]
+    newest = releases[-1] if releases else knowledge.releases_of_torch(AMD64)[-1]
     of = f" a {variant} build of" if variant is not None and releases else ""
     unpinned = f"{origin} leaves torch unpinned" if origin else "no file names torch"
     return Value(
@@ -426,7 +427,7 @@ def torch_pythons(text: str, knowledge: Knowledge) -> list[str]:
         admitted = SpecifierSet(f"=={text}" if text[:1].isdigit() else text)
     found = {
         python
-        for build in knowledge.builds
+        for build in knowledge.builds_on(AMD64)
         if admitted.contains(build.torch, prereleases=True)
         for python in build.pythons
     }
@@ -476,7 +477,7 @@ def _python_from_torch(
 ) -> tuple[str, Value] | None:
     """The first Python (the default, then the newest; with requires-python, the newest it
     admits) that the torch its files name for it has wheels for, with that torch."""
-    known = sorted({p for build in knowledge.builds for p in build.pythons}, key=Version)
+    known = sorted({p for build in knowledge.builds_on(AMD64) for p in build.pythons}, key=Version)
     if requires is None:
         candidates = [DEFAULT_PYTHON, *reversed(known)]
     else:

@@ -9,6 +9,7 @@ from typing import Any
 from packaging.specifiers import SpecifierSet
 
 from builder.compat import ComputeCapability, CudaVersion, DriverVersion
+from builder.knowledge import AMD64
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,7 @@ class Spec:
     determinism: Determinism = field(default_factory=Determinism)
     exclude: tuple[str, ...] = ()  # gitignore-style: files kept out of the code layer
     include: tuple[str, ...] = ()  # and files let back in (builder/codeset.py)
+    platforms: tuple[str, ...] = (AMD64,)  # image platforms, as written (or implied by a GPU)
 
 
 @dataclass(frozen=True)

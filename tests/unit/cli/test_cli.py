@@ -98,7 +98,13 @@ def test_a_name_with_a_registry_port_resolves(tmp_path: Path) -> None:
 def test_knowledge_show_json_has_sources() -> None:
     result = run("knowledge", "show", "torch==2.5.1", "--json")
     rows = json.loads(result.stdout)
-    assert [row["variant"] for row in rows] == ["cpu", "cu118", "cu121", "cu124"]
+    assert [(row["variant"], row["platform"]) for row in rows] == [
+        ("cpu", "linux/amd64"),
+        ("cu118", "linux/amd64"),
+        ("cu121", "linux/amd64"),
+        ("cu124", "linux/amd64"),
+        ("cpu", "linux/arm64"),
+    ]
     assert all(row["source"] and row["read"] for row in rows)
 
 

@@ -14,7 +14,7 @@ from packaging.version import Version
 from builder import knowledge
 from builder.engine.http import Getter
 from builder.errors import KnowledgeError
-from builder.knowledge import pairing, refresh
+from builder.knowledge import AMD64, pairing, refresh
 from tests.conftest import LocalIndex
 
 KB = knowledge.load()
@@ -22,7 +22,7 @@ KB = knowledge.load()
 
 def test_every_torch_release_has_its_triton_pair_and_every_row_is_sourced() -> None:
     pinned = {row.torch for row in KB.companions if row.package == "triton"}
-    assert pinned == set(KB.releases_of_torch())
+    assert pinned == set(KB.releases_of_torch(AMD64))
     for row in KB.companions:
         assert row.source.startswith("https://pypi.org/simple/") and row.read, row
 

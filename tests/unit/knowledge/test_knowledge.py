@@ -13,6 +13,7 @@ from packaging.version import Version
 from builder import knowledge
 from builder.compat import CudaVersion
 from builder.errors import KnowledgeError
+from builder.knowledge import AMD64, ARM64, PLATFORMS
 
 KB = knowledge.load()
 DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -30,18 +31,26 @@ def test_every_row_names_its_source_and_read_date() -> None:
         assert model.source.strip()
 
 
-def test_covers_torch_2_0_to_2_15_with_one_pypi_default_each() -> None:
-    releases = KB.releases_of_torch()
+@pytest.mark.parametrize("platform", PLATFORMS)
+def test_covers_torch_2_0_to_2_15_with_one_pypi_default_each(platform: str) -> None:
+    releases = KB.releases_of_torch(platform)
     assert releases[0] == Version("2.0.0")
     assert Version("2.15.0") in releases
-    defaults = Counter(build.torch for build in KB.builds if build.pypi_default)
+    defaults = Counter(b.torch for b in KB.builds_on(platform) if b.pypi_default)
     assert set(defaults) == set(releases)
     assert set(defaults.values()) == {1}
 
 
-def test_build_labels_are_unique() -> None:
-    labels = Counter(build.label for build in KB.builds)
-    assert [label for label, count in labels.items() if count > 1] == []
+def test_build_keys_are_unique_and_labels_unique_per_platform() -> None:
+    keys = Counter(build.key for build in KB.builds)
+    assert [key for key, count in keys.items() if count > 1] == []
+    for platform in PLATFORMS:
+        labels = Counter(build.label for build in KB.builds_on(platform))
+        assert [label for label, count in labels.items() if count > 1] == []
+    assert {platform: len(KB.builds_on(platform)) for platform in PLATFORMS} == {
+        AMD64: 96,
+        ARM64: 28,
+    }
 
 
 def test_variant_tag_agrees_with_cuda_and_runtime() -> None:
@@ -84,7 +93,8 @@ def test_cuda_13_needs_the_r580_driver() -> None:
 def test_archs_sorted_and_measured_for_every_pypi_default() -> None:
     for build in KB.builds:
         if build.pypi_default:
-            assert build.archs, f"{build.label} has no measured arch list"
+            assert build.archs is not None, f"{build.key} has no measured arch list"
+            assert bool(build.archs) != build.is_cpu, build.key
         if build.archs:
             cubins = [arch.capability for arch in build.cubins]
             assert cubins == sorted(cubins), build.label
@@ -92,7 +102,7 @@ def test_archs_sorted_and_measured_for_every_pypi_default() -> None:
 
 def test_measured_facts_from_research() -> None:
     # Values measured from the wheels (shared/research/cog.md section 4).
-    rows = {build.label: build for build in KB.builds}
+    rows = {build.label: build for build in KB.builds_on(AMD64)}
     assert rows["2.5.1+cu124"].cudnn == "9.1.0.70"
     assert rows["2.5.1+cu124"].nccl == "2.21.5"
     assert [str(a) for a in rows["2.8.0+cu128"].archs or ()] == (
@@ -102,6 +112,64 @@ def test_measured_facts_from_research() -> None:
         ["sm_75", "sm_80", "sm_86", "sm_90", "sm_100", "sm_120"]
     )
     assert rows["2.0.1+cu117"].cuda_runtime == "11.7.99"
+
+
+def test_arm64_rows_read_from_pypi_aarch64_wheels() -> None:
+    # shared/research/arm64-feasibility.md section 3: CPU-only up to 2.10.0, CUDA 13 from 2.11.0.
+    rows = {build.label: build for build in KB.builds_on(ARM64)}
+    assert [label for label in rows if not rows[label].is_cpu] == [
+        "2.11.0+cu130",
+        "2.12.0+cu130",
+        "2.12.1+cu130",
+        "2.13.0+cu130",
+        "2.14.0+cu130",
+        "2.14.1+cu130",
+        "2.15.0+cu132",
+    ]
+    cpu = rows["2.10.0+cpu"]
+    assert (cpu.index, cpu.pypi_default, cpu.wheel_version, cpu.cuda) == (
+        "pypi",
+        True,
+        "2.10.0",
+        None,
+    )
+    assert cpu.source.endswith("torch-2.10.0-cp310-cp310-manylinux_2_28_aarch64.whl")
+    assert "manylinux2014_aarch64" in rows["2.5.1+cpu"].source
+    cuda = rows["2.11.0+cu130"]
+    assert (cuda.cuda_runtime, cuda.cudnn, cuda.nccl) == ("13.0.2", "9.19.0.56", "2.28.9")
+    assert [str(arch) for arch in cuda.archs or ()] == [
+        "sm_80",
+        "sm_90",
+        "sm_100",
+        "sm_110",
+        "sm_120",
+    ]
+    assert "manylinux_2_28_aarch64.whl" in cuda.archs_source
+    assert rows["2.15.0+cu132"].cuda_runtime == "13.2.2"
+    assert all(build.index == "pypi" for build in rows.values())
+
+
+@pytest.mark.parametrize(
+    ("name", "capability", "superchip"),
+    [
+        ("GH200", "9.0", "Grace Hopper"),
+        ("GB200", "10.0", "Grace Blackwell"),
+        ("GB300", "10.3", "Grace Blackwell Ultra"),
+        ("GB10", "12.1", "Grace Blackwell"),
+        ("DGX Spark", "12.1", "Grace Blackwell"),
+    ],
+)
+def test_grace_superchips_run_arm64(name: str, capability: str, superchip: str) -> None:
+    model = KB.gpu_named(name)
+    assert model is not None
+    assert (str(model.capability), model.cpu, model.platform) == (capability, "arm64", ARM64)
+    assert model.superchip == superchip and model.cpu_source
+
+
+@pytest.mark.parametrize("name", ["H100", "B300", "A100", "RTX PRO 6000"])
+def test_discrete_gpus_run_either_platform(name: str) -> None:
+    model = KB.gpu_named(name)
+    assert model is not None and (model.cpu, model.platform) == (None, None)
 
 
 def test_pythons_are_sorted_versions() -> None:
@@ -154,6 +222,47 @@ def test_malformed_data_is_a_clear_error(tmp_path: Path) -> None:
         knowledge.load(tmp_path)
     (tmp_path / "gpus.json").unlink()
     with pytest.raises(KnowledgeError, match="cannot read the knowledge file"):
+        knowledge.load(tmp_path)
+
+
+def copy_data(folder: Path) -> None:
+    for name in knowledge.DATA_FILES:
+        (folder / name).write_bytes((knowledge.PACKAGED_DATA / name).read_bytes())
+
+
+def test_rows_without_a_platform_are_amd64_rows(tmp_path: Path) -> None:
+    copy_data(tmp_path)
+    torch = json.loads((tmp_path / "torch.json").read_text())
+    for row in torch["builds"]:
+        row.pop("platform")
+    torch["builds"] = [row for row in torch["builds"] if row["variant"] != "cpu"][:3]
+    (tmp_path / "torch.json").write_text(json.dumps(torch))
+    loaded = knowledge.load(tmp_path)
+    assert [(b.key, b.platform) for b in loaded.builds] == [
+        ("2.0.0+cu117", AMD64),
+        ("2.0.0+cu118", AMD64),
+        ("2.0.1+cu117", AMD64),
+    ]
+
+
+def test_an_unknown_platform_or_cpu_is_a_clear_error(tmp_path: Path) -> None:
+    copy_data(tmp_path)
+    torch = json.loads((tmp_path / "torch.json").read_text())
+    torch["builds"][0]["platform"] = "linux/s390x"
+    (tmp_path / "torch.json").write_text(json.dumps(torch))
+    with pytest.raises(
+        KnowledgeError,
+        match=r"malformed \(ValueError: platform 'linux/s390x' is not one of linux/amd64, "
+        r"linux/arm64\)",
+    ):
+        knowledge.load(tmp_path)
+    copy_data(tmp_path)
+    gpus = json.loads((tmp_path / "gpus.json").read_text())
+    gpus["gpus"][0]["cpu"] = "arm64"
+    (tmp_path / "gpus.json").write_text(json.dumps(gpus))
+    with pytest.raises(
+        KnowledgeError, match=r"GPU K80 names its cpu without its cpu_source and superchip"
+    ):
         knowledge.load(tmp_path)
 
 

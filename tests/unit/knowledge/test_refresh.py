@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import zipfile
 from collections.abc import Iterator
 from typing import Any
 
@@ -11,7 +12,7 @@ import pytest
 from builder import knowledge
 from builder.engine.http import Getter
 from builder.errors import IndexUnavailable
-from builder.knowledge import refresh
+from builder.knowledge import AMD64, ARM64, refresh
 from tests.conftest import LocalIndex
 
 CU124 = [
@@ -21,6 +22,20 @@ CU124 = [
     "sympy",
 ]
 ARCHS = "sm_50 sm_60 sm_70 sm_75 sm_80 sm_86 sm_90"
+# torch 2.10.0's pins: the CUDA wheels are for x86_64 only, so its aarch64 wheel is CPU-only.
+X86_ONLY = [
+    "nvidia-cuda-runtime-cu12==12.8.90; platform_system == 'Linux' and platform_machine == "
+    "'x86_64'",
+    "nvidia-cudnn-cu12==9.10.2.21; platform_system == 'Linux' and platform_machine == 'x86_64'",
+    "nvidia-nccl-cu12==2.27.5; platform_system == 'Linux' and platform_machine == 'x86_64'",
+]
+# torch 2.11.0's pins: cuda-toolkit with no machine marker, so they hold on aarch64 too.
+CU130 = [
+    "cuda-toolkit[cublas,cudart]==13.0.2; platform_system == 'Linux'",
+    "nvidia-cudnn-cu13==9.19.0.56; platform_system == 'Linux'",
+    "nvidia-nccl-cu13==2.28.9; platform_system == 'Linux'",
+]
+ARM_ARCHS = "sm_80 sm_90 sm_100 sm_110 sm_120"
 
 
 @pytest.fixture(autouse=True)
@@ -64,6 +79,7 @@ def test_rows_from_a_simple_index(local_index: LocalIndex) -> None:
         {
             "torch": "2.5.1",
             "variant": "cu124",
+            "platform": AMD64,
             "wheel_version": "2.5.1",
             "index": "pypi",
             "pypi_default": True,
@@ -95,6 +111,104 @@ def test_known_archs_are_not_measured_again(local_index: LocalIndex) -> None:
     assert rows[0]["archs"] is None and rows[0]["archs_source"] == refresh.NOT_MEASURED
 
 
+def test_wheel_platform_tags() -> None:
+    assert [
+        refresh.platform_of(tag)
+        for tag in (
+            "manylinux1_x86_64",
+            "linux_x86_64",
+            "manylinux2014_aarch64",
+            "manylinux_2_28_aarch64",
+            "manylinux_2_17_aarch64.manylinux2014_aarch64",
+            "macosx_11_0_arm64",
+            "win_amd64",
+        )
+    ] == [AMD64, AMD64, ARM64, ARM64, ARM64, None, None]
+
+
+def test_pins_are_read_for_the_platform_machine() -> None:
+    assert refresh.linux_pins(X86_ONLY, AMD64) == {
+        "cuda_runtime": "12.8.90",
+        "cudnn": "9.10.2.21",
+        "nccl": "2.27.5",
+    }
+    assert refresh.linux_pins(X86_ONLY, ARM64) == {}
+    assert refresh.linux_pins(CU130, ARM64) == {
+        "cuda_runtime": "13.0.2",
+        "cudnn": "9.19.0.56",
+        "nccl": "2.28.9",
+    }
+
+
+def fill_aarch64(index: LocalIndex) -> None:
+    for python in ("310", "311"):
+        index.add_wheel(
+            "pypi", f"torch-2.10.0-cp{python}-cp{python}-manylinux1_x86_64.whl", X86_ONLY, ARCHS
+        )
+        index.add_wheel(
+            "pypi", f"torch-2.10.0-cp{python}-cp{python}-manylinux_2_28_aarch64.whl", X86_ONLY, None
+        )
+        index.add_wheel(
+            "pypi",
+            f"torch-2.11.0-cp{python}-cp{python}-manylinux_2_28_aarch64.whl",
+            CU130,
+            ARM_ARCHS,
+            metadata_file=False,  # as PyPI serves torch: no PEP 658 file, METADATA by ranges
+        )
+
+
+def test_aarch64_wheels_give_linux_arm64_rows(local_index: LocalIndex) -> None:
+    fill_aarch64(local_index)
+    rows = refresh.fetch_rows(getter(), f"{local_index.url}/pypi", None, "2026-12-06", set())
+    assert [(r["torch"], r["variant"], r["platform"], r["cuda"]) for r in rows] == [
+        ("2.10.0", "cu128", AMD64, "12.8"),
+        ("2.10.0", "cpu", ARM64, None),
+        ("2.11.0", "cu130", ARM64, "13.0"),
+    ]
+    cpu, cuda = rows[1], rows[2]
+    assert {key: cpu[key] for key in ("wheel_version", "index", "pypi_default", "archs")} == {
+        "wheel_version": "2.10.0",
+        "index": "pypi",
+        "pypi_default": True,
+        "archs": [],
+    }
+    assert cpu["archs_source"] == (
+        "CPU-only build: no CUDA kernels (torch-2.10.0-cp310-cp310-manylinux_2_28_aarch64.whl "
+        "pins no CUDA runtime on aarch64 and holds no torch/lib/libtorch_cuda.so)"
+    )
+    assert (cuda["cuda_runtime"], cuda["cudnn"], cuda["nccl"]) == ("13.0.2", "9.19.0.56", "2.28.9")
+    assert cuda["archs"] == ARM_ARCHS.split() and cuda["pythons"] == ["3.10", "3.11"]
+    assert cuda["archs_source"].startswith(
+        "CUDA arch flags string in torch/lib/libtorch_python.so of "
+        "torch-2.11.0-cp310-cp310-manylinux_2_28_aarch64.whl"
+    )
+
+
+def test_known_archs_are_not_measured_again_per_platform(local_index: LocalIndex) -> None:
+    fill_aarch64(local_index)
+    url = f"{local_index.url}/pypi"
+    rows = refresh.fetch_rows(getter(), url, None, "d", {"2.11.0+cu130"})
+    assert rows[2]["archs"] == ARM_ARCHS.split()  # the amd64 row's label is another build
+    rows = refresh.fetch_rows(getter(), url, None, "d", {"2.11.0+cu130 linux/arm64"})
+    assert rows[2]["archs"] is None
+
+
+def test_a_wheel_without_runtime_pins_but_with_cuda_kernels_is_an_error(
+    local_index: LocalIndex,
+) -> None:
+    name = "torch-2.10.0-cp311-cp311-manylinux_2_28_aarch64.whl"
+    local_index.add_wheel("pypi", name, X86_ONLY, None)
+    with zipfile.ZipFile(local_index.root / "pypi" / "torch" / name, "a") as archive:
+        archive.writestr("torch/lib/libtorch_cuda.so", b"\x00")
+    with pytest.raises(
+        IndexUnavailable,
+        match=r"^torch 2\.10\.0: torch-2\.10\.0-cp311-cp311-manylinux_2_28_aarch64\.whl pins no "
+        r"CUDA runtime in its metadata but holds torch/lib/libtorch_cuda\.so, so its CUDA "
+        r"version cannot be read; report this with the wheel name\.$",
+    ):
+        refresh.fetch_rows(getter(), f"{local_index.url}/pypi", None, "d", set())
+
+
 def test_variant_index_rows(local_index: LocalIndex) -> None:
     local_index.add_wheel("cu118", "torch-2.5.1+cu118-cp311-cp311-linux_x86_64.whl", [], ARCHS)
     local_index.add_wheel("cu118", "torch-2.5.1+cu121-cp311-cp311-linux_x86_64.whl", [], ARCHS)
@@ -109,6 +223,7 @@ def row(label: str, index: str = "pypi", **values: Any) -> dict[str, Any]:
     base = {
         "torch": torch,
         "variant": variant,
+        "platform": AMD64,
         "wheel_version": torch,
         "index": index,
         "pypi_default": index == "pypi",
@@ -156,6 +271,24 @@ def test_merge_prefers_the_pypi_row_for_a_label() -> None:
         {"pypi", "https://x/cu124"},
     )
     assert [r["index"] for r in merged] == ["pypi"]
+
+
+def test_merge_keeps_one_row_per_platform() -> None:
+    existing = [row("2.11.0+cu130", archs=["sm_90"], archs_source="measured")]
+    fetched = [
+        row("2.11.0+cu130", read="new"),
+        row("2.11.0+cu130", platform=ARM64, read="new"),
+        row("2.10.0+cpu", platform=ARM64, cuda=None, archs=[], read="new"),
+    ]
+    merged, report = refresh.merge(existing, fetched, {"pypi"})
+    assert [(r["torch"], r["platform"], r["archs"]) for r in merged] == [
+        ("2.11.0", AMD64, ["sm_90"]),
+        ("2.10.0", ARM64, []),
+        ("2.11.0", ARM64, None),
+    ]
+    assert report.added == ["2.11.0+cu130 linux/arm64", "2.10.0+cpu linux/arm64"]
+    assert report.unchanged == ["2.11.0+cu130"]
+    assert report.unmeasured == ["2.11.0+cu130 linux/arm64"]
 
 
 def test_a_changed_value_is_reported_with_the_new_date() -> None:
@@ -217,7 +350,10 @@ def test_refresh_measures_a_new_release_from_pypi() -> None:
     indexes = refresh.sources(refresh.PYPI_SIMPLE, "http://127.0.0.1:9/whl", [])
     refreshed = refresh.refresh(Getter(), existing, indexes, "2099-01-01")
     rows, report = refreshed.builds, refreshed.report
-    assert report.added == ["2.15.0+cu132"]
-    new = next(r for r in rows if r["torch"] == "2.15.0")
-    assert new["archs"] == ["sm_75", "sm_80", "sm_86", "sm_90", "sm_100", "sm_120"]
-    assert (new["cuda_runtime"], new["cudnn"], new["nccl"]) == ("13.2.2", "9.26.0.51", "2.30.7")
+    assert report.added == ["2.15.0+cu132", "2.15.0+cu132 linux/arm64"]
+    new = [r for r in rows if r["torch"] == "2.15.0"]
+    assert [r["platform"] for r in new] == [AMD64, ARM64]
+    assert new[0]["archs"] == ["sm_75", "sm_80", "sm_86", "sm_90", "sm_100", "sm_120"]
+    assert new[1]["archs"] == ["sm_80", "sm_90", "sm_100", "sm_110", "sm_120"]
+    for one in new:
+        assert (one["cuda_runtime"], one["cudnn"], one["nccl"]) == ("13.2.2", "9.26.0.51", "2.30.7")

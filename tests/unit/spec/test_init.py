@@ -15,6 +15,7 @@ from builder import knowledge
 from builder.cli.main import cli
 from builder.compat import ComputeCapability
 from builder.errors import InitError
+from builder.knowledge import AMD64
 from builder.spec.check import load_spec
 from builder.spec.discover import InitRequest, discover, host_gpu_name, image_name
 from builder.spec.scaffold import init_project, table_span
@@ -23,7 +24,7 @@ from tests.cli import reprobuild
 KB = knowledge.load()
 REPOS = Path(__file__).parents[2] / "data" / "repos"
 EXPECTED = REPOS / "expected"
-NEWEST = KB.releases_of_torch()[-1]
+NEWEST = KB.releases_of_torch(AMD64)[-1]
 SERIES = f"{NEWEST.major}.{NEWEST.minor}.*"
 
 
