@@ -572,3 +572,59 @@ def test_verify_of_a_file_that_does_not_exist_is_a_usage_error(tmp_path: Path) -
         f"error: {missing} does not exist: give the paper's reprobuild.manifest.json or an image "
         "as name@sha256:<digest>.\n"
     )
+
+
+GRACE_SPEC = (
+    'name = "lab/gh"\npython = "3.11"\ntorch = "2.11.*"\n{extra}'
+    '[target]\ngpus = ["GH200", "H100"]\ndriver = "580.65.06"\n'
+)
+
+
+def test_resolve_prints_one_block_per_platform(tmp_path: Path) -> None:
+    extra = 'platforms = ["linux/amd64", "linux/arm64"]\n'
+    (tmp_path / "reprobuild.toml").write_text(GRACE_SPEC.format(extra=extra))
+    result = run("-C", str(tmp_path), "resolve")
+    assert result.returncode == 0, result.stderr
+    amd64, arm64 = result.stdout.split("\n\n")
+    assert amd64.splitlines()[:3] == [
+        "lab/gh: torch 2.11.0+cu130 (PyPI default) for Python 3.11",
+        "  platform   linux/amd64",
+        "  install    torch==2.11.0 from PyPI",
+    ]
+    assert amd64.splitlines()[-1] == (
+        "  note: GH200 (sm_90) runs linux/arm64 images only: left out of the linux/amd64 target"
+    )
+    assert arm64.splitlines()[1] == "  platform   linux/arm64"
+    assert "  kernels    sm_80 sm_90 sm_100 sm_110 sm_120" in arm64.splitlines()
+    documents = json.loads(run("-C", str(tmp_path), "resolve", "--json").stdout)
+    assert [(d["platform"], d["torch"]["label"]) for d in documents] == [
+        ("linux/amd64", "2.11.0+cu130"),
+        ("linux/arm64", "2.11.0+cu130"),
+    ]
+
+
+def test_resolve_of_amd64_alone_names_no_platform() -> None:
+    result = run("-C", str(EXAMPLE), "resolve")
+    assert result.returncode == 0 and "platform" not in result.stdout
+    data = json.loads(run("-C", str(EXAMPLE), "resolve", "--json").stdout)
+    assert isinstance(data, dict) and data["platform"] == "linux/amd64"
+
+
+def test_a_grace_gpu_resolves_for_arm64_and_lock_refuses_it(tmp_path: Path) -> None:
+    (tmp_path / "reprobuild.toml").write_text(GRACE_SPEC.format(extra=""))
+    note = "note: GH200 is a Grace Hopper superchip (Arm CPU): the image is built for linux/arm64\n"
+    resolved = run("-C", str(tmp_path), "resolve")
+    assert resolved.returncode == 0 and resolved.stderr == note
+    assert resolved.stdout.splitlines()[1] == "  platform   linux/arm64"
+    locked = run("-C", str(tmp_path), "lock")
+    assert locked.returncode == 2
+    assert locked.stderr.startswith(note + "error: reprobuild.toml asks for an image for ")
+    assert "locking and building for linux/arm64 is not available yet" in locked.stderr
+    assert not (tmp_path / "reprobuild.lock").exists()
+
+
+def test_knowledge_gpus_shows_the_platform_of_grace_superchips() -> None:
+    lines = run("knowledge", "gpus").stdout.splitlines()
+    grace = next(line for line in lines if " GH200 " in line)
+    assert "linux/arm64" in grace
+    assert "any" in next(line for line in lines if " H100 " in line)

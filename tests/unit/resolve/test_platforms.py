@@ -1,0 +1,228 @@
+"""Image platforms: the spec's `platforms`, what a Grace GPU implies, and the resolver's answer
+per platform, on the shipped knowledge base (its linux/arm64 rows read from PyPI's aarch64
+wheels)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from builder import knowledge
+from builder.errors import PlatformNotLockable, ResolutionError, SpecError
+from builder.knowledge import AMD64, ARM64
+from builder.lock.lockfile import inspect_at
+from builder.lock.stage import LockOptions, refuse_unlockable_platforms, write_new_lock
+from builder.resolve import resolve, target
+from builder.spec.check import load_spec
+from builder.spec.model import LoadedSpec
+
+KB = knowledge.load()
+GRACE_NOTE = "GH200 is a Grace Hopper superchip (Arm CPU): the image is built for linux/arm64"
+
+
+def spec_text(torch: str, gpus: str = '"GH200"', driver: str = "580.65.06", extra: str = "") -> str:
+    return (
+        f'name = "lab/gh"\npython = "3.11"\ntorch = "{torch}"\n{extra}'
+        f'[target]\ngpus = [{gpus}]\ndriver = "{driver}"\n'
+    )
+
+
+def loaded(tmp_path: Path, text: str) -> LoadedSpec:
+    (tmp_path / "reprobuild.toml").write_text(text)
+    return load_spec(tmp_path, KB)
+
+
+def problems_of(tmp_path: Path, text: str) -> list[str]:
+    with pytest.raises(SpecError) as caught:
+        loaded(tmp_path, text)
+    return caught.value.problems
+
+
+def resolved(tmp_path: Path, text: str) -> tuple[resolve.Resolution, ...]:
+    return resolve.resolve_platforms(loaded(tmp_path, text).spec, KB)
+
+
+def failure(tmp_path: Path, text: str) -> str:
+    with pytest.raises(ResolutionError) as caught:
+        resolved(tmp_path, text)
+    return str(caught.value)
+
+
+def test_the_default_platform_is_amd64_without_a_note(tmp_path: Path) -> None:
+    spec = loaded(tmp_path, spec_text("2.5.1", gpus='"H100"'))
+    assert spec.spec.platforms == (AMD64,) and spec.notes == ()
+
+
+@pytest.mark.parametrize(
+    ("gpus", "note"),
+    [
+        ('"GH200"', GRACE_NOTE),
+        (
+            '"GB200", "GB300"',
+            "GB200 is a Grace Blackwell superchip and GB300 is a Grace Blackwell Ultra superchip "
+            "(Arm CPU): the image is built for linux/arm64",
+        ),
+        (
+            '"DGX Spark", "H100"',
+            "GB10 is a Grace Blackwell superchip (Arm CPU): the image is built for linux/arm64",
+        ),
+    ],
+)
+def test_a_grace_gpu_implies_arm64_and_says_so(tmp_path: Path, gpus: str, note: str) -> None:
+    spec = loaded(tmp_path, spec_text("2.11.*", gpus=gpus))
+    assert spec.spec.platforms == (ARM64,)
+    assert spec.notes == (note,)
+
+
+def test_platforms_as_written_in_their_order(tmp_path: Path) -> None:
+    extra = 'platforms = ["linux/arm64", "linux/amd64"]\n'
+    spec = loaded(tmp_path, spec_text("2.11.*", extra=extra))
+    assert spec.spec.platforms == (ARM64, AMD64) and spec.notes == ()
+    assert spec.table["platforms"] == ["linux/arm64", "linux/amd64"]  # hashed as written
+
+
+def test_bad_platforms_are_each_named(tmp_path: Path) -> None:
+    extra = 'platforms = ["linux/arm64", "linux/arm", "linux/arm64"]\n'
+    assert problems_of(tmp_path, spec_text("2.11.*", gpus='"H100"', extra=extra)) == [
+        "'platforms' entry 'linux/arm' is not one of: linux/amd64, linux/arm64.",
+        "'platforms' lists 'linux/arm64' more than once; list each platform once.",
+    ]
+    assert problems_of(tmp_path, spec_text("2.11.*", gpus='"H100"', extra="platforms = []\n")) == [
+        "'platforms' is empty; list one or more of: linux/amd64, linux/arm64."
+    ]
+    assert problems_of(
+        tmp_path, spec_text("2.11.*", gpus='"H100"', extra='platforms = "linux/arm64"\n')
+    ) == ["'platforms' must be a list; got string 'linux/arm64'."]
+
+
+def test_a_grace_gpu_with_amd64_alone_is_refused(tmp_path: Path) -> None:
+    extra = 'platforms = ["linux/amd64"]\n'
+    assert problems_of(tmp_path, spec_text("2.11.*", gpus='"GH200", "GB10"', extra=extra)) == [
+        "'target.gpus' names GH200 and GB10, whose machine has an Arm CPU, but 'platforms' "
+        "leaves out \"linux/arm64\": add it to 'platforms', or remove 'platforms' to build for "
+        "linux/arm64 alone."
+    ]
+
+
+@pytest.mark.parametrize("torch", ["2.11.*", "2.11.0"])
+@pytest.mark.parametrize("driver", ["580.65.06", "580.95.05"])
+def test_gh200_with_a_580_driver_gets_torch_2_11_with_cuda_13_on_arm64(
+    tmp_path: Path, torch: str, driver: str
+) -> None:
+    (only,) = resolved(tmp_path, spec_text(torch, driver=driver))
+    assert only.platform == ARM64
+    assert (only.build.label, only.build.platform, str(only.build.cuda)) == (
+        "2.11.0+cu130",
+        ARM64,
+        "13.0",
+    )
+    assert only.pin == "torch==2.11.0" and only.build.index == "pypi"
+    assert (only.build.cuda_runtime, only.build.cudnn, only.build.nccl) == (
+        "13.0.2",
+        "9.19.0.56",
+        "2.28.9",
+    )
+    assert [(c.gpu.label, str(c.via)) for c in only.coverage] == [("GH200", "sm_90")]
+    assert str(only.min_driver) == "580.65.06"
+    assert [pairing.pin for pairing in only.companions] == ["triton==3.6.0"]
+
+
+def test_gh200_with_a_570_driver_is_refused_naming_the_cuda_13_floor(tmp_path: Path) -> None:
+    assert failure(tmp_path, spec_text("2.11.*", driver="570.133.20")) == (
+        "no torch build for linux/arm64 matching '2.11.*' fits Python 3.11 and the target "
+        "(driver >= 570.133.20; GH200 (sm_90) (from spec)). Each candidate and what rejected it:\n"
+        "  2.11.0+cu130  CUDA 13.0 needs driver >= 580.65.06; the target driver is 570.133.20\n"
+        "What would work instead:\n"
+        "  - a target driver >= 580.65.06 runs the CUDA builds of '2.11.*'."
+    )
+
+
+def test_a_release_without_an_arm64_cuda_build_names_the_first_with_one(
+    tmp_path: Path,
+) -> None:
+    assert failure(tmp_path, spec_text("2.10.*")) == (
+        "torch 2.10 has no CUDA build for linux/arm64 on PyPI; torch >= 2.11 with CUDA 13.0 "
+        "has one."
+    )
+    assert failure(tmp_path, spec_text("2.8.0")) == (
+        "torch 2.8.0 has no CUDA build for linux/arm64 on PyPI; torch >= 2.11 with CUDA 13.0 "
+        "has one."
+    )
+
+
+def test_a_cpu_image_on_arm64_after_2_10_names_the_newest_cpu_build(tmp_path: Path) -> None:
+    text = 'name = "lab/c"\npython = "3.11"\ntorch = "2.12.*"\ncpu_only = true\n'
+    text += 'platforms = ["linux/arm64"]\n'
+    assert failure(tmp_path, text) == (
+        "torch 2.12 has no CPU build for linux/arm64 on PyPI; torch 2.10.0 (2.10.0+cpu) is the "
+        "newest release with one."
+    )
+    text = text.replace('"2.12.*"', '"2.10.*"')
+    (only,) = resolved(tmp_path, text)
+    assert (only.platform, only.build.label, only.pin) == (ARM64, "2.10.0+cpu", "torch==2.10.0")
+
+
+def test_each_platform_is_resolved_on_its_own_rows(tmp_path: Path) -> None:
+    extra = 'platforms = ["linux/amd64", "linux/arm64"]\n'
+    amd64, arm64 = resolved(tmp_path, spec_text("2.11.*", gpus='"GH200", "H100"', extra=extra))
+    assert (amd64.platform, amd64.build.platform, amd64.build.index) == (AMD64, AMD64, "pypi")
+    assert (arm64.platform, arm64.build.platform, arm64.build.index) == (ARM64, ARM64, "pypi")
+    assert [str(a) for a in amd64.build.archs or ()] == [
+        "sm_75", "sm_80", "sm_86", "sm_90", "sm_100", "sm_120"
+    ]  # fmt: skip
+    assert [str(a) for a in arm64.build.archs or ()] == [
+        "sm_80", "sm_90", "sm_100", "sm_110", "sm_120"
+    ]  # fmt: skip
+    assert [c.gpu.label for c in amd64.coverage] == ["H100"]
+    assert amd64.notes == (
+        "GH200 (sm_90) runs linux/arm64 images only: left out of the linux/amd64 target",
+    )
+    assert [c.gpu.label for c in arm64.coverage] == ["GH200", "H100"]
+    assert all(verdict.build.platform == ARM64 for verdict in arm64.verdicts)
+
+
+def test_the_record_names_a_platform_other_than_amd64_only(tmp_path: Path) -> None:
+    extra = 'platforms = ["linux/amd64", "linux/arm64"]\n'
+    amd64, arm64 = resolved(tmp_path, spec_text("2.11.*", gpus='"H100"', extra=extra))
+    assert "platform" not in amd64.record()  # so amd64 lock files read as before
+    assert arm64.record()["platform"] == ARM64
+    assert [list(r.to_dict())[:3] for r in (amd64, arm64)] == [["name", "python", "platform"]] * 2
+    assert [r.to_dict()["platform"] for r in (amd64, arm64)] == [AMD64, ARM64]
+
+
+def test_locking_refuses_a_platform_other_than_amd64(tmp_path: Path) -> None:
+    spec = loaded(tmp_path, spec_text("2.11.*"))
+    message = (
+        "reprobuild.toml asks for an image for linux/arm64 (a target GPU implies platforms = "
+        '["linux/arm64"]), and locking and building for linux/arm64 is not available yet: '
+        "reprobuild locks, builds and publishes linux/amd64 images only. `reprobuild resolve` "
+        "shows the torch build chosen for linux/arm64; to lock a linux/amd64 image, set "
+        'platforms = ["linux/amd64"] and name target GPUs that an x86_64 machine holds.'
+    )
+    state = inspect_at(spec.path, spec.table)
+    with pytest.raises(PlatformNotLockable) as caught:
+        # Refused before anything is resolved or fetched: no index or engine is reached.
+        write_new_lock(spec, state, KB, LockOptions(), lambda _: None)
+    assert str(caught.value) == message and caught.value.exit_code == 2
+    assert not (tmp_path / "reprobuild.lock").exists()
+    extra = 'platforms = ["linux/amd64", "linux/arm64"]\n'
+    both = loaded(tmp_path, spec_text("2.11.*", gpus='"H100"', extra=extra))
+    with pytest.raises(PlatformNotLockable, match=r"^reprobuild.toml asks for an image for "
+                       r"linux/amd64, linux/arm64 \(platforms = \[\"linux/amd64\", "
+                       r"\"linux/arm64\"\]\), and locking"):  # fmt: skip
+        refuse_unlockable_platforms(both)
+    refuse_unlockable_platforms(loaded(tmp_path, spec_text("2.5.1", gpus='"H100"')))
+
+
+def test_amd64_candidates_hold_no_arm64_row(tmp_path: Path) -> None:
+    spec = loaded(tmp_path, spec_text("2.11.*", gpus='"H100"')).spec
+    assert [b.key for b in resolve.candidates(spec, KB)] == [
+        "2.11.0+cu130",
+        "2.11.0+cu129",
+        "2.11.0+cu128",
+        "2.11.0+cu126",
+    ]
+    assert [b.key for b in resolve.candidates(spec, KB, ARM64)] == ["2.11.0+cu130 linux/arm64"]
+    single = resolve.resolve(spec, target.from_spec(spec.target), KB)
+    assert single.platform == AMD64 and single.build.platform == AMD64
