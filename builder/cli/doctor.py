@@ -24,13 +24,13 @@ def doctor_command(options: Options, as_json: bool, use_spec: bool) -> None:
     """Read this host (NVIDIA driver, GPUs, Docker engine) and judge the resolved image."""
     from builder.check import doctor
     from builder.engine import host
-    from builder.resolve.resolve import resolve_spec
+    from builder.resolve.resolve import resolve_here
     from builder.spec.file import has_spec
 
     knowledge = options.knowledge()
     resolution = None
     if use_spec and has_spec(options.project):
-        resolution = resolve_spec(options.load_spec(knowledge).spec, knowledge)
+        resolution = resolve_here(options.load_spec(knowledge).spec, knowledge)
     report = doctor.examine(
         host.probe_nvidia(sm_counts=True), host.probe_engine(), resolution, knowledge
     )

@@ -18,6 +18,7 @@ The companions of the chosen build are then pinned to its pairs (builder/resolve
 
 from __future__ import annotations
 
+import platform as host
 from dataclasses import dataclass, replace
 from typing import Any, TypedDict
 
@@ -27,7 +28,7 @@ from packaging.version import InvalidVersion, Version
 
 from builder.compat import Arch, CudaVersion, DriverVersion, coverage
 from builder.errors import ResolutionError
-from builder.knowledge import AMD64, PYPI, Knowledge, TorchBuild
+from builder.knowledge import AMD64, MACHINES, PYPI, Knowledge, TorchBuild
 from builder.resolve import target
 from builder.resolve.companions import CompanionRecord, Pairing, named, pairings, unpaired
 from builder.resolve.target import Target, gpu_label
@@ -372,6 +373,13 @@ def resolve_platforms(spec: Spec, knowledge: Knowledge) -> tuple[Resolution, ...
     target."""
     found = target.of_spec(spec.target)
     return tuple(resolve(spec, found, knowledge, platform) for platform in spec.platforms)
+
+
+def resolve_here(spec: Spec, knowledge: Knowledge) -> Resolution:
+    """`resolve_spec` for the platform of this machine's CPU where the spec builds for it, else
+    for the spec's first platform: the image `doctor` judges against this host."""
+    here = next((name for name, machine in MACHINES.items() if machine == host.machine()), None)
+    return resolve_spec(spec, knowledge, here if here in spec.platforms else spec.platforms[0])
 
 
 def _on_platform(target: Target, platform: str, knowledge: Knowledge) -> tuple[Target, list[str]]:

@@ -4,6 +4,7 @@ wheels)."""
 
 from __future__ import annotations
 
+import platform
 from pathlib import Path
 
 import pytest
@@ -226,3 +227,13 @@ def test_amd64_candidates_hold_no_arm64_row(tmp_path: Path) -> None:
     assert [b.key for b in resolve.candidates(spec, KB, ARM64)] == ["2.11.0+cu130 linux/arm64"]
     single = resolve.resolve(spec, target.from_spec(spec.target), KB)
     assert single.platform == AMD64 and single.build.platform == AMD64
+
+
+@pytest.mark.skipif(platform.machine() != "x86_64", reason="the expected answers are x86_64's")
+def test_doctor_judges_the_platform_of_this_machine(tmp_path: Path) -> None:
+    # On x86_64: the spec's linux/amd64 image where it has one, else its first.
+    extra = 'platforms = ["linux/arm64", "linux/amd64"]\n'
+    both = loaded(tmp_path, spec_text("2.11.*", gpus='"H100"', extra=extra)).spec
+    assert resolve.resolve_here(both, KB).platform == AMD64
+    arm_only = loaded(tmp_path, spec_text("2.11.*")).spec
+    assert resolve.resolve_here(arm_only, KB).platform == ARM64
