@@ -9,12 +9,13 @@ with this host as the target.
 
 from __future__ import annotations
 
+import platform as host_cpu
 from dataclasses import dataclass
 from typing import Any
 
 from builder.compat import CudaVersion, DriverVersion
 from builder.engine.host import EngineHost, NvidiaHost
-from builder.knowledge import Knowledge
+from builder.knowledge import Knowledge, machine_platform
 from builder.render import requirement
 from builder.resolve import target
 from builder.resolve.resolve import Request, Resolution, judge
@@ -80,13 +81,39 @@ def examine(
     engine: EngineHost,
     resolution: Resolution | None,
     knowledge: Knowledge,
+    machine: str | None = None,
 ) -> DoctorReport:
+    """The checks of this host and, with a resolution, of its image here; `machine` is
+    platform.machine() unless given."""
     checks = [*_driver_checks(nvidia), *_engine_checks(engine)]
     image = None
     if resolution is not None:
-        image = f"{resolution.name} (torch {resolution.build.label}, Python {resolution.python})"
+        build = resolution.build
+        image = (
+            f"{resolution.name} (torch {build.label}, Python {resolution.python}, "
+            f"{resolution.platform})"
+        )
+        checks.extend(_platform_checks(resolution.platform, machine or host_cpu.machine()))
         checks.extend(_image_checks(nvidia, resolution, knowledge))
     return DoctorReport(nvidia, engine, tuple(checks), image)
+
+
+def _platform_checks(image: str, machine: str) -> list[Check]:
+    """Whether this machine's CPU runs the image's platform; nothing said for a CPU unknown."""
+    here = machine_platform(machine)
+    if here is None:
+        return []
+    if here == image:
+        return [Check("platform", OK, f"the image is {image}, as this machine ({machine}) runs")]
+    return [
+        Check(
+            "platform",
+            FAIL,
+            f"the image is {image} and this machine's CPU ({machine}) runs {here} images: run it "
+            f'on a {image} machine, or add "{here}" to the spec\'s platforms for an image this '
+            "machine runs",
+        )
+    ]
 
 
 def _driver_checks(nvidia: NvidiaHost) -> list[Check]:

@@ -25,10 +25,10 @@ if TYPE_CHECKING:
 @click.pass_obj
 def fetch_command(options: Options, output: Path | None, quiet: bool) -> None:
     """Download the lock's wheels into a wheelhouse, each verified against its sha256."""
-    from builder.lock import lockfile
+    from builder.lock.stage import current_lock
     from builder.render import wheelhouse
 
-    current = lockfile.read_current(options.project)
+    current = current_lock(options.project, options.knowledge)
     lock, project = current.lock, current.project
     destination = output or project / ".reprobuild" / "wheels"
     if quiet:

@@ -83,10 +83,11 @@ def _lock(
 ) -> CurrentLock:
     from builder.cli.present import lock_summary
     from builder.lock import lockfile
-    from builder.lock.stage import write_new_lock
+    from builder.lock.stage import refuse_unlockable_platforms, write_new_lock
 
     knowledge = options.knowledge()
     loaded = options.load_spec(knowledge)
+    refuse_unlockable_platforms(loaded)  # before a current lock is taken as up to date
     state = lockfile.inspect_at(loaded.path, loaded.table, read_lock=check_only or not upgrade)
     if check_only:
         current = lockfile.current(state)

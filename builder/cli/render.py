@@ -33,12 +33,12 @@ def render_command(
     """Render the Dockerfile, Apptainer definition and build context from reprobuild.lock."""
     from builder import codeset
     from builder.build.buildrecord import pushed_build
-    from builder.lock import lockfile
+    from builder.lock.stage import current_lock
     from builder.render.context import render_lock
 
     if from_image is not None:
         _check_from_image(from_image, standalone)
-    current = lockfile.read_current(options.project)
+    current = current_lock(options.project, options.knowledge)
     if from_image is None and not standalone:
         from_image = pushed_build(current.project, current.digest)
     written, build_plan, code = render_lock(current, output, from_image)

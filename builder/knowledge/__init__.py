@@ -46,6 +46,13 @@ ARM64 = "linux/arm64"
 PLATFORMS = (AMD64, ARM64)
 # The wheel platform tag's machine for each image platform (as PEP 508 platform_machine reads it).
 MACHINES = {AMD64: "x86_64", ARM64: "aarch64"}
+# platform.machine() for each image platform's CPU: Linux's names, and Windows' and macOS' too.
+MACHINE_PLATFORMS = {"x86_64": AMD64, "amd64": AMD64, "aarch64": ARM64, "arm64": ARM64}
+
+
+def machine_platform(machine: str) -> str | None:
+    """The image platform a CPU runs natively, by its platform.machine(); None for others."""
+    return MACHINE_PLATFORMS.get(machine.lower())
 
 
 @dataclass(frozen=True)
@@ -231,6 +238,16 @@ class Knowledge:
 
     def gpu_named(self, name: str) -> GpuModel | None:
         return self._gpu_index.get(normalise_gpu_name(name))
+
+    def gpu_reported(self, reported: str, capability: ComputeCapability) -> GpuModel | None:
+        """The model of a GPU as NVML reports it ("NVIDIA GH200 480GB" is a GH200), trying ever
+        shorter leading words; None where no name of that compute capability matches."""
+        words = re.split(r"[\s\-]+", reported.strip())
+        for end in range(len(words), 0, -1):
+            model = self.gpu_named(" ".join(words[:end]))
+            if model is not None and model.capability == capability:
+                return model
+        return None
 
     def gpu_names(self) -> list[str]:
         return [name for model in self.gpus for name in (model.name, *model.aliases)]

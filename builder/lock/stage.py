@@ -4,6 +4,7 @@ Progress and notes go to callbacks; nothing here prints.
 
 from __future__ import annotations
 
+import platform as host
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -12,12 +13,14 @@ from builder import __version__
 from builder.engine.registry import RegistryClient
 from builder.engine.sdk import Engine
 from builder.errors import PlatformNotLockable
-from builder.knowledge import AMD64, Knowledge
+from builder.knowledge import AMD64, ARM64, Knowledge, machine_platform
 from builder.lock import apt, baseimage, lockfile
 from builder.lock.lockfile import CurrentLock, LockState
 from builder.lock.model import Lock, now_snapshot
 from builder.lock.python import PYPI_SIMPLE, lock_python
-from builder.resolve.resolve import Resolution, resolve_spec
+from builder.resolve import target
+from builder.resolve.resolve import Resolution, gpu_model, resolve
+from builder.resolve.target import Target
 from builder.spec.check import loaded
 from builder.spec.file import locate
 from builder.spec.model import LoadedSpec, Spec
@@ -40,10 +43,12 @@ def write_new_lock(
     options: LockOptions,
     progress: Progress,
 ) -> CurrentLock:
-    """Resolve, lock and write the lock file atomically; the current lock written. Every verb
-    that locks comes here, so a platform that cannot be locked yet is refused here."""
+    """Resolve, lock and write the lock file atomically; the current lock written. A platform
+    that cannot be locked yet is refused first, the spec's and this host's with target.host."""
     refuse_unlockable_platforms(loaded)
-    resolution = resolve_spec(loaded.spec, knowledge, AMD64)
+    found = target.of_spec(loaded.spec.target)
+    refuse_arm_host(loaded, found, knowledge, host.machine())
+    resolution = resolve(loaded.spec, found, knowledge, AMD64)
     lock = make_lock(
         loaded,
         spec_digest=state.spec_digest,
@@ -77,6 +82,38 @@ def refuse_unlockable_platforms(loaded: LoadedSpec) -> None:
     )
 
 
+def refuse_arm_host(loaded: LoadedSpec, found: Target, knowledge: Knowledge, machine: str) -> None:
+    """Raise PlatformNotLockable when the target is this host's and it runs linux/arm64 (an
+    Arm CPU, or a Grace superchip's GPU): the linux/amd64 image a lock makes would not run here."""
+    if found.origin != "host":
+        return
+    grace = [
+        f"{gpu.label} is a {model.superchip} superchip"
+        for gpu in found.gpus
+        if (model := gpu_model(gpu, found, knowledge)) is not None and model.platform == ARM64
+    ]
+    arm = machine_platform(machine) == ARM64
+    if not grace and not arm:
+        return
+    why = "; ".join([*([f"its CPU is {machine}"] if arm else []), *grace])
+    raise PlatformNotLockable(
+        f"{loaded.path.name} sets target.host = true and this machine runs {ARM64} images "
+        f"({why}), and locking and building for {ARM64} is not available yet: an image locked "
+        f"here would be {AMD64}, which this machine cannot run. `reprobuild resolve` shows the "
+        f"torch build chosen for {ARM64}; to lock a {AMD64} image, replace target.host with "
+        "target.driver and target.gpus that an x86_64 machine holds."
+    )
+
+
+def current_lock(project: Path, knowledge: Callable[[], Knowledge]) -> CurrentLock:
+    """The project's current lock, for the verbs that render or build from it: refused when
+    missing, stale or edited by hand, and when the spec's platform cannot be locked (a lock
+    made before, or with another knowledge base, stays current by the spec's hash)."""
+    spec_path, table, notes = locate(project)
+    refuse_unlockable_platforms(loaded(spec_path, table, notes, knowledge()))
+    return lockfile.current(lockfile.inspect_at(spec_path, table))
+
+
 def current_or_new_lock(
     project: Path,
     knowledge: Callable[[], Knowledge],
@@ -85,15 +122,16 @@ def current_or_new_lock(
     note: Progress,
     progress: Progress,
 ) -> CurrentLock:
-    """The project's current lock; a missing or stale one is (re)made first (`knowledge` is
-    loaded only then). A hand-edited one is refused."""
-    spec_path, table, notes = locate(project)  # read once: its hash, and its checks if stale
+    """The project's current lock; a missing or stale one is (re)made first. A hand-edited one
+    is refused, and so is a spec whose platform cannot be locked."""
+    spec_path, table, notes = locate(project)  # read once: its hash and its checks
+    loaded_knowledge = knowledge()  # even for a current lock: a GPU may imply linux/arm64
+    spec = loaded(spec_path, table, notes, loaded_knowledge)
+    refuse_unlockable_platforms(spec)
     state = lockfile.inspect_at(spec_path, table)
     if state.reason is None:
         return lockfile.current(state)
     note(f"{state.path.name} is {state.reason}: locking first")
-    loaded_knowledge = knowledge()
-    spec = loaded(spec_path, table, notes, loaded_knowledge)
     for text in spec.notes:
         note(text)
     return write_new_lock(spec, state, loaded_knowledge, options, progress)

@@ -28,7 +28,7 @@ from packaging.version import InvalidVersion, Version
 
 from builder.compat import Arch, CudaVersion, DriverVersion, coverage
 from builder.errors import ResolutionError
-from builder.knowledge import AMD64, MACHINES, PYPI, Knowledge, TorchBuild
+from builder.knowledge import AMD64, PYPI, GpuModel, Knowledge, TorchBuild, machine_platform
 from builder.resolve import target
 from builder.resolve.companions import CompanionRecord, Pairing, named, pairings, unpaired
 from builder.resolve.target import Target, gpu_label
@@ -378,7 +378,7 @@ def resolve_platforms(spec: Spec, knowledge: Knowledge) -> tuple[Resolution, ...
 def resolve_here(spec: Spec, knowledge: Knowledge) -> Resolution:
     """`resolve_spec` for the platform of this machine's CPU where the spec builds for it, else
     for the spec's first platform: the image `doctor` judges against this host."""
-    here = next((name for name, machine in MACHINES.items() if machine == host.machine()), None)
+    here = machine_platform(host.machine())
     return resolve_spec(spec, knowledge, here if here in spec.platforms else spec.platforms[0])
 
 
@@ -387,7 +387,7 @@ def _on_platform(target: Target, platform: str, knowledge: Knowledge) -> tuple[T
     them."""
     elsewhere = []
     for gpu in target.gpus:
-        model = knowledge.gpu_named(gpu.label)
+        model = gpu_model(gpu, target, knowledge)
         if model is not None and model.platform not in (None, platform):
             elsewhere.append((gpu, model.platform))
     if not elsewhere:
@@ -398,6 +398,14 @@ def _on_platform(target: Target, platform: str, knowledge: Knowledge) -> tuple[T
         for gpu, other in elsewhere
     ]
     return Target(target.driver, kept, target.origin), notes
+
+
+def gpu_model(gpu: GpuRequest, target: Target, knowledge: Knowledge) -> GpuModel | None:
+    """The knowledge base's model of a target GPU: a host's by the name NVML reports ("NVIDIA
+    GH200 480GB"), a spec's by the name written."""
+    if target.origin == "host":
+        return knowledge.gpu_reported(gpu.label, gpu.capability)
+    return knowledge.gpu_named(gpu.label)
 
 
 def _no_build_message(spec: Spec, knowledge: Knowledge, platform: str) -> str:
@@ -467,9 +475,10 @@ def _no_release_message(spec: Spec, knowledge: Knowledge, platform: str) -> str:
         wildcard = SpecifierSet(f"=={text}.*")
         if newer or any(wildcard.contains(version) for version in releases):
             hint = f' "{text}" means =={text} exactly; did you mean "{text}.*"?'
+    known = f"{kind} builds for {platform} of torch" if _names_platform(spec, platform) else "torch"
     found = (
         f"no {kind} build of a torch release matching '{text}' is in the knowledge base, which "
-        f"knows torch {releases[0]} to {newest} (version {knowledge.version}).{hint}"
+        f"knows {known} {releases[0]} to {newest} (version {knowledge.version}).{hint}"
     )
     if newer:
         return (
@@ -477,6 +486,11 @@ def _no_release_message(spec: Spec, knowledge: Knowledge, platform: str) -> str:
             "to read the releases since."
         )
     return f"{found} Choose a release in that range; `reprobuild knowledge show` lists them."
+
+
+def _names_platform(spec: Spec, platform: str) -> bool:
+    """Whether an error names the platform: unless the image is for linux/amd64 alone."""
+    return platform != AMD64 or spec.platforms != (AMD64,)
 
 
 def _exact_version(spec: Spec) -> Version | None:
@@ -518,7 +532,7 @@ def _nothing_qualifies(
     knowledge: Knowledge,
     platform: str,
 ) -> str:
-    on = "" if platform == AMD64 else f" for {platform}"
+    on = f" for {platform}" if _names_platform(spec, platform) else ""
     lines = [
         f"no torch build{on} matching '{spec.torch_text}' fits Python {spec.python} and the "
         f"target ({request.target.describe()}). Each candidate and what rejected it:"

@@ -446,11 +446,7 @@ class _Checker(_Types):
         values = self.string_list(table, "platforms")
         if values is None:
             if superchips and "platforms" not in table:
-                described = [
-                    f"{model.name} is a {model.superchip} superchip" for model in superchips
-                ]
-                self.notes.append(f"{_and(described)} (Arm CPU): the image is built for {ARM64}")
-                return (ARM64,)
+                return self.implied(superchips, self.discrete(table))
             return (AMD64,)
         allowed = ", ".join(PLATFORMS)
         if not values:
@@ -469,13 +465,41 @@ class _Checker(_Types):
             )
         return tuple(values) or (AMD64,)
 
-    def superchips(self, table: dict[str, Any]) -> list[GpuModel]:
-        """The target GPUs that come with their own Arm CPU (Grace), each once."""
+    def implied(self, superchips: list[GpuModel], discrete: list[str]) -> tuple[str, ...]:
+        """linux/arm64 with a note when every target GPU is a Grace superchip; beside other
+        GPUs, whose machines may be x86_64, a problem asking for 'platforms'."""
+        if discrete:
+            self.problem(
+                f"'target.gpus' names {_and([model.name for model in superchips])}, whose "
+                f"machine has an Arm CPU, beside {_and(discrete)}, which x86_64 machines may "
+                f"hold: write 'platforms': [\"{ARM64}\"] if those GPUs sit in Arm servers too, "
+                f'or ["{AMD64}", "{ARM64}"] for an image per platform.'
+            )
+            return (ARM64,)
+        described = [f"{model.name} is a {model.superchip} superchip" for model in superchips]
+        self.notes.append(f"{_and(described)} (Arm CPU): the image is built for {ARM64}")
+        return (ARM64,)
+
+    def discrete(self, table: dict[str, Any]) -> list[str]:
+        """The target GPUs, as written, that are not Grace superchips, each once."""
+        labels = self.gpu_labels(table)
+        found = [
+            label
+            for label in labels
+            if (model := self.knowledge.gpu_named(label)) is None or model.platform != ARM64
+        ]
+        return list(dict.fromkeys(found))
+
+    def gpu_labels(self, table: dict[str, Any]) -> list[str]:
         section = table.get("target")
         labels = section.get("gpus") if isinstance(section, dict) else None
         if not isinstance(labels, list):
             return []
-        models = [self.knowledge.gpu_named(label) for label in labels if isinstance(label, str)]
+        return [label for label in labels if isinstance(label, str)]
+
+    def superchips(self, table: dict[str, Any]) -> list[GpuModel]:
+        """The target GPUs that come with their own Arm CPU (Grace), each once."""
+        models = [self.knowledge.gpu_named(label) for label in self.gpu_labels(table)]
         found = [model for model in models if model is not None and model.platform == ARM64]
         return list(dict.fromkeys(found))
 

@@ -663,9 +663,5 @@ def _host_target(knowledge: Knowledge) -> TargetFinding:
 def host_gpu_name(reported: str, capability: ComputeCapability, knowledge: Knowledge) -> str:
     """The knowledge base's name for a GPU as NVML reports it ("NVIDIA H100 80GB HBM3" is an
     H100), trying ever shorter leading words; its compute capability where none matches."""
-    words = re.split(r"[\s\-]+", reported.strip())
-    for end in range(len(words), 0, -1):
-        model = knowledge.gpu_named(" ".join(words[:end]))
-        if model is not None and model.capability == capability:
-            return model.name
-    return capability.sm
+    model = knowledge.gpu_reported(reported, capability)
+    return capability.sm if model is None else model.name

@@ -17,10 +17,11 @@ from pathlib import Path
 
 from builder.errors import InitError
 from builder.files import write_output
-from builder.knowledge import Knowledge
+from builder.knowledge import AMD64, ARM64, Knowledge
 from builder.spec.check import parse
 from builder.spec.discover import Findings, InitRequest, TargetFinding, Value, discover
 from builder.spec.file import PYPROJECT, SPEC_FILE
+from builder.spec.model import Spec
 from builder.spec.sources import Listed
 
 if sys.version_info >= (3, 11):
@@ -60,10 +61,11 @@ def init_project(
     findings = discover(project, request, knowledge)
     text = render(findings, embedded=pyproject)
     document = _spliced(path, text) if pyproject else text
-    _validate(document, path, knowledge, embedded=pyproject)
+    spec = _validate(document, path, knowledge, embedded=pyproject)
     if not dry_run:
         write_output(path, document)
-    return InitOutcome(findings, path, text, not dry_run, summary(findings, path, not dry_run))
+    told = summary(findings, path, not dry_run, _platform_summary(spec, knowledge))
+    return InitOutcome(findings, path, text, not dry_run, told)
 
 
 def _refuse_without_effect(project: Path, pyproject: bool) -> None:
@@ -108,7 +110,7 @@ def _has_table(path: Path) -> bool:
     return read_pyproject(path.parent).has_reprobuild
 
 
-def _validate(document: str, path: Path, knowledge: Knowledge, *, embedded: bool) -> None:
+def _validate(document: str, path: Path, knowledge: Knowledge, *, embedded: bool) -> Spec:
     try:
         table = tomllib.loads(document)
     except tomllib.TOMLDecodeError as error:
@@ -121,7 +123,7 @@ def _validate(document: str, path: Path, knowledge: Knowledge, *, embedded: bool
         ) from None
     if embedded:
         table = table["tool"]["reprobuild"]
-    parse(table, path, knowledge)
+    return parse(table, path, knowledge)
 
 
 # The pyproject.toml table.
@@ -312,8 +314,11 @@ def _target(target: TargetFinding | None, table: str) -> list[str]:
 # What init tells the user.
 
 
-def summary(findings: Findings, path: Path, written: bool) -> tuple[str, ...]:
-    """What was inferred, one line each, and the commands to run next."""
+def summary(
+    findings: Findings, path: Path, written: bool, platform: str | None = None
+) -> tuple[str, ...]:
+    """What was inferred, one line each, and the commands to run next; `platform` where the
+    image is not linux/amd64."""
     lines = [
         f"{'wrote' if written else 'would write'} {path}",
         _row("read", ", ".join(findings.read) or "no dependency file"),
@@ -337,8 +342,30 @@ def summary(findings: Findings, path: Path, written: bool) -> tuple[str, ...]:
     if findings.unused:
         lines.append(_row("not read", ", ".join(_unused(file) for file in findings.unused)))
     lines.append(_row("target", _target_summary(findings.target)))
+    if platform is not None:
+        lines.append(_row("platform", platform))
     lines.append(f"next: {NEXT_STEPS[0]}, then {NEXT_STEPS[1]}")
     return tuple(lines)
+
+
+def _platform_summary(spec: Spec, knowledge: Knowledge) -> str | None:
+    """linux/arm64 where a Grace GPU implies it (init chose torch and Python among linux/amd64
+    builds), with a warning when no build of its kind for linux/arm64 matches the torch."""
+    if spec.platforms == (AMD64,):
+        return None
+    text = f"{ARM64} (a target GPU is a Grace superchip, whose CPU is Arm)"
+    kind = [b for b in knowledge.builds_on(ARM64) if b.is_cpu == spec.cpu_only]
+    if any(spec.torch.contains(build.torch) for build in kind):
+        return text
+    name = "CPU" if spec.cpu_only else "CUDA"
+    if not kind:
+        return f"{text}; warning: the knowledge base has no {name} build for {ARM64}"
+    oldest = min(kind, key=lambda build: build.torch)
+    return (
+        f"{text}; warning: torch {spec.torch_text} has no {name} build for {ARM64}, so "
+        f"`reprobuild resolve` refuses it: torch {oldest.torch} ({oldest.label}) is the first "
+        f"release with one"
+    )
 
 
 def _row(label: str, text: str) -> str:

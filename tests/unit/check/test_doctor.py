@@ -191,3 +191,30 @@ def test_driver_without_gpu_fails_a_cuda_image() -> None:
 def test_cuda_uuid_bytes_read_as_nvml_writes_them() -> None:
     raw = bytes.fromhex("343ead0d3f23e357f229606dfda9f570")
     assert host.nvml_uuid(raw) == "GPU-343ead0d-3f23-e357-f229-606dfda9f570"
+
+
+def test_an_image_for_another_platform_does_not_run_here(tmp_path: Path) -> None:
+    (tmp_path / "reprobuild.toml").write_text(
+        'name = "lab/arm"\npython = "3.11"\ntorch = "2.10.*"\ncpu_only = true\n'
+        'platforms = ["linux/arm64"]\n'
+    )
+    spec = load_spec(tmp_path, KB).spec
+    arm = resolve.resolve(spec, target.from_spec(spec.target), KB, knowledge.ARM64)
+    bare = NvidiaHost(None, None, (), "no NVIDIA driver")
+    report = doctor.examine(bare, NO_ENGINE, arm, KB, machine="x86_64")
+    assert report.image == "lab/arm (torch 2.10.0+cpu, Python 3.11, linux/arm64)"
+    assert [c for c in report.checks if c.topic == "platform"] == [
+        doctor.Check(
+            "platform",
+            doctor.FAIL,
+            "the image is linux/arm64 and this machine's CPU (x86_64) runs linux/amd64 images: "
+            'run it on a linux/arm64 machine, or add "linux/amd64" to the spec\'s platforms for '
+            "an image this machine runs",
+        )
+    ]
+    assert report.runs_here is False
+    on_arm = doctor.examine(bare, NO_ENGINE, arm, KB, machine="aarch64")
+    assert [c.status for c in on_arm.checks if c.topic == "platform"] == [doctor.OK]
+    assert on_arm.runs_here is True
+    amd = doctor.examine(bare, NO_ENGINE, example_resolution(), KB, machine="x86_64")
+    assert amd.image == "reprobuild/example-train (torch 2.5.1+cu124, Python 3.11, linux/amd64)"

@@ -13,6 +13,7 @@ import pytest
 
 from builder.build import buildrecord
 from builder.lock import lockfile
+from builder.spec.file import locate
 from tests.cli import reprobuild
 from tests.conftest import LocalIndex
 from tests.records import make_record
@@ -248,7 +249,9 @@ def test_doctor_with_spec_on_a_host_without_gpu_exits_1() -> None:
         pytest.skip("this host has an NVIDIA GPU")
     assert result.returncode == 1
     assert report["runs_here"] is False
-    assert report["image"] == "reprobuild/example-train (torch 2.5.1+cu124, Python 3.11)"
+    assert (
+        report["image"] == "reprobuild/example-train (torch 2.5.1+cu124, Python 3.11, linux/amd64)"
+    )
 
 
 def test_refresh_writes_elsewhere_and_is_loadable(local_index: LocalIndex, tmp_path: Path) -> None:
@@ -611,7 +614,8 @@ def test_resolve_of_amd64_alone_names_no_platform() -> None:
 
 
 def test_a_grace_gpu_resolves_for_arm64_and_lock_refuses_it(tmp_path: Path) -> None:
-    (tmp_path / "reprobuild.toml").write_text(GRACE_SPEC.format(extra=""))
+    grace_alone = GRACE_SPEC.format(extra="").replace('["GH200", "H100"]', '["GH200"]')
+    (tmp_path / "reprobuild.toml").write_text(grace_alone)
     note = "note: GH200 is a Grace Hopper superchip (Arm CPU): the image is built for linux/arm64\n"
     resolved = run("-C", str(tmp_path), "resolve")
     assert resolved.returncode == 0 and resolved.stderr == note
@@ -628,3 +632,42 @@ def test_knowledge_gpus_shows_the_platform_of_grace_superchips() -> None:
     grace = next(line for line in lines if " GH200 " in line)
     assert "linux/arm64" in grace
     assert "any" in next(line for line in lines if " H100 " in line)
+
+
+def grace_project_with_a_current_lock(tmp_path: Path) -> Path:
+    """The example with a GH200 target (no `platforms`: linux/arm64 implied) and a lock that is
+    current by the spec's hash, as one made with another knowledge base would be."""
+    project = tmp_path / "grace"
+    project.mkdir()
+    spec = (EXAMPLE / "reprobuild.toml").read_text().replace('["A100", "H100"]', '["GH200"]')
+    (project / "reprobuild.toml").write_text(spec)
+    (project / "train.py").write_text((EXAMPLE / "train.py").read_text())
+    spec_path, table, _ = locate(project)
+    lock = lockfile.read(EXAMPLE / "reprobuild.lock")
+    current = dataclasses.replace(lock, spec_hash=lockfile.spec_hash_at(spec_path, table))
+    (project / "reprobuild.lock").write_text(lockfile.dumps(current))
+    return project
+
+
+GRACE_REFUSAL = (
+    "reprobuild.toml asks for an image for linux/arm64 (a target GPU implies platforms = "
+    '["linux/arm64"]), and locking and building for linux/arm64 is not available yet'
+)
+
+
+@pytest.mark.parametrize(
+    "verb",
+    [("lock",), ("lock", "--check"), ("lock", "--upgrade"), ("render",), ("fetch",), ("build",)],
+)
+def test_a_current_lock_of_a_grace_spec_is_refused_by_every_verb_that_uses_it(
+    tmp_path: Path, verb: tuple[str, ...]
+) -> None:
+    project = grace_project_with_a_current_lock(tmp_path)
+    locked = lockfile.read_current(project).text  # current by the spec's hash
+    result = run("-C", str(project), *verb)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert GRACE_REFUSAL in " ".join(result.stderr.split()), result.stderr
+    assert result.stdout == ""
+    assert (project / "reprobuild.lock").read_text() == locked
+    assert not (project / ".reprobuild" / "context").exists()  # no Dockerfile rendered
+    assert not (project / ".reprobuild" / "wheels").exists()

@@ -10,13 +10,19 @@ from pathlib import Path
 import pytest
 
 from builder import knowledge
+from builder.compat import ComputeCapability, DriverVersion
 from builder.errors import PlatformNotLockable, ResolutionError, SpecError
 from builder.knowledge import AMD64, ARM64
 from builder.lock.lockfile import inspect_at
-from builder.lock.stage import LockOptions, refuse_unlockable_platforms, write_new_lock
+from builder.lock.stage import (
+    LockOptions,
+    refuse_arm_host,
+    refuse_unlockable_platforms,
+    write_new_lock,
+)
 from builder.resolve import resolve, target
 from builder.spec.check import load_spec
-from builder.spec.model import LoadedSpec
+from builder.spec.model import GpuRequest, LoadedSpec
 
 KB = knowledge.load()
 GRACE_NOTE = "GH200 is a Grace Hopper superchip (Arm CPU): the image is built for linux/arm64"
@@ -65,15 +71,27 @@ def test_the_default_platform_is_amd64_without_a_note(tmp_path: Path) -> None:
             "(Arm CPU): the image is built for linux/arm64",
         ),
         (
-            '"DGX Spark", "H100"',
+            '"DGX Spark", "GB10"',
             "GB10 is a Grace Blackwell superchip (Arm CPU): the image is built for linux/arm64",
         ),
     ],
 )
-def test_a_grace_gpu_implies_arm64_and_says_so(tmp_path: Path, gpus: str, note: str) -> None:
+def test_grace_gpus_alone_imply_arm64_and_say_so(tmp_path: Path, gpus: str, note: str) -> None:
     spec = loaded(tmp_path, spec_text("2.11.*", gpus=gpus))
     assert spec.spec.platforms == (ARM64,)
     assert spec.notes == (note,)
+
+
+def test_grace_beside_discrete_gpus_without_platforms_asks_for_them(tmp_path: Path) -> None:
+    # An H100 may sit in an x86_64 server: arm64 alone would leave those nodes without an image.
+    assert problems_of(tmp_path, spec_text("2.11.*", gpus='"H100", "GH200", "sm_80"')) == [
+        "'target.gpus' names GH200, whose machine has an Arm CPU, beside H100 and sm_80, which "
+        "x86_64 machines may hold: write 'platforms': [\"linux/arm64\"] if those GPUs sit in "
+        'Arm servers too, or ["linux/amd64", "linux/arm64"] for an image per platform.'
+    ]
+    extra = 'platforms = ["linux/amd64", "linux/arm64"]\n'
+    both = loaded(tmp_path, spec_text("2.11.*", gpus='"H100", "GH200"', extra=extra))
+    assert both.spec.platforms == (AMD64, ARM64) and both.notes == ()
 
 
 def test_platforms_as_written_in_their_order(tmp_path: Path) -> None:
@@ -237,3 +255,74 @@ def test_doctor_judges_the_platform_of_this_machine(tmp_path: Path) -> None:
     assert resolve.resolve_here(both, KB).platform == AMD64
     arm_only = loaded(tmp_path, spec_text("2.11.*")).spec
     assert resolve.resolve_here(arm_only, KB).platform == ARM64
+
+
+SM90 = ComputeCapability(9, 0)
+# No GPU here: the host's target is built as target.from_host builds it from NVML's answer.
+GH200_HOST = target.Target(
+    DriverVersion.parse("580.65.06"), (GpuRequest("NVIDIA GH200 480GB", SM90),), "host"
+)
+H100_HOST = target.Target(
+    DriverVersion.parse("580.65.06"), (GpuRequest("NVIDIA H100 80GB HBM3", SM90),), "host"
+)
+
+
+def test_a_gpu_named_as_nvml_reports_it_is_mapped_to_its_model() -> None:
+    grace = KB.gpu_reported("NVIDIA GH200 480GB", SM90)
+    assert grace is not None and (grace.name, grace.platform) == ("GH200", ARM64)
+    assert KB.gpu_named("NVIDIA GH200 480GB") is None  # the written name alone does not match
+    assert KB.gpu_reported("NVIDIA GH200 480GB", ComputeCapability(8, 0)) is None
+
+
+def test_locking_for_this_host_refuses_a_grace_or_arm_host(tmp_path: Path) -> None:
+    host_spec = 'name = "lab/gh"\npython = "3.11"\ntorch = "2.11.*"\n[target]\nhost = true\n'
+    spec = loaded(tmp_path, host_spec)
+    assert spec.spec.platforms == (AMD64,)  # the table names no GPU: nothing is implied
+    with pytest.raises(PlatformNotLockable) as caught:
+        refuse_arm_host(spec, GH200_HOST, KB, "x86_64")
+    assert str(caught.value) == (
+        "reprobuild.toml sets target.host = true and this machine runs linux/arm64 images "
+        "(NVIDIA GH200 480GB is a Grace Hopper superchip), and locking and building for "
+        "linux/arm64 is not available yet: an image locked here would be linux/amd64, which this "
+        "machine cannot run. `reprobuild resolve` shows the torch build chosen for linux/arm64; "
+        "to lock a linux/amd64 image, replace target.host with target.driver and target.gpus "
+        "that an x86_64 machine holds."
+    )
+    assert caught.value.exit_code == 2
+    with pytest.raises(PlatformNotLockable, match=r"images \(its CPU is aarch64\), and locking"):
+        refuse_arm_host(spec, H100_HOST, KB, "aarch64")
+    refuse_arm_host(spec, H100_HOST, KB, "x86_64")
+    written = target.Target(None, (GpuRequest("H100", SM90),), "spec")
+    refuse_arm_host(spec, written, KB, "arm64")  # a written target is the spec's to judge
+
+
+def test_a_grace_host_gpu_is_left_out_of_the_amd64_target(tmp_path: Path) -> None:
+    spec = loaded(tmp_path, spec_text("2.11.*", gpus='"H100"')).spec
+    chosen = resolve.resolve(spec, GH200_HOST, KB, AMD64)
+    assert chosen.target.gpus == ()
+    assert chosen.notes[0] == (
+        "NVIDIA GH200 480GB (sm_90) runs linux/arm64 images only: left out of the linux/amd64 "
+        "target"
+    )
+
+
+def test_errors_name_the_platform_unless_the_image_is_amd64_alone(tmp_path: Path) -> None:
+    assert failure(tmp_path, spec_text("2.99.*")) == (
+        "no CUDA build of a torch release matching '2.99.*' is in the knowledge base, which "
+        f"knows CUDA builds for linux/arm64 of torch 2.11.0 to 2.15.0 (version {KB.version}). "
+        "If the release came out after 2.15.0, run `reprobuild knowledge refresh` to read the "
+        "releases since."
+    )
+    assert failure(tmp_path, spec_text("2.99.*", gpus='"H100"')) == (
+        "no CUDA build of a torch release matching '2.99.*' is in the knowledge base, which "
+        f"knows torch 2.0.0 to 2.15.0 (version {KB.version}). If the release came out after "
+        "2.15.0, run `reprobuild knowledge refresh` to read the releases since."
+    )
+    both = 'platforms = ["linux/amd64", "linux/arm64"]\n'
+    old_driver = spec_text("2.11.*", gpus='"H100"', driver="470.57.02", extra=both)
+    assert failure(tmp_path, old_driver).startswith(
+        "no torch build for linux/amd64 matching '2.11.*' fits Python 3.11 and the target "
+        "(driver >= 470.57.02; H100 (sm_90) (from spec)). Each candidate and what rejected it:\n"
+    )
+    alone = spec_text("2.11.*", gpus='"H100"', driver="470.57.02")
+    assert failure(tmp_path, alone).startswith("no torch build matching '2.11.*' fits Python")

@@ -735,3 +735,24 @@ def test_init_in_a_missing_folder_exits_2_through_the_command(tmp_path: Path) ->
         f"error: the project folder {tmp_path}/missing does not exist; run `reprobuild init` in "
         "the repository's folder, or name that folder with `reprobuild -C FOLDER init`.\n"
     )
+
+
+def test_a_grace_gpu_says_the_image_is_arm64_and_warns_without_a_build(tmp_path: Path) -> None:
+    project = repo(tmp_path, "requirements-repo")  # torch>=2.1,<2.6: no CUDA build on arm64
+    outcome = init_project(project, InitRequest(gpus=("GH200",), driver="580.65.06"), KB)
+    assert outcome.summary[-3:] == (
+        "  target:        GH200, driver >= 580.65.06 (from --gpus and --driver)",
+        "  platform:      linux/arm64 (a target GPU is a Grace superchip, whose CPU is Arm); "
+        "warning: torch >=2.1,<2.6 has no CUDA build for linux/arm64, so `reprobuild resolve` "
+        "refuses it: torch 2.11.0 (2.11.0+cu130) is the first release with one",
+        "next: reprobuild resolve --explain, then reprobuild lock",
+    )
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    newest = init_project(bare, InitRequest(gpus=("GH200",), driver="580.65.06"), KB)
+    assert newest.summary[-2] == (
+        "  platform:      linux/arm64 (a target GPU is a Grace superchip, whose CPU is Arm)"
+    )
+    (tmp_path / "x").mkdir()
+    plain = init_project(tmp_path / "x", InitRequest(gpus=("H100",)), KB)
+    assert not any(line.startswith("  platform:") for line in plain.summary)
