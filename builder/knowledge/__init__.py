@@ -50,6 +50,28 @@ MACHINES = {AMD64: "x86_64", ARM64: "aarch64"}
 MACHINE_PLATFORMS = {"x86_64": AMD64, "amd64": AMD64, "aarch64": ARM64, "arm64": ARM64}
 
 
+def marker_environment(platform: str = AMD64, python: str | None = None) -> dict[str, str]:
+    """The PEP 508 marker environment of a CPython image on `platform`, with no extra asked for;
+    with `python` ("3.11" or "3.10.13"), that Python's versions (else the marker's reader's)."""
+    environment = {
+        "platform_system": "Linux",
+        "sys_platform": "linux",
+        "platform_machine": MACHINES[platform],
+        "os_name": "posix",
+        "implementation_name": "cpython",
+        "platform_python_implementation": "CPython",
+        "extra": "",
+    }
+    if python is not None:
+        full = python if python.count(".") >= 2 else f"{python}.0"
+        environment |= {
+            "python_version": ".".join(full.split(".")[:2]),
+            "python_full_version": full,
+            "implementation_version": full,
+        }
+    return environment
+
+
 def machine_platform(machine: str) -> str | None:
     """The image platform a CPU runs natively, by its platform.machine(); None for others."""
     return MACHINE_PLATFORMS.get(machine.lower())

@@ -24,20 +24,11 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
-from builder.knowledge import PYPI
+from builder.knowledge import AMD64, PYPI, marker_environment
 
 RELEASE_PAIRED = ("torchaudio", "torchvision")  # their own wheels pin torch==X
 TORCH_PINNED = ("triton",)  # torch's wheels pin it
 _VALUE_FIELDS = ("pinned_by", "pythons", "index")
-# The image's platform, for a requirement's environment marker.
-_LINUX = {
-    "platform_system": "Linux",
-    "sys_platform": "linux",
-    "platform_machine": "x86_64",
-    "os_name": "posix",
-    "implementation_name": "cpython",
-    "platform_python_implementation": "CPython",
-}
 _WHEEL = re.compile(
     r"^(?P<name>[A-Za-z0-9_.]+)-(?P<version>[^-]+)(-\d[^-]*)?-(?P<python>[^-]+)-[^-]+-"
     r"(?P<plat>[^-]+)\.whl$"
@@ -61,10 +52,7 @@ def applies_on_linux(requirement: Requirement, python: str | None = None) -> boo
     given), with no extra asked for."""
     if requirement.marker is None:
         return True
-    environment = {**_LINUX, "extra": ""}
-    if python is not None:
-        environment |= {"python_version": python, "python_full_version": f"{python}.0"}
-    return requirement.marker.evaluate(environment)
+    return requirement.marker.evaluate(marker_environment(AMD64, python))
 
 
 def linux_requirements(lines: Iterable[str], python: str | None = None) -> list[Requirement]:

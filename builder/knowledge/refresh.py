@@ -41,7 +41,16 @@ from packaging.version import InvalidVersion, Version
 from builder.compat import CudaVersion
 from builder.engine.http import Getter, RemoteFile
 from builder.errors import IndexUnavailable, NotFound, ReprobuildError
-from builder.knowledge import AMD64, MACHINES, PYPI, Knowledge, pairing, row_key, store
+from builder.knowledge import (
+    AMD64,
+    MACHINES,
+    PYPI,
+    Knowledge,
+    marker_environment,
+    pairing,
+    row_key,
+    store,
+)
 from builder.knowledge.pairing import CompanionChanges
 from builder.knowledge.pins import component_of
 
@@ -346,13 +355,10 @@ def _cpu_source(variant: str | None, wheel: Wheel) -> str:
     )
 
 
-_LINUX = {"platform_system": "Linux", "sys_platform": "linux"}
-
-
 def linux_pins(requires_dist: Iterable[str], platform: str) -> dict[str, str]:
     """The exact CUDA runtime / cuDNN / NCCL pins that apply on Linux on the platform's machine
     (x86_64 for AMD64, aarch64 for ARM64)."""
-    environment = {**_LINUX, "platform_machine": MACHINES[platform], "extra": ""}
+    environment = marker_environment(platform)
     pins: dict[str, str] = {}
     for line in requires_dist:
         try:

@@ -19,7 +19,7 @@ from packaging.version import InvalidVersion, Version
 
 from builder.compat import ComputeCapability, CudaVersion, DriverVersion
 from builder.errors import HostError, InitError
-from builder.knowledge import AMD64, Knowledge
+from builder.knowledge import AMD64, Knowledge, marker_environment
 from builder.reference import name_problem
 from builder.spec.sources import (
     Aside,
@@ -51,15 +51,6 @@ MAIN_REQUIREMENTS = (
 # conda packages the spec takes in its own keys, and conda's own tools.
 CONDA_SPEC_KEYS = {"python", "pip", "pytorch", "pytorch-cuda", "cudatoolkit", "cuda-version"}
 CONDA_CUDA = ("pytorch-cuda", "cudatoolkit", "cuda-version")
-# The container's platform, for a requirement's environment marker.
-LINUX_X86_64 = {
-    "sys_platform": "linux",
-    "platform_system": "Linux",
-    "platform_machine": "x86_64",
-    "os_name": "posix",
-    "implementation_name": "cpython",
-    "platform_python_implementation": "CPython",
-}
 _PYTHON_VERSION = re.compile(r"^(?:cpython-|python)?(3\.\d{1,2})(\.\d+)?(?:[.\-\s]|$)")
 _OPERATOR_ORDER = ("===", "==", "~=", ">=", ">", "!=", "<=", "<")
 
@@ -398,14 +389,7 @@ def _on_linux(item: Listed, full_version: str) -> bool:
     marker: Marker | None = item.requirement.marker
     if marker is None:
         return True
-    python = ".".join(full_version.split(".")[:2])
-    environment = {
-        **LINUX_X86_64,
-        "python_version": python,
-        "python_full_version": full_version,
-        "implementation_version": full_version,
-    }
-    return marker.evaluate(environment)
+    return marker.evaluate(marker_environment(AMD64, full_version))
 
 
 def torch_text(specifiers: list[Specifier]) -> str:
