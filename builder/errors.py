@@ -108,6 +108,12 @@ class LockFileError(ReprobuildError):
     """The lock file is missing, unreadable, edited by hand, or stale."""
 
 
+class PlatformNotLocked(LockFileError):
+    """A platform asked for that the lock pins no image of."""
+
+    exit_code = USAGE
+
+
 class RegistryError(ReprobuildError):
     """A registry did not answer, or has no such image."""
 
@@ -253,7 +259,8 @@ class WriteError(ReprobuildError):
 
 
 class SmokeUsage(SmokeError):
-    """`smoke --ranks N` asks for more ranks than the GPUs it gives the container: a usage
-    error, refused before any image is pulled or container started."""
+    """`smoke --ranks N` asks for more ranks than the GPUs it gives the container, or GPUs for
+    an image this machine runs under emulation: a usage error, refused before any container
+    starts."""
 
     exit_code = USAGE

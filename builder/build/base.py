@@ -22,7 +22,13 @@ from builder.build.normalise import load_archive
 from builder.engine.sdk import Engine
 from builder.errors import BootstrapError, tail
 from builder.lock.apt import DEFAULT_PATH
-from builder.lock.bootstrap import BOOTSTRAP_PACKAGES, DebianSource, mmdebstrap_argv, recipe
+from builder.lock.bootstrap import (
+    BOOTSTRAP_PACKAGES,
+    DEBIAN_ARCHITECTURES,
+    DebianSource,
+    mmdebstrap_argv,
+    recipe,
+)
 from builder.lock.model import Lock
 from builder.render.plan import BuildPlan
 from builder.snapshots import epoch_seconds
@@ -42,9 +48,19 @@ def ensure_base(
     source = DebianSource(lock.base.suite, lock.base.mirror)
     with tempfile.TemporaryDirectory(prefix="reprobuild-base-") as folder:
         archive = build_base(
-            source, BOOTSTRAP_PACKAGES, lock.base.snapshot, build_plan.base, Path(folder)
+            source,
+            BOOTSTRAP_PACKAGES,
+            lock.base.snapshot,
+            build_plan.base,
+            Path(folder),
+            architecture=lock_architecture(lock),
         )
         engine.load_archive(archive.path)
+
+
+def lock_architecture(lock: Lock) -> str:
+    """The Debian architecture of the lock's image platform."""
+    return DEBIAN_ARCHITECTURES[lock.platform]
 
 
 @dataclass(frozen=True)
@@ -55,18 +71,27 @@ class ImageArchive:
 
 
 def write_image_archive(
-    rootfs_tar: Path, archive: Path, reference: str, created: str, created_by: str
+    rootfs_tar: Path,
+    archive: Path,
+    reference: str,
+    created: str,
+    created_by: str,
+    *,
+    architecture: str = "amd64",
 ) -> ImageArchive:
     """Wrap a rootfs tar as a one-layer image in `docker load` format, config written here."""
     diff_id = f"sha256:{tarstream.sha256_file(rootfs_tar)}"
-    config = {
-        "architecture": "amd64",
+    config: dict[str, object] = {
+        "architecture": architecture,
         "os": "linux",
         "created": created,
         "config": {"Env": [f"PATH={DEFAULT_PATH}", "LANG=C.UTF-8"], "Cmd": ["/bin/bash"]},
         "rootfs": {"type": "layers", "diff_ids": [diff_id]},
         "history": [{"created": created, "created_by": created_by}],
     }
+    # Debian's arm64 is ARMv8; the engine and registries match linux/arm64 images by it.
+    if architecture == "arm64":
+        config["variant"] = "v8"
     config_bytes = json.dumps(config, sort_keys=True, separators=(",", ":")).encode()
     config_hex = hashlib.sha256(config_bytes).hexdigest()
     size = rootfs_tar.stat().st_size
@@ -77,16 +102,23 @@ def write_image_archive(
 
 
 def build_base(
-    source: DebianSource, packages: tuple[str, ...], snapshot: str, reference: str, workdir: Path
+    source: DebianSource,
+    packages: tuple[str, ...],
+    snapshot: str,
+    reference: str,
+    workdir: Path,
+    *,
+    architecture: str = "amd64",
 ) -> ImageArchive:
-    """Run mmdebstrap at the snapshot time and wrap its root filesystem as a loadable image."""
+    """Run mmdebstrap at the snapshot time and wrap its root filesystem as a loadable image;
+    an architecture other than the host's needs qemu-user-static registered with binfmt_misc."""
     if shutil.which("mmdebstrap") is None:
         raise BootstrapError(
             "building a bootstrapped base needs mmdebstrap: install it (`apt-get install "
             "mmdebstrap`) or use a registry base in the spec."
         )
     rootfs = workdir / "rootfs.tar"
-    argv = mmdebstrap_argv(source, str(rootfs), packages)
+    argv = mmdebstrap_argv(source, str(rootfs), packages, architecture=architecture)
     environment = {
         "SOURCE_DATE_EPOCH": str(epoch_seconds(snapshot)),
         "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
@@ -99,5 +131,8 @@ def build_base(
             f"(exit {result.returncode}); check that the archive answers and that this runs as "
             f"root:\n{last}"
         )
-    history = recipe(source, packages, snapshot)
-    return write_image_archive(rootfs, workdir / "image.tar", reference, snapshot, history)
+    history = recipe(source, packages, snapshot, architecture=architecture)
+    archive = workdir / "image.tar"
+    return write_image_archive(
+        rootfs, archive, reference, snapshot, history, architecture=architecture
+    )

@@ -8,19 +8,21 @@ after normalisation, so a failed or interrupted build leaves no tag behind.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+import platform as host
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from builder import __version__, codeset, source, tarstream
-from builder.build import imagecache, pylayer
+from builder.build import imagecache, pushindex, pylayer
 from builder.build.base import ensure_base
-from builder.build.buildrecord import BuildRecord
+from builder.build.buildrecord import BuildRecord, PlatformImage
 from builder.build.deps import assemble
 from builder.build.gc import final_reference
 from builder.build.image import Normalised, build_normalised
 from builder.engine.sdk import BuildEvent, Engine
 from builder.errors import ReprobuildError
+from builder.knowledge import machine_platform
 from builder.lock.lockfile import CurrentLock
 from builder.lock.model import Lock, LockedPackage
 from builder.reference import ImageReference
@@ -31,8 +33,9 @@ Note = Callable[[str], None]
 
 
 def image_reference(lock: Lock, lock_digest: str) -> str:
-    """The local name: the spec's image name, tagged by the lock it was built from."""
-    return final_reference(str(lock.resolution["name"]), lock_digest)
+    """The local name: the spec's image name, tagged by the lock it was built from (and by the
+    architecture of an image for another platform than linux/amd64)."""
+    return final_reference(str(lock.resolution["name"]), lock_digest, lock.platform)
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,63 @@ def _counted(chunks: Iterator[bytes], sent: Callable[[int], None]) -> Iterator[b
         yield chunk
 
 
+def build_platforms(
+    engine: Engine,
+    current: CurrentLock,
+    platforms: Sequence[str],
+    *,
+    no_cache: bool,
+    push: str | None,
+    progress: Progress,
+    wheel_cache: Path | None = None,
+) -> BuildRecord:
+    """The image of each platform of the lock (`platforms`, in the lock's order); with `push`,
+    each pushed and, for several, the OCI image index of them pushed at `push` last. The record
+    is of the image this machine runs natively when it was built, else of the first, and lists
+    the others. That image is built last, so the context left behind is its own."""
+    ordered = sorted(platforms, key=lambda platform: platform == main_platform(platforms))
+    records = []
+    for platform in ordered:
+        if len(ordered) > 1:
+            progress.note(f"{platform}: building the image")
+        records.append(
+            build_lock(
+                engine,
+                current,
+                platform=platform,
+                no_cache=no_cache,
+                push=push,
+                progress=progress,
+                wheel_cache=wheel_cache,
+            )
+        )
+    *others, main = records
+    record = replace(main, other_platforms=tuple(_platform_image(other) for other in others))
+    if push is None or not others:
+        return record
+    in_order = sorted(records, key=lambda each: current.lock.platforms.index(each.platform))
+    index = pushindex.push_index(push, [pushindex.Pushed.of(each) for each in in_order])
+    progress.note(f"pushed the image index of {', '.join(r.platform for r in in_order)}: {index}")
+    return replace(record, pushed_index=index)
+
+
+def main_platform(platforms: Sequence[str]) -> str:
+    """The platform this machine runs natively when it is among `platforms`, else the first."""
+    here = machine_platform(host.machine())
+    return here if here is not None and here in platforms else platforms[0]
+
+
+def _platform_image(record: BuildRecord) -> PlatformImage:
+    return PlatformImage(
+        record.platform,
+        record.image,
+        record.image_id,
+        record.manifest_digest,
+        record.pushed,
+        record.dependencies,
+    )
+
+
 def build_lock(
     engine: Engine,
     current: CurrentLock,
@@ -60,12 +120,14 @@ def build_lock(
     no_cache: bool,
     push: str | None,
     progress: Progress,
+    platform: str | None = None,  # default: the lock's first
     wheel_cache: Path | None = None,  # default: this user's cache, shared by every project
 ) -> BuildRecord:
-    """Plan, render, fetch, build, normalise, (push): the record of an image built from one lock.
-    The context's Apptainer definition bootstraps from the pushed image after a push (written
-    once the push has given its digest), else from the base."""
-    lock, project, lock_digest = current.lock, current.project, current.digest
+    """Plan, render, fetch, build, normalise, (push): the record of an image built from one lock
+    for one of its platforms. The context's Apptainer definition bootstraps from the pushed
+    image after a push (written once the push has given its digest), else from the base."""
+    lock = current.lock.on(platform or current.lock.platform)
+    project, lock_digest = current.project, current.digest
     build_plan = plan.plan(lock, lock_digest)
     progress.note(f"wheels: verifying {len(lock.python.packages)} against the lock")
     wheel_cache = wheel_cache or wheelhouse.default_cache()
@@ -134,6 +196,7 @@ def build_lock(
             "scanned_bytes": normalised.scanned_bytes,
         },
         dependencies=deps,
+        platform=lock.platform,
     )
     if push is not None:
         record = push_and_point(engine, record, push, current, progress.note, build_plan=build_plan)

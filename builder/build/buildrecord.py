@@ -33,6 +33,18 @@ class Normalisation(TypedDict, total=False):
 
 
 @dataclass(frozen=True)
+class PlatformImage:
+    """An image of another platform built from the same lock in the same build."""
+
+    platform: str
+    image: str
+    image_id: str
+    manifest_digest: str | None = None  # after --push
+    pushed: str | None = None
+    dependencies: str | None = None  # the deps image it was built on
+
+
+@dataclass(frozen=True)
 class BuildRecord:
     image: str  # name:tag in the engine
     image_id: str  # sha256 of the config: the config digest
@@ -50,6 +62,13 @@ class BuildRecord:
     git_dirty: bool | None = None
     dependencies: str | None = None  # the image of the Dockerfile's deps stage it was built on
     normalisation: Normalisation = field(default_factory=Normalisation)
+    platform: str = "linux/amd64"  # records from before platforms were amd64's
+    other_platforms: tuple[PlatformImage, ...] = ()
+    pushed_index: str | None = None  # name@sha256:... of the OCI index of every platform pushed
+
+    @property
+    def platforms(self) -> tuple[str, ...]:
+        return (self.platform, *(other.platform for other in self.other_platforms))
 
 
 def dumps(record: BuildRecord) -> str:
@@ -73,12 +92,17 @@ def read(project: Path) -> BuildRecord:
     return record
 
 
-def pushed_build(project: Path, lock_digest: str) -> str | None:
-    """The pushed image (name@sha256:...) of this lock's last build, if it was pushed."""
+def pushed_build(project: Path, lock_digest: str, platform: str | None = None) -> str | None:
+    """The pushed image (name@sha256:...) of this lock's last build for `platform` (default: the
+    record's own), if it was pushed."""
     if not (project / layout.RECORD_FILE).is_file():
         return None
     record = read(project)
-    return record.pushed if record.lock == lock_digest else None
+    if record.lock != lock_digest:
+        return None
+    if platform is None or platform == record.platform:
+        return record.pushed
+    return next((o.pushed for o in record.other_platforms if o.platform == platform), None)
 
 
 def unpinned_push(record: BuildRecord, project: Path) -> str | None:

@@ -22,6 +22,7 @@ from builder.build import imagecache
 from builder.engine.images import EngineImage
 from builder.engine.sdk import Engine
 from builder.errors import EngineError
+from builder.knowledge import AMD64, PLATFORMS
 from builder.reference import ImageReference
 from builder.render import plan
 
@@ -80,9 +81,13 @@ class GcResult:
     exact: bool
 
 
-def final_reference(name: str, lock: str) -> str:
-    """The name a build gives the image of `lock`: the spec's name, tagged by the lock."""
-    return f"{name}:{lock.removeprefix('sha256:')[:12]}"
+def final_reference(name: str, lock: str, platform: str = AMD64) -> str:
+    """The name a build gives the image of `lock`: the spec's name, tagged by the lock, and by
+    the architecture for a platform other than linux/amd64 (`:0123456789ab-arm64`)."""
+    tag = lock.removeprefix("sha256:")[:12]
+    if platform == AMD64:
+        return f"{name}:{tag}"
+    return f"{name}:{tag}-{platform.rsplit('/', maxsplit=1)[-1]}"
 
 
 def plan_gc(engine: Engine, *, name: str, lock: str, keep: int = 0) -> GcPlan:
@@ -200,8 +205,9 @@ def _ours(image: EngineImage, name: str) -> str | None:
     # The dependencies image carries the final image's labels (the deps stage has the same
     # LABEL), so only the name a build gives each tells them apart: `:deps-<key>` or the lock's.
     # A label alone is not enough: an image built FROM one of ours inherits its labels.
+    finals = {final_reference(name, lock, platform) for platform in PLATFORMS}
     for tag in sorted(image.tags):
-        if tag == final_reference(name, lock) or _is_deps(tag, name):
+        if tag in finals or _is_deps(tag, name):
             return tag
     return None
 

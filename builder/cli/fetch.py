@@ -24,12 +24,13 @@ if TYPE_CHECKING:
 @click.option("--quiet", is_flag=True, help="No progress display.")
 @click.pass_obj
 def fetch_command(options: Options, output: Path | None, quiet: bool) -> None:
-    """Download the lock's wheels into a wheelhouse, each verified against its sha256."""
+    """Download the lock's wheels (of every platform it pins) into a wheelhouse, each verified
+    against its sha256."""
     from builder.lock.stage import current_lock
     from builder.render import wheelhouse
 
     current = current_lock(options.project, options.knowledge)
-    lock, project = current.lock, current.project
+    lock, project = current.lock.with_every_wheel(), current.project
     destination = output or project / ".reprobuild" / "wheels"
     if quiet:
         report = wheelhouse.fetch(lock, project, destination, lambda *_: None)

@@ -83,19 +83,23 @@ def _lock(
 ) -> CurrentLock:
     from builder.cli.present import lock_summary
     from builder.lock import lockfile
-    from builder.lock.stage import refuse_unlockable_platforms, write_new_lock
+    from builder.lock.stage import other_platforms, platforms_differ, write_new_lock
 
     knowledge = options.knowledge()
     loaded = options.load_spec(knowledge)
-    refuse_unlockable_platforms(loaded)  # before a current lock is taken as up to date
     state = lockfile.inspect_at(loaded.path, loaded.table, read_lock=check_only or not upgrade)
+    mismatch = state.lock and platforms_differ(loaded, state.lock)
     if check_only:
         current = lockfile.current(state)
+        if mismatch:
+            raise other_platforms(state.path, mismatch)
         click.echo(f"{state.path} is up to date with the spec")
         return current
-    if not upgrade and state.reason is None:
+    if not upgrade and state.reason is None and not mismatch:
         click.echo(f"{state.path} is up to date with the spec (use --upgrade to re-resolve)")
         return lockfile.current(state)
+    if mismatch:
+        note(f"{state.path.name} was {mismatch}: locking again")
     written = write_new_lock(loaded, state, knowledge, lock_options, progress_note)
     click.echo(lock_summary(written))
     return written

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from builder.check.diff import Entry, FileDifference, ImageDiff
     from builder.knowledge.refresh import RefreshReport
     from builder.lock.lockfile import CurrentLock
+    from builder.lock.model import Lock
     from builder.publish.findings import Verification
 
 
@@ -209,23 +210,38 @@ def count(number: int, noun: str) -> str:
 
 
 def lock_summary(written: CurrentLock) -> str:
-    lock = written.lock
+    """One line for a lock of one platform; a line per platform under the file for several."""
+    each = written.lock.each_platform()
+    if len(each) == 1:
+        return f"wrote {written.path}: {_pinned(each[0])}"
+    return "\n".join(
+        [f"wrote {written.path}:", *(f"  {lock.platform}: {_pinned(lock)}" for lock in each)]
+    )
+
+
+def _pinned(lock: Lock) -> str:
     wheels, packages = len(lock.python.packages), len(lock.system.packages)
     return (
-        f"wrote {written.path}: torch {lock.resolution['torch']['label']}, "
-        f"{count(wheels, 'wheel')}, base {lock.base.image or lock.base.reference}, "
-        f"{count(packages, 'system package')}"
+        f"torch {lock.resolution['torch']['label']}, {count(wheels, 'wheel')}, "
+        f"base {lock.base.image or lock.base.reference}, {count(packages, 'system package')}"
     )
 
 
 def build_lines(record: BuildRecord, path: Path) -> list[str]:
     size = sum(layer.size for layer in record.layers) / 1e9
+    several = bool(record.other_platforms)
+    shown = f" ({record.platform})" if several or record.platform != AMD64 else ""
     lines = [
-        f"built {record.image}",
+        f"built {record.image}{shown}",
         f"  image ID {record.image_id} ({size:.2f} GB, {len(record.layers)} layers)",
     ]
+    for other in record.other_platforms:
+        lines.append(f"built {other.image} ({other.platform})")
+        lines.append(f"  image ID {other.image_id}")
     if record.pushed:
         lines.append(f"  pushed {record.pushed}; reprobuild.def now bootstraps from it")
+    if record.pushed_index:
+        lines.append(f"  pushed the index of {', '.join(record.platforms)}: {record.pushed_index}")
     if record.normalisation.get("rewritten"):
         noise = len(record.normalisation["rewritten"])
         lines.append(f"  normalised: {noise} noisy entries removed or redated")

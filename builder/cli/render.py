@@ -26,22 +26,33 @@ from builder.cli.options import Options
     is_flag=True,
     help="Apptainer definition that rebuilds from the base in %post (sites without Docker).",
 )
+@click.option(
+    "--platform",
+    type=click.Choice(["linux/amd64", "linux/arm64"]),
+    help="The image of this platform of the lock (default: its first).",
+)
 @click.pass_obj
 def render_command(
-    options: Options, output: Path | None, from_image: str | None, standalone: bool
+    options: Options,
+    output: Path | None,
+    from_image: str | None,
+    standalone: bool,
+    platform: str | None,
 ) -> None:
     """Render the Dockerfile, Apptainer definition and build context from reprobuild.lock."""
     from builder import codeset
     from builder.build.buildrecord import pushed_build
+    from builder.lock.lockfile import chosen_platforms
     from builder.lock.stage import current_lock
     from builder.render.context import render_lock
 
     if from_image is not None:
         _check_from_image(from_image, standalone)
     current = current_lock(options.project, options.knowledge)
+    chosen = chosen_platforms(current, [platform] if platform else [])[0]
     if from_image is None and not standalone:
-        from_image = pushed_build(current.project, current.digest)
-    written, build_plan, code = render_lock(current, output, from_image)
+        from_image = pushed_build(current.project, current.digest, chosen)
+    written, build_plan, code = render_lock(current, output, from_image, chosen)
     source = (
         f"from the built image {from_image}"
         if from_image

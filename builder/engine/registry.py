@@ -31,7 +31,7 @@ from builder import tarstream
 from builder.errors import RegistryError, RegistryUnreachable
 from builder.reference import DIGEST, DOCKER_HUB, ImageReference
 
-PLATFORM = ("linux", "amd64")
+AMD64 = "linux/amd64"  # the platform a base is pinned for unless asked for another
 ATTEMPTS = 3
 BACKOFF_S = 0.5
 TIMEOUT = (5.0, 30.0)
@@ -48,7 +48,7 @@ _CHALLENGE = re.compile(r'(\w+)="([^"]*)"')
 @dataclass(frozen=True)
 class ResolvedImage:
     reference: ImageReference
-    digest: str  # the linux/amd64 image manifest
+    digest: str  # the image manifest of the platform asked for
     index_digest: str | None  # the manifest list / index it was chosen from
     config_digest: str
     env: tuple[str, ...]
@@ -140,14 +140,16 @@ class RegistryClient:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def resolve(self, reference: ImageReference) -> ResolvedImage:
-        """Tag or digest -> the linux/amd64 manifest digest, its config digest and env."""
+    def resolve(self, reference: ImageReference, platform: str | None = None) -> ResolvedImage:
+        """Tag or digest -> the manifest digest for `platform` ("linux/arm64"), its config digest
+        and env. With a platform, an image (not an index) must be for it by its config; without
+        one, an index gives its linux/amd64 image and an image is taken as it is."""
         target = reference.digest or reference.tag or "latest"
         body, media_type, digest = self._manifest(reference, target)
         index_digest = None
         if media_type in INDEX_TYPES or "manifests" in body:
             index_digest = digest
-            digest = self._platform_digest(reference, body)
+            digest = self._platform_digest(reference, body, platform or AMD64)
             body, media_type, _ = self._manifest(reference, digest)
         config = body.get("config")
         config_digest = config.get("digest") if isinstance(config, dict) else None
@@ -157,7 +159,10 @@ class RegistryClient:
                 "image: check the reference, or give the base by a digest of an image."
             )
         blob = self._get(reference, f"{reference.base_url}/blobs/{config_digest}", {})
-        settings = json_object(blob.content, "a config blob", reference).get("config") or {}
+        image_config = json_object(blob.content, "a config blob", reference)
+        if platform is not None:
+            _check_platform(reference, image_config, platform)
+        settings = image_config.get("config") or {}
         env = (settings.get("Env") or []) if isinstance(settings, dict) else None
         if not isinstance(env, list) or not all(isinstance(item, str) for item in env):
             raise _broken(reference, "a config blob", "its config.Env is not a list of strings")
@@ -345,21 +350,23 @@ class RegistryClient:
         )
         return body, str(media_type), digest
 
-    def _platform_digest(self, reference: ImageReference, index: dict[str, Any]) -> str:
+    def _platform_digest(
+        self, reference: ImageReference, index: dict[str, Any], platform: str
+    ) -> str:
         entries = index.get("manifests", [])
         if not isinstance(entries, list) or not all(isinstance(entry, dict) for entry in entries):
             raise _broken(reference, "an index", "its manifests are not a list of objects")
         platforms = [p if isinstance(p := e.get("platform"), dict) else {} for e in entries]
-        for entry, platform in zip(entries, platforms, strict=True):
-            if (platform.get("os"), platform.get("architecture")) == PLATFORM:
+        for entry, described in zip(entries, platforms, strict=True):
+            if _platform_of(described) == platform:
                 digest = entry.get("digest")
                 if not isinstance(digest, str) or not DIGEST.match(digest):
-                    raise _broken(reference, "an index", "its linux/amd64 entry names no digest")
+                    raise _broken(reference, "an index", f"its {platform} entry names no digest")
                 return digest
-        found = sorted(f"{p.get('os')}/{p.get('architecture')}" for p in platforms)
+        found = sorted(_platform_of(p) for p in platforms)
         raise RegistryError(
-            f"{reference.written} has no linux/amd64 image (it has {', '.join(found) or 'none'}); "
-            "choose a base built for linux/amd64."
+            f"{reference.written} has no {platform} image (it has {', '.join(found) or 'none'}); "
+            f"choose a base built for {platform}."
         )
 
     def _get(
@@ -582,6 +589,23 @@ def _docker_login(registry: str) -> _Login | RegistryError | None:
     if not isinstance(user, str) or not isinstance(password, str) or not user:
         return None
     return _Login(user, password)
+
+
+def _platform_of(described: dict[str, Any]) -> str:
+    """os/architecture of an index entry's platform or an image config ("linux/arm64": the
+    variant, v8 on every arm64 image, is not told apart)."""
+    return f"{described.get('os')}/{described.get('architecture')}"
+
+
+def _check_platform(reference: ImageReference, config: dict[str, Any], platform: str) -> None:
+    if "architecture" not in config:  # an image whose config does not say is taken as asked
+        return
+    found = _platform_of(config)
+    if found != platform:
+        raise RegistryError(
+            f"{reference.written} is a {found} image, and this image is for {platform}: choose a "
+            f"base built for {platform} (or a multi-platform tag that has one)."
+        )
 
 
 def _release(response: requests.Response, stream: bool) -> None:

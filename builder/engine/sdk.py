@@ -569,6 +569,7 @@ class Engine:
         network: bool = True,
         timeout_s: int = TIMEOUT_S,
         shm_size: int | None = None,
+        environment: dict[str, str] | None = None,
     ) -> RunResult:
         """Run a command in a throwaway container (removed afterwards, also on errors and
         Ctrl-C); shm_size in bytes sizes its /dev/shm (None: the engine's 64 MB)."""
@@ -578,6 +579,8 @@ class Engine:
         options: dict[str, Any] = {"network_disabled": not network}
         if shm_size is not None:
             options["shm_size"] = shm_size
+        if environment:
+            options["environment"] = environment
         container = self._create(image, command, options, user=user, gpus=gpus)
         try:
             self._start(container, image, command, gpus)

@@ -1,11 +1,12 @@
 """Lock the base image and the system packages on top of it.
 
-A registry base is pinned to its linux/amd64 manifest digest through the OCI distribution API,
-then probed in the Docker engine (Debian suite, Python version) rather than guessed. A
+A registry base is pinned to its manifest digest for the image's platform (linux/amd64,
+linux/arm64) through the OCI distribution API, then probed in the Docker engine (Debian suite,
+Python version) rather than guessed; an arm64 base runs there under qemu's binfmt emulation. A
 bootstrapped base is pinned as suite + snapshot + mirror + the exact package set that
-mmdebstrap's simulation reports. System packages are resolved by apt against the archive
-snapshot: inside the base image for a registry base, by mmdebstrap's simulation for a
-bootstrapped one.
+mmdebstrap's simulation reports for the platform's Debian architecture. System packages are
+resolved by apt against the archive snapshot: inside the base image for a registry base, by
+mmdebstrap's simulation for a bootstrapped one.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from builder.compat import CudaVersion
 from builder.engine.registry import RegistryClient
 from builder.engine.sdk import Engine
 from builder.errors import EngineError, LockError, RegistryUnreachable, tail
-from builder.knowledge import Knowledge
+from builder.knowledge import AMD64, Knowledge
 from builder.lock import bootstrap
 from builder.lock.apt import AptArchive
 from builder.lock.model import BaseLock, SystemLock
@@ -32,6 +33,10 @@ from builder.spec.model import BootstrapBase, Spec
 DEFAULT_SUITE = "bookworm"
 SIMULATE_TIMEOUT_S = 300
 _PROBE = re.compile(r"^reprobuild-(suite|python)=(.*)$", re.MULTILINE)
+# apt's two ways of saying a package is not in the archive for this architecture.
+_MISSING = re.compile(
+    r"Unable to locate package (\S+)|Package '(\S+)' has no installation candidate"
+)
 
 
 # cuda_toolkit = "devel" bases are nvidia/cuda on Ubuntu; its Python comes from the release.
@@ -68,12 +73,14 @@ def lock_base(
     knowledge: Knowledge,
     registry: RegistryClient,
     connect: Callable[[], Engine],  # the engine, connected on first use
+    *,
+    platform: str = AMD64,
 ) -> BaseLock:
     base = spec.base
     if isinstance(base, BootstrapBase):
-        return lock_bootstrap(base, spec.python)
+        return lock_bootstrap(base, spec.python, platform)
     reference = base or default_reference(spec, cuda, knowledge)
-    return lock_registry_base(spec, reference, knowledge, registry, connect)
+    return lock_registry_base(spec, reference, knowledge, registry, connect, platform=platform)
 
 
 def lock_registry_base(
@@ -82,9 +89,11 @@ def lock_registry_base(
     knowledge: Knowledge,
     registry: RegistryClient,
     connect: Callable[[], Engine],  # the engine, connected on first use
+    *,
+    platform: str = AMD64,
 ) -> BaseLock:
     reference = ImageReference.parse(text)
-    digest, index_digest, config_digest, source = _pin(reference, knowledge, registry)
+    digest, index_digest, config_digest, source = _pin(reference, knowledge, registry, platform)
     image = reference.pinned(digest)
     known = knowledge.base_named(text)
     python_source = "image"
@@ -115,13 +124,13 @@ def lock_registry_base(
 
 
 def _pin(
-    reference: ImageReference, knowledge: Knowledge, registry: RegistryClient
+    reference: ImageReference, knowledge: Knowledge, registry: RegistryClient, platform: str
 ) -> tuple[str, str | None, str, str]:
     try:
-        resolved = registry.resolve(reference)
+        resolved = registry.resolve(reference, platform)
     except RegistryUnreachable:
         known = knowledge.base_named(reference.written)
-        if known is None:
+        if known is None or platform != AMD64:  # the knowledge base's digests are amd64's
             raise
         unreachable = f"registry {reference.registry} unreachable"
         return (known.digest, None, "", f"knowledge base {knowledge.version} ({unreachable})")
@@ -155,13 +164,18 @@ def check_python(wanted: str, found: str, base: str) -> None:
         )
 
 
-def _simulate(source: bootstrap.DebianSource, packages: tuple[str, ...]) -> list[tuple[str, str]]:
+def _simulate(
+    source: bootstrap.DebianSource, packages: tuple[str, ...], platform: str
+) -> list[tuple[str, str]]:
     if shutil.which("mmdebstrap") is None:
         raise LockError(
             "locking a bootstrapped base needs mmdebstrap: install it (`apt-get install "
             "mmdebstrap`) or use a registry base."
         )
-    argv = bootstrap.mmdebstrap_argv(source, "/dev/null", packages, simulate=True)
+    architecture = bootstrap.DEBIAN_ARCHITECTURES[platform]
+    argv = bootstrap.mmdebstrap_argv(
+        source, "/dev/null", packages, simulate=True, architecture=architecture
+    )
     result = subprocess.run(
         argv, capture_output=True, text=True, timeout=SIMULATE_TIMEOUT_S, check=False
     )
@@ -174,10 +188,11 @@ def _simulate(source: bootstrap.DebianSource, packages: tuple[str, ...]) -> list
     return bootstrap.parse_simulation(result.stdout + result.stderr)
 
 
-def lock_bootstrap(base: BootstrapBase, python: str) -> BaseLock:
+def lock_bootstrap(base: BootstrapBase, python: str, platform: str = AMD64) -> BaseLock:
     suite = base.suite.split(":", 1)[1]
     mirror = base.mirror or snapshots.snapshot_mirror(base.snapshot)
-    packages = _simulate(bootstrap.DebianSource(suite, mirror), bootstrap.BOOTSTRAP_PACKAGES)
+    source = bootstrap.DebianSource(suite, mirror)
+    packages = _simulate(source, bootstrap.BOOTSTRAP_PACKAGES, platform)
     versions = dict(packages)
     interpreter = max(
         (name for name in versions if re.fullmatch(r"python3\.\d+", name)), default=None
@@ -217,17 +232,21 @@ def lock_system(
     requested: tuple[str, ...],
     archive: AptArchive,
     connect: Callable[[], Engine],  # the engine, connected on first use
+    *,
+    platform: str = AMD64,
 ) -> SystemLock:
-    """Exact versions of the requested packages and everything apt would add for them."""
+    """Exact versions of the requested packages and everything apt would add for them, for the
+    platform's architecture (apt in the base image runs as that architecture)."""
     if not requested:
         packages: list[str] = []
     elif base.kind == "bootstrap":
         source = bootstrap.DebianSource(base.suite, base.mirror)
-        both = _simulate(source, tuple(sorted({*bootstrap.BOOTSTRAP_PACKAGES, *requested})))
+        wanted = tuple(sorted({*bootstrap.BOOTSTRAP_PACKAGES, *requested}))
+        both = _simulate(source, wanted, platform)
         already = set(base.packages)
         packages = [f"{n}={v}" for n, v in both if f"{n}={v}" not in already]
     else:
-        packages = _apt_in_image(connect(), base, requested, archive)
+        packages = _apt_in_image(connect(), base, requested, archive, platform)
     return SystemLock(
         snapshot=archive.snapshot,
         mirror=archive.mirror,
@@ -238,7 +257,7 @@ def lock_system(
 
 
 def _apt_in_image(
-    engine: Engine, base: BaseLock, requested: tuple[str, ...], archive: AptArchive
+    engine: Engine, base: BaseLock, requested: tuple[str, ...], archive: AptArchive, platform: str
 ) -> list[str]:
     names = " ".join(shlex.quote(name) for name in requested)
     script = (
@@ -256,10 +275,13 @@ def _apt_in_image(
             f"{tail(result.output)}\nCheck that the mirror answers, or pass --debian-mirror."
         )
     if result.exit_code != 0:
-        missing = re.findall(r"Unable to locate package (\S+)", result.output)
+        missing = [
+            located or uncandidate for located, uncandidate in _MISSING.findall(result.output)
+        ]
         if missing:
+            where = base.suite if platform == AMD64 else f"{base.suite} for {platform}"
             raise LockError(
-                f"system package(s) {', '.join(missing)} not found in {base.suite} at "
+                f"system package(s) {', '.join(missing)} not found in {where} at "
                 f"{archive.mirror}: check the names (`apt-cache search` on a {base.suite} machine)."
             )
         raise LockError(

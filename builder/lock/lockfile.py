@@ -13,15 +13,16 @@ import hashlib
 import json
 import sys
 import typing
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import tomli_w
 
-from builder.errors import LockFileError
+from builder.errors import LockFileError, PlatformNotLocked
 from builder.files import write_output
-from builder.lock.model import Lock
+from builder.lock.model import Lock, PlatformLock
 from builder.shapes import Dialect, typed
 from builder.spec.file import locate
 
@@ -68,8 +69,6 @@ def _drop_empty(value: Any) -> Any:
 
 
 def to_document(lock: Lock) -> dict[str, Any]:
-    python = asdict(lock.python)
-    packages = python.pop("packages")
     document: dict[str, Any] = {
         "format": FORMAT,
         "spec_hash": lock.spec_hash,
@@ -78,13 +77,27 @@ def to_document(lock: Lock) -> dict[str, Any]:
         "notes": list(lock.notes),
         "resolution": lock.resolution,
         "determinism": lock.determinism,
-        "base": {key: value for key, value in asdict(lock.base).items() if value not in ("", ())},
-        "system": asdict(lock.system),
-        "python": {**python, "packages": sorted(packages, key=lambda p: p["name"])},
+        **_platform_tables(lock),
     }
+    if lock.other_platforms:  # absent for one platform: such locks read as they always did
+        document["other_platforms"] = [_platform_tables(other) for other in lock.other_platforms]
     document = _drop_empty(document)
     document["integrity"] = _integrity(document)
     return document
+
+
+def _platform_tables(records: Lock | PlatformLock) -> dict[str, Any]:
+    """The tables one platform's image is pinned by (its resolution, base, system, wheels)."""
+    python = asdict(records.python)
+    packages = python.pop("packages")
+    return {
+        "resolution": records.resolution,
+        "base": {
+            key: value for key, value in asdict(records.base).items() if value not in ("", ())
+        },
+        "system": asdict(records.system),
+        "python": {**python, "packages": sorted(packages, key=lambda p: p["name"])},
+    }
 
 
 def dumps(lock: Lock) -> str:
@@ -242,3 +255,17 @@ def check(lock: Lock, current_spec_hash: str, path: Path) -> None:
             f"the spec changed since {path} was written (spec hash {current_spec_hash[:19]}..., "
             f"the lock has {lock.spec_hash[:19]}...): run `reprobuild lock` to update the lock."
         )
+
+
+def chosen_platforms(current: CurrentLock, asked: Sequence[str]) -> tuple[str, ...]:
+    """The platforms `asked` for (all of the lock's when none), in the lock's order; a platform
+    the lock does not pin is refused, naming the spec's `platforms` key."""
+    locked = current.lock.platforms
+    missing = [platform for platform in asked if platform not in locked]
+    if missing:
+        raise PlatformNotLocked(
+            f"{current.path.name} pins {', '.join(locked)}, not {', '.join(missing)}: add "
+            f"{', '.join(repr(p) for p in missing)} to platforms in the spec (and run `reprobuild "
+            "lock`), or choose a platform the lock pins."
+        )
+    return tuple(platform for platform in locked if not asked or platform in asked)

@@ -1,21 +1,27 @@
-"""The lock's records: every input of the image, pinned.
+"""The lock's records: every input of the image, pinned, for each image platform.
 
-- the Python closure for the container's platform, one wheel per package with its sha256
-  (lock.python);
-- the base image: a registry base by its linux/amd64 manifest digest, or a Debian base
-  bootstrapped from the archive at a snapshot time with its exact package set (lock.baseimage);
+- the Python closure for the platform, one wheel per package with its sha256 (lock.python);
+- the base image: a registry base by its manifest digest for the platform, or a Debian base
+  bootstrapped from the archive at a snapshot time for the platform's architecture, with its
+  exact package set (lock.baseimage);
 - the system packages: the requested ones and their closure at exact versions, as apt resolves
-  them against the archive snapshot (lock.baseimage, lock.apt).
+  them against the archive snapshot for the architecture (lock.baseimage, lock.apt).
+
+A lock holds the spec's first platform at its top level (so the lock of a linux/amd64 image
+reads as it always did) and each further platform in `other_platforms`. `Lock.on(platform)` is
+the lock of one platform's image, which rendering and building take.
 
 `reprobuild.lock` (lock.lockfile) is these records as TOML; `lock.stage` makes them.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, TypedDict
 from urllib.parse import unquote, urlsplit
+
+from builder.knowledge import AMD64
 
 if TYPE_CHECKING:
     from builder.resolve.resolve import ResolutionRecord
@@ -94,6 +100,21 @@ class SystemLock:
 
 
 @dataclass(frozen=True)
+class PlatformLock:
+    """What differs between the images of one spec: each platform's build, base, system
+    packages and wheels."""
+
+    resolution: ResolutionRecord
+    base: BaseLock
+    system: SystemLock
+    python: PythonClosure
+
+    @property
+    def platform(self) -> str:
+        return self.resolution.get("platform") or AMD64
+
+
+@dataclass(frozen=True)
 class Lock:
     spec_hash: str
     knowledge_version: str
@@ -104,6 +125,45 @@ class Lock:
     system: SystemLock
     python: PythonClosure
     notes: tuple[str, ...] = field(default_factory=tuple)
+    other_platforms: tuple[PlatformLock, ...] = ()
+
+    @property
+    def platform(self) -> str:
+        """The image platform of the top-level records (the spec's first)."""
+        return self.resolution.get("platform") or AMD64
+
+    @property
+    def platforms(self) -> tuple[str, ...]:
+        """Every image platform the lock pins, in the spec's order."""
+        return (self.platform, *(other.platform for other in self.other_platforms))
+
+    def on(self, platform: str) -> Lock:
+        """The lock of the image for `platform`: its records at the top level, no others.
+        KeyError names the platform when the lock has none for it (callers check `platforms`)."""
+        if platform == self.platform:
+            return replace(self, other_platforms=())
+        for other in self.other_platforms:
+            if other.platform == platform:
+                return replace(
+                    self,
+                    resolution=other.resolution,
+                    base=other.base,
+                    system=other.system,
+                    python=other.python,
+                    other_platforms=(),
+                )
+        raise KeyError(platform)
+
+    def each_platform(self) -> tuple[Lock, ...]:
+        """`on(platform)` for every platform, in order."""
+        return tuple(self.on(platform) for platform in self.platforms)
+
+    def with_every_wheel(self) -> Lock:
+        """The lock whose closure holds the wheels of every platform, each once: what a
+        wheelhouse for all of its images holds."""
+        wheels = {p.filename: p for lock in self.each_platform() for p in lock.python.packages}
+        packages = tuple(sorted(wheels.values(), key=lambda p: (p.name, p.filename)))
+        return replace(self, python=replace(self.python, packages=packages))
 
 
 def now_snapshot() -> str:

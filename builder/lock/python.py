@@ -1,7 +1,7 @@
-"""The Python closure: every wheel the image installs, for the container's platform (linux x86_64
-manylinux, the spec's Python), one per package with its sha256, resolved by `uv pip compile` into
-PEP 751 form and cross-checked against the resolution (torch build, CUDA runtime, cuDNN, NCCL,
-and the companions paired with torch: torchvision, torchaudio, triton).
+"""The Python closure: every wheel the image installs, for the image's platform (linux x86_64 or
+aarch64 manylinux, the spec's Python), one per package with its sha256, resolved by
+`uv pip compile` into PEP 751 form and cross-checked against the resolution (torch build, CUDA
+runtime, cuDNN, NCCL, and the companions paired with torch: torchvision, torchaudio, triton).
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
 PYPI_SIMPLE = "https://pypi.org/simple"
-PLATFORM = f"{wheels.ARCH}-manylinux_{wheels.GLIBC[0]}_{wheels.GLIBC[1]}"
 UV_TIMEOUT_S = 600
 
 
@@ -69,13 +68,14 @@ def lock_python(
     project: Path,
     index_url: str = PYPI_SIMPLE,
 ) -> PythonClosure:
-    """Resolve the full closure with uv for the container's platform; one hashed wheel each."""
+    """Resolve the full closure with uv for the image's platform; one hashed wheel each."""
     import subprocess
     import tempfile
 
-    from builder.knowledge import PYPI
+    from builder.knowledge import MACHINES, PYPI
 
     build = resolution.build
+    machine = MACHINES[resolution.platform]
     indexes = [index_url] if build.index == PYPI else [build.index, index_url]
     lines = requirement_lines(spec, build, resolution.companions)
     with tempfile.TemporaryDirectory(prefix="reprobuild-lock-") as folder:
@@ -92,7 +92,7 @@ def lock_python(
             "--quiet",
             "--no-header",
             "--python-platform",
-            PLATFORM,
+            wheels.uv_platform(machine),
             "--python-version",
             spec.python,
             "--only-binary",
@@ -109,13 +109,13 @@ def lock_python(
             from builder.engine.http import Getter
 
             with Getter() as index:
-                query = wheels.Query(spec.python, tuple(lines), index)
+                query = wheels.Query(spec.python, tuple(lines), index, machine)
                 explained = explain_uv_failure(result.stderr, indexes, query)
             raise LockError(explained)
         document = tomllib.loads(output.read_text())
-    packages = tuple(sorted(_packages(document, project), key=lambda p: p.name))
+    packages = tuple(sorted(_packages(document, project, machine), key=lambda p: p.name))
     closure = PythonClosure(
-        platform=PLATFORM,
+        platform=wheels.uv_platform(machine),
         python=spec.python,
         indexes=tuple(indexes),
         find_links=_find_links(spec),
@@ -143,14 +143,14 @@ def _find_links(spec: Spec) -> tuple[str, ...]:
     return tuple(found)
 
 
-def _packages(document: dict[str, Any], project: Path) -> list[LockedPackage]:
+def _packages(document: dict[str, Any], project: Path, machine: str) -> list[LockedPackage]:
     packages = []
     for entry in document.get("packages", []):
         name, version = str(entry["name"]), str(entry["version"])
         wheels = entry.get("wheels") or []
         if not wheels:
             raise LockError(
-                f"{name} {version} has no wheel for linux x86_64 (only a source distribution); "
+                f"{name} {version} has no wheel for linux {machine} (only a source distribution); "
                 "images install binary wheels only. Pin a version that has a wheel, or build one "
                 "into a wheelhouse listed with --find-links."
             )
@@ -237,7 +237,8 @@ def _no_wheel(
         return "\n".join(explained)
     return (
         f"{', '.join(names)}: no release that the requirements allow has a wheel for Python "
-        f"{python} (cp{python.replace('.', '')}) on {wheels.PLATFORM_NAME}, and the image "
+        f"{python} (cp{python.replace('.', '')}) on {wheels.platform_name(query.machine)}, and "
+        "the image "
         "installs wheels only (builds from source are off). Pin a release that has one (the "
         "index's file list shows which), or build a wheel into a wheelhouse listed with "
         f"--find-links:\n{detail}"
@@ -257,7 +258,9 @@ def _explained(name: str, stderr: str, indexes: list[str], query: wheels.Query) 
             continue
         except (IndexUnavailable, ValueError):
             return None
-        return wheels.explain(name, asked, query.python, wheels.releases(files), url)
+        return wheels.explain(
+            name, asked, query.python, wheels.releases(files), url, machine=query.machine
+        )
     return None
 
 

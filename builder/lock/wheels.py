@@ -34,8 +34,7 @@ from packaging.version import InvalidVersion, Version
 from builder.knowledge.refresh import Anchors
 
 GLIBC = (2, 28)  # the newest manylinux the image's base provides
-ARCH = "x86_64"
-PLATFORM_NAME = f"linux {ARCH} (manylinux_{GLIBC[0]}_{GLIBC[1]})"
+ARCH = "x86_64"  # the machine of linux/amd64 images; linux/arm64's is aarch64
 ACCEPT = "application/vnd.pypi.simple.v1+json, text/html;q=0.1"
 _HINT = re.compile(r"Wheels are required for `([^`]+)` because building from source is disabled")
 _CAUSE = re.compile(r"Because ([A-Za-z0-9][A-Za-z0-9._-]*)((?:[=<>!~]=?[^\s,]+,?)+) has no usable")
@@ -54,6 +53,7 @@ class Query:
     python: str  # "3.11"
     requirements: tuple[str, ...]
     index: Index
+    machine: str = ARCH  # the image's: x86_64 or aarch64
 
 
 @dataclass(frozen=True)
@@ -166,29 +166,40 @@ def releases(files: Iterable[IndexFile]) -> dict[Version, Release]:
     }
 
 
-def platforms() -> list[str]:
+def platform_name(machine: str = ARCH) -> str:
+    """The image's wheel platform in words: linux x86_64 (manylinux_2_28)."""
+    return f"linux {machine} (manylinux_{GLIBC[0]}_{GLIBC[1]})"
+
+
+def uv_platform(machine: str = ARCH) -> str:
+    """uv's --python-platform for the image: x86_64-manylinux_2_28."""
+    return f"{machine}-manylinux_{GLIBC[0]}_{GLIBC[1]}"
+
+
+def platforms(machine: str = ARCH) -> list[str]:
     """The platform tags the image accepts, newest first."""
-    modern = [f"manylinux_{GLIBC[0]}_{minor}_{ARCH}" for minor in range(GLIBC[1], 4, -1)]
-    legacy = [f"{name}_{ARCH}" for name, glibc in _LEGACY.items() if glibc <= GLIBC]
+    modern = [f"manylinux_{GLIBC[0]}_{minor}_{machine}" for minor in range(GLIBC[1], 4, -1)]
+    legacy = [f"{name}_{machine}" for name, glibc in _LEGACY.items() if glibc <= GLIBC]
     return modern + legacy
 
 
 @functools.cache
-def supported(python: str) -> frozenset[tags.Tag]:
+def supported(python: str, machine: str = ARCH) -> frozenset[tags.Tag]:
     """Every wheel tag the image's Python (CPython major.minor) installs on its platform."""
     major, minor = (int(part) for part in python.split("."))
     cp = f"cp{major}{minor}"
+    accepted = platforms(machine)
     return frozenset(
         itertools.chain(
-            tags.cpython_tags((major, minor), abis=[cp], platforms=platforms()),
-            tags.compatible_tags((major, minor), cp, platforms()),
+            tags.cpython_tags((major, minor), abis=[cp], platforms=accepted),
+            tags.compatible_tags((major, minor), cp, accepted),
         )
     )
 
 
-def fits(release: Release, python: str) -> bool:
+def fits(release: Release, python: str, machine: str = ARCH) -> bool:
     """Whether the release has a wheel the image can install."""
-    accepted = supported(python)
+    accepted = supported(python, machine)
     version = Version(f"{python}.0")
     return any(
         wheel_tags & accepted and _python_allows(requires, version)
@@ -211,24 +222,26 @@ def explain(
     python: str,
     found: dict[Version, Release],
     index_url: str,
+    *,
+    machine: str = ARCH,
 ) -> str | None:
     """The cause and the nearest releases that would install; None when a release that was
     asked for does have a wheel (uv refused it for another reason)."""
     text, specifier = asked
     matching = sorted(specifier.filter(found))
-    if not matching or any(fits(found[version], python) for version in matching):
+    if not matching or any(fits(found[version], python, machine) for version in matching):
         return None
     cp = f"cp{python.replace('.', '')}"
     shown = found[matching[-1]]
     good = [
         version
         for version, release in sorted(found.items())
-        if not version.is_prerelease and not release.yanked and fits(release, python)
+        if not version.is_prerelease and not release.yanked and fits(release, python, machine)
     ]
     older = [version for version in good if version < matching[0]][-1:]
     newer = [version for version in good if version > matching[-1]][:1]
     nearest = [(version, "older") for version in older] + [(version, "newer") for version in newer]
-    other_pythons = _pythons(shown)
+    other_pythons = _pythons(shown, machine)
     choose = f"choose a Python that {name} {shown.version} has wheels for" if other_pythons else ""
     if nearest:
         listed = " and ".join(f"{version} ({side})" for version, side in nearest)
@@ -236,25 +249,25 @@ def explain(
         which = "releases" if len(nearest) > 1 else "release"
         verb = "are" if len(nearest) > 1 else "is"
         way_out = (
-            f"The nearest {name} {which} with a {cp} wheel for linux {ARCH} {verb} {listed}: pin "
-            f"{pins}{f', or {choose}' if choose else ''}."
+            f"The nearest {name} {which} with a {cp} wheel for linux {machine} {verb} {listed}: "
+            f"pin {pins}{f', or {choose}' if choose else ''}."
         )
     else:
         way_out = (
-            f"No {name} release at {index_url} has a {cp} wheel for linux {ARCH}: "
+            f"No {name} release at {index_url} has a {cp} wheel for linux {machine}: "
             f"{f'{choose}, or ' if choose else ''}build a wheel into a wheelhouse listed with "
             "--find-links."
         )
     return (
-        f"{text} has no wheel for Python {python} ({cp}) on {PLATFORM_NAME} at {index_url}, and "
-        f"the image installs wheels only (builds from source are off): {name} {shown.version} "
-        f"{_has(shown, other_pythons)}. {way_out}"
+        f"{text} has no wheel for Python {python} ({cp}) on {platform_name(machine)} at "
+        f"{index_url}, and the image installs wheels only (builds from source are off): {name} "
+        f"{shown.version} {_has(shown, other_pythons, machine)}. {way_out}"
     )
 
 
-def _pythons(release: Release) -> list[str]:
+def _pythons(release: Release, machine: str) -> list[str]:
     """The CPython versions the release has wheels for on the image's platform."""
-    accepted = set(platforms())
+    accepted = set(platforms(machine))
     found = {
         (int(tag.interpreter[2]), int(tag.interpreter[3:]))
         for wheel_tags in release.wheels
@@ -264,10 +277,10 @@ def _pythons(release: Release) -> list[str]:
     return [f"{major}.{minor}" for major, minor in sorted(found)]
 
 
-def _has(release: Release, pythons: list[str]) -> str:
+def _has(release: Release, pythons: list[str], machine: str) -> str:
     if pythons:
         listed = pythons[0] if len(pythons) == 1 else f"{', '.join(pythons[:-1])} and {pythons[-1]}"
-        return f"has linux {ARCH} wheels for Python {listed} only"
+        return f"has linux {machine} wheels for Python {listed} only"
     if release.wheels:
-        return f"has wheels, but none for {PLATFORM_NAME} or older"
+        return f"has wheels, but none for {platform_name(machine)} or older"
     return "has only a source distribution"

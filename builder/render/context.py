@@ -81,12 +81,13 @@ def installer_files(build_plan: plan.BuildPlan) -> dict[str, str]:
 
 
 def render_lock(
-    current: CurrentLock, output: Path | None, from_image: str | None
+    current: CurrentLock, output: Path | None, from_image: str | None, platform: str | None = None
 ) -> tuple[Path, plan.BuildPlan, codeset.CodeLayer]:
-    """`reprobuild render`: plan the lock, render both formats (the definition bootstrapping
-    `from_image` when given) and write the context (default: .reprobuild/context in the
-    project). Where it was written, the plan, and what went into the code layer."""
-    build_plan = plan.plan(current.lock, current.digest)
+    """`reprobuild render`: plan the lock's image for `platform` (default: its first), render
+    both formats (the definition bootstrapping `from_image` when given) and write the context
+    (default: .reprobuild/context in the project). Where it was written, the plan, and what went
+    into the code layer."""
+    build_plan = plan.plan(current.lock.on(platform or current.lock.platform), current.digest)
     rendered = templates.render(build_plan, current.digest, current.project, from_image)
     folder = output or current.project / DEFAULT_OUTPUT
     written, code = write(folder, files(build_plan, rendered), current.project, build_plan)

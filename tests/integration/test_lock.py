@@ -33,7 +33,7 @@ def make(tmp_path: Path, body: str, options: LockOptions = OPTIONS) -> Lock:
     lock = make_lock(
         loaded,
         spec_digest=digest,
-        resolution=resolution,
+        resolutions=[resolution],
         knowledge=KB,
         options=options,
         progress=messages.append,

@@ -12,7 +12,7 @@ import requests
 from builder.engine.registry import RegistryClient
 from builder.errors import RegistryError
 from builder.reference import ImageReference
-from tests.infra import REGISTRY
+from tests.infra import ARM64_BASE, REGISTRY
 
 
 def test_tag_resolves_to_the_pushed_manifest_digest(test_base: str) -> None:
@@ -106,6 +106,40 @@ def test_index_without_amd64_is_refused(test_base: str) -> None:
     assert str(caught.value) == (
         f"{REGISTRY}/{repository}:armonly has no linux/amd64 image (it has linux/arm64); choose "
         "a base built for linux/amd64."
+    )
+
+
+def test_an_index_gives_the_platform_asked_for(test_base: str) -> None:
+    repository = "reprobuild-test/debian-python"
+    amd64 = _bookworm_entry()
+    with RegistryClient() as client:
+        arm = client.resolve(ImageReference.parse(ARM64_BASE), "linux/arm64")
+    arm64 = {**amd64, "digest": arm.digest}
+    _put_index(
+        repository,
+        "both",
+        [
+            {**amd64, "platform": {"os": "linux", "architecture": "amd64"}},
+            {**arm64, "platform": {"os": "linux", "architecture": "arm64", "variant": "v8"}},
+        ],
+    )
+    reference = ImageReference.parse(f"{REGISTRY}/{repository}:both")
+    with RegistryClient() as client:
+        chosen = client.resolve(reference, "linux/arm64")
+        default = client.resolve(reference)
+    assert (chosen.digest, chosen.config_digest) == (arm.digest, arm.config_digest)
+    assert default.digest == amd64["digest"]
+
+
+def test_an_image_of_another_platform_is_refused_when_one_is_asked_for(test_base: str) -> None:
+    with RegistryClient() as client:
+        taken = client.resolve(ImageReference.parse(ARM64_BASE))  # no platform: as it is
+        with pytest.raises(RegistryError) as caught:
+            client.resolve(ImageReference.parse(ARM64_BASE), "linux/amd64")
+    assert taken.digest.startswith("sha256:")
+    assert str(caught.value) == (
+        f"{ARM64_BASE} is a linux/arm64 image, and this image is for linux/amd64: choose a base "
+        "built for linux/amd64 (or a multi-platform tag that has one)."
     )
 
 

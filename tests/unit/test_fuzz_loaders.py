@@ -650,7 +650,9 @@ def test_fuzz_smoke_report_from_the_payload(data: bytes, exit_code: int) -> None
 
 @dataclass
 class _Registry:
-    def resolve(self, reference: ImageReference) -> registry.ResolvedImage:
+    def resolve(
+        self, reference: ImageReference, platform: str | None = None
+    ) -> registry.ResolvedImage:
         return registry.ResolvedImage(reference, MANIFEST, None, CONFIG, ())
 
 

@@ -9,6 +9,7 @@ from builder.build.gc import GcEntry, GcResult, Refusal, _frees, final_reference
 from builder.cli.present import gc_lines, gc_result_lines
 from builder.codeset import size_text
 from builder.engine.images import EngineImage, engine_time
+from builder.knowledge import ARM64
 
 NAME = "lab/train"
 CURRENT, OLD, OLDER, OLDEST = (f"sha256:{letter * 64}" for letter in "abcd")
@@ -315,3 +316,19 @@ def test_engine_times() -> None:
     assert engine_time("2026-12-06T04:50:40.207668379Z") == 1796532640.207668
     assert engine_time("2024-01-01T00:00:00Z") == 1704067200.0
     assert engine_time("2024-01-01T01:00:00.5+01:00") == 1704067200.5
+
+
+def test_the_arm64_image_of_a_lock_is_one_of_its_images() -> None:
+    arm_now = image(
+        "1g", (digest("1c"),), 7, lock=CURRENT, tags=(final_reference(NAME, CURRENT, ARM64),)
+    )
+    arm_old = image("2g", (digest("2c"),), 5, lock=OLD, tags=("lab/train:bbbbbbbbbbbb-arm64",))
+    found = verdicts([BASE, DEPS_NOW, FINAL_NOW, arm_now, DEPS_OLD, FINAL_OLD, arm_old])
+    assert found == [
+        "current lab/train:aaaaaaaaaaaa 0 the current lock",
+        "current lab/train:aaaaaaaaaaaa-arm64 0 the current lock",
+        "current lab/train:deps-k1 0 the current lock",
+        "remove lab/train:bbbbbbbbbbbb 10",
+        "remove lab/train:bbbbbbbbbbbb-arm64 5",
+        "remove lab/train:deps-k2 100",
+    ]

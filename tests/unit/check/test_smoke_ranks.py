@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
@@ -34,10 +35,14 @@ class _Engine:
 
     stdout: str = ""
     calls: list[tuple[str, list[str], dict[str, Any]]] = field(default_factory=list)
+    architecture: str = "amd64" if platform.machine() == "x86_64" else "arm64"  # this machine's
 
     def run(self, image: str, command: list[str], **options: Any) -> RunResult:
         self.calls.append((image, command, options))
         return RunResult(PASS, self.stdout, "")
+
+    def inspect_image(self, _image: str) -> dict[str, Any]:
+        return {"Os": "linux", "Architecture": self.architecture}
 
 
 def payload_report() -> str:
@@ -100,7 +105,13 @@ def test_the_group_reaches_the_payload_and_its_key_comes_back() -> None:
         (
             IMAGE.image_id,
             ["reprobuild-smoke", "--json", "--cpu", "--ranks", "2"],
-            {"gpus": None, "network": False, "timeout_s": 1200, "shm_size": 2**30},
+            {
+                "gpus": None,
+                "network": False,
+                "timeout_s": 1200,
+                "shm_size": 2**30,
+                "environment": None,
+            },
         )
     ]
     assert ran.exit_code == PASS and ran.report["verdict"] == "pass"
@@ -112,6 +123,24 @@ def test_the_group_reaches_the_payload_and_its_key_comes_back() -> None:
     one = _Engine(payload_report())
     run_smoke(cast("Engine", one), IMAGE, gpus="all")
     assert one.calls[0][1] == ["reprobuild-smoke", "--json"]  # no --ranks: as before
+
+
+@pytest.mark.skipif(platform.machine() != "x86_64", reason="emulates arm64 on x86_64")
+def test_an_arm64_image_runs_emulated_in_cpu_mode_only() -> None:
+    # No emulation is started here: the engine is answered from memory, with an arm64 image.
+    engine = _Engine(payload_report(), architecture="arm64")
+    run_smoke(cast("Engine", engine), IMAGE, gpus=None)
+    (_, _, options), *_ = engine.calls
+    assert options["environment"] == {"QEMU_CPU": "max,sve-default-vector-length=16"}
+    refused = _Engine(payload_report(), architecture="arm64")
+    with pytest.raises(SmokeUsage) as caught:
+        run_smoke(cast("Engine", refused), IMAGE, gpus="all")
+    assert str(caught.value) == (
+        "lab/train:v1 is a linux/arm64 image, which this x86_64 machine runs under qemu "
+        "emulation, and emulation reaches no GPU: run `reprobuild smoke --cpu` here, or the GPU "
+        "smoke test on a linux/arm64 machine (a GH200, GB200 or GB300 node)."
+    )
+    assert refused.calls == [] and caught.value.exit_code == USAGE
 
 
 def cli(*args: str) -> tuple[int, str]:

@@ -13,12 +13,8 @@ from builder import knowledge
 from builder.compat import ComputeCapability, DriverVersion
 from builder.errors import PlatformNotLockable, ResolutionError, SpecError
 from builder.knowledge import AMD64, ARM64
-from builder.lock.lockfile import inspect_at
 from builder.lock.stage import (
-    LockOptions,
-    refuse_arm_host,
-    refuse_unlockable_platforms,
-    write_new_lock,
+    refuse_foreign_host,
 )
 from builder.resolve import resolve, target
 from builder.spec.check import load_spec
@@ -210,30 +206,6 @@ def test_the_record_names_a_platform_other_than_amd64_only(tmp_path: Path) -> No
     assert [r.to_dict()["platform"] for r in (amd64, arm64)] == [AMD64, ARM64]
 
 
-def test_locking_refuses_a_platform_other_than_amd64(tmp_path: Path) -> None:
-    spec = loaded(tmp_path, spec_text("2.11.*"))
-    message = (
-        "reprobuild.toml asks for an image for linux/arm64 (a target GPU implies platforms = "
-        '["linux/arm64"]), and locking and building for linux/arm64 is not available yet: '
-        "reprobuild locks, builds and publishes linux/amd64 images only. `reprobuild resolve` "
-        "shows the torch build chosen for linux/arm64; to lock a linux/amd64 image, set "
-        'platforms = ["linux/amd64"] and name target GPUs that an x86_64 machine holds.'
-    )
-    state = inspect_at(spec.path, spec.table)
-    with pytest.raises(PlatformNotLockable) as caught:
-        # Refused before anything is resolved or fetched: no index or engine is reached.
-        write_new_lock(spec, state, KB, LockOptions(), lambda _: None)
-    assert str(caught.value) == message and caught.value.exit_code == 2
-    assert not (tmp_path / "reprobuild.lock").exists()
-    extra = 'platforms = ["linux/amd64", "linux/arm64"]\n'
-    both = loaded(tmp_path, spec_text("2.11.*", gpus='"H100"', extra=extra))
-    with pytest.raises(PlatformNotLockable, match=r"^reprobuild.toml asks for an image for "
-                       r"linux/amd64, linux/arm64 \(platforms = \[\"linux/amd64\", "
-                       r"\"linux/arm64\"\]\), and locking"):  # fmt: skip
-        refuse_unlockable_platforms(both)
-    refuse_unlockable_platforms(loaded(tmp_path, spec_text("2.5.1", gpus='"H100"')))
-
-
 def test_amd64_candidates_hold_no_arm64_row(tmp_path: Path) -> None:
     spec = loaded(tmp_path, spec_text("2.11.*", gpus='"H100"')).spec
     assert [b.key for b in resolve.candidates(spec, KB)] == [
@@ -274,26 +246,28 @@ def test_a_gpu_named_as_nvml_reports_it_is_mapped_to_its_model() -> None:
     assert KB.gpu_reported("NVIDIA GH200 480GB", ComputeCapability(8, 0)) is None
 
 
-def test_locking_for_this_host_refuses_a_grace_or_arm_host(tmp_path: Path) -> None:
+def test_locking_for_this_host_refuses_a_spec_without_its_platform(tmp_path: Path) -> None:
     host_spec = 'name = "lab/gh"\npython = "3.11"\ntorch = "2.11.*"\n[target]\nhost = true\n'
     spec = loaded(tmp_path, host_spec)
     assert spec.spec.platforms == (AMD64,)  # the table names no GPU: nothing is implied
     with pytest.raises(PlatformNotLockable) as caught:
-        refuse_arm_host(spec, GH200_HOST, KB, "x86_64")
+        refuse_foreign_host(spec, GH200_HOST, KB, "x86_64")
     assert str(caught.value) == (
         "reprobuild.toml sets target.host = true and this machine runs linux/arm64 images "
-        "(NVIDIA GH200 480GB is a Grace Hopper superchip), and locking and building for "
-        "linux/arm64 is not available yet: an image locked here would be linux/amd64, which this "
-        "machine cannot run. `reprobuild resolve` shows the torch build chosen for linux/arm64; "
-        "to lock a linux/amd64 image, replace target.host with target.driver and target.gpus "
-        "that an x86_64 machine holds."
+        "(NVIDIA GH200 480GB is a Grace Hopper superchip), but the spec builds for linux/amd64 "
+        'only: an image locked here would not run on it. Add "linux/arm64" to platforms '
+        '(platforms = ["linux/amd64", "linux/arm64"]), or replace target.host with '
+        "target.driver and target.gpus of the machines that will run the image."
     )
     assert caught.value.exit_code == 2
-    with pytest.raises(PlatformNotLockable, match=r"images \(its CPU is aarch64\), and locking"):
-        refuse_arm_host(spec, H100_HOST, KB, "aarch64")
-    refuse_arm_host(spec, H100_HOST, KB, "x86_64")
+    with pytest.raises(PlatformNotLockable, match=r"images \(its CPU is aarch64\), but the spec"):
+        refuse_foreign_host(spec, H100_HOST, KB, "aarch64")
+    refuse_foreign_host(spec, H100_HOST, KB, "x86_64")
     written = target.Target(None, (GpuRequest("H100", SM90),), "spec")
-    refuse_arm_host(spec, written, KB, "arm64")  # a written target is the spec's to judge
+    refuse_foreign_host(spec, written, KB, "arm64")  # a written target is the spec's to judge
+    arm = loaded(tmp_path, host_spec.replace("[target]", 'platforms = ["linux/arm64"]\n[target]'))
+    refuse_foreign_host(arm, GH200_HOST, KB, "aarch64")  # the spec builds this host's platform
+    refuse_foreign_host(arm, H100_HOST, KB, "riscv64")  # no image platform: nothing to judge
 
 
 def test_a_grace_host_gpu_is_left_out_of_the_amd64_target(tmp_path: Path) -> None:
