@@ -42,6 +42,14 @@ def _job_options(command: click.decorators.FC) -> click.decorators.FC:
             "job, one process per node).",
         ),
         click.option(
+            "--platform",
+            # The knowledge's PLATFORMS, spelt out so that --help need not import it.
+            type=click.Choice(["linux/amd64", "linux/arm64"]),
+            help="Which of the build's images the job runs, and so the CPU of its nodes: "
+            "linux/amd64 (x86_64) or linux/arm64 (aarch64: GH200, GB200). Default: the build's "
+            "platform; needed when the build has several.",
+        ),
+        click.option(
             "-o",
             "--output",
             type=click.Path(dir_okay=False, path_type=Path),
@@ -98,6 +106,13 @@ def export_group() -> None:
 )
 @click.option("--partition", callback=_export_value, help="Partition to submit to (#SBATCH).")
 @click.option(
+    "--constraint",
+    metavar="FEATURES",
+    callback=_export_value,
+    help="Node features the job needs, in the cluster's own names, e.g. aarch64 or 'gh200&ib' "
+    "(#SBATCH).",
+)
+@click.option(
     "--cpus-per-task",
     type=click.IntRange(min=1),
     help="CPUs for each node's task (#SBATCH, and given to srun). Default: 8 per GPU; Slurm's "
@@ -117,12 +132,14 @@ def export_slurm(
     options: Options,
     nodes: int,
     gpus_per_node: int,
+    platform: str | None,
     output: Path | None,
     runtime: str,
     data: tuple[str, ...],
     env: tuple[str, ...],
     time: str | None,
     partition: str | None,
+    constraint: str | None,
     cpus_per_task: int | None,
     mem: str | None,
     sif: str | None,
@@ -135,8 +152,10 @@ def export_slurm(
     at /data/NAME. Several nodes meet at the first one (c10d rendezvous). scancel stops every
     container. The job's record (nodes, world size, image, each node's exit) is written beside
     its outputs, at outputs/JOBID.json, with their digests at outputs/JOBID.sha256.
-    --gpus-per-node 0 makes a CPU job (one process per node). COMMAND is what torchrun runs: a
-    script and its arguments, or -m MODULE and its arguments.
+    --gpus-per-node 0 makes a CPU job (one process per node). A first step checks that every
+    node has the image's CPU (x86_64 or aarch64) and stops the job before any container starts
+    when one has not. COMMAND is what torchrun runs: a script and its arguments, or -m MODULE and
+    its arguments.
 
     \b
         reprobuild export slurm --nodes 2 --gpus-per-node 4 -o job.sh -- train.py --epochs 3
@@ -144,11 +163,12 @@ def export_slurm(
     """
     from builder.publish import export, slurm
 
-    job = export.Job(command, nodes, gpus_per_node)
+    job = export.Job(command, nodes, gpus_per_node, platform=platform)
     choices = slurm.SlurmOptions(
         runtime=runtime,
         time=time,
         partition=partition,
+        constraint=constraint,
         cpus_per_task=cpus_per_task,
         mem=mem,
         sif=sif,
@@ -179,6 +199,7 @@ def export_kubernetes(
     options: Options,
     nodes: int,
     gpus_per_node: int,
+    platform: str | None,
     output: Path | None,
     namespace: str | None,
     manifest: str,
@@ -189,7 +210,8 @@ def export_kubernetes(
     One node: a Job with `torchrun --standalone`. Several: an Indexed Job, one pod per node,
     and a headless Service through which the pods meet at pod 0 for torchrun's rendezvous.
     Pods run as the image's non-root user with the lock's determinism environment, an emptyDir
-    at /outputs and a memory-backed /dev/shm. COMMAND is what torchrun runs: a script and its
+    at /outputs and a memory-backed /dev/shm, on nodes of the image's CPU (a nodeSelector on
+    kubernetes.io/arch and kubernetes.io/os). COMMAND is what torchrun runs: a script and its
     arguments, or -m MODULE and its arguments. With --format trainjob: one TrainJob for
     Kubeflow Trainer v2's torch-distributed runtime, which gives torchrun its rendezvous.
 
@@ -202,6 +224,6 @@ def export_kubernetes(
     """
     from builder.publish import export, kubernetes
 
-    job = export.Job(command, nodes, gpus_per_node)
+    job = export.Job(command, nodes, gpus_per_node, platform=platform)
     text = kubernetes.kubernetes(options.project, job, namespace, manifest)
     _emit(text, output, "apply it with kubectl apply -f")

@@ -2,13 +2,15 @@
 it runs, pinned to its digest.
 
 Every export reads the current lock and the last build's record and refuses a build that was not
-pushed (a cluster cannot pull from this machine's engine) or that was made from another lock.
+pushed (a cluster cannot pull from this machine's engine) or that was made from another lock. A
+job runs one platform's image (a build may have one per platform), by that image's own manifest
+digest, so the nodes it lands on must have that image's CPU.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +18,9 @@ import jinja2
 
 from builder import files, layout
 from builder.build import buildrecord
-from builder.build.buildrecord import BuildRecord
+from builder.build.buildrecord import BuildRecord, PlatformImage
 from builder.errors import ExportError, ExportUsage
+from builder.knowledge import MACHINES, PLATFORMS
 from builder.lock import lockfile
 from builder.render import plan, templates
 from builder.run.args import DEFAULT_ENV
@@ -29,6 +32,10 @@ RUN_DEFAULTS = (*DEFAULT_ENV, (layout.OUTPUTS_VARIABLE, layout.OUTPUTS))
 NAME_LIMIT = 57
 LAUNCHER = re.compile(r"^(?:python[0-9.]*|torchrun)$")
 _NOT_LABEL = re.compile(r"[^a-z0-9]+")
+# One term of Slurm's --constraint: a feature name (with the brackets and parentheses of its
+# grouping, ! of NOT) and a node count. No space, quote or '#': sbatch would split or cut the
+# #SBATCH line there.
+_FEATURE = r"[A-Za-z0-9_.()\[\]!-]+(?:\*\d+)?"
 _FORMATS = {
     "time": (
         re.compile(r"^(?:(?:\d+-)?\d+(?::\d+){0,2}|UNLIMITED|INFINITE)$"),
@@ -46,6 +53,11 @@ _FORMATS = {
         re.compile(r"^[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?$"),
         "a namespace is a DNS-1123 label: at most 63 lower-case letters, digits and '-'.",
     ),
+    "constraint": (
+        re.compile(rf"^{_FEATURE}(?:[&|]{_FEATURE})*$"),
+        "give node features as Slurm's --constraint takes them: names (letters, digits, '_', "
+        "'.', '-') joined by & (all) or | (any), e.g. aarch64 or 'gh200&ib'.",
+    ),
 }
 
 
@@ -54,6 +66,7 @@ class Job:
     command: tuple[str, ...]  # what torchrun runs: a script and its args, or -m module args
     nodes: int = 1
     gpus_per_node: int = 1  # 0: a CPU job (Slurm only), one process per node
+    platform: str | None = None  # the image's; None: the build's, when it has one platform
 
     @property
     def processes_per_node(self) -> int:
@@ -65,16 +78,27 @@ class Job:
 class Pushed:
     """The current lock's last build, as a cluster pulls it."""
 
-    reference: str  # registry/name@sha256:...
+    reference: str  # registry/name@sha256:... of the platform's own manifest
     image: str  # the local name:tag it was built as
     name: str  # a DNS-1123 label from the image name: job, service and log names
     lock_digest: str
     env: tuple[tuple[str, str], ...]  # the determinism environment in plan order, RUN_DEFAULTS
+    platform: str  # linux/amd64 or linux/arm64
+
+    @property
+    def architecture(self) -> str:
+        """The platform's CPU as Kubernetes and OCI name it: amd64, arm64."""
+        return self.platform.rsplit("/", maxsplit=1)[-1]
+
+    @property
+    def machine(self) -> str:
+        """The platform's CPU as `uname -m` names it: x86_64, aarch64."""
+        return MACHINES[self.platform]
 
 
 def value_problem(option: str, value: str | None) -> str | None:
-    """What is wrong with a --time, --partition, --mem or --namespace value; None when it is
-    fine."""
+    """What is wrong with a --time, --partition, --mem, --constraint or --namespace value; None
+    when it is fine."""
     if value is None:
         return None
     pattern, text = _FORMATS[option]
@@ -87,29 +111,70 @@ def dns_label(text: str) -> str:
     return label or "reprobuild"
 
 
-def pushed_target(project: Path) -> Pushed:
-    """The current lock's pushed build; refused when unpushed or of another lock."""
+def pushed_target(project: Path, platform: str | None = None) -> Pushed:
+    """The current lock's pushed build, its image of `platform` (default: the build's only
+    one); refused when ambiguous, of a platform not built, unpushed or of another lock."""
     current = lockfile.read_current(project)
     record = buildrecord.read(current.project)
-    reference = _pushed_reference(record, current.project, current.digest)
+    image = _chosen_image(record, platform)
+    reference = _pushed_reference(record, image, current.project, current.digest)
     build_plan = plan.plan(current.lock, current.digest)
     return Pushed(
         reference=reference,
-        image=record.image,
+        image=image.image,
         name=dns_label(build_plan.name),
         lock_digest=current.digest,
         env=plan.determinism_env(build_plan.env) + RUN_DEFAULTS,
+        platform=image.platform,
     )
 
 
-def _pushed_reference(record: BuildRecord, project: Path, lock_digest: str) -> str:
-    if record.pushed is None:
+def _chosen_image(record: BuildRecord, platform: str | None) -> PlatformImage:
+    """The record's image of `platform`; with None, its only one."""
+    own = PlatformImage(
+        record.platform, record.image, record.image_id, record.manifest_digest, record.pushed
+    )
+    images = {image.platform: image for image in (own, *record.other_platforms)}
+    if platform is None and len(images) > 1:
+        raise ExportError(_ambiguous(record.platforms))
+    found = images.get(platform or record.platform)
+    if found is None:
+        raise ExportError(_not_built(str(platform), record.platforms))
+    return found
+
+
+def _ambiguous(platforms: tuple[str, ...]) -> str:
+    choices = " or ".join(
+        f"--platform {platform} ({MACHINES.get(platform, platform)} nodes)"
+        for platform in platforms
+    )
+    return (
+        f"the last build has images for {' and '.join(platforms)}, and a job runs one of them: "
+        f"give {choices}."
+    )
+
+
+def _not_built(platform: str, platforms: tuple[str, ...]) -> str:
+    choices = " or ".join(f"--platform {built}" for built in platforms)
+    return (
+        f"the last build has no {platform} image, only {', '.join(platforms)}: add "
+        f'"{platform}" to `platforms` in the spec and run `reprobuild build --push '
+        "REGISTRY/NAME:TAG` (it locks again first), then export again; or run a platform it "
+        f"has: {choices}."
+    )
+
+
+def _pushed_reference(
+    record: BuildRecord, image: PlatformImage, project: Path, lock_digest: str
+) -> str:
+    if image.pushed is None:
         raise ExportError(
-            f"the last build, {record.image}, was not pushed, and a cluster cannot pull an image "
+            f"the last build, {image.image}, was not pushed, and a cluster cannot pull an image "
             "from this machine's engine: run `reprobuild build --push REGISTRY/NAME:TAG` with a "
             "registry the cluster's nodes can pull from, then export again."
         )
-    if edited := buildrecord.unpinned_push(record, project):
+    # The record's own check, on the chosen platform's image.
+    if edited := buildrecord.unpinned_push(replace(record, pushed=image.pushed), project):
         raise ExportError(edited)
     if record.lock != lock_digest:
         raise ExportError(
@@ -118,7 +183,7 @@ def _pushed_reference(record: BuildRecord, project: Path, lock_digest: str) -> s
             "`reprobuild build --push REGISTRY/NAME:TAG` to build and push this lock, then "
             "export again."
         )
-    return record.pushed
+    return image.pushed
 
 
 def check_job(job: Job) -> None:
@@ -129,6 +194,8 @@ def check_job(job: Job) -> None:
         )
     if not job.command:
         raise ExportUsage("give the training command after --, e.g. -- train.py --epochs 3.")
+    if job.platform is not None and job.platform not in PLATFORMS:
+        raise ExportUsage(f"--platform {job.platform!r}: give one of {', '.join(PLATFORMS)}.")
     if job.command == ("-m",):
         raise ExportUsage("-m needs the module torchrun runs: -- -m package.train --epochs 3.")
     if LAUNCHER.match(Path(job.command[0]).name):

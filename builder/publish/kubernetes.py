@@ -1,5 +1,10 @@
 """`reprobuild export kubernetes`: the pushed build as a Kubernetes Job, or as a Kubeflow Trainer
-v2 TrainJob, built as data and dumped as YAML, the command as an argument list."""
+v2 TrainJob, built as data and dumped as YAML, the command as an argument list.
+
+Every pod selects nodes of the image's CPU by the labels each kubelet sets on its node: on a
+cluster of x86_64 and Grace (aarch64) nodes, an image of the other CPU fails with `exec format
+error`, or runs emulated where qemu is registered.
+"""
 
 from __future__ import annotations
 
@@ -22,6 +27,9 @@ from builder.publish.export import (
 GPU_RESOURCE = "nvidia.com/gpu"
 COMPLETION_INDEX = "metadata.annotations['batch.kubernetes.io/job-completion-index']"
 JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
+# The well-known node labels (kubernetes.io/docs/reference/labels-annotations-taints/).
+ARCH_LABEL = "kubernetes.io/arch"
+OS_LABEL = "kubernetes.io/os"
 MANIFESTS = ("job", "trainjob")
 # Kubeflow Trainer v2 (github.com/kubeflow/trainer): the TrainJob CRD and the torch runtime its
 # manifests and Helm chart install, whose replicated job and trainer container are both `node`.
@@ -48,7 +56,7 @@ def kubernetes(project: Path, job: Job, namespace: str | None = None, manifest: 
             "is for Slurm only."
         )
     check_values({"namespace": namespace})
-    pushed = pushed_target(project)
+    pushed = pushed_target(project, job.platform)
     if manifest == "trainjob":
         return _trainjob_manifest(pushed, job, namespace)
     return _job_manifest(pushed, job, namespace)
@@ -142,11 +150,16 @@ def _job(pushed: Pushed, job: Job, namespace: str | None) -> dict[str, Any]:
     if job.nodes > 1:
         spec["completionMode"] = "Indexed"
         pod["subdomain"] = pushed.name
+    pod["nodeSelector"] = _node_selector(pushed)
     pod["containers"] = [_container(pushed, job)]
     pod["volumes"] = _volumes()
     spec["template"] = {"metadata": {"labels": _labels(pushed.name)}, "spec": pod}
     metadata = _annotated(pushed, pushed.name, namespace)
     return {"apiVersion": "batch/v1", "kind": "Job", "metadata": metadata, "spec": spec}
+
+
+def _node_selector(pushed: Pushed) -> dict[str, str]:
+    return {ARCH_LABEL: pushed.architecture, OS_LABEL: "linux"}
 
 
 def _container(pushed: Pushed, job: Job) -> dict[str, Any]:
@@ -235,7 +248,7 @@ def _trainjob(pushed: Pushed, job: Job, namespace: str | None) -> dict[str, Any]
             "name": TORCH_RUNTIME,
         },
         "trainer": _trainer(pushed, job),
-        "runtimePatches": [_runtime_patch(name)],
+        "runtimePatches": [_runtime_patch(name, pushed)],
     }
     metadata = _annotated(pushed, name, namespace)
     return {"apiVersion": TRAINJOB_API, "kind": "TrainJob", "metadata": metadata, "spec": spec}
@@ -255,9 +268,10 @@ def _trainer(pushed: Pushed, job: Job) -> dict[str, Any]:
     }
 
 
-def _runtime_patch(name: str) -> dict[str, Any]:
+def _runtime_patch(name: str, pushed: Pushed) -> dict[str, Any]:
     """The pod settings the Trainer API has no field for, patched into the runtime's `node`
-    job: the Job export's security context, its volumes and their mounts, its pod labels."""
+    job: the Job export's node selector, security context, volumes and their mounts, pod
+    labels."""
     container = {
         "name": RUNTIME_NODE,
         "securityContext": _security_context(),
@@ -265,7 +279,11 @@ def _runtime_patch(name: str) -> dict[str, Any]:
     }
     pod = {
         "metadata": {"labels": _labels(name)},
-        "spec": {"containers": [container], "volumes": _volumes()},
+        "spec": {
+            "nodeSelector": _node_selector(pushed),
+            "containers": [container],
+            "volumes": _volumes(),
+        },
     }
     node = {"name": RUNTIME_NODE, "template": {"spec": {"template": pod}}}
     return {

@@ -3,8 +3,10 @@ user-supplied word shell-quoted.
 
 One task per node runs torchrun in the pushed image through the cluster's container runtime:
 Apptainer (a SIF pulled once), pyxis (`srun --container-image`, by digest), podman or docker
-(a container per node, stopped when the job is cancelled). The script writes a record of the job
-beside its outputs: nodes, world size, image, each node's exit, the outputs' digests.
+(a container per node, stopped when the job is cancelled). A first step checks that every node
+has the image's CPU (x86_64 for linux/amd64, aarch64 for linux/arm64) before any container
+starts. The script writes a record of the job beside its outputs: nodes, world size, image, each
+node's exit, the outputs' digests.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 from builder import __version__, layout
 from builder.build import sif
 from builder.errors import ExportUsage
+from builder.knowledge import AMD64
 from builder.publish.export import (
     RENDEZVOUS_PORT,
     Job,
@@ -45,6 +48,7 @@ class SlurmOptions:
     runtime: str = "apptainer"
     time: str | None = None
     partition: str | None = None
+    constraint: str | None = None  # node features, in Slurm's --constraint syntax
     cpus_per_task: int | None = None  # default: CPUS_PER_GPU per GPU; Slurm's for a CPU job
     mem: str | None = None
     sif: str | None = None  # default: $REPROBUILD_SIF, else the build's SIF name
@@ -130,10 +134,17 @@ def slurm(project: Path, job: Job, options: SlurmOptions) -> str:
     check_job(job)
     if options.runtime not in RUNTIMES:
         raise ExportUsage(f"--runtime {options.runtime!r}: give one of {', '.join(RUNTIMES)}.")
-    check_values({"time": options.time, "partition": options.partition, "mem": options.mem})
+    check_values(
+        {
+            "time": options.time,
+            "partition": options.partition,
+            "constraint": options.constraint,
+            "mem": options.mem,
+        }
+    )
     data = inputs.data_mounts(options.data, cluster_data)
     user_env, passed = job_environment(options.env)
-    pushed = pushed_target(project)
+    pushed = pushed_target(project, job.platform)
     env = dict(pushed.env)
     env.update(user_env)
     values = {
@@ -143,6 +154,9 @@ def slurm(project: Path, job: Job, options: SlurmOptions) -> str:
         "image": pushed.reference,
         "pulled": pulled_reference(options.runtime, pushed.reference),
         "lock_digest": pushed.lock_digest,
+        "platform": pushed.platform,
+        "machine": pushed.machine,
+        "named_platform": pushed.platform != AMD64,  # amd64's scripts read as before platforms
         "job": job,
         "options": options,
         "cpus_per_task": default_cpus(job, options),

@@ -1,5 +1,6 @@
 """What the export tests share: a copy of images/example with its real lock and the record
-`reprobuild build --push` would write, and the checks of a script and of the environment."""
+`reprobuild build --push` would write (of linux/amd64, of linux/arm64, or of both), and the checks
+of a script and of the environment."""
 
 from __future__ import annotations
 
@@ -9,13 +10,18 @@ import sys
 from pathlib import Path
 
 from builder.build import buildrecord
-from builder.build.buildrecord import BuildRecord
+from builder.build.buildrecord import BuildRecord, PlatformImage
 from builder.lock import lockfile
 from builder.render import plan
 from tests.records import make_record
 
 EXAMPLE = Path(__file__).parents[3] / "images" / "example"
 PUSHED = "127.0.0.1:5000/lab/train@sha256:" + "ab" * 32
+# The arm64 image's own manifest, and the index of both that a two-platform push writes: a job
+# runs a platform's manifest, never the index (a node would pick by its own CPU).
+ARM64_MANIFEST = "sha256:" + "a6" * 32
+PUSHED_ARM64 = f"127.0.0.1:5000/lab/train@{ARM64_MANIFEST}"
+PUSHED_INDEX = "127.0.0.1:5000/lab/train@sha256:" + "1d" * 32
 KUBERNETES = "1.30.0"
 NAME = "reprobuild-example-train"
 # An argument with a space, one with a `$` and one with a backquote: each must arrive verbatim.
@@ -25,6 +31,37 @@ QUOTED = "    train.py --data '/my data' '$HOME' '`id`' --lr=0.1"
 
 def write_record(project: Path, lock_digest: str, pushed: str | None = PUSHED) -> BuildRecord:
     record = make_record(lock_digest, pushed=pushed)
+    buildrecord.write(project, record)
+    return record
+
+
+def arm64_image(lock: str) -> str:
+    """The local name a build gives the linux/arm64 image: the tag ends in -arm64."""
+    return f"reprobuild/example-train:{lock.removeprefix('sha256:')[:12]}-arm64"
+
+
+def write_arm64_record(project: Path) -> BuildRecord:
+    """A build of linux/arm64 alone (a GH200 cluster's), pushed."""
+    lock = lock_digest(project)
+    record = make_record(
+        lock,
+        pushed=PUSHED_ARM64,
+        image=arm64_image(lock),
+        manifest_digest=ARM64_MANIFEST,
+        platform="linux/arm64",
+    )
+    buildrecord.write(project, record)
+    return record
+
+
+def write_two_platform_record(project: Path) -> BuildRecord:
+    """A build of linux/amd64 (the record's own image) and linux/arm64, both pushed, and their
+    index."""
+    lock = lock_digest(project)
+    arm64 = PlatformImage(
+        "linux/arm64", arm64_image(lock), "sha256:" + "c4" * 32, ARM64_MANIFEST, PUSHED_ARM64
+    )
+    record = make_record(lock, pushed=PUSHED, other_platforms=(arm64,), pushed_index=PUSHED_INDEX)
     buildrecord.write(project, record)
     return record
 

@@ -1,5 +1,5 @@
-"""What every export refuses and shares: an unpushed or stale build, bad jobs and values, names,
-the determinism environment, atomic writes."""
+"""What every export refuses and shares: an unpushed or stale build, the platform's image, bad
+jobs and values, names, the determinism environment, atomic writes."""
 
 from __future__ import annotations
 
@@ -9,12 +9,27 @@ from pathlib import Path
 import pytest
 
 from builder.build import buildrecord
-from builder.errors import USAGE, ExportError, ExportUsage, RecordError
+from builder.errors import FAILURE, USAGE, ExportError, ExportUsage, RecordError
 from builder.publish import export, kubernetes, slurm
 from builder.publish.export import Job
 from builder.publish.slurm import SlurmOptions
 from builder.render import plan
-from tests.unit.publish.exporting import lock_digest, write_record
+from tests.cli import reprobuild
+from tests.unit.publish.exporting import (
+    PUSHED,
+    PUSHED_ARM64,
+    PUSHED_INDEX,
+    arm64_image,
+    lock_digest,
+    write_arm64_record,
+    write_record,
+    write_two_platform_record,
+)
+
+AMBIGUOUS = (
+    "the last build has images for linux/amd64 and linux/arm64, and a job runs one of them: give "
+    "--platform linux/amd64 (x86_64 nodes) or --platform linux/arm64 (aarch64 nodes)."
+)
 
 
 def test_an_unpushed_build_is_refused(project: Path) -> None:
@@ -58,6 +73,93 @@ def test_an_edited_pushed_reference_is_refused(project: Path) -> None:
         kubernetes.kubernetes(project, Job(("train.py",)))
 
 
+def test_a_build_of_several_platforms_needs_the_platform(project: Path) -> None:
+    write_two_platform_record(project)
+    with pytest.raises(ExportError) as slurm_error:
+        slurm.slurm(project, Job(("train.py",)), SlurmOptions())
+    assert str(slurm_error.value) == AMBIGUOUS
+    assert slurm_error.value.exit_code == FAILURE  # as every ExportError
+    for manifest in kubernetes.MANIFESTS:
+        with pytest.raises(ExportError) as kubernetes_error:
+            kubernetes.kubernetes(project, Job(("train.py",)), manifest=manifest)
+        assert str(kubernetes_error.value) == AMBIGUOUS
+
+
+def test_each_platform_runs_its_own_manifest_never_the_index(project: Path) -> None:
+    write_two_platform_record(project)
+    amd64 = export.pushed_target(project, "linux/amd64")
+    arm64 = export.pushed_target(project, "linux/arm64")
+    tag = lock_digest(project)[7:19]
+    assert (amd64.platform, amd64.reference, amd64.image) == (
+        "linux/amd64",
+        PUSHED,
+        f"reprobuild/example-train:{tag}",
+    )
+    assert (amd64.architecture, amd64.machine) == ("amd64", "x86_64")
+    assert (arm64.platform, arm64.reference, arm64.image) == (
+        "linux/arm64",
+        PUSHED_ARM64,
+        arm64_image(lock_digest(project)),
+    )
+    assert (arm64.architecture, arm64.machine) == ("arm64", "aarch64")
+    assert (arm64.name, arm64.lock_digest, arm64.env) == (amd64.name, amd64.lock_digest, amd64.env)
+    for platform in ("linux/amd64", "linux/arm64"):
+        text = slurm.slurm(project, Job(("train.py",), platform=platform), SlurmOptions())
+        assert PUSHED_INDEX.split("@")[1] not in text
+
+
+def test_a_build_of_one_platform_runs_it_by_default(project: Path) -> None:
+    write_arm64_record(project)
+    pushed = export.pushed_target(project)
+    assert (pushed.platform, pushed.reference) == ("linux/arm64", PUSHED_ARM64)
+    assert export.pushed_target(project, "linux/arm64") == pushed
+
+
+def test_a_platform_the_build_has_no_image_of_is_refused(project: Path) -> None:
+    job = Job(("train.py",), platform="linux/arm64")
+    expected = (
+        'the last build has no linux/arm64 image, only linux/amd64: add "linux/arm64" to '
+        "`platforms` in the spec and run `reprobuild build --push REGISTRY/NAME:TAG` (it locks "
+        "again first), then export again; or run a platform it has: --platform linux/amd64."
+    )
+    with pytest.raises(ExportError) as slurm_error:
+        slurm.slurm(project, job, SlurmOptions())
+    assert str(slurm_error.value) == expected
+    assert slurm_error.value.exit_code == FAILURE
+    with pytest.raises(ExportError) as kubernetes_error:
+        kubernetes.kubernetes(project, job)
+    assert str(kubernetes_error.value) == expected
+    write_arm64_record(project)
+    with pytest.raises(ExportError) as arm64_error:
+        kubernetes.kubernetes(project, Job(("train.py",), platform="linux/amd64"))
+    assert str(arm64_error.value) == (
+        'the last build has no linux/amd64 image, only linux/arm64: add "linux/amd64" to '
+        "`platforms` in the spec and run `reprobuild build --push REGISTRY/NAME:TAG` (it locks "
+        "again first), then export again; or run a platform it has: --platform linux/arm64."
+    )
+
+
+def test_an_edited_reference_of_another_platform_is_refused(project: Path) -> None:
+    record = write_two_platform_record(project)
+    (arm64,) = record.other_platforms
+    edited = dataclasses.replace(arm64, pushed="lab/train:arm64")
+    buildrecord.write(project, dataclasses.replace(record, other_platforms=(edited,)))
+    assert export.pushed_target(project, "linux/amd64").reference == PUSHED
+    with pytest.raises(ExportError, match=r"names the pushed image 'lab/train:arm64', not name@"):
+        kubernetes.kubernetes(project, Job(("train.py",), platform="linux/arm64"))
+
+
+def test_the_cli_refuses_an_ambiguous_build(project: Path) -> None:
+    write_two_platform_record(project)
+    result = reprobuild("-C", str(project), "export", "kubernetes", "--", "train.py")
+    assert (result.returncode, result.stdout) == (FAILURE, "")
+    assert result.stderr == f"error: {AMBIGUOUS}\n"
+    unknown = reprobuild("-C", str(project), "export", "slurm", "--platform", "linux/riscv64",
+                         "--", "train.py")  # fmt: skip
+    assert unknown.returncode == USAGE
+    assert "Invalid value for '--platform': 'linux/riscv64' is not one of" in unknown.stderr
+
+
 @pytest.mark.parametrize(
     ("job", "message"),
     [
@@ -68,6 +170,10 @@ def test_an_edited_pushed_reference_is_refused(project: Path) -> None:
         (Job(("t.py",), nodes=0), "a job needs at least one node"),
         (Job(("t.py",), gpus_per_node=-1), "a job needs at least one node, and a number of GPUs"),
         (Job(("-m",)), "-m needs the module torchrun runs: -- -m package.train --epochs 3."),
+        (
+            Job(("t.py",), platform="linux/riscv64"),
+            r"^--platform 'linux/riscv64': give one of linux/amd64, linux/arm64\.$",
+        ),
     ],
 )
 def test_bad_jobs_are_refused_as_usage_errors(project: Path, job: Job, message: str) -> None:
@@ -91,6 +197,21 @@ def test_bad_option_values_are_refused(project: Path) -> None:
 @pytest.mark.parametrize("value", ["90", "30:00", "04:00:00", "2-00", "2-04:00:00", "UNLIMITED"])
 def test_slurm_time_formats(value: str) -> None:
     assert export.value_problem("time", value) is None
+
+
+@pytest.mark.parametrize(
+    "value", ["aarch64", "gh200&ib", "gh200|gb200", "[rack1|rack2]", "gpu*2&ib", "(a|b)&c", "!x86"]
+)
+def test_slurm_constraint_expressions(value: str) -> None:
+    assert export.value_problem("constraint", value) is None
+
+
+@pytest.mark.parametrize("value", ["gh200 ib", "gh200&", "&ib", "a&&b", "a;b", "'a'", "a#b", ""])
+def test_slurm_constraints_sbatch_would_misread_are_refused(value: str) -> None:
+    assert export.value_problem("constraint", value) == (
+        f"{value!r}: give node features as Slurm's --constraint takes them: names (letters, "
+        "digits, '_', '.', '-') joined by & (all) or | (any), e.g. aarch64 or 'gh200&ib'."
+    )
 
 
 def test_names_are_dns_labels() -> None:

@@ -1,5 +1,5 @@
 """`reprobuild export kubernetes`: manifests that the API's schemas accept, pinned to the
-pushed digest."""
+pushed digest of the platform's image, on nodes of its CPU."""
 
 from __future__ import annotations
 
@@ -18,9 +18,17 @@ from tests.unit.publish.exporting import (
     KUBERNETES,
     NAME,
     PUSHED,
+    PUSHED_ARM64,
     expected_env,
     lock_digest,
+    write_arm64_record,
+    write_two_platform_record,
 )
+
+
+def selector(architecture: str) -> dict[str, str]:
+    """The pod's nodeSelector: the labels every kubelet sets on its node."""
+    return {"kubernetes.io/arch": architecture, "kubernetes.io/os": "linux"}
 
 
 def documents(text: str) -> list[dict[str, Any]]:
@@ -77,6 +85,7 @@ def test_kubernetes_single_node(project: Path) -> None:
     assert (spec["completions"], spec["parallelism"], spec["backoffLimit"]) == (1, 1, 0)
     assert "completionMode" not in spec and "subdomain" not in spec["template"]["spec"]
     assert spec["template"]["spec"]["restartPolicy"] == "Never"
+    assert spec["template"]["spec"]["nodeSelector"] == selector("amd64")
     found = container(job)
     check_container(project, found, 2)
     assert found["env"] == [{"name": k, "value": v} for k, v in expected_env(project)]
@@ -106,6 +115,7 @@ def test_kubernetes_multi_node(project: Path) -> None:
     assert (spec["completions"], spec["parallelism"], spec["backoffLimit"]) == (3, 3, 0)
     pod = spec["template"]["spec"]
     assert pod["subdomain"] == NAME and pod["restartPolicy"] == "Never"
+    assert pod["nodeSelector"] == selector("amd64")
     assert spec["template"]["metadata"]["labels"]["app.kubernetes.io/name"] == NAME
     found = container(job)
     check_container(project, found, 8)
@@ -141,3 +151,28 @@ def test_the_validator_catches_a_broken_manifest(project: Path) -> None:
     container(job)["runAsNonRoot"] = True  # belongs in securityContext
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(job, KUBERNETES, strict=True)
+
+
+def test_an_arm64_build_runs_on_arm64_nodes(project: Path) -> None:
+    write_arm64_record(project)
+    service, job = documents(kubernetes.kubernetes(project, Job(COMMAND, nodes=2)))
+    assert job["metadata"]["annotations"]["reprobuild.dev/image"] == PUSHED_ARM64
+    pod = job["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == selector("arm64")
+    assert container(job)["image"] == PUSHED_ARM64
+    assert "nodeSelector" not in service["spec"]  # a Service selects pods, never nodes
+
+
+@pytest.mark.parametrize(
+    ("platform", "architecture", "image"),
+    [("linux/amd64", "amd64", PUSHED), ("linux/arm64", "arm64", PUSHED_ARM64)],
+)
+def test_a_two_platform_build_runs_the_platform_asked_for(
+    project: Path, platform: str, architecture: str, image: str
+) -> None:
+    write_two_platform_record(project)
+    text = kubernetes.kubernetes(project, Job(COMMAND, platform=platform))
+    assert f"# image: {image}\n" in text
+    (job,) = documents(text)
+    assert job["spec"]["template"]["spec"]["nodeSelector"] == selector(architecture)
+    assert container(job)["image"] == image

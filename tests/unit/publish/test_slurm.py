@@ -23,15 +23,51 @@ from tests.unit.publish.exporting import (
     COMMAND,
     NAME,
     PUSHED,
+    PUSHED_ARM64,
     check_script,
     env_lines,
     expected_env,
     lock_digest,
     sbatch_lines,
+    write_arm64_record,
+    write_two_platform_record,
 )
 
 QUOTED = "train.py --data '/my data' '$HOME' '`id`' --lr=0.1"
 ENROOT = "127.0.0.1:5000#lab/train:sha256:" + "ab" * 32
+ARM64_HEADER = "# platform: linux/arm64, for aarch64 nodes only"
+
+
+def wrong_node(machine: str, platform: str, wanted: str) -> str:
+    """What the first step prints on a node of another CPU than the image's."""
+    return (
+        f"reprobuild: this node is {machine}; the image is for {platform}: submit to a partition "
+        f"of {wanted} nodes (--partition) or select them with --constraint."
+    )
+
+
+def machine_check(machine: str, platform: str) -> list[str]:
+    """The script's first step: each node's CPU against the image's, before any container."""
+    message = wrong_node("$machine", platform, machine)
+    return [
+        "check_machine() {",
+        "    local machine",
+        "    machine=$(uname -m)",
+        f"    if [[ $machine != {machine} ]]; then",
+        f'        echo "{message}" >&2',
+        "        return 1",
+        "    fi",
+        "}",
+        "export -f check_machine",
+        "srun --label bash -c check_machine",
+    ]
+
+
+def block_at(lines: list[str], block: list[str]) -> int:
+    """Where `block` starts in `lines`, as consecutive lines."""
+    starts = [i for i in range(len(lines)) if lines[i : i + len(block)] == block]
+    assert len(starts) == 1, block
+    return starts[0]
 
 
 def job_env(project: Path, *extra: tuple[str, str]) -> list[tuple[str, str]]:
@@ -65,12 +101,17 @@ def test_slurm_single_node(project: Path, tmp_path: Path) -> None:
     assert f"        {QUOTED}" in lines
     assert env_lines(text) == [f"--env {key}={value} \\" for key, value in job_env(project)]
     assert "scontrol show node" not in text and "rdzv" not in text
+    assert "# platform:" not in text  # amd64's header is as it was before platforms
+    check = block_at(lines, machine_check("x86_64", "linux/amd64"))
+    assert check < lines.index('    apptainer pull "$SIF.$SLURM_JOB_ID.partial" "$IMAGE"')
+    assert check < lines.index("srun --kill-on-bad-exit=1 --label --cpus-per-task=16 \\")
 
 
 def test_slurm_multi_node_with_every_option(project: Path, tmp_path: Path) -> None:
     options = SlurmOptions(
         time="2-04:00:00",
         partition="gpu,gpu-long",
+        constraint="ib&[rack1|rack2]",
         cpus_per_task=12,
         mem="200G",
         sif="/scratch/my image.sif",
@@ -89,6 +130,7 @@ def test_slurm_multi_node_with_every_option(project: Path, tmp_path: Path) -> No
         "#SBATCH --mem=200G",
         "#SBATCH --time=2-04:00:00",
         "#SBATCH --partition=gpu,gpu-long",
+        "#SBATCH --constraint=ib&[rack1|rack2]",
         f"#SBATCH --output={NAME}-%j.out",
     ]
     assert "SIF='/scratch/my image.sif'" in lines
@@ -142,7 +184,7 @@ esac
     "apptainer": """#!/bin/sh
 if [ "$1" = pull ]; then echo "$2 $3" >> "$LOG.pull"; echo sif > "$2"; exit 0; fi
 printf '%s\\0' "$@" > "$LOG.$SLURM_NODEID"
-env | grep '^APPTAINERENV_' > "$LOG.env.$SLURM_NODEID"
+env | grep '^APPTAINERENV_' > "$LOG.env.$SLURM_NODEID" || true  # none: -e NAME not given
 """,
     # docker and podman: `run` records its words and exits with $FAIL_NODE's status on that
     # node; `rm` is logged.
@@ -156,6 +198,10 @@ echo "$0 $*" >> "$LOG.engine"
 """,
 }
 STAND_INS["podman"] = STAND_INS["docker"]
+# The node's CPU: $MACHINE, x86_64 unless a test gives another.
+STAND_INS["uname"] = """#!/bin/sh
+[ "$1" = -m ] && echo "${MACHINE:-x86_64}"
+"""
 # pyxis: srun starts each task in the container itself, so the task's words are torchrun's.
 STAND_INS["torchrun"] = """#!/bin/sh
 printf '%s\\0' torchrun "$@" > "$LOG.$SLURM_NODEID"
@@ -189,6 +235,11 @@ def run_script(text: str, tmp_path: Path, **env: str) -> subprocess.CompletedPro
 
 def words(path: Path) -> list[str]:
     return path.read_text().split("\0")[:-1]
+
+
+def srun_steps(tmp_path: Path) -> list[list[str]]:
+    """The options of each srun step, in the order the script ran them."""
+    return [line.split("\0")[:-1] for line in (tmp_path / "log.srun").read_text().splitlines()]
 
 
 def env_words(flag: str, pairs: list[tuple[str, str]]) -> list[str]:
@@ -288,7 +339,9 @@ def test_docker_runs_one_container_per_node_and_records_the_job(
             *torchrun(node),
         ]
     assert "hf_secret" not in text
-    assert words(tmp_path / "log.srun")[:3] == [
+    check, training = srun_steps(tmp_path)
+    assert check == ["--label"]  # each node's CPU, before any container
+    assert training[:3] == [
         "--kill-on-bad-exit=1",
         "--label",
         "--cpus-per-task=16",
@@ -357,7 +410,9 @@ def test_pyxis_gives_srun_the_image_by_digest(project: Path, tmp_path: Path) -> 
     assert result.returncode == 0, result.stderr
     work = tmp_path / "submit"
     names = [key for key, _ in job_env(project)]
-    assert words(tmp_path / "log.srun") == [
+    check, training = srun_steps(tmp_path)
+    assert check == ["--label"]  # no container: pyxis would start it before the step's command
+    assert training == [
         "--kill-on-bad-exit=1",
         "--label",
         "--cpus-per-task=16",
@@ -379,6 +434,7 @@ def test_pyxis_gives_srun_the_image_by_digest(project: Path, tmp_path: Path) -> 
     [
         (SlurmOptions(runtime="singularity"), "--runtime 'singularity': give one of apptainer, "),
         (SlurmOptions(mem="lots"), "--mem 'lots': give a memory size per node"),
+        (SlurmOptions(constraint="gh200 ib"), "--constraint 'gh200 ib': give node features"),
         (SlurmOptions(data=("train",)), "--data 'train': give NAME=PATH with PATH absolute"),
         (SlurmOptions(data=("train=rel/path",)), "give NAME=PATH with PATH absolute on the"),
         (SlurmOptions(data=("a=/x", "a=/y")), "--data a is given twice"),
@@ -410,3 +466,110 @@ def test_the_command_line_passes_every_option_through(project: Path, tmp_path: P
                          "--", "train.py")  # fmt: skip
     assert refused.returncode == USAGE
     assert "Invalid value for '--runtime': 'singularity' is not one of" in refused.stderr
+
+
+def test_an_arm64_build_names_its_platform_and_checks_for_aarch64(
+    project: Path, tmp_path: Path
+) -> None:
+    write_arm64_record(project)
+    options = SlurmOptions(partition="grace", constraint="gh200")
+    text = slurm.slurm(project, Job(COMMAND, nodes=2, gpus_per_node=1), options)
+    check_script(text, tmp_path)
+    lines = text.splitlines()
+    digest = lock_digest(project)
+    assert lines[2:5] == [f"# image: {PUSHED_ARM64}", f"# lock:  {digest}", ARM64_HEADER]
+    assert sbatch_lines(text) == [
+        f"#SBATCH --job-name={NAME}",
+        "#SBATCH --nodes=2",
+        "#SBATCH --ntasks-per-node=1",
+        "#SBATCH --gpus-per-node=1",
+        "#SBATCH --cpus-per-task=8",
+        "#SBATCH --partition=grace",
+        "#SBATCH --constraint=gh200",
+        f"#SBATCH --output={NAME}-%j.out",
+    ]
+    assert f"IMAGE=docker://{PUSHED_ARM64}" in lines
+    # its own SIF: an amd64 SIF of the same lock beside it is never taken for it
+    assert f'SIF="${{REPROBUILD_SIF:-{NAME}-{digest[7:19]}-arm64.sif}}"' in lines
+    block_at(lines, machine_check("aarch64", "linux/arm64"))
+
+
+def test_an_arm64_job_on_x86_64_nodes_stops_before_any_container(
+    project: Path, tmp_path: Path
+) -> None:
+    write_arm64_record(project)
+    text = slurm.slurm(project, Job(COMMAND, nodes=2, gpus_per_node=2), SlurmOptions())
+    result = run_script(text, tmp_path)  # the stand-in nodes are x86_64
+    assert result.returncode == 1
+    # once per node (the real srun prefixes each line with its node's task number)
+    assert result.stderr.splitlines() == [wrong_node("x86_64", "linux/arm64", "aarch64")] * 2
+    assert srun_steps(tmp_path) == [["--label"]]
+    assert not (tmp_path / "log.pull").exists() and not (tmp_path / "log.0").exists()
+    assert not (tmp_path / "submit" / "outputs" / "42.json").exists()
+
+
+def test_an_arm64_job_runs_on_aarch64_nodes(project: Path, tmp_path: Path) -> None:
+    write_arm64_record(project)
+    text = slurm.slurm(project, Job(COMMAND, nodes=2, gpus_per_node=2), SlurmOptions())
+    result = run_script(text, tmp_path, MACHINE="aarch64")
+    assert result.returncode == 0, result.stderr
+    sif_name = f"{NAME}-{lock_digest(project)[7:19]}-arm64.sif"
+    assert (tmp_path / "log.pull").read_text() == f"{sif_name}.42.partial docker://{PUSHED_ARM64}\n"
+    for node in (0, 1):
+        assert words(tmp_path / f"log.{node}")[-len(torchrun(node)) - 1 :] == [
+            sif_name,
+            *torchrun(node),
+        ]
+    record = json.loads((tmp_path / "submit" / "outputs" / "42.json").read_text())
+    assert (record["image"], record["state"]) == (PUSHED_ARM64, "completed")
+
+
+def test_an_amd64_job_on_an_aarch64_node_is_stopped(project: Path, tmp_path: Path) -> None:
+    text = slurm.slurm(project, Job(COMMAND, gpus_per_node=1), SlurmOptions(runtime="docker"))
+    result = run_script(text, tmp_path, MACHINE="aarch64")
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [wrong_node("aarch64", "linux/amd64", "x86_64")] * 2
+    assert not (tmp_path / "log.0").exists()
+
+
+def test_a_two_platform_build_exports_the_platform_asked_for(project: Path, tmp_path: Path) -> None:
+    write_two_platform_record(project)
+    amd64 = slurm.slurm(project, Job(COMMAND, platform="linux/amd64"), SlurmOptions())
+    assert amd64.splitlines()[2:5] == [
+        f"# image: {PUSHED}",
+        f"# lock:  {lock_digest(project)}",
+        f"#SBATCH --job-name={NAME}",
+    ]
+    block_at(amd64.splitlines(), machine_check("x86_64", "linux/amd64"))
+    options = SlurmOptions(runtime="pyxis")
+    arm64 = slurm.slurm(project, Job(COMMAND, platform="linux/arm64"), options)
+    check_script(arm64, tmp_path)
+    assert arm64.splitlines()[4] == ARM64_HEADER
+    enroot = "127.0.0.1:5000#lab/train:sha256:" + "a6" * 32
+    assert f"IMAGE='{enroot}'" in arm64.splitlines()
+    block_at(arm64.splitlines(), machine_check("aarch64", "linux/arm64"))
+
+
+def test_the_command_line_takes_the_platform_and_constraint(project: Path, tmp_path: Path) -> None:
+    write_two_platform_record(project)
+    output = tmp_path / "job.sh"
+    options = ["--platform", "linux/arm64", "--partition", "grace", "--constraint", "gh200&ib"]
+    result = reprobuild("-C", str(project), "export", "slurm", *options, "-o", str(output),
+                        "--", "train.py")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    lines = output.read_text().splitlines()
+    assert lines[4] == ARM64_HEADER
+    assert sbatch_lines(output.read_text())[-3:] == [
+        "#SBATCH --partition=grace",
+        "#SBATCH --constraint=gh200&ib",
+        f"#SBATCH --output={NAME}-%j.out",
+    ]
+    assert f"IMAGE=docker://{PUSHED_ARM64}" in lines
+    refused = reprobuild("-C", str(project), "export", "slurm", "--platform", "linux/arm64",
+                         "--constraint", "gh200 ib", "--", "train.py")  # fmt: skip
+    assert refused.returncode == USAGE
+    assert refused.stderr.splitlines()[-1] == (
+        "Error: Invalid value for '--constraint': 'gh200 ib': give node features as Slurm's "
+        "--constraint takes them: names (letters, digits, '_', '.', '-') joined by & (all) or | "
+        "(any), e.g. aarch64 or 'gh200&ib'."
+    )

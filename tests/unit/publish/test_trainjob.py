@@ -32,9 +32,12 @@ from tests.unit.publish.exporting import (
     COMMAND,
     NAME,
     PUSHED,
+    PUSHED_ARM64,
     expected_env,
     lock_digest,
+    write_arm64_record,
     write_record,
+    write_two_platform_record,
 )
 
 CRD = (
@@ -228,10 +231,12 @@ def test_trainjob_single_node(project: Path) -> None:
     }
 
 
-def _expected_node_patch() -> dict[str, Any]:
+def _expected_node_patch(architecture: str = "amd64") -> dict[str, Any]:
     pod = {
         "metadata": {"labels": LABELS},
         "spec": {
+            # The well-known labels every kubelet sets on its node.
+            "nodeSelector": {"kubernetes.io/arch": architecture, "kubernetes.io/os": "linux"},
             "containers": [
                 {
                     "name": "node",
@@ -263,6 +268,14 @@ def test_trainjob_multi_node(project: Path) -> None:
     assert trainer["env"] == [{"name": key, "value": value} for key, value in expected_env(project)]
     assert not any(item["name"].startswith("PET_") for item in trainer["env"])
     assert node_patch(job) == _expected_node_patch()["template"]["spec"]["template"]
+
+
+def test_an_arm64_trainjob_runs_on_arm64_nodes(project: Path) -> None:
+    write_arm64_record(project)
+    job = export(project, Job(COMMAND, nodes=2, gpus_per_node=4))
+    assert job["spec"]["trainer"]["image"] == PUSHED_ARM64
+    assert job["metadata"]["annotations"]["reprobuild.dev/image"] == PUSHED_ARM64
+    assert node_patch(job) == _expected_node_patch("arm64")["template"]["spec"]["template"]
 
 
 def test_the_job_format_is_unchanged_by_default(project: Path) -> None:
@@ -382,6 +395,20 @@ def test_the_cli_writes_a_trainjob(project: Path, tmp_path: Path) -> None:
     job = parse(output.read_text())
     assert job["spec"]["trainer"]["args"] == ["train.py"]
     assert (job["spec"]["trainer"]["numNodes"], job["spec"]["trainer"]["numProcPerNode"]) == (2, 4)
+
+
+def test_the_cli_writes_the_trainjob_of_a_platform(project: Path, tmp_path: Path) -> None:
+    write_two_platform_record(project)
+    output = tmp_path / "trainjob.yaml"
+    options = ("--format", "trainjob", "--platform", "linux/arm64", "-o", str(output))
+    result = reprobuild("-C", str(project), "export", "kubernetes", *options, "--", "train.py")
+    assert result.returncode == 0, result.stderr
+    job = parse(output.read_text())
+    assert job["spec"]["trainer"]["image"] == PUSHED_ARM64
+    assert node_patch(job)["spec"]["nodeSelector"] == {
+        "kubernetes.io/arch": "arm64",
+        "kubernetes.io/os": "linux",
+    }
 
 
 def test_the_cli_refuses_an_unknown_format(project: Path) -> None:
