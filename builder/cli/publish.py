@@ -20,7 +20,8 @@ if TYPE_CHECKING:
     "--to",
     "push_to",
     metavar="REF",
-    help="Push the last build to REF (registry/name:tag) first; needed when it was never pushed.",
+    help="Push the last build to REF (registry/name:tag) first; needed when it was never pushed. "
+    "A build of several platforms is pushed by `reprobuild build --push REF` instead.",
 )
 @gpus_option("GPUs the smoke test runs on")
 @click.option(

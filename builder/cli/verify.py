@@ -73,9 +73,10 @@ def verify_command(
     as_json: bool,
 ) -> None:
     """Check a published image: pull it by digest, compare its config digest and lock label
-    with the manifest, check the SBOM, provenance and signatures published beside it, re-run
-    the smoke test and compare fingerprints where the fingerprint key matches; with --rebuild,
-    rebuild the lock and compare the digest.
+    with the manifest (and, for several platforms, each platform's image in the published
+    index), check the SBOM, provenance and signatures published beside it, re-run the smoke
+    test and compare fingerprints where the fingerprint key matches; with --rebuild, rebuild
+    the lock and compare the digest.
 
     An ARCHIVE (from `publish --archive`) is checked offline: every blob, the chain from its
     index to the layers, the manifest's seal and digests, the lock, the SBOM, the provenance

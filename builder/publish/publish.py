@@ -19,6 +19,7 @@ from urllib.parse import quote
 
 from builder import __version__, files, layout
 from builder.errors import PublishError, WriteError
+from builder.knowledge import AMD64, ARM64
 from builder.publish.runs import (
     PublishedRun,
     private_registry,
@@ -26,7 +27,7 @@ from builder.publish.runs import (
     replay_command,
     reproduce_lines,
 )
-from builder.reference import ImageReference
+from builder.reference import ImageReference, pinned_reference
 
 if TYPE_CHECKING:
     from builder.build.buildrecord import BuildRecord
@@ -47,13 +48,29 @@ class ResolutionSummary(TypedDict):
     min_driver: str | None
 
 
-class ManifestImage(TypedDict):
+class _ManifestImageKeys(TypedDict):
     reference: str  # name@sha256:... as pushed
     tag: str | None  # name:tag it was pushed under (tags move; the digest does not)
     config_digest: str
     manifest_digest: str
     layers: list[str]
     size: int
+
+
+class ManifestImage(_ManifestImageKeys, total=False):
+    """The image the smoke report is of. Its `platform` is absent from a linux/amd64 image
+    published alone, so such manifests read as they did before platforms."""
+
+    platform: str
+
+
+class ManifestPlatform(TypedDict):
+    """One platform's image of a build of several, as the index names it."""
+
+    platform: str
+    reference: str  # name@sha256:<its manifest digest>
+    manifest_digest: str
+    config_digest: str
 
 
 class ManifestLock(TypedDict):
@@ -80,9 +97,7 @@ class Commands(TypedDict):
     replay: list[str]  # one per published run
 
 
-class ManifestContent(TypedDict):
-    """reprobuild.manifest.json, everything its integrity digest covers."""
-
+class _ManifestContentKeys(TypedDict):
     format: int
     name: str
     published: str
@@ -97,6 +112,14 @@ class ManifestContent(TypedDict):
     citation_cff: str
     badge: str
     runs: list[PublishedRun]  # `publish --run`: training runs a reader can replay
+
+
+class ManifestContent(_ManifestContentKeys, total=False):
+    """reprobuild.manifest.json, everything its integrity digest covers. `index` and
+    `platforms` are there only for a build of several platforms."""
+
+    index: str  # name@sha256:... of the OCI image index of every platform's image
+    platforms: list[ManifestPlatform]  # in the lock's order
 
 
 class Manifest(ManifestContent):
@@ -243,20 +266,16 @@ def manifest(
     """The manifest document, sealed with its integrity digest."""
     if record.pushed is None or record.manifest_digest is None:
         raise PublishError("the build was not pushed: publish pushes it first (--to REF).")
-    summary = resolution_summary(lock)
+    if unpushed := unpushed_platforms(record):
+        raise PublishError(unpushed)
+    own = lock.on(record.platform) if record.platform in lock.platforms else lock
+    summary = resolution_summary(own)  # of the image the smoke report is of
     name = str(lock.resolution["name"])
     document: ManifestContent = {
         "format": FORMAT,
         "name": name,
         "published": published,
-        "image": {
-            "reference": record.pushed,
-            "tag": record.pushed_tag,
-            "config_digest": record.image_id,
-            "manifest_digest": record.manifest_digest,
-            "layers": [layer.diff_id for layer in record.layers],
-            "size": sum(layer.size for layer in record.layers),
-        },
+        "image": manifest_image(record, record.pushed, record.manifest_digest),
         "resolution": summary,
         "lock": {"digest": record.lock, "text": lock_text},
         "source": {"git_commit": source.git_commit, "git_dirty": source.git_dirty},
@@ -272,7 +291,70 @@ def manifest(
         "badge": badge(record.pushed),
         "runs": runs,
     }
+    if record.pushed_index is not None and record.other_platforms:
+        document["index"] = record.pushed_index
+        document["platforms"] = platform_entries(record, lock.platforms)
     return sealed(document)
+
+
+def manifest_image(record: BuildRecord, pushed: str, manifest_digest: str) -> ManifestImage:
+    image: ManifestImage = {
+        "reference": pushed,
+        "tag": record.pushed_tag,
+        "config_digest": record.image_id,
+        "manifest_digest": manifest_digest,
+        "layers": [layer.diff_id for layer in record.layers],
+        "size": sum(layer.size for layer in record.layers),
+    }
+    if record.platforms != (AMD64,):
+        image["platform"] = record.platform
+    return image
+
+
+def unpushed_platforms(record: BuildRecord) -> str | None:
+    """Why a build of several platforms cannot be published as it is: an image of another
+    platform, or the index of them all, was not pushed. None for one platform."""
+    if not record.other_platforms:
+        return None
+    unpushed = [
+        other.platform
+        for other in record.other_platforms
+        if other.manifest_digest is None or pinned_reference(str(other.pushed)) is None
+    ]
+    if unpushed:
+        were = "images were" if len(unpushed) > 1 else "image was"
+        missing = f"its {', '.join(unpushed)} {were} not pushed"
+    elif pinned_reference(str(record.pushed_index)) is None:
+        missing = "the image index of them was not pushed"
+    else:
+        return None
+    return (
+        f"the last build has images for {', '.join(record.platforms)}, but {missing}, and a "
+        "reader pulls each platform's image from the index: run `reprobuild build --push "
+        "REGISTRY/NAME:TAG` (it pushes every platform's image and their index), then "
+        "`reprobuild publish` without --to."
+    )
+
+
+def platform_entries(record: BuildRecord, order: tuple[str, ...]) -> list[ManifestPlatform]:
+    """Each platform's pushed image, in `order` (the lock's)."""
+    own: ManifestPlatform = {
+        "platform": record.platform,
+        "reference": str(record.pushed),
+        "manifest_digest": str(record.manifest_digest),
+        "config_digest": record.image_id,
+    }
+    others: list[ManifestPlatform] = [
+        {
+            "platform": other.platform,
+            "reference": str(other.pushed),
+            "manifest_digest": str(other.manifest_digest),
+            "config_digest": other.image_id,
+        }
+        for other in record.other_platforms
+    ]
+    rank = {platform: position for position, platform in enumerate(order)}
+    return sorted([own, *others], key=lambda entry: rank.get(entry["platform"], len(rank)))
 
 
 def dumps(document: Manifest) -> str:
@@ -295,6 +377,7 @@ def reproduce_text(document: Manifest, archive: Cited | None = None) -> str:
         "checkout of the code, rebuilds that lock and compares the digest.",
         "",
         *_source_lines(source),
+        *platform_lines(document),
         *archive_lines(archive, image["reference"]),
         "## Get it and check it",
         "",
@@ -358,6 +441,58 @@ def archive_lines(archive: Cited | None, reference: str) -> list[str]:
         "```",
         "",
     ]
+
+
+def platform_lines(document: Manifest) -> list[str]:
+    """REPRODUCE.md on platforms: none for a linux/amd64 image published alone; for several,
+    each platform's image by digest, how to pull it, and which one the smoke report is of."""
+    image, entries, index = document["image"], document.get("platforms"), document.get("index")
+    platform = image.get("platform")
+    if platform is None:
+        return []
+    proof = _proof_sentence(platform, image["reference"], document["smoke"], several=bool(entries))
+    if not entries or index is None:
+        return [f"The image is for {platform}. {proof}", ""]
+    return [
+        "## Platforms",
+        "",
+        f"The lock was built for {', '.join(e['platform'] for e in entries)}, one image "
+        f"each, pushed with an OCI image index that names them all: `{index}`.",
+        "",
+        "| platform | image | config digest (image ID) |",
+        "|---|---|---|",
+        *(f"| {e['platform']} | `{e['reference']}` | `{e['config_digest']}` |" for e in entries),
+        "",
+        "Pull a platform's image by its own digest:",
+        "",
+        "```sh",
+        *(f"docker pull {e['reference']}" for e in entries),
+        "```",
+        "",
+        "or through the index, which gives the image of the platform asked for (a Docker engine "
+        "names one image by a digest, so pull one platform per engine this way):",
+        "",
+        *(f"- {e['platform']}: `docker pull --platform {e['platform']} {index}`" for e in entries),
+        "",
+        f"{proof} `reprobuild verify` checks that the index serves each platform's image with "
+        f"its published digests, and pulls and smoke-tests the {platform} image.",
+        "",
+    ]
+
+
+def _proof_sentence(platform: str, reference: str, smoke: SmokeReport, *, several: bool) -> str:
+    """Which platform's image the smoke report is of; an arm64 image's CPU-mode report says
+    nothing of its GPUs, which emulation on an x86_64 host cannot reach."""
+    others = " (the other platforms' images were not smoke-tested)" if several else ""
+    sentence = f"The smoke report below is of the {platform} image `{reference}`{others}."
+    if platform == ARM64 and smoke.get("mode") != "gpu":
+        machine = smoke.get("key", {}).get("machine") or "not named"
+        sentence += (
+            f" It ran in CPU mode (its key's machine: {machine}); on an x86_64 host an arm64 "
+            "image runs under qemu emulation, which reaches no GPU, so its GPU determinism is "
+            "shown only by a smoke test on a GH200 or GB200 node."
+        )
+    return sentence
 
 
 def _source_lines(source: ManifestSource) -> list[str]:
@@ -457,6 +592,8 @@ def prepare(
             f"the last build ({record.image}) is of the lock {record.lock}, but "
             f"{current.path} is {current.digest}: run `reprobuild build` first."
         )
+    if several := several_platforms_problem(record, push_to):
+        raise PublishError(several)
     if push_to is None and record.pushed is None:
         raise PublishError(
             f"the last build {record.image} was never pushed, and a paper needs an image "
@@ -494,6 +631,19 @@ def prepare(
         published=snapshots.utc_now(),
         runs=published,
     )
+
+
+def several_platforms_problem(record: BuildRecord, push_to: str | None) -> str | None:
+    """Why publish cannot go on with a build of several platforms: --to would push only the
+    record's own image, and a reader needs each platform's image and their index."""
+    if push_to is not None and record.other_platforms:
+        return (
+            f"the last build has images for {', '.join(record.platforms)}, and `publish --to` "
+            f"pushes only its own {record.platform} image: run `reprobuild build --push "
+            f"{push_to}` (it pushes every platform's image and their index), then `reprobuild "
+            "publish` without --to."
+        )
+    return unpushed_platforms(record)
 
 
 def weak_proof(smoke: SmokeReport) -> str | None:

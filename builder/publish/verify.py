@@ -15,7 +15,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from builder import layout
-from builder.errors import EngineError, ReprobuildError, VerifyError, VerifySubjectMissing
+from builder.errors import (
+    EngineError,
+    RegistryError,
+    ReprobuildError,
+    VerifyError,
+    VerifySubjectMissing,
+)
 from builder.lock import lockfile
 from builder.publish import artifacts, attested, publish, referrers
 from builder.publish.artifacts import Document
@@ -27,7 +33,7 @@ if TYPE_CHECKING:
     from builder.check.smoke import SmokeReport
     from builder.engine.registry import RegistryClient
     from builder.engine.sdk import Engine
-    from builder.publish.publish import Manifest
+    from builder.publish.publish import Manifest, ManifestImage, ManifestPlatform
     from builder.publish.signing import PublicKey
 
 
@@ -37,7 +43,8 @@ class Steps:
 
     smoke: bool
     gpus: str | None  # None: the CPU mode
-    rebuild: Callable[[str], str] | None  # lock digest -> rebuilt image ID
+    # (lock digest, platform: None for the lock's first) -> rebuilt image ID
+    rebuild: Callable[[str, str | None], str] | None
     key: PublicKey | None = None  # the author's public key, to check the signatures
 
 
@@ -185,11 +192,132 @@ def verify_manifest(
     if config is not None:
         _same_config(result, config, published_config)
         lock_label(result, config, lock_digest, "the manifest's lock")
-    _tag(result, registry, image.get("tag"))
+    platform_findings(result, registry, document, lock_digest)
+    indexed = image.get("platform") if "platforms" in document else None
+    _tag(result, registry, image.get("tag"), indexed)
     if config is not None:
         smoke_finding(engine, result, steps, str(config["Id"]), published=document["smoke"])
-        _rebuild(result, steps, lock_digest, published_config)
+        _rebuild(result, steps, lock_digest, published_config, image.get("platform"))
     return result
+
+
+def platform_findings(
+    result: Verification, registry: RegistryClient, document: Manifest, lock_digest: str
+) -> None:
+    """For a manifest of several platforms: the registry serves its index, whose entry for each
+    platform is the published image, with the published config, built from the published lock.
+    Nothing for a manifest of one platform."""
+    if "platforms" not in document and "index" not in document:
+        return
+    index = pinned_reference(str(document.get("index")))
+    entries = document.get("platforms")
+    if index is None:
+        shown = document.get("index")
+        detail = f"the manifest's index {shown!r} is not pinned by digest (name@sha256:<64 hex>)"
+        result.add("index", "fail", detail)
+    elif not isinstance(entries, list) or not all(map(_is_platform_entry, entries)):
+        detail = (
+            "the manifest's platforms are not a list of each image's platform, reference, "
+            "manifest_digest and config_digest"
+        )
+        result.add("platforms", "fail", detail)
+    elif (served := _index_digests(result, registry, index)) is not None:
+        for entry in entries:
+            check = f"image {entry['platform']}"
+            problem = _entry_problem(index, served, entry, document["image"])
+            if problem is not None:
+                result.add(check, "fail", problem)
+            else:
+                result.add(check, *_image_status(registry, index, entry, lock_digest))
+
+
+def _is_platform_entry(entry: object) -> bool:
+    keys = ("platform", "reference", "manifest_digest", "config_digest")
+    return isinstance(entry, dict) and all(isinstance(entry.get(key), str) for key in keys)
+
+
+def _index_digests(
+    result: Verification, registry: RegistryClient, index: ImageReference
+) -> dict[str, str] | None:
+    """The manifest digest the index names for each platform ("linux/arm64"); None, with a
+    failed finding, when the registry does not serve it or it is not an index."""
+    try:
+        content, _ = registry.manifest(index, str(index.digest))  # its bytes hash to the digest
+        document = json.loads(content)
+    except RegistryError as error:
+        result.add("index", "fail", f"the registry does not serve {index.written}: {error}")
+        return None
+    except (ValueError, RecursionError):
+        document = None
+    entries = document.get("manifests") if isinstance(document, dict) else None
+    if not isinstance(entries, list):
+        result.add("index", "fail", f"{index.written} is not an image index")
+        return None
+    digests: dict[str, str] = {}
+    for entry in entries:
+        described = entry.get("platform") if isinstance(entry, dict) else None
+        if isinstance(described, dict) and isinstance(entry.get("digest"), str):
+            platform = f"{described.get('os')}/{described.get('architecture')}"
+            digests.setdefault(platform, str(entry["digest"]))
+    return digests
+
+
+def _entry_problem(
+    index: ImageReference, served: dict[str, str], entry: ManifestPlatform, image: ManifestImage
+) -> str | None:
+    """How the manifest's entry disagrees with itself, its main image or the index the
+    registry serves; None when it agrees."""
+    platform, published = entry["platform"], entry["manifest_digest"]
+    expected = f"{index.written_name}@{published}"
+    if entry["reference"] != expected:
+        return f"its reference {entry['reference']} is not {expected}"
+    if platform == image.get("platform") and published != image.get("manifest_digest"):
+        return f"the manifest's image {image.get('reference')} is not this entry's {expected}"
+    if platform not in served:
+        return f"the index has no {platform} image (it has {', '.join(sorted(served))})"
+    if served[platform] != published:
+        return f"the index names {served[platform]}, the manifest says {published}"
+    return None
+
+
+def _image_status(
+    registry: RegistryClient, index: ImageReference, entry: ManifestPlatform, lock_digest: str
+) -> tuple[Status, str]:
+    """The entry's image as the registry serves it: its config digest and lock label."""
+    try:
+        config = registry.resolve(ImageReference.parse(entry["reference"])).config_digest
+        labelled = _config_labels(registry, index, config).get(layout.LOCK_LABEL)
+    except RegistryError as error:
+        return "fail", f"the registry does not serve {entry['reference']}: {error}"
+    if config != entry["config_digest"]:
+        return "fail", (
+            f"the registry serves it with the config digest {config}, the manifest says "
+            f"{entry['config_digest']}"
+        )
+    if labelled != lock_digest:
+        return "fail", (
+            f"it was built from the lock {labelled or '(no label)'}, but the manifest's lock is "
+            f"{lock_digest}"
+        )
+    return "ok", (
+        f"the index names {entry['manifest_digest']}; config digest {config} as published, "
+        "built from the manifest's lock"
+    )
+
+
+def _config_labels(
+    registry: RegistryClient, reference: ImageReference, config_digest: str
+) -> dict[str, str]:
+    """The labels of an image's config blob, read from the registry (its settings are under
+    `config`, where the engine's inspection has `Config`)."""
+    chunks: list[bytes] = []
+    registry.read_blob(reference, config_digest, chunks.append)
+    try:
+        config = json.loads(b"".join(chunks))
+    except (ValueError, RecursionError):
+        return {}
+    settings = config.get("config") if isinstance(config, dict) else None
+    return labels({"Config": settings}) if isinstance(settings, dict) else {}
 
 
 def _pinned(result: Verification, document: Manifest) -> bool:
@@ -256,8 +384,14 @@ def verify_image(
             f"built from the lock {labelled}; no reprobuild.lock here to compare it with",
         )
     smoke_finding(engine, result, steps, str(config["Id"]), published=None)
-    _rebuild(result, steps, labelled, str(config["Id"]))
+    _rebuild(result, steps, labelled, str(config["Id"]), _config_platform(config))
     return result
+
+
+def _config_platform(config: dict[str, Any]) -> str | None:
+    """linux/arm64 of the engine's inspection of an image; None when it does not say."""
+    os_name, architecture = config.get("Os"), config.get("Architecture")
+    return f"{os_name}/{architecture}" if os_name and architecture else None
 
 
 def seal_finding(result: Verification, document: Manifest) -> None:
@@ -290,9 +424,6 @@ def _fetched(
 ) -> dict[str, Any] | None:
     """Ask the registry for the digest (the engine may hold a copy the registry lost), then pull
     it; the engine's inspection of it, or None with a failed finding."""
-    from builder.errors import RegistryError
-    from builder.reference import ImageReference
-
     try:
         served = registry.resolve(ImageReference.parse(result.reference))
     except RegistryError as error:
@@ -338,15 +469,16 @@ def lock_label(result: Verification, config: dict[str, Any], expected: str, whos
     )
 
 
-def _tag(result: Verification, registry: RegistryClient, tag: str | None) -> None:
+def _tag(
+    result: Verification, registry: RegistryClient, tag: str | None, platform: str | None
+) -> None:
+    """The tag still names the image, or an index whose entry for `platform` (the image's, when
+    it was published with an index) is the image."""
     if not tag:
         return
-    from builder.errors import RegistryError
-    from builder.reference import ImageReference
-
     published = ImageReference.parse(result.reference).digest
     try:
-        resolved = registry.resolve(ImageReference.parse(str(tag)))
+        resolved = registry.resolve(ImageReference.parse(str(tag)), platform)
     except RegistryError as error:
         result.add("tag", "warn", f"{tag} could not be read ({error}); the digest is what counts")
         return
@@ -442,11 +574,13 @@ def _short(value: Any) -> str:
     return text if len(text) <= 60 else f"{text[:57]}..."
 
 
-def _rebuild(result: Verification, steps: Steps, lock_digest: str, published: str) -> None:
+def _rebuild(
+    result: Verification, steps: Steps, lock_digest: str, published: str, platform: str | None
+) -> None:
     if steps.rebuild is None:
         return
     try:
-        rebuilt = steps.rebuild(lock_digest)
+        rebuilt = steps.rebuild(lock_digest, platform)
     except ReprobuildError as error:
         result.add("rebuild", "fail", f"could not rebuild: {error}")
         return
@@ -459,18 +593,26 @@ def _rebuild(result: Verification, steps: Steps, lock_digest: str, published: st
     )
 
 
-def rebuilder(engine: Engine, project: Path, progress: Progress) -> Callable[[str], str]:
-    """A --no-cache build of the project's lock, which must be the published one; no record is
-    written (the project's own build stays its last build)."""
+def rebuilder(
+    engine: Engine, project: Path, progress: Progress
+) -> Callable[[str, str | None], str]:
+    """A --no-cache build of the project's lock, which must be the published one, for the
+    published image's platform; no record is written (the project's own build stays its last
+    build)."""
     from builder.build import build
     from builder.lock import lockfile
 
-    def rebuild(lock_digest: str) -> str:
+    def rebuild(lock_digest: str, platform: str | None) -> str:
         current = lockfile.read_current(project)
         if current.digest != lock_digest:
             raise VerifyError(
                 f"{current.path} is {current.digest}, not the published lock {lock_digest}: "
                 "check out the commit the manifest names (source.git_commit) and verify from there"
+            )
+        if platform is not None and platform not in current.lock.platforms:
+            raise VerifyError(
+                f"{current.path} pins {', '.join(current.lock.platforms)}, not the image's "
+                f"{platform}: the image was not built from this lock for its platform"
             )
         record = build.build_lock(
             engine,
@@ -478,6 +620,7 @@ def rebuilder(engine: Engine, project: Path, progress: Progress) -> Callable[[st
             no_cache=True,
             push=None,
             progress=progress,
+            platform=platform,
         )
         return record.image_id
 
