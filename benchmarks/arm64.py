@@ -92,7 +92,7 @@ def main() -> None:
         amd64_s, _ = build_one(engine, project, lock, AMD64)
         arm64_s, ratio = build_one(engine, project, lock, ARM64)
         verdict = "ok" if ratio <= TARGET else "over"
-        print(f"arm64 size / (base + closure) = {ratio:.3f} (target <= {TARGET}: {verdict})")
+        print(f"arm64 size / (base + closure) = {ratio:.3f} (target <= {TARGET:.2f}: {verdict})")
         times = f"{arm64_s:.0f} s / {amd64_s:.0f} s"
         print(f"arm64 build / amd64 build = {arm64_s / amd64_s:.2f} ({times})")
 

@@ -93,7 +93,7 @@ class LockError(ReprobuildError):
 
 
 class PlatformNotLockable(LockError):
-    """The spec's image platforms are not linux/amd64 alone: only resolve serves linux/arm64."""
+    """A lock for this host (target.host) would leave out the platform this host runs."""
 
     exit_code = USAGE
 
@@ -108,10 +108,17 @@ class LockFileError(ReprobuildError):
     """The lock file is missing, unreadable, edited by hand, or stale."""
 
 
-class PlatformNotLocked(LockFileError):
-    """A platform asked for that the lock pins no image of."""
+class PlatformChoiceError(LockFileError):
+    """A platform asked for that the lock pins no image of, or none asked for where a verb
+    takes one and the lock pins several."""
 
     exit_code = USAGE
+
+
+class EmulationMissing(ReprobuildError):
+    """An image of another CPU's platform must run here, and no qemu is registered for it."""
+
+    exit_code = PRECONDITION
 
 
 class RegistryError(ReprobuildError):

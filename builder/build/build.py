@@ -20,6 +20,7 @@ from builder.build.buildrecord import BuildRecord, PlatformImage
 from builder.build.deps import assemble
 from builder.build.gc import final_reference
 from builder.build.image import Normalised, build_normalised
+from builder.engine.emulation import refuse_without_emulation
 from builder.engine.sdk import BuildEvent, Engine
 from builder.errors import ReprobuildError
 from builder.knowledge import machine_platform
@@ -67,9 +68,11 @@ def build_platforms(
     wheel_cache: Path | None = None,
 ) -> BuildRecord:
     """The image of each platform of the lock (`platforms`, in the lock's order); with `push`,
-    each pushed and, for several, the OCI image index of them pushed at `push` last. The record
-    is of the image this machine runs natively when it was built, else of the first, and lists
-    the others. That image is built last, so the context left behind is its own."""
+    one image is pushed at `push`, and several are pushed once all are built, each at its own
+    tag (`push`'s with the architecture: `:v1-arm64`), and then the OCI image index of them at
+    `push`, which a failure before that leaves as it was. The record is of the image this
+    machine runs natively when it was built, else of the first, and lists the others. That
+    image is built last, so the context left behind is its own."""
     ordered = sorted(platforms, key=lambda platform: platform == main_platform(platforms))
     records = []
     for platform in ordered:
@@ -81,19 +84,45 @@ def build_platforms(
                 current,
                 platform=platform,
                 no_cache=no_cache,
-                push=push,
+                push=push if len(ordered) == 1 else None,
                 progress=progress,
                 wheel_cache=wheel_cache,
             )
         )
     *others, main = records
-    record = replace(main, other_platforms=tuple(_platform_image(other) for other in others))
-    if push is None or not others:
-        return record
-    in_order = sorted(records, key=lambda each: current.lock.platforms.index(each.platform))
+    if push is not None and others:
+        return _push_platforms(engine, current, main, others, push=push, note=progress.note)
+    return replace(main, other_platforms=tuple(_platform_image(other) for other in others))
+
+
+def _push_platforms(
+    engine: Engine,
+    current: CurrentLock,
+    main: BuildRecord,
+    others: list[BuildRecord],
+    *,
+    push: str,
+    note: Note,
+) -> BuildRecord:
+    """Each image at its platform's tag, then the index of them all at `push`."""
+    pushed = [
+        push_image(engine, other, platform_tag(push, other.platform), note) for other in others
+    ]
+    main = push_and_point(engine, main, platform_tag(push, main.platform), current, note)
+    in_order = sorted([main, *pushed], key=lambda each: current.lock.platforms.index(each.platform))
     index = pushindex.push_index(push, [pushindex.Pushed.of(each) for each in in_order])
-    progress.note(f"pushed the image index of {', '.join(r.platform for r in in_order)}: {index}")
-    return replace(record, pushed_index=index)
+    note(f"pushed the image index of {', '.join(each.platform for each in in_order)}: {index}")
+    return replace(
+        main,
+        other_platforms=tuple(_platform_image(other) for other in pushed),
+        pushed_index=index,
+    )
+
+
+def platform_tag(reference: str, platform: str) -> str:
+    """`reference` with its tag suffixed by the platform's architecture: registry/name:v1-arm64."""
+    parsed = ImageReference.parse(reference)
+    return f"{parsed.written_name}:{parsed.tag or 'latest'}-{platform.rsplit('/', maxsplit=1)[-1]}"
 
 
 def main_platform(platforms: Sequence[str]) -> str:
@@ -153,6 +182,7 @@ def build_lock(
     )
     for line in codeset.describe(code):
         progress.note(line)
+    refuse_without_emulation(lock.platform, f"building the {lock.platform} image")
     ensure_base(engine, lock, build_plan, progress.note)
     reference = image_reference(lock, lock_digest)
     stages = dockerfile.stages
@@ -331,7 +361,7 @@ def push_and_point(
     record = push_image(engine, record, reference, note)
     context_dir = current.project / context.DEFAULT_OUTPUT
     if context_dir.is_dir():
-        build_plan = build_plan or plan.plan(current.lock, current.digest)
+        build_plan = build_plan or plan.plan(current.lock.on(record.platform), current.digest)
         templates.write_definition(
             context_dir, build_plan, current.digest, current.project, record.pushed
         )

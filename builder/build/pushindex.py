@@ -35,7 +35,11 @@ class Pushed:
     @classmethod
     def of(cls, record: BuildRecord) -> Pushed:
         if record.pushed is None:
-            raise RecordError(f"the {record.platform} image {record.image} was not pushed")
+            raise RecordError(
+                f"the {record.platform} image {record.image} was not pushed, so no index can "
+                "name it: run `reprobuild build --push REGISTRY/NAME:TAG`, which pushes every "
+                "platform's image before their index."
+            )
         return cls(record.platform, record.pushed)
 
 
@@ -68,7 +72,11 @@ def push_index(reference: str, images: Sequence[Pushed]) -> str:
 def _entry(registry: RegistryClient, image: Pushed) -> dict[str, Any]:
     pinned = pinned_reference(image.pushed)
     if pinned is None or pinned.digest is None:
-        raise RecordError(f"{image.pushed} is not name@sha256:<digest>")
+        raise RecordError(
+            f"the {image.platform} image was pushed as {image.pushed}, not as "
+            "name@sha256:<digest>, so no index can name it: run `reprobuild build --push "
+            "REGISTRY/NAME:TAG` again."
+        )
     content, media_type = registry.manifest(pinned, pinned.digest)
     return {
         "mediaType": media_type,

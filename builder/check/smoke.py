@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, TypedDict, cast
 
+from builder.engine.emulation import refuse_without_emulation
 from builder.errors import CommandNotFound, SmokeError, SmokeUsage, tail
 from builder.knowledge import ARM64, machine_platform
 from builder.shapes import typed
@@ -34,7 +35,7 @@ TIMEOUT_S = 1200
 # qemu-user reads QEMU_CPU from the container's environment. Its default CPU emulates SVE at a
 # long vector length, and torch's BLAS then runs 20x slower than at 128-bit SVE, which is also
 # what Grace's Neoverse V2 cores have (measured: 256x256 fp32 matmul 1,057 ms vs 64 ms).
-EMULATION_ENVIRONMENT = {"QEMU_CPU": "max,sve-default-vector-length=16"}
+EMULATION_ENVIRONMENT = {ARM64: {"QEMU_CPU": "max,sve-default-vector-length=16"}}
 GPU_NODES = {ARM64: " (a GH200, GB200 or GB300 node)"}
 
 
@@ -134,6 +135,8 @@ def run_smoke(
     qemu emulation, in CPU mode only."""
     check_ranks(ranks, gpus)
     emulated = emulated_platform(engine, image.image_id)
+    if emulated is not None:
+        refuse_without_emulation(emulated, f"the smoke test of {image.reference}")
     if emulated is not None and gpus is not None:
         raise SmokeUsage(
             f"{image.reference} is a {emulated} image, which this {host.machine()} machine runs "
@@ -148,7 +151,7 @@ def run_smoke(
             network=False,
             timeout_s=timeout_s,
             shm_size=group.NCCL_SHM_BYTES if ranks > 1 else None,
-            environment=EMULATION_ENVIRONMENT if emulated else None,
+            environment=EMULATION_ENVIRONMENT.get(emulated) if emulated else None,
         )
     except CommandNotFound:
         raise SmokeError(NO_PAYLOAD.format(image=image.reference)) from None

@@ -49,6 +49,11 @@ if TYPE_CHECKING:
     help="Also write the Python closure for installers outside the image: pylock.toml (PEP "
     "751) or a requirements file ending in .txt (pip --require-hashes). Repeatable.",
 )
+@click.option(
+    "--platform",
+    type=click.Choice(["linux/amd64", "linux/arm64"]),
+    help="The platform whose closure --export writes; needed when the lock pins several.",
+)
 @click.pass_obj
 def lock_command(
     options: Options,
@@ -58,6 +63,7 @@ def lock_command(
     debian_mirror: str | None,
     debian_security_mirror: str | None,
     exports: tuple[Path, ...],
+    platform: str | None,
 ) -> None:
     """Pin every input in reprobuild.lock: hashed Python closure, base digest, system packages.
 
@@ -68,14 +74,18 @@ def lock_command(
         pip install --require-hashes -r requirements.txt
     """
     from builder.lock import export
+    from builder.lock.lockfile import one_platform
     from builder.lock.stage import LockOptions
 
     export.check_formats(exports)  # before any work: a name that says no format is refused
     lock_options = LockOptions(index_url, debian_mirror, debian_security_mirror)
     current = _lock(options, check_only, upgrade, lock_options)
-    for path in exports:
-        export.export(current.lock, current.project, path)
-        note(f"wrote {path}")
+    if exports:
+        lock = current.lock.on(one_platform(current, platform, "--export"))
+        several = len(current.lock.platforms) > 1
+        for path in exports:
+            export.export(lock, current.project, path)
+            note(f"wrote {path}" + (f" ({lock.platform})" if several else ""))
 
 
 def _lock(

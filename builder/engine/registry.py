@@ -600,7 +600,9 @@ def _platform_of(described: dict[str, Any]) -> str:
 def _check_platform(reference: ImageReference, config: dict[str, Any], platform: str) -> None:
     if "architecture" not in config:  # an image whose config does not say is taken as asked
         return
-    found = _platform_of(config)
+    found = _platform_of(
+        {"os": platform.split("/", maxsplit=1)[0], **config}
+    )  # os: as asked, unless said
     if found != platform:
         raise RegistryError(
             f"{reference.written} is a {found} image, and this image is for {platform}: choose a "

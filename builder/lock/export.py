@@ -5,7 +5,7 @@ own `Pylock` (the reference implementation of the format), one wheel per package
 size and sha256. Any other `.txt` name: a requirements file for `pip install --require-hashes`,
 the indexes first, then `name==version` pins each with the one hash the lock holds, so an
 installer can take no other file. Both name the platform the closure was resolved for: the
-image's (linux x86_64, the lock's Python); elsewhere an installer refuses them, rightly.
+image's (linux x86_64 or aarch64, the lock's Python); elsewhere an installer refuses them, rightly.
 """
 
 from __future__ import annotations

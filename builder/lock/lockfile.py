@@ -20,7 +20,7 @@ from typing import Any
 
 import tomli_w
 
-from builder.errors import LockFileError, PlatformNotLocked
+from builder.errors import LockFileError, PlatformChoiceError
 from builder.files import write_output
 from builder.lock.model import Lock, PlatformLock
 from builder.shapes import Dialect, typed
@@ -263,9 +263,23 @@ def chosen_platforms(current: CurrentLock, asked: Sequence[str]) -> tuple[str, .
     locked = current.lock.platforms
     missing = [platform for platform in asked if platform not in locked]
     if missing:
-        raise PlatformNotLocked(
+        raise PlatformChoiceError(
             f"{current.path.name} pins {', '.join(locked)}, not {', '.join(missing)}: add "
             f"{', '.join(repr(p) for p in missing)} to platforms in the spec (and run `reprobuild "
             "lock`), or choose a platform the lock pins."
         )
     return tuple(platform for platform in locked if not asked or platform in asked)
+
+
+def one_platform(current: CurrentLock, asked: str | None, what: str) -> str:
+    """The platform `asked` for, or the lock's only one: `what` (e.g. "--export") takes one."""
+    if asked is not None:
+        return chosen_platforms(current, [asked])[0]
+    locked = current.lock.platforms
+    if len(locked) == 1:
+        return locked[0]
+    choices = " or ".join(f"--platform {platform}" for platform in locked)
+    raise PlatformChoiceError(
+        f"{current.path.name} pins {', '.join(locked)}, and {what} is of one platform: give "
+        f"{choices}."
+    )

@@ -154,6 +154,12 @@ class Lock:
                 )
         raise KeyError(platform)
 
+    def on_or_first(self, platform: str) -> Lock:
+        """`on(platform)` where the lock pins it, else its first platform's: the lock of a
+        record's image, whose platform the lock checked before (a record of another lock is
+        refused by its digest elsewhere)."""
+        return self.on(platform if platform in self.platforms else self.platform)
+
     def each_platform(self) -> tuple[Lock, ...]:
         """`on(platform)` for every platform, in order."""
         return tuple(self.on(platform) for platform in self.platforms)

@@ -10,6 +10,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from builder import __version__
+from builder.engine.emulation import refuse_without_emulation
 from builder.engine.registry import RegistryClient
 from builder.engine.sdk import Engine
 from builder.errors import LockFileError, PlatformNotLockable
@@ -33,7 +34,8 @@ class LockOptions:
     index_url: str = PYPI_SIMPLE
     debian_mirror: str | None = None  # None: snapshot.debian.org at the snapshot time
     debian_security_mirror: str | None = None
-    snapshot: str | None = None  # None: now
+    snapshot: str | None = None  # None: the bootstrapped base's, else now
+    now: str | None = None  # the time "now" is, once for every platform of a lock
 
 
 def write_new_lock(
@@ -151,6 +153,8 @@ def make_lock(
     """The lock of every platform resolved (the first at the top level, the others after)."""
     spec = loaded.spec
     several = len(resolutions) > 1
+    # One archive time for every platform: their system packages come from one archive state.
+    options = replace(options, now=options.now or now_snapshot())
     locked = [
         lock_platform(
             loaded,
@@ -196,6 +200,7 @@ def lock_platform(
 
     def engine() -> Engine:  # connected only when the base must be probed in the engine
         if not engines:
+            refuse_without_emulation(platform, f"locking the {platform} base")
             engines.append(Engine.connect())
         return engines[0]
 
@@ -212,7 +217,7 @@ def lock_platform(
         python = base.python or f"from apt ({' '.join(apt.python_packages(spec.python))})"
         progress(f"base: {base.image or base.mirror} (Python {python}, {base.suite})")
         archive = apt.AptArchive.at(
-            options.snapshot or base.snapshot or now_snapshot(),
+            options.snapshot or base.snapshot or options.now or now_snapshot(),
             base.suite,
             options.debian_mirror if base.kind == "registry" else base.mirror,
             options.debian_security_mirror,

@@ -56,7 +56,7 @@ def documents(
         Document(
             BY_NAME["sbom"],
             sbom.sbom(
-                current.lock,
+                current.lock.on_or_first(record.platform),
                 image_name=name,
                 manifest_digest=digest,
                 timestamp=document["published"],
@@ -78,7 +78,7 @@ def _statement(
     current: CurrentLock, record: BuildRecord, subjects: list[provenance.Subject]
 ) -> bytes:
     return provenance.statement(
-        current.lock,
+        current.lock.on_or_first(record.platform),
         lock_digest=current.digest,
         lock_path=current.path.name,
         record=record,

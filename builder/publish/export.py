@@ -116,9 +116,9 @@ def pushed_target(project: Path, platform: str | None = None) -> Pushed:
     one); refused when ambiguous, of a platform not built, unpushed or of another lock."""
     current = lockfile.read_current(project)
     record = buildrecord.read(current.project)
-    image = _chosen_image(record, platform)
+    image = _chosen_image(record, platform, current.lock.platforms)
     reference = _pushed_reference(record, image, current.project, current.digest)
-    build_plan = plan.plan(current.lock, current.digest)
+    build_plan = plan.plan(current.lock.on_or_first(image.platform), current.digest)
     return Pushed(
         reference=reference,
         image=image.image,
@@ -129,8 +129,11 @@ def pushed_target(project: Path, platform: str | None = None) -> Pushed:
     )
 
 
-def _chosen_image(record: BuildRecord, platform: str | None) -> PlatformImage:
-    """The record's image of `platform`; with None, its only one."""
+def _chosen_image(
+    record: BuildRecord, platform: str | None, locked: tuple[str, ...]
+) -> PlatformImage:
+    """The record's image of `platform`; with None, its only one. `locked`: the lock's
+    platforms, for the way to a platform not built."""
     own = PlatformImage(
         record.platform, record.image, record.image_id, record.manifest_digest, record.pushed
     )
@@ -139,7 +142,7 @@ def _chosen_image(record: BuildRecord, platform: str | None) -> PlatformImage:
         raise ExportError(_ambiguous(record.platforms))
     found = images.get(platform or record.platform)
     if found is None:
-        raise ExportError(_not_built(str(platform), record.platforms))
+        raise ExportError(_not_built(str(platform), record.platforms, locked))
     return found
 
 
@@ -154,13 +157,17 @@ def _ambiguous(platforms: tuple[str, ...]) -> str:
     )
 
 
-def _not_built(platform: str, platforms: tuple[str, ...]) -> str:
+def _not_built(platform: str, platforms: tuple[str, ...], locked: tuple[str, ...]) -> str:
     choices = " or ".join(f"--platform {built}" for built in platforms)
+    build = (
+        "run `reprobuild build --push REGISTRY/NAME:TAG` (every platform of the lock)"
+        if platform in locked
+        else f'add "{platform}" to `platforms` in the spec and run `reprobuild build --push '
+        "REGISTRY/NAME:TAG` (it locks again first)"
+    )
     return (
-        f"the last build has no {platform} image, only {', '.join(platforms)}: add "
-        f'"{platform}" to `platforms` in the spec and run `reprobuild build --push '
-        "REGISTRY/NAME:TAG` (it locks again first), then export again; or run a platform it "
-        f"has: {choices}."
+        f"the last build has no {platform} image, only {', '.join(platforms)}: {build}, then "
+        f"export again; or run a platform it has: {choices}."
     )
 
 

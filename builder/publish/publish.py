@@ -268,7 +268,7 @@ def manifest(
         raise PublishError("the build was not pushed: publish pushes it first (--to REF).")
     if unpushed := unpushed_platforms(record):
         raise PublishError(unpushed)
-    own = lock.on(record.platform) if record.platform in lock.platforms else lock
+    own = lock.on_or_first(record.platform)
     summary = resolution_summary(own)  # of the image the smoke report is of
     name = str(lock.resolution["name"])
     document: ManifestContent = {

@@ -156,7 +156,7 @@ def slurm(project: Path, job: Job, options: SlurmOptions) -> str:
         "lock_digest": pushed.lock_digest,
         "platform": pushed.platform,
         "machine": pushed.machine,
-        "named_platform": pushed.platform != AMD64,  # amd64's scripts read as before platforms
+        "named_platform": pushed.platform != AMD64,  # the header names any other platform
         "job": job,
         "options": options,
         "cpus_per_task": default_cpus(job, options),

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from builder import __version__, layout, snapshots
+from builder.knowledge import AMD64
 from builder.lock.apt import DEFAULT_PATH, AptArchive
 from builder.lock.model import Lock, LockedPackage
 from builder.render import requirement
@@ -135,9 +136,13 @@ class BuildPlan:
 
 
 def bootstrap_image_name(lock: Lock) -> str:
-    """The local name a bootstrapped base is imported under: a pure function of the lock."""
-    stamp = snapshots.snapshot_stamp(lock.base.snapshot)
-    return f"reprobuild-base/debian-{lock.base.suite}:{stamp.lower()}"
+    """The local name a bootstrapped base is imported under: a pure function of the lock's
+    image, its architecture named for a platform other than linux/amd64 (one suite and snapshot
+    gives a root filesystem per architecture)."""
+    stamp = snapshots.snapshot_stamp(lock.base.snapshot).lower()
+    if lock.platform != AMD64:
+        stamp += f"-{lock.platform.rsplit('/', maxsplit=1)[-1]}"
+    return f"reprobuild-base/debian-{lock.base.suite}:{stamp}"
 
 
 def _layers(lock: Lock) -> tuple[PythonLayer, ...]:

@@ -30,7 +30,7 @@ from builder.reference import ImageReference
 from tests.cli import reprobuild
 from tests.infra import ARM64_BASE, DEBIAN_MIRROR, REGISTRY
 from tests.integration.test_build import small_project, write_lock
-from tests.locks import tiny_wheel
+from tests.locks import make_lock, tiny_wheel
 
 EMULATED_S = 1800  # the emulated smoke test imports torch in several processes (10 s each)
 ARM64_SPEC = f"""name = "lab/arm"
@@ -125,8 +125,11 @@ def test_a_lock_of_two_platforms_builds_and_pushes_both_reproducibly(
         reference = ImageReference.parse(pushed)
         body, media_type = client.manifest(reference, "v1")
         document = json.loads(body)
+        tags = client.tags(reference)
         amd, armed = client.resolve(reference), client.resolve(reference, ARM64)
     assert media_type == OCI_INDEX
+    assert {"v1", "v1-amd64", "v1-arm64"} <= set(tags)  # each image at its own tag first
+    assert again.pushed_tag == f"{pushed}-amd64"
     assert [entry["platform"] for entry in document["manifests"]] == [
         {"os": "linux", "architecture": "amd64"},
         {"os": "linux", "architecture": "arm64", "variant": "v8"},
@@ -209,3 +212,21 @@ def test_system_packages_are_resolved_for_arm64(tmp_path: Path, engine_client: A
                 "system package(s) libc6-i386 not found in bookworm for linux/arm64 at "
                 "http://deb.debian.org/debian" in " ".join(result.stderr.split())
             ), result.stderr
+
+
+def test_a_lock_of_other_platforms_than_the_spec_is_made_again(
+    tmp_path: Path, engine_client: Any
+) -> None:
+    # A lock current by the spec's hash but made for linux/amd64 (as a lock made before the
+    # knowledge base knew a Grace GPU would be): `lock` locks linux/arm64 instead of saying it is
+    # up to date.
+    project = tmp_path / "relock"
+    project.mkdir()
+    (project / "reprobuild.toml").write_text(ARM64_SPEC)
+    write_lock(project, make_lock(cuda=None, label="2.10.0"))
+    result = reprobuild("-C", str(project), "lock", "--debian-mirror", DEBIAN_MIRROR)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "was made for linux/amd64, and the spec builds for linux/arm64: locking again" in (
+        result.stderr
+    )
+    assert lockfile.read(project / lockfile.LOCK_FILE).platforms == (ARM64,)

@@ -8,14 +8,16 @@ import json
 import os
 import platform
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import pytest
 
 from builder.build.recordfile import ImageToRun
 from builder.check.smoke import check_ranks, command, mode_text, run_noted, run_smoke
+from builder.engine import emulation
 from builder.engine.sdk import RunResult
-from builder.errors import USAGE, SmokeUsage
+from builder.errors import USAGE, EmulationMissing, SmokeUsage
 from builder.smoke.runner import PASS, Report
 from tests.cli import reprobuild
 
@@ -125,9 +127,18 @@ def test_the_group_reaches_the_payload_and_its_key_comes_back() -> None:
     assert one.calls[0][1] == ["reprobuild-smoke", "--json"]  # no --ranks: as before
 
 
+@pytest.fixture
+def binfmt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The kernel's binfmt_misc as a folder: this test reads, never changes, the real one."""
+    monkeypatch.setattr(emulation, "BINFMT", tmp_path)
+    (tmp_path / "status").write_text("enabled\n")
+    return tmp_path
+
+
 @pytest.mark.skipif(platform.machine() != "x86_64", reason="emulates arm64 on x86_64")
-def test_an_arm64_image_runs_emulated_in_cpu_mode_only() -> None:
+def test_an_arm64_image_runs_emulated_in_cpu_mode_only(binfmt: Path) -> None:
     # No emulation is started here: the engine is answered from memory, with an arm64 image.
+    (binfmt / "qemu-aarch64").write_text("enabled\ninterpreter /usr/libexec/qemu-binfmt/x\n")
     engine = _Engine(payload_report(), architecture="arm64")
     run_smoke(cast("Engine", engine), IMAGE, gpus=None)
     (_, _, options), *_ = engine.calls
@@ -141,6 +152,22 @@ def test_an_arm64_image_runs_emulated_in_cpu_mode_only() -> None:
         "smoke test on a linux/arm64 machine (a GH200, GB200 or GB300 node)."
     )
     assert refused.calls == [] and caught.value.exit_code == USAGE
+
+
+@pytest.mark.skipif(platform.machine() != "x86_64", reason="emulates arm64 on x86_64")
+def test_without_qemu_an_arm64_image_is_refused_before_it_runs(binfmt: Path) -> None:
+    engine = _Engine(payload_report(), architecture="arm64")
+    with pytest.raises(EmulationMissing) as caught:
+        run_smoke(cast("Engine", engine), IMAGE, gpus=None)
+    assert str(caught.value) == (
+        "the smoke test of lab/train:v1 runs linux/arm64 programs, which this x86_64 machine "
+        f"runs only under qemu emulation, and no qemu-aarch64 is registered in {binfmt}. Install "
+        "Debian's qemu-user-static and binfmt-support (`apt-get install qemu-user-static "
+        "binfmt-support`), mount binfmt_misc where it is not (`mount -t binfmt_misc binfmt_misc "
+        f"{binfmt}`) and register qemu (`update-binfmts --enable qemu-aarch64`); or run this on "
+        "an aarch64 machine."
+    )
+    assert engine.calls == [] and caught.value.exit_code == 4
 
 
 def cli(*args: str) -> tuple[int, str]:

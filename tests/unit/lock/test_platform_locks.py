@@ -11,18 +11,22 @@ from pathlib import Path
 import pytest
 
 from builder.build import buildrecord, pushindex
+from builder.build.build import platform_tag
 from builder.build.buildrecord import PlatformImage
 from builder.build.gc import final_reference
+from builder.engine.emulation import emulation_problem
 from builder.engine.registry import OCI_INDEX
-from builder.errors import PlatformNotLocked
+from builder.errors import PlatformChoiceError
 from builder.knowledge import AMD64, ARM64
 from builder.lock import lockfile, wheels
-from builder.lock.lockfile import CurrentLock, chosen_platforms
-from builder.lock.model import Lock, PlatformLock
+from builder.lock.lockfile import CurrentLock, chosen_platforms, one_platform
+from builder.lock.model import BaseLock, Lock, PlatformLock
+from builder.render import plan
 from tests.locks import make_lock, wheel
 from tests.records import make_record
 
 LOCK = "sha256:" + "0123456789ab" + "f" * 52
+SNAPSHOT = "2026-11-01T00:00:00Z"
 
 
 def two_platforms() -> Lock:
@@ -94,7 +98,7 @@ def test_the_platforms_a_verb_asks_for() -> None:
     assert chosen_platforms(both, []) == (AMD64, ARM64)
     assert chosen_platforms(both, [ARM64]) == (ARM64,)
     assert chosen_platforms(both, [ARM64, AMD64]) == (AMD64, ARM64)  # the lock's order
-    with pytest.raises(PlatformNotLocked) as caught:
+    with pytest.raises(PlatformChoiceError) as caught:
         chosen_platforms(current(make_lock()), [ARM64])
     assert str(caught.value) == (
         "reprobuild.lock pins linux/amd64, not linux/arm64: add 'linux/arm64' to platforms in "
@@ -162,3 +166,62 @@ def test_the_wheel_platform_of_each_machine() -> None:
     assert wheels.platform_name("aarch64") == "linux aarch64 (manylinux_2_28)"
     assert wheels.platforms("aarch64")[:2] == ["manylinux_2_28_aarch64", "manylinux_2_27_aarch64"]
     assert wheels.platforms("aarch64")[-1] == "manylinux1_aarch64"
+
+
+def test_one_platform_for_an_export() -> None:
+    both = current(two_platforms())
+    assert one_platform(current(make_lock()), None, "--export") == AMD64
+    assert one_platform(both, ARM64, "--export") == ARM64
+    with pytest.raises(PlatformChoiceError) as caught:
+        one_platform(both, None, "--export")
+    assert str(caught.value) == (
+        "reprobuild.lock pins linux/amd64, linux/arm64, and --export is of one platform: give "
+        "--platform linux/amd64 or --platform linux/arm64."
+    )
+
+
+def test_a_record_of_another_platform_takes_its_own_lock() -> None:
+    lock = two_platforms()
+    assert lock.on_or_first(ARM64).python.platform == "aarch64-manylinux_2_28"
+    assert make_lock().on_or_first(ARM64).platform == AMD64  # not pinned: the first's
+
+
+def test_a_bootstrapped_base_is_named_per_architecture() -> None:
+    bootstrapped = replace(
+        make_lock(),
+        base=BaseLock("bootstrap", "debian:bookworm", "3.11.2", "bookworm", snapshot=SNAPSHOT),
+    )
+    arm = replace(bootstrapped, resolution={**bootstrapped.resolution, "platform": ARM64})
+    assert plan.bootstrap_image_name(bootstrapped) == (
+        "reprobuild-base/debian-bookworm:20261101t000000z"
+    )
+    assert (
+        plan.bootstrap_image_name(arm) == "reprobuild-base/debian-bookworm:20261101t000000z-arm64"
+    )
+
+
+def test_each_platform_is_pushed_at_a_tag_of_its_own() -> None:
+    assert platform_tag("r.io/lab/train:v1", ARM64) == "r.io/lab/train:v1-arm64"
+    assert (
+        platform_tag("127.0.0.1:5055/lab/train", AMD64) == "127.0.0.1:5055/lab/train:latest-amd64"
+    )
+
+
+def test_emulation_is_found_registered_or_its_absence_named(tmp_path: Path) -> None:
+    assert emulation_problem(ARM64, "aarch64", tmp_path) is None  # native: nothing to check
+    assert emulation_problem(ARM64, "x86_64", tmp_path) == (
+        f"binfmt_misc is not mounted at {tmp_path}"
+    )
+    (tmp_path / "status").write_text("enabled\n")
+    assert emulation_problem(ARM64, "x86_64", tmp_path) == (
+        f"no qemu-aarch64 is registered in {tmp_path}"
+    )
+    (tmp_path / "qemu-aarch64").write_text("disabled\ninterpreter /usr/libexec/qemu-binfmt/x\n")
+    assert emulation_problem(ARM64, "x86_64", tmp_path) == (
+        f"qemu-aarch64 is registered in {tmp_path} but disabled"
+    )
+    (tmp_path / "qemu-aarch64").write_text("enabled\ninterpreter /usr/libexec/qemu-binfmt/x\n")
+    assert emulation_problem(ARM64, "x86_64", tmp_path) is None
+    assert emulation_problem(AMD64, "aarch64", tmp_path) == (
+        f"no qemu-x86_64 is registered in {tmp_path}"
+    )

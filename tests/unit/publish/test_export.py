@@ -132,10 +132,10 @@ def test_a_platform_the_build_has_no_image_of_is_refused(project: Path) -> None:
     write_arm64_record(project)
     with pytest.raises(ExportError) as arm64_error:
         kubernetes.kubernetes(project, Job(("train.py",), platform="linux/amd64"))
-    assert str(arm64_error.value) == (
-        'the last build has no linux/amd64 image, only linux/arm64: add "linux/amd64" to '
-        "`platforms` in the spec and run `reprobuild build --push REGISTRY/NAME:TAG` (it locks "
-        "again first), then export again; or run a platform it has: --platform linux/arm64."
+    assert str(arm64_error.value) == (  # the lock pins linux/amd64: a build of it has one
+        "the last build has no linux/amd64 image, only linux/arm64: run `reprobuild build --push "
+        "REGISTRY/NAME:TAG` (every platform of the lock), then export again; or run a platform "
+        "it has: --platform linux/arm64."
     )
 
 
