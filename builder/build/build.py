@@ -116,13 +116,19 @@ def _push_platforms(
         main,
         other_platforms=tuple(_platform_image(other) for other in pushed),
         pushed_index=index,
+        pushed_tag=tagged(push),  # the tag users pull, which names the index of them all
     )
+
+
+def tagged(reference: str) -> str:
+    """`reference` with its tag written out: registry/name:latest for registry/name."""
+    parsed = ImageReference.parse(reference)
+    return f"{parsed.written_name}:{parsed.tag or 'latest'}"
 
 
 def platform_tag(reference: str, platform: str) -> str:
     """`reference` with its tag suffixed by the platform's architecture: registry/name:v1-arm64."""
-    parsed = ImageReference.parse(reference)
-    return f"{parsed.written_name}:{parsed.tag or 'latest'}-{platform.rsplit('/', maxsplit=1)[-1]}"
+    return f"{tagged(reference)}-{platform.rsplit('/', maxsplit=1)[-1]}"
 
 
 def main_platform(platforms: Sequence[str]) -> str:
