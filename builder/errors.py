@@ -18,7 +18,8 @@ EXIT_CODES = {
     2: "invalid spec or usage",
     3: "no compatible torch build (smoke: identical bits, but the canary showed no power)",
     4: "a precondition failed (smoke: GPU, driver, compiled architectures, locked versions; "
-    "replay: the recorded data changed, the image is unavailable, a secret is not set)",
+    "replay: the recorded data changed, the image is unavailable, a secret is not set; an arm64 "
+    "image on a machine with no qemu registered for it)",
     130: "interrupted (Ctrl-C)",
 }
 FAILURE, USAGE, NO_TORCH_BUILD, PRECONDITION, INTERRUPTED = 1, 2, 3, 4, 130
