@@ -218,6 +218,19 @@ def test_variant_index_rows(local_index: LocalIndex) -> None:
     ] == [("2.5.1", "cu118", "2.5.1+cu118", f"{local_index.url}/cu118", "11.8")]
 
 
+def test_variant_index_aarch64_wheels_give_linux_arm64_rows(local_index: LocalIndex) -> None:
+    # The variant indexes' CUDA builds for aarch64 (before PyPI had any, torch < 2.11) are read
+    # as they are for x86_64: the index is not reachable from every machine, a refresh is.
+    wheel = "torch-2.6.0+cu126-cp311-cp311-manylinux_2_28_aarch64.whl"
+    local_index.add_wheel("cu126", wheel, [], ARCHS)
+    local_index.add_wheel("cu126", "torch-2.6.0+cu126-cp311-cp311-linux_x86_64.whl", [], ARCHS)
+    rows = refresh.fetch_rows(getter(), f"{local_index.url}/cu126", "cu126", "d", set())
+    assert [(r["platform"], r["wheel_version"], r["cuda"], r["pythons"]) for r in rows] == [
+        (AMD64, "2.6.0+cu126", "12.6", ["3.11"]),
+        (ARM64, "2.6.0+cu126", "12.6", ["3.11"]),
+    ]
+
+
 def row(label: str, index: str = "pypi", **values: Any) -> dict[str, Any]:
     torch, variant = label.split("+")
     base = {
