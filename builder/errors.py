@@ -18,8 +18,8 @@ EXIT_CODES = {
     2: "invalid spec or usage",
     3: "no compatible torch build (smoke: identical bits, but the canary showed no power)",
     4: "a precondition failed (smoke: GPU, driver, compiled architectures, locked versions; "
-    "replay: the recorded data changed, the image is unavailable, a secret is not set; an arm64 "
-    "image on a machine with no qemu registered for it)",
+    "replay: the recorded data changed, the image is unavailable, a secret is not set; an image "
+    "of another CPU on a machine with no qemu registered for it)",
     130: "interrupted (Ctrl-C)",
 }
 FAILURE, USAGE, NO_TORCH_BUILD, PRECONDITION, INTERRUPTED = 1, 2, 3, 4, 130
@@ -116,12 +116,6 @@ class PlatformChoiceError(LockFileError):
     exit_code = USAGE
 
 
-class EmulationMissing(ReprobuildError):
-    """An image of another CPU's platform must run here, and no qemu is registered for it."""
-
-    exit_code = PRECONDITION
-
-
 class RegistryError(ReprobuildError):
     """A registry did not answer, or has no such image."""
 
@@ -156,6 +150,13 @@ class FetchError(ReprobuildError):
 
 class EngineError(ReprobuildError):
     """The Docker engine is missing or refused an operation."""
+
+
+class EmulationMissing(EngineError):
+    """An image of another CPU's platform must run in the engine, and its machine has no qemu
+    registered for it (an EngineError: where the engine is optional, its absence is too)."""
+
+    exit_code = PRECONDITION
 
 
 class CommandNotFound(EngineError):

@@ -37,9 +37,14 @@ from builder.snapshots import epoch_seconds
 def ensure_base(
     engine: Engine, lock: Lock, build_plan: BuildPlan, note: Callable[[str], None]
 ) -> None:
-    """Registry bases are pulled by digest; bootstrapped ones are built from the archive."""
+    """Registry bases are pulled by digest; bootstrapped ones are built from the archive, and
+    built again where the name holds another architecture's root filesystem."""
     if engine.has_image(build_plan.base):
-        return
+        if lock.base.kind == "registry" or _architecture(engine, build_plan.base) == (
+            lock_architecture(lock)
+        ):
+            return
+        note(f"{build_plan.base} holds another architecture's root filesystem")
     if lock.base.kind == "registry":
         note(f"pulling the base {build_plan.base}")
         engine.pull(build_plan.base)
@@ -56,6 +61,10 @@ def ensure_base(
             architecture=lock_architecture(lock),
         )
         engine.load_archive(archive.path)
+
+
+def _architecture(engine: Engine, reference: str) -> str:
+    return str(engine.inspect_image(reference).get("Architecture") or "")
 
 
 def lock_architecture(lock: Lock) -> str:

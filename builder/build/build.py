@@ -74,6 +74,8 @@ def build_platforms(
     machine runs natively when it was built, else of the first, and lists the others. That
     image is built last, so the context left behind is its own."""
     ordered = sorted(platforms, key=lambda platform: platform == main_platform(platforms))
+    for platform in ordered:  # before any is built: a refusal leaves nothing half done
+        refuse_without_emulation(engine, platform, f"building the {platform} image")
     records = []
     for platform in ordered:
         if len(ordered) > 1:
@@ -163,6 +165,7 @@ def build_lock(
     image after a push (written once the push has given its digest), else from the base."""
     lock = current.lock.on(platform or current.lock.platform)
     project, lock_digest = current.project, current.digest
+    refuse_without_emulation(engine, lock.platform, f"building the {lock.platform} image")
     build_plan = plan.plan(lock, lock_digest)
     progress.note(f"wheels: verifying {len(lock.python.packages)} against the lock")
     wheel_cache = wheel_cache or wheelhouse.default_cache()
@@ -188,7 +191,6 @@ def build_lock(
     )
     for line in codeset.describe(code):
         progress.note(line)
-    refuse_without_emulation(lock.platform, f"building the {lock.platform} image")
     ensure_base(engine, lock, build_plan, progress.note)
     reference = image_reference(lock, lock_digest)
     stages = dockerfile.stages

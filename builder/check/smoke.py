@@ -15,14 +15,14 @@ through the kernel's binfmt_misc, in CPU mode only, with a Grace-like emulated C
 from __future__ import annotations
 
 import json
-import platform as host
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, TypedDict, cast
 
+from builder.engine import emulation
 from builder.engine.emulation import refuse_without_emulation
 from builder.errors import CommandNotFound, SmokeError, SmokeUsage, tail
-from builder.knowledge import ARM64, machine_platform
+from builder.knowledge import ARM64
 from builder.shapes import typed
 from builder.smoke import describe, group
 
@@ -135,14 +135,15 @@ def run_smoke(
     qemu emulation, in CPU mode only."""
     check_ranks(ranks, gpus)
     emulated = emulated_platform(engine, image.image_id)
-    if emulated is not None:
-        refuse_without_emulation(emulated, f"the smoke test of {image.reference}")
     if emulated is not None and gpus is not None:
         raise SmokeUsage(
-            f"{image.reference} is a {emulated} image, which this {host.machine()} machine runs "
-            "under qemu emulation, and emulation reaches no GPU: run `reprobuild smoke --cpu` "
-            f"here, or the GPU smoke test on a {emulated} machine{GPU_NODES.get(emulated, '')}."
+            f"{image.reference} is a {emulated} image, which this {native_machine(engine)} "
+            "machine runs under qemu emulation, and emulation reaches no GPU: run `reprobuild "
+            f"smoke --cpu` here, or the GPU smoke test on a {emulated} machine"
+            f"{GPU_NODES.get(emulated, '')}."
         )
+    if emulated is not None:
+        refuse_without_emulation(engine, emulated, f"the smoke test of {image.reference}")
     try:
         result = engine.run(
             image.image_id,
@@ -159,12 +160,18 @@ def run_smoke(
     return SmokeRun(image.reference, image.image_id, gpus, result.exit_code, report)
 
 
+def native_machine(engine: Engine) -> str:
+    """The engine's CPU as `uname -m` names it."""
+    native = engine.platform()
+    return emulation.MACHINES.get(native, native)
+
+
 def emulated_platform(engine: Engine, image_id: str) -> str | None:
-    """The image's platform when this machine runs it under emulation (an arm64 image on an
-    x86_64 host); None when it runs natively."""
+    """The image's platform when the engine runs it under emulation (an arm64 image on an
+    x86_64 machine); None when it runs natively."""
     found = engine.inspect_image(image_id)
     platform = f"{found.get('Os') or 'linux'}/{found.get('Architecture') or 'amd64'}"
-    return None if platform == machine_platform(host.machine()) else platform
+    return None if platform == engine.platform() else platform
 
 
 def mode_text(gpus: str | None, ranks: int = 1) -> str:

@@ -78,8 +78,10 @@ def lock_command(
     from builder.lock.stage import LockOptions
 
     export.check_formats(exports)  # before any work: a name that says no format is refused
+    if platform is not None and not exports:
+        raise click.UsageError("--platform chooses the closure --export writes: give --export too.")
     lock_options = LockOptions(index_url, debian_mirror, debian_security_mirror)
-    current = _lock(options, check_only, upgrade, lock_options)
+    current = _lock(options, check_only, upgrade, lock_options, bool(exports) and not platform)
     if exports:
         lock = current.lock.on(one_platform(current, platform, "--export"))
         several = len(current.lock.platforms) > 1
@@ -89,7 +91,11 @@ def lock_command(
 
 
 def _lock(
-    options: Options, check_only: bool, upgrade: bool, lock_options: LockOptions
+    options: Options,
+    check_only: bool,
+    upgrade: bool,
+    lock_options: LockOptions,
+    one_platform: bool,  # an export with no --platform: the spec must build one
 ) -> CurrentLock:
     from builder.cli.present import lock_summary
     from builder.lock import lockfile
@@ -97,6 +103,9 @@ def _lock(
 
     knowledge = options.knowledge()
     loaded = options.load_spec(knowledge)
+    if one_platform and len(loaded.spec.platforms) > 1:  # refused before anything is locked
+        whose = f"{loaded.path.name} builds for"
+        raise lockfile.one_platform_needed(whose, loaded.spec.platforms, "--export")
     state = lockfile.inspect_at(loaded.path, loaded.table, read_lock=check_only or not upgrade)
     mismatch = state.lock and platforms_differ(loaded, state.lock)
     if check_only:

@@ -1,54 +1,72 @@
-"""Whether this machine runs another CPU's programs, as an image of another platform needs
-(an arm64 image's steps, probes and smoke test on an x86_64 machine): qemu-user registered with
-the kernel's binfmt_misc. Registered with the F flag, the kernel opens the interpreter when it
-is registered, so containers need no qemu inside them.
+"""Whether the engine's machine runs another CPU's programs, as an image of another platform
+needs (an arm64 image's build steps, probes and smoke test on an x86_64 machine): qemu-user
+registered with the kernel's binfmt_misc, with the F flag, which makes the kernel open the
+interpreter when it is registered, so containers need no qemu inside them.
+
+Only a local engine's kernel can be read (its socket is on this machine); a remote engine is
+taken at its word, and its own failure says what it lacks.
 """
 
 from __future__ import annotations
 
-import platform as host
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from builder.errors import EmulationMissing
 
+if TYPE_CHECKING:
+    from builder.engine.sdk import Engine
+
 BINFMT = Path("/proc/sys/fs/binfmt_misc")
-# An image platform's CPU as `uname -m` names it, and the binfmt entry Debian's
-# qemu-user-static registers for it.
+# An image platform's CPU as `uname -m` names it, which Debian's qemu-user-static names its
+# binfmt_misc entry by (qemu-aarch64).
 MACHINES = {"linux/amd64": "x86_64", "linux/arm64": "aarch64"}
-HOST_MACHINES = {"amd64": "x86_64", "arm64": "aarch64"}
 
 
-def emulation_problem(
-    platform: str, machine: str | None = None, binfmt: Path | None = None
-) -> str | None:
-    """Why this machine (`machine`, default this one's) cannot run `platform`'s programs; None
-    when it runs them natively or qemu is registered for them in `binfmt` (default BINFMT)."""
-    wanted = MACHINES[platform]
-    here = (machine or host.machine()).lower()
-    if HOST_MACHINES.get(here, here) == wanted:
+def emulation_problem(platform: str, native: str, binfmt: Path | None = None) -> str | None:
+    """Why a machine whose native platform is `native` cannot run `platform`'s programs; None
+    when they are the same, when reprobuild knows no qemu for it, or when qemu is registered
+    for it in `binfmt` (default BINFMT), enabled and with the F flag."""
+    wanted = MACHINES.get(platform)
+    if wanted is None or platform == native:
         return None
     binfmt = binfmt or BINFMT
-    entry = binfmt / f"qemu-{wanted}"
-    if not (binfmt / "status").exists():
-        return f"binfmt_misc is not mounted at {binfmt}"
     try:
-        state = entry.read_text().splitlines()
+        status = (binfmt / "status").read_text().strip()
     except OSError:
-        return f"no qemu-{wanted} is registered in {binfmt}"
-    if not state or state[0].strip() != "enabled":
-        return f"qemu-{wanted} is registered in {binfmt} but disabled"
+        return f"binfmt_misc is not mounted at {binfmt}"
+    if status != "enabled":
+        return f"binfmt_misc is disabled at {binfmt}"
+    return _entry_problem(binfmt, f"qemu-{wanted}")
+
+
+def _entry_problem(binfmt: Path, name: str) -> str | None:
+    try:
+        entry = (binfmt / name).read_text().splitlines()
+    except OSError:
+        return f"no {name} is registered in {binfmt}"
+    if not entry or entry[0].strip() != "enabled":
+        return f"{name} is registered in {binfmt} but disabled"
+    flags = next((line.split(":", 1)[1] for line in entry if line.startswith("flags:")), "")
+    if "F" not in flags:
+        return f"{name} is registered in {binfmt} without the F flag, which containers need"
     return None
 
 
-def refuse_without_emulation(platform: str, doing: str) -> None:
-    """Raise EmulationMissing, naming `doing` and the fix, when `emulation_problem` finds one."""
-    problem = emulation_problem(platform)
+def refuse_without_emulation(engine: Engine, platform: str, doing: str) -> None:
+    """Raise EmulationMissing, naming `doing` and the fix, when the local engine's machine has
+    no qemu for `platform`."""
+    if not engine.target.startswith("unix://"):
+        return
+    native = engine.platform()
+    problem = emulation_problem(platform, native)
     if problem is None:
         return
     qemu = f"qemu-{MACHINES[platform]}"
+    machine = MACHINES.get(native, native)
     raise EmulationMissing(
-        f"{doing} runs {platform} programs, which this {host.machine()} machine runs only under "
-        f"qemu emulation, and {problem}. Install Debian's qemu-user-static and binfmt-support "
+        f"{doing} runs {platform} programs, which this {machine} machine runs only under qemu "
+        f"emulation, and {problem}. Install Debian's qemu-user-static and binfmt-support "
         f"(`apt-get install qemu-user-static binfmt-support`), mount binfmt_misc where it is "
         f"not (`mount -t binfmt_misc binfmt_misc {BINFMT}`) and register qemu "
         f"(`update-binfmts --enable {qemu}`); or run this on an {MACHINES[platform]} machine."

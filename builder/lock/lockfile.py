@@ -278,8 +278,12 @@ def one_platform(current: CurrentLock, asked: str | None, what: str) -> str:
     locked = current.lock.platforms
     if len(locked) == 1:
         return locked[0]
-    choices = " or ".join(f"--platform {platform}" for platform in locked)
-    raise PlatformChoiceError(
-        f"{current.path.name} pins {', '.join(locked)}, and {what} is of one platform: give "
-        f"{choices}."
+    raise one_platform_needed(f"{current.path.name} pins", locked, what)
+
+
+def one_platform_needed(whose: str, platforms: Sequence[str], what: str) -> PlatformChoiceError:
+    """`whose` ("reprobuild.lock pins") several `platforms`, and `what` takes one."""
+    choices = " or ".join(f"--platform {platform}" for platform in platforms)
+    return PlatformChoiceError(
+        f"{whose} {', '.join(platforms)}, and {what} is of one platform: give {choices}."
     )

@@ -200,8 +200,8 @@ def lock_platform(
 
     def engine() -> Engine:  # connected only when the base must be probed in the engine
         if not engines:
-            refuse_without_emulation(platform, f"locking the {platform} base")
             engines.append(Engine.connect())
+            refuse_without_emulation(engines[0], platform, f"locking the {platform} base")
         return engines[0]
 
     try:

@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from builder.build.buildrecord import BuildRecord
-    from builder.lock.model import BaseLock, Lock
+    from builder.lock.model import Lock
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://slsa.dev/provenance/v1"
@@ -196,7 +196,7 @@ def _definition(
 
 def _dependencies(lock: Lock, lock_digest: str) -> Iterator[ResourceDescriptor]:
     yield {"name": LOCK_FILE, "digest": {"sha256": lock_digest.removeprefix("sha256:")}}
-    yield _base(lock.base)
+    yield _base(lock)
     for name, (version, _, _) in system_packages(lock).items():
         yield {"name": name, "uri": deb_purl(lock, name, version)}
     for package in lock.python.packages:
@@ -207,8 +207,9 @@ def _dependencies(lock: Lock, lock_digest: str) -> Iterator[ResourceDescriptor]:
         }
 
 
-def _base(base: BaseLock) -> ResourceDescriptor:
-    purl = base_purl(base)
+def _base(lock: Lock) -> ResourceDescriptor:
+    base = lock.base
+    purl = base_purl(lock)
     if purl is None:
         # A bootstrapped base is its packages (listed on their own) from this archive snapshot.
         return {

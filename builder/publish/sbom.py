@@ -5,12 +5,12 @@ both follow their specifications; it is a pure function of its arguments (same l
 timestamp -> same bytes), so a reader can make it again and compare.
 
 Components: the image (metadata.component, `pkg:oci` by manifest digest); the base image (a
-registry base by its linux/amd64 manifest digest, or the Debian suite a bootstrapped base was
-made from); every system package (`pkg:deb`, with the archive snapshot apt read it from); every
-wheel (`pkg:pypi`, with its sha256 and download URL); and the CUDA libraries torch loads (CUDA
-runtime, cuDNN, NCCL, cuBLAS, ...), each a dependency of the wheel that ships it (an nvidia-*
-wheel, or torch's own where it bundles them). The image depends on the base, the system
-packages and the wheels; the CUDA libraries hang off their wheels.
+registry base by its manifest digest for the image's platform, or the Debian suite a
+bootstrapped base was made from); every system package (`pkg:deb`, with the archive snapshot
+apt read it from); every wheel (`pkg:pypi`, with its sha256 and download URL); and the CUDA
+libraries torch loads (CUDA runtime, cuDNN, NCCL, cuBLAS, ...), each a dependency of the wheel
+that ships it (an nvidia-* wheel, or torch's own where it bundles them). The image depends on
+the base, the system packages and the wheels; the CUDA libraries hang off their wheels.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from builder.lock.apt import UBUNTU_SUITES
 from builder.reference import DIGEST, DOCKER_HUB, ImageReference
 
 if TYPE_CHECKING:
-    from builder.lock.model import BaseLock, Lock, LockedPackage
+    from builder.lock.model import Lock, LockedPackage
 
 # Serial numbers are uuid5s of the manifest digest in this namespace: one image, one serial.
 SERIALS = uuid.uuid5(uuid.NAMESPACE_URL, "https://reprobuild.dev/sbom")
@@ -91,7 +91,7 @@ def sbom(lock: Lock, *, image_name: str, manifest_digest: str, timestamp: str) -
         ),
     )
     wheels = {package.name: _wheel_component(package) for package in lock.python.packages}
-    top = [_base_component(lock.base), *_deb_components(lock), *wheels.values()]
+    top = [_base_component(lock), *_deb_components(lock), *wheels.values()]
     bom.components.update(top)
     bom.register_dependency(image, top)
     for library, carrier in _cuda_components(lock, wheels):
@@ -144,20 +144,28 @@ def _image_component(image_name: str, manifest_digest: str) -> Component:
     )
 
 
-def base_purl(base: BaseLock) -> str | None:
-    """The registry base's purl (its linux/amd64 manifest), None for a bootstrapped base."""
+def image_arch(lock: Lock) -> str:
+    """The image's architecture as purls name it: amd64, arm64."""
+    return _ARCHES.get(lock.python.machine, "amd64")
+
+
+def base_purl(lock: Lock) -> str | None:
+    """The registry base's purl (its manifest for the image's platform), None for a bootstrapped
+    base."""
+    base = lock.base
     if base.kind != "registry":
         return None
     reference = ImageReference.parse(base.image)
     registry = "docker.io" if reference.registry == DOCKER_HUB else reference.registry
     url = f"{registry}/{reference.repository}"
     tag = ImageReference.parse(base.reference).tag
-    qualifiers = {"arch": "amd64", **({"tag": tag} if tag else {})}
+    qualifiers = {"arch": image_arch(lock), **({"tag": tag} if tag else {})}
     return _oci_purl(reference.repository, base.digest, url, **qualifiers)
 
 
-def _base_component(base: BaseLock) -> Component:
-    purl = base_purl(base)
+def _base_component(lock: Lock) -> Component:
+    base = lock.base
+    purl = base_purl(lock)
     if purl is None:
         # A bootstrapped base has no upstream image: it is the suite's packages at the snapshot
         # (listed one by one among the system packages).
@@ -205,7 +213,7 @@ def deb_purl(lock: Lock, name: str, version: str) -> str:
     """`pkg:deb/debian/NAME@VERSION?arch=amd64&distro=debian-SUITE` (ubuntu on Ubuntu bases)."""
     vendor = "ubuntu" if lock.base.suite in UBUNTU_SUITES else "debian"
     # The lock keeps no per-package architecture; an arch-all package is named as the image's.
-    arch = _ARCHES.get(lock.python.machine, "amd64")
+    arch = image_arch(lock)
     purl = PackageURL(
         type="deb",
         namespace=vendor,

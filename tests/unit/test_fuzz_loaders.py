@@ -625,6 +625,10 @@ class _Engine:
     def inspect_image(self, reference: str) -> dict[str, Any]:
         return {"Id": CONFIG, "Config": {"Labels": {layout.LOCK_LABEL: LOCK_DIGEST}}}
 
+    @staticmethod
+    def platform() -> str:  # the images above say none: linux/amd64's, run natively
+        return "linux/amd64"
+
 
 def _payload_report() -> dict[str, Any]:
     report = dict(valid_smoke())

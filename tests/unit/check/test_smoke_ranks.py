@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -37,7 +36,8 @@ class _Engine:
 
     stdout: str = ""
     calls: list[tuple[str, list[str], dict[str, Any]]] = field(default_factory=list)
-    architecture: str = "amd64" if platform.machine() == "x86_64" else "arm64"  # this machine's
+    architecture: str = "amd64"  # the image's; the engine runs linux/amd64 natively
+    target: str = "unix:///var/run/docker.sock"  # a local engine: its kernel's binfmt_misc is read
 
     def run(self, image: str, command: list[str], **options: Any) -> RunResult:
         self.calls.append((image, command, options))
@@ -45,6 +45,10 @@ class _Engine:
 
     def inspect_image(self, _image: str) -> dict[str, Any]:
         return {"Os": "linux", "Architecture": self.architecture}
+
+    @staticmethod
+    def platform() -> str:
+        return "linux/amd64"
 
 
 def payload_report() -> str:
@@ -127,6 +131,9 @@ def test_the_group_reaches_the_payload_and_its_key_comes_back() -> None:
     assert one.calls[0][1] == ["reprobuild-smoke", "--json"]  # no --ranks: as before
 
 
+REGISTERED = "enabled\ninterpreter /usr/libexec/qemu-binfmt/aarch64-binfmt-P\nflags: PF\n"
+
+
 @pytest.fixture
 def binfmt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """The kernel's binfmt_misc as a folder: this test reads, never changes, the real one."""
@@ -135,10 +142,9 @@ def binfmt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
-@pytest.mark.skipif(platform.machine() != "x86_64", reason="emulates arm64 on x86_64")
 def test_an_arm64_image_runs_emulated_in_cpu_mode_only(binfmt: Path) -> None:
     # No emulation is started here: the engine is answered from memory, with an arm64 image.
-    (binfmt / "qemu-aarch64").write_text("enabled\ninterpreter /usr/libexec/qemu-binfmt/x\n")
+    (binfmt / "qemu-aarch64").write_text(REGISTERED)
     engine = _Engine(payload_report(), architecture="arm64")
     run_smoke(cast("Engine", engine), IMAGE, gpus=None)
     (_, _, options), *_ = engine.calls
@@ -154,7 +160,6 @@ def test_an_arm64_image_runs_emulated_in_cpu_mode_only(binfmt: Path) -> None:
     assert refused.calls == [] and caught.value.exit_code == USAGE
 
 
-@pytest.mark.skipif(platform.machine() != "x86_64", reason="emulates arm64 on x86_64")
 def test_without_qemu_an_arm64_image_is_refused_before_it_runs(binfmt: Path) -> None:
     engine = _Engine(payload_report(), architecture="arm64")
     with pytest.raises(EmulationMissing) as caught:

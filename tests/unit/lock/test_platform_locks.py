@@ -22,6 +22,7 @@ from builder.lock import lockfile, wheels
 from builder.lock.lockfile import CurrentLock, chosen_platforms, one_platform
 from builder.lock.model import BaseLock, Lock, PlatformLock
 from builder.render import plan
+from tests.cli import reprobuild
 from tests.locks import make_lock, wheel
 from tests.records import make_record
 
@@ -208,20 +209,43 @@ def test_each_platform_is_pushed_at_a_tag_of_its_own() -> None:
 
 
 def test_emulation_is_found_registered_or_its_absence_named(tmp_path: Path) -> None:
-    assert emulation_problem(ARM64, "aarch64", tmp_path) is None  # native: nothing to check
-    assert emulation_problem(ARM64, "x86_64", tmp_path) == (
-        f"binfmt_misc is not mounted at {tmp_path}"
-    )
+    assert emulation_problem(ARM64, ARM64, tmp_path) is None  # native: nothing to check
+    assert emulation_problem("linux/riscv64", AMD64, tmp_path) is None  # no qemu known: as is
+    assert emulation_problem(ARM64, AMD64, tmp_path) == f"binfmt_misc is not mounted at {tmp_path}"
+    (tmp_path / "status").write_text("disabled\n")
+    assert emulation_problem(ARM64, AMD64, tmp_path) == f"binfmt_misc is disabled at {tmp_path}"
     (tmp_path / "status").write_text("enabled\n")
-    assert emulation_problem(ARM64, "x86_64", tmp_path) == (
+    assert emulation_problem(ARM64, AMD64, tmp_path) == (
         f"no qemu-aarch64 is registered in {tmp_path}"
     )
-    (tmp_path / "qemu-aarch64").write_text("disabled\ninterpreter /usr/libexec/qemu-binfmt/x\n")
-    assert emulation_problem(ARM64, "x86_64", tmp_path) == (
+    entry = tmp_path / "qemu-aarch64"
+    entry.write_text("disabled\ninterpreter /usr/libexec/qemu-binfmt/aarch64-binfmt-P\nflags: PF\n")
+    assert emulation_problem(ARM64, AMD64, tmp_path) == (
         f"qemu-aarch64 is registered in {tmp_path} but disabled"
     )
-    (tmp_path / "qemu-aarch64").write_text("enabled\ninterpreter /usr/libexec/qemu-binfmt/x\n")
-    assert emulation_problem(ARM64, "x86_64", tmp_path) is None
-    assert emulation_problem(AMD64, "aarch64", tmp_path) == (
+    entry.write_text("enabled\ninterpreter /usr/bin/qemu-aarch64\nflags: P\n")
+    assert emulation_problem(ARM64, AMD64, tmp_path) == (
+        f"qemu-aarch64 is registered in {tmp_path} without the F flag, which containers need"
+    )
+    entry.write_text("enabled\ninterpreter /usr/libexec/qemu-binfmt/aarch64-binfmt-P\nflags: PF\n")
+    assert emulation_problem(ARM64, AMD64, tmp_path) is None
+    assert emulation_problem(AMD64, ARM64, tmp_path) == (
         f"no qemu-x86_64 is registered in {tmp_path}"
+    )
+
+
+def test_lock_refuses_an_export_of_no_one_platform_before_locking(tmp_path: Path) -> None:
+    spec = 'name = "lab/x"\npython = "3.11"\ntorch = "2.11.0"\n'
+    (tmp_path / "reprobuild.toml").write_text(spec + 'platforms = ["linux/amd64", "linux/arm64"]\n')
+    result = reprobuild("-C", str(tmp_path), "lock", "--export", "pylock.toml")
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr == (
+        "error: reprobuild.toml builds for linux/amd64, linux/arm64, and --export is of one "
+        "platform: give --platform linux/amd64 or --platform linux/arm64.\n"
+    )
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["reprobuild.toml"]
+    alone = reprobuild("-C", str(tmp_path), "lock", "--platform", "linux/arm64")
+    assert alone.returncode == 2 and alone.stdout == ""
+    assert alone.stderr.splitlines()[-1] == (
+        "Error: --platform chooses the closure --export writes: give --export too."
     )

@@ -153,6 +153,23 @@ def test_every_wheel_by_purl_hash_and_url() -> None:
     assert wheels <= set(found)
 
 
+def test_an_arm64_image_names_its_base_and_packages_arm64() -> None:
+    lock = example()
+    arm = replace(
+        lock,
+        resolution={**lock.resolution, "platform": "linux/arm64"},
+        python=replace(lock.python, platform="aarch64-manylinux_2_28"),
+        system=replace(lock.system, packages=("zlib1g=1:1.2.13.dfsg-1",)),
+    )
+    found = components(made(arm))
+    base = (
+        f"pkg:oci/python@{BASE_DIGEST}?arch=arm64&repository_url=docker.io/library/python"
+        "&tag=3.11-slim-bookworm"
+    )
+    assert base in found
+    assert "pkg:deb/debian/zlib1g@1:1.2.13.dfsg-1?arch=arm64&distro=debian-bookworm" in found
+
+
 def test_a_local_wheel_has_no_download_url() -> None:
     local = wheel("mylib", "1.0", "wheels/mylib-1.0-py3-none-any.whl")
     found = components(made(hexed(make_lock(packages=(local,)))))["pkg:pypi/mylib@1.0"]
