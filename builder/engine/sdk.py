@@ -264,13 +264,13 @@ class Engine:
     def version(self) -> str:
         return str(self.client.version().get("Version", "unknown"))
 
-    @_answering("describing itself")
     @_answering("reading its platform")
     def platform(self) -> str:
         """The platform whose images the engine runs natively: linux/amd64, linux/arm64."""
         found = self.client.version()
         return f"{found.get('Os') or 'linux'}/{found.get('Arch') or 'amd64'}"
 
+    @_answering("describing itself")
     def describe(self) -> tuple[dict[str, Any], dict[str, Any]]:
         """The engine's version document and its system info (runtimes among them)."""
         return dict(self.client.version()), dict(self.client.info())
