@@ -23,7 +23,7 @@ from builder.build.image import Normalised, build_normalised
 from builder.engine.emulation import refuse_without_emulation
 from builder.engine.sdk import BuildEvent, Engine
 from builder.errors import ReprobuildError
-from builder.knowledge import machine_platform
+from builder.knowledge import architecture, machine_platform
 from builder.lock.lockfile import CurrentLock
 from builder.lock.model import Lock, LockedPackage
 from builder.reference import ImageReference
@@ -130,7 +130,7 @@ def tagged(reference: str) -> str:
 
 def platform_tag(reference: str, platform: str) -> str:
     """`reference` with its tag suffixed by the platform's architecture: registry/name:v1-arm64."""
-    return f"{tagged(reference)}-{platform.rsplit('/', maxsplit=1)[-1]}"
+    return f"{tagged(reference)}-{architecture(platform)}"
 
 
 def main_platform(platforms: Sequence[str]) -> str:

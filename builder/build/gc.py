@@ -22,7 +22,7 @@ from builder.build import imagecache
 from builder.engine.images import EngineImage
 from builder.engine.sdk import Engine
 from builder.errors import EngineError
-from builder.knowledge import AMD64, PLATFORMS
+from builder.knowledge import AMD64, PLATFORMS, architecture
 from builder.reference import ImageReference
 from builder.render import plan
 
@@ -87,7 +87,7 @@ def final_reference(name: str, lock: str, platform: str = AMD64) -> str:
     tag = lock.removeprefix("sha256:")[:12]
     if platform == AMD64:
         return f"{name}:{tag}"
-    return f"{name}:{tag}-{platform.rsplit('/', maxsplit=1)[-1]}"
+    return f"{name}:{tag}-{architecture(platform)}"
 
 
 def plan_gc(engine: Engine, *, name: str, lock: str, keep: int = 0) -> GcPlan:

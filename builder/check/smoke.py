@@ -134,10 +134,12 @@ def run_smoke(
     ranks >= 2, its process groups too. An image of another CPU than this machine's runs under
     qemu emulation, in CPU mode only."""
     check_ranks(ranks, gpus)
-    emulated = emulated_platform(engine, image.image_id)
+    native = engine.platform()  # read once: the refusals below name it too
+    emulated = emulated_platform(engine, image.image_id, native)
     if emulated is not None and gpus is not None:
         raise SmokeUsage(
-            f"{image.reference} is a {emulated} image, which this {native_machine(engine)} "
+            f"{image.reference} is a {emulated} image, which this "
+            f"{emulation.MACHINES.get(native, native)} "
             "machine runs under qemu emulation, and emulation reaches no GPU: run `reprobuild "
             f"smoke --cpu` here, or the GPU smoke test on a {emulated} machine"
             f"{GPU_NODES.get(emulated, '')}."
@@ -160,18 +162,12 @@ def run_smoke(
     return SmokeRun(image.reference, image.image_id, gpus, result.exit_code, report)
 
 
-def native_machine(engine: Engine) -> str:
-    """The engine's CPU as `uname -m` names it."""
-    native = engine.platform()
-    return emulation.MACHINES.get(native, native)
-
-
-def emulated_platform(engine: Engine, image_id: str) -> str | None:
-    """The image's platform when the engine runs it under emulation (an arm64 image on an
-    x86_64 machine); None when it runs natively."""
+def emulated_platform(engine: Engine, image_id: str, native: str) -> str | None:
+    """The image's platform when the engine, whose own is `native`, runs it under emulation
+    (an arm64 image on an x86_64 machine); None when it runs natively."""
     found = engine.inspect_image(image_id)
     platform = f"{found.get('Os') or 'linux'}/{found.get('Architecture') or 'amd64'}"
-    return None if platform == engine.platform() else platform
+    return None if platform == native else platform
 
 
 def mode_text(gpus: str | None, ranks: int = 1) -> str:

@@ -72,6 +72,11 @@ def marker_environment(platform: str = AMD64, python: str | None = None) -> dict
     return environment
 
 
+def architecture(platform: str) -> str:
+    """The platform's CPU as OCI, Debian and Kubernetes name it: arm64 of linux/arm64."""
+    return platform.rsplit("/", maxsplit=1)[-1]
+
+
 def machine_platform(machine: str) -> str | None:
     """The image platform a CPU runs natively, by its platform.machine(); None for others."""
     return MACHINE_PLATFORMS.get(machine.lower())

@@ -20,7 +20,7 @@ from builder import files, layout
 from builder.build import buildrecord
 from builder.build.buildrecord import BuildRecord, PlatformImage
 from builder.errors import ExportError, ExportUsage
-from builder.knowledge import MACHINES, PLATFORMS
+from builder.knowledge import MACHINES, PLATFORMS, architecture
 from builder.lock import lockfile
 from builder.render import plan, templates
 from builder.run.args import DEFAULT_ENV
@@ -88,7 +88,7 @@ class Pushed:
     @property
     def architecture(self) -> str:
         """The platform's CPU as Kubernetes and OCI name it: amd64, arm64."""
-        return self.platform.rsplit("/", maxsplit=1)[-1]
+        return architecture(self.platform)
 
     @property
     def machine(self) -> str:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from builder import __version__, layout, snapshots
-from builder.knowledge import AMD64
+from builder.knowledge import AMD64, architecture
 from builder.lock.apt import DEFAULT_PATH, AptArchive
 from builder.lock.model import Lock, LockedPackage
 from builder.render import requirement
@@ -141,7 +141,7 @@ def bootstrap_image_name(lock: Lock) -> str:
     gives a root filesystem per architecture)."""
     stamp = snapshots.snapshot_stamp(lock.base.snapshot).lower()
     if lock.platform != AMD64:
-        stamp += f"-{lock.platform.rsplit('/', maxsplit=1)[-1]}"
+        stamp += f"-{architecture(lock.platform)}"
     return f"reprobuild-base/debian-{lock.base.suite}:{stamp}"
 
 
