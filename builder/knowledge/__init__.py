@@ -168,6 +168,9 @@ class Companion:
     index: str  # "pypi" or the variant index URL the row was read from
     source: str
     read: str
+    # The image platforms torch's pin applies on; None: every one. Up to torch 2.10 the pin is
+    # marked `platform_machine == "x86_64"`, and triton has no aarch64 wheel before 3.5.0.
+    platforms: tuple[str, ...] | None = None
 
     @property
     def per_variant(self) -> bool:
@@ -180,6 +183,9 @@ class Companion:
     def applies_to(self, python: str) -> bool:
         return self.pythons is None or python in self.pythons
 
+    def applies_on(self, platform: str) -> bool:
+        return self.platforms is None or platform in self.platforms
+
     def to_dict(self) -> dict[str, Any]:
         """The row as stored in companions.json."""
         return {
@@ -188,6 +194,7 @@ class Companion:
             "torch": str(self.torch),
             "pinned_by": self.pinned_by,
             "pythons": None if self.pythons is None else list(self.pythons),
+            "platforms": None if self.platforms is None else list(self.platforms),
             "index": self.index,
             "source": self.source,
             "read": self.read,
@@ -437,6 +444,7 @@ def _platform(value: Any) -> str:
 
 def _companion(row: dict[str, Any]) -> Companion:
     pythons = row["pythons"]
+    platforms = row.get("platforms")  # absent from rows written before platforms were read
     SpecifierSet(f"=={row['version']}")  # a version or a wildcard, else the row is malformed
     return Companion(
         package=str(canonicalize_name(row["package"])),
@@ -447,6 +455,7 @@ def _companion(row: dict[str, Any]) -> Companion:
         index=str(row["index"]),
         source=str(row["source"]),
         read=str(row["read"]),
+        platforms=None if platforms is None else tuple(str(name) for name in platforms),
     )
 
 

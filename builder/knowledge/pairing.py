@@ -4,7 +4,8 @@ Two kinds of companion, read from two kinds of metadata (PEP 503 pages, PEP 658 
 - torchvision and torchaudio are built for one torch release each; the `Requires-Dist: torch==X`
   of a Linux x86_64 wheel of every release names it;
 - triton is pinned by torch itself: the `Requires-Dist: triton==Y` that applies on Linux x86_64
-  in a torch wheel's metadata, for the Pythons its marker allows.
+  in a torch wheel's metadata, for the Pythons and the image platforms its marker allows (up to
+  torch 2.10 it is marked `platform_machine == "x86_64"`).
 
 Rows are keyed by package, version and torch; a PyPI row wins over a variant index's row of the
 same key, rows of an index that did not answer are kept, and a row whose values did not change
@@ -24,11 +25,11 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
-from builder.knowledge import AMD64, PYPI, marker_environment
+from builder.knowledge import AMD64, MACHINES, PYPI, marker_environment
 
 RELEASE_PAIRED = ("torchaudio", "torchvision")  # their own wheels pin torch==X
 TORCH_PINNED = ("triton",)  # torch's wheels pin it
-_VALUE_FIELDS = ("pinned_by", "pythons", "index")
+_VALUE_FIELDS = ("pinned_by", "pythons", "platforms", "index")
 _WHEEL = re.compile(
     r"^(?P<name>[A-Za-z0-9_.]+)-(?P<version>[^-]+)(-\d[^-]*)?-(?P<python>[^-]+)-[^-]+-"
     r"(?P<plat>[^-]+)\.whl$"
@@ -55,17 +56,20 @@ def applies_on_linux(requirement: Requirement, python: str | None = None) -> boo
     return requirement.marker.evaluate(marker_environment(AMD64, python))
 
 
-def linux_requirements(lines: Iterable[str], python: str | None = None) -> list[Requirement]:
-    """The requirements that apply on Linux x86_64 (and to `python`, when given)."""
+def parsed(lines: Iterable[str]) -> list[Requirement]:
+    """The lines that are PEP 508 requirements, parsed."""
     found = []
     for line in lines:
         try:
-            requirement = Requirement(line)
+            found.append(Requirement(line))
         except InvalidRequirement:
             continue
-        if applies_on_linux(requirement, python):
-            found.append(requirement)
     return found
+
+
+def linux_requirements(lines: Iterable[str], python: str | None = None) -> list[Requirement]:
+    """The requirements that apply on Linux x86_64 (and to `python`, when given)."""
+    return [requirement for requirement in parsed(lines) if applies_on_linux(requirement, python)]
 
 
 def pinned_version(requirement: Requirement) -> str | None:
@@ -109,6 +113,7 @@ def torch_pinned_rows(
         pinned = {python: version for python, version in versions.items() if version}
         if not pinned or len(set(pinned.values())) != 1:
             continue
+        platforms = _platforms_of(package, lines, list(pinned))
         rows.append(
             {
                 "package": package,
@@ -116,12 +121,29 @@ def torch_pinned_rows(
                 "torch": torch.public,
                 "pinned_by": "torch",
                 "pythons": None if len(pinned) == len(pythons) else sorted(pinned, key=_py),
+                "platforms": None if len(platforms) == len(MACHINES) else platforms,
                 "index": index,
                 "source": source,
                 "read": today,
             }
         )
     return rows
+
+
+def _platforms_of(package: str, lines: list[str], pythons: list[str]) -> list[str]:
+    """The image platforms on which a requirement of `package` in `lines` holds for one of
+    `pythons`."""
+    requirements = [r for r in parsed(lines) if canonicalize_name(r.name) == package]
+    return [
+        platform
+        for platform in MACHINES
+        if any(
+            requirement.marker is None
+            or requirement.marker.evaluate(marker_environment(platform, python))
+            for requirement in requirements
+            for python in pythons
+        )
+    ]
 
 
 def _py(python: str) -> tuple[int, ...]:
@@ -174,6 +196,7 @@ def release_row(
         "torch": torch.public,
         "pinned_by": package,
         "pythons": None,
+        "platforms": None,
         "index": PYPI if variant is None else index_url.rstrip("/"),
         "source": (
             f"{index_url.rstrip('/')}/{package}/ (PEP 503); Requires-Dist of {release.filename}"

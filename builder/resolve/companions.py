@@ -2,8 +2,9 @@
 
 A companion is built for one torch release (companions.json says which). The spec names the
 companions it wants in `packages` or its requirements file; triton comes with every CUDA build
-whose torch release pins it. Each is pinned to the release that pairs with the chosen torch, from
-the same index (`torchvision==0.20.1+cu121` beside `torch==2.5.1+cu121`). A named companion is
+whose torch release pins it on the build's platform. Each is pinned to the release that pairs
+with the chosen torch, from the same index (`torchvision==0.20.1+cu121` beside
+`torch==2.5.1+cu121`). A named companion is
 one whose marker holds in the image; a candidate build it does not pair with (no known pair, or
 one the user's pin excludes, local tag included) is rejected, and the error names the pair.
 """
@@ -141,6 +142,7 @@ def pairings(
             and pinned.pinned_by == "torch"
             and not build.is_cpu
             and pinned.applies_to(python)
+            and pinned.applies_on(build.platform)
         ):
             found.append(_pairing(pinned, build, TORCH_PIN))
     return tuple(found)

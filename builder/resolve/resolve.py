@@ -340,7 +340,7 @@ def resolve(spec: Spec, target: Target, knowledge: Knowledge, platform: str = AM
     chosen = eligible[0]
     build = chosen.build
     family = knowledge.family(build.cuda) if build.cuda else None
-    notes = [*left_out, *chosen.notes]
+    notes = [*left_out, *_off_pypi(build, verdicts, request, knowledge), *chosen.notes]
     if target.origin == "none" and build.cuda is not None:
         notes.append(
             "no [target] in the spec: the image runs on drivers >= "
@@ -360,6 +360,30 @@ def resolve(spec: Spec, target: Target, knowledge: Knowledge, platform: str = AM
         companions=pairings(request.companions, spec.python, build, knowledge),
         platform=platform,
     )
+
+
+def _off_pypi(
+    build: TorchBuild, verdicts: tuple[Verdict, ...], request: Request, knowledge: Knowledge
+) -> list[str]:
+    """Why a CUDA build the spec did not ask for by variant or CUDA version comes from a variant
+    index: PyPI's build of its release does not fit, or PyPI has none for the platform."""
+    if build.pypi_default or build.is_cpu or request.variant or request.cuda:
+        return []
+    instead = f"{build.label} comes from {build.index}"
+    for verdict in verdicts:
+        if verdict.build.pypi_default and verdict.build.torch == build.torch:
+            why = "; ".join(verdict.rejections)
+            return [f"PyPI's {verdict.build.label} does not fit ({why}): {instead}"]
+    found = f"torch {build.torch} has no CUDA build for {build.platform} on PyPI"
+    later = [
+        other
+        for other in knowledge.builds_on(build.platform)
+        if other.pypi_default and not other.is_cpu and other.torch > build.torch
+    ]
+    if later:
+        first = _oldest(later)
+        found += f" (torch >= {_series(first.torch)} with CUDA {first.cuda} has one)"
+    return [f"{found}: {instead}"]
 
 
 def resolve_spec(spec: Spec, knowledge: Knowledge, platform: str = AMD64) -> Resolution:
@@ -421,7 +445,11 @@ def _other_kind_message(
     spec: Spec, knowledge: Knowledge, platform: str, matching: list[TorchBuild]
 ) -> str:
     kind = "CPU" if spec.cpu_only else "CUDA"
-    where = "on PyPI" if all(b.index == PYPI for b in matching) else "in the knowledge base"
+    indexes = {b.index for b in knowledge.builds_on(platform) if b.is_cpu == spec.cpu_only}
+    if all(b.index == PYPI for b in matching):
+        where = "on PyPI" if indexes == {PYPI} else "on PyPI or a PyTorch variant index"
+    else:
+        where = "in the knowledge base"
     found = f"{_asked(spec)} has no {kind} build for {platform} {where}"
     of_kind = [b for b in knowledge.builds_on(platform) if b.is_cpu == spec.cpu_only]
     newest = max(b.torch for b in matching)

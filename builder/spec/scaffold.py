@@ -350,19 +350,24 @@ def summary(
 
 def _platform_summary(spec: Spec, knowledge: Knowledge) -> str | None:
     """linux/arm64 where a Grace GPU implies it (init chose torch and Python among linux/amd64
-    builds), with a warning when no build of its kind for linux/arm64 matches the torch."""
+    builds), with a warning when no build of its kind for linux/arm64 matches the torch (a CUDA
+    build only where its GPU architectures are known: resolve promises no other to a GPU)."""
     if spec.platforms == (AMD64,):
         return None
     text = f"{ARM64} (a target GPU is a Grace superchip, whose CPU is Arm)"
-    kind = [b for b in knowledge.builds_on(ARM64) if b.is_cpu == spec.cpu_only]
+    kind = [
+        b
+        for b in knowledge.builds_on(ARM64)
+        if b.is_cpu == spec.cpu_only and (b.is_cpu or b.archs is not None)
+    ]
     if any(spec.torch.contains(build.torch) for build in kind):
         return text
-    name = "CPU" if spec.cpu_only else "CUDA"
+    name = "CPU build" if spec.cpu_only else "CUDA build with known GPU kernels"
     if not kind:
-        return f"{text}; warning: the knowledge base has no {name} build for {ARM64}"
+        return f"{text}; warning: the knowledge base has no {name} for {ARM64}"
     oldest = min(kind, key=lambda build: build.torch)
     return (
-        f"{text}; warning: torch {spec.torch_text} has no {name} build for {ARM64}, so "
+        f"{text}; warning: torch {spec.torch_text} has no {name} for {ARM64}, so "
         f"`reprobuild resolve` refuses it: torch {oldest.torch} ({oldest.label}) is the first "
         f"release with one"
     )

@@ -230,3 +230,26 @@ def test_a_lock_of_other_platforms_than_the_spec_is_made_again(
         result.stderr
     )
     assert lockfile.read(project / lockfile.LOCK_FILE).platforms == (ARM64,)
+
+
+def test_a_variant_index_build_for_arm64_is_locked_from_its_index(tmp_path: Path) -> None:
+    # GH200 with a 570 driver: PyPI's CUDA 13.0 build needs 580, so the cu128 index's aarch64
+    # build is chosen. That index is unreachable from here (as in test_lock's amd64 case): the
+    # lock must ask it first, name it as the host that did not answer, and write nothing.
+    project = tmp_path / "gh"
+    project.mkdir()
+    (project / "reprobuild.toml").write_text(
+        f'name = "lab/gh"\npython = "3.11"\ntorch = "2.11.*"\nbase = "{ARM64_BASE}"\n'
+        '[target]\ngpus = ["GH200"]\ndriver = "570.133.20"\n'
+    )
+    resolved = reprobuild("-C", str(project), "resolve")
+    assert resolved.returncode == 0, resolved.stderr
+    assert "install    torch==2.11.0+cu128 from https://download.pytorch.org/whl/cu128" in (
+        resolved.stdout
+    )
+    result = reprobuild("-C", str(project), "lock", "--debian-mirror", DEBIAN_MIRROR)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "error: the package index (download.pytorch.org, pypi.org) did not answer" in (
+        result.stderr
+    )
+    assert not (project / lockfile.LOCK_FILE).exists()

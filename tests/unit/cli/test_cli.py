@@ -105,6 +105,7 @@ def test_knowledge_show_json_has_sources() -> None:
         ("cu121", "linux/amd64"),
         ("cu124", "linux/amd64"),
         ("cpu", "linux/arm64"),
+        ("cu124", "linux/arm64"),
     ]
     assert all(row["source"] and row["read"] for row in rows)
 

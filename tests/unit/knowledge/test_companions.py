@@ -14,7 +14,7 @@ from packaging.version import Version
 from builder import knowledge
 from builder.engine.http import Getter
 from builder.errors import KnowledgeError
-from builder.knowledge import AMD64, pairing, refresh
+from builder.knowledge import AMD64, ARM64, pairing, refresh
 from tests.conftest import LocalIndex
 
 KB = knowledge.load()
@@ -70,6 +70,7 @@ def test_torch_pinned_rows_follow_the_marker() -> None:
             "torch": "2.5.1",
             "pinned_by": "torch",
             "pythons": ["3.11", "3.12"],
+            "platforms": ["linux/amd64"],
             "index": "pypi",
             "source": "s",
             "read": "2026-12-01",
@@ -82,7 +83,20 @@ def test_a_compatible_release_pin_becomes_a_wildcard() -> None:
     rows = pairing.torch_pinned_rows(
         metadata, torch=Version("2.14.0"), pythons=["3.12"], index="pypi", source="s", today="d"
     )
-    assert [(row["version"], row["pythons"]) for row in rows] == [("3.8.*", None)]
+    assert [(row["version"], row["pythons"], row["platforms"]) for row in rows] == [
+        ("3.8.*", None, None)
+    ]
+
+
+def test_torch_s_triton_pin_applies_on_the_platforms_its_marker_names() -> None:
+    # Up to torch 2.10 the pin is marked x86_64 (triton has no aarch64 wheel before 3.5.0).
+    old = KB.companion_for("triton", Version("2.10.0"))
+    new = KB.companion_for("triton", Version("2.11.0"))
+    assert old is not None and new is not None
+    assert old.platforms == (AMD64,) and not old.applies_on(ARM64)
+    assert new.platforms is None and new.applies_on(ARM64)
+    vision = KB.companion_for("torchvision", Version("2.5.1"))
+    assert vision is not None and vision.platforms is None
 
 
 def serve_vision(index: LocalIndex, releases: dict[str, str]) -> None:
@@ -125,6 +139,7 @@ def test_release_rows_from_a_simple_index(local_index: LocalIndex) -> None:
             "torch": "2.5.1",
             "pinned_by": "torchvision",
             "pythons": None,
+            "platforms": None,
             "index": "pypi",
             "source": f"{local_index.url}/pypi/torchvision/ (PEP 503); Requires-Dist of "
             "torchvision-0.20.1-cp311-cp311-manylinux1_x86_64.whl",

@@ -49,7 +49,7 @@ def test_build_keys_are_unique_and_labels_unique_per_platform() -> None:
         assert [label for label, count in labels.items() if count > 1] == []
     assert {platform: len(KB.builds_on(platform)) for platform in PLATFORMS} == {
         AMD64: 96,
-        ARM64: 28,
+        ARM64: 64,
     }
 
 
@@ -69,7 +69,11 @@ def test_wheel_version_and_index_agree() -> None:
             assert build.index == "pypi" and build.wheel_version == str(build.torch)
         else:
             assert build.index.endswith(f"/{build.variant}"), build.label
-            assert build.wheel_version == f"{build.torch}+{build.variant}"
+            if (build.platform, build.variant) == (ARM64, "cu124"):
+                # cu124/torch-2.4.0-cp311-cp311-linux_aarch64.whl (pytorch/pytorch#134117)
+                assert build.wheel_version == str(build.torch)
+            else:
+                assert build.wheel_version == f"{build.torch}+{build.variant}"
 
 
 def test_every_cuda_in_use_has_driver_facts() -> None:
@@ -116,7 +120,8 @@ def test_measured_facts_from_research() -> None:
 
 def test_arm64_rows_read_from_pypi_aarch64_wheels() -> None:
     # shared/research/arm64-feasibility.md section 3: CPU-only up to 2.10.0, CUDA 13 from 2.11.0.
-    rows = {build.label: build for build in KB.builds_on(ARM64)}
+    every = {build.label: build for build in KB.builds_on(ARM64)}
+    rows = {label: build for label, build in every.items() if build.index == "pypi"}
     assert [label for label in rows if not rows[label].is_cpu] == [
         "2.11.0+cu130",
         "2.12.0+cu130",
@@ -146,7 +151,40 @@ def test_arm64_rows_read_from_pypi_aarch64_wheels() -> None:
     ]
     assert "manylinux_2_28_aarch64.whl" in cuda.archs_source
     assert rows["2.15.0+cu132"].cuda_runtime == "13.2.2"
-    assert all(build.index == "pypi" for build in rows.values())
+    assert all(build.pypi_default for build in rows.values())
+
+
+def test_arm64_variant_index_rows_are_sourced() -> None:
+    # download.pytorch.org cannot be read from here: these rows come from the sources each
+    # names, and `knowledge refresh` replaces them with what the index's metadata says.
+    rows = {b.label: b for b in KB.builds_on(ARM64) if b.index != "pypi" and not b.is_cpu}
+    assert list(rows) == [
+        "2.4.0+cu124", "2.4.1+cu124", "2.5.0+cu124", "2.5.1+cu124", "2.6.0+cu126",
+        "2.7.0+cu128", "2.7.1+cu128", "2.8.0+cu129",
+        "2.9.0+cu126", "2.9.0+cu128", "2.9.0+cu130", "2.9.1+cu126", "2.9.1+cu128", "2.9.1+cu130",
+        "2.10.0+cu126", "2.10.0+cu128", "2.10.0+cu130", "2.11.0+cu126", "2.11.0+cu128",
+        "2.12.0+cu126", "2.12.0+cu132", "2.12.1+cu126", "2.12.1+cu132",
+        "2.13.0+cu126", "2.13.0+cu132", "2.14.0+cu126", "2.14.0+cu132",
+        "2.14.1+cu126", "2.14.1+cu132",
+    ]  # fmt: skip
+    pypi = {b.torch: b.pythons for b in KB.builds_on(ARM64) if b.pypi_default}
+    for build in rows.values():
+        # an issue (owner/repo#N) or a file at a commit (owner/repo ... (1a2b3c4d))
+        assert re.search(r"[\w-]+/[\w.-]+(#\d+| .*\([0-9a-f]{8}\))", build.source), build.label
+        assert build.pythons == pypi[build.torch], build.label
+    archs = {
+        label: None if b.archs is None else [str(a) for a in b.archs] for label, b in rows.items()
+    }
+    assert archs["2.4.0+cu124"] is None and archs["2.8.0+cu129"] is None
+    assert archs["2.7.1+cu128"] == ["sm_90", "sm_100", "sm_120"]
+    assert archs["2.10.0+cu126"] == ["sm_80", "sm_90"]
+    assert archs["2.11.0+cu128"] == ["sm_80", "sm_90", "sm_100", "sm_120"]
+    assert archs["2.14.1+cu132"] == ["sm_80", "sm_90", "sm_100", "sm_110", "sm_120"]
+    cpu = [b.label for b in KB.builds_on(ARM64) if b.index != "pypi" and b.is_cpu]
+    assert cpu == [
+        "2.11.0+cpu", "2.12.0+cpu", "2.12.1+cpu", "2.13.0+cpu", "2.14.0+cpu", "2.14.1+cpu",
+        "2.15.0+cpu",
+    ]  # fmt: skip
 
 
 @pytest.mark.parametrize(

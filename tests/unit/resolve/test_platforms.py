@@ -143,35 +143,84 @@ def test_gh200_with_a_580_driver_gets_torch_2_11_with_cuda_13_on_arm64(
     assert [pairing.pin for pairing in only.companions] == ["triton==3.6.0"]
 
 
-def test_gh200_with_a_570_driver_is_refused_naming_the_cuda_13_floor(tmp_path: Path) -> None:
-    assert failure(tmp_path, spec_text("2.11.*", driver="570.133.20")) == (
-        "no torch build for linux/arm64 matching '2.11.*' fits Python 3.11 and the target "
+def test_gh200_with_a_570_driver_gets_the_cu128_index_and_the_cuda_13_floor_named(
+    tmp_path: Path,
+) -> None:
+    (only,) = resolved(tmp_path, spec_text("2.11.*", driver="570.133.20"))
+    assert (only.platform, only.build.label, only.pin) == (
+        ARM64,
+        "2.11.0+cu128",
+        "torch==2.11.0+cu128",
+    )
+    assert only.build.index == "https://download.pytorch.org/whl/cu128"
+    assert [str(a) for a in only.build.archs or ()] == ["sm_80", "sm_90", "sm_100", "sm_120"]
+    assert only.build.source.startswith("RELEASE.md 'For Release 2.11' (pytorch/pytorch#175253)")
+    assert only.notes == (
+        "PyPI's 2.11.0+cu130 does not fit (CUDA 13.0 needs driver >= 580.65.06; the target "
+        "driver is 570.133.20): 2.11.0+cu128 comes from https://download.pytorch.org/whl/cu128",
+    )
+    assert [pairing.pin for pairing in only.companions] == ["triton==3.6.0"]
+
+
+def test_gh200_with_a_570_driver_and_pypi_s_build_asked_is_refused_naming_the_floor(
+    tmp_path: Path,
+) -> None:
+    assert failure(tmp_path, spec_text("2.11.0+cu130", driver="570.133.20")) == (
+        "no torch build for linux/arm64 matching '2.11.0+cu130' fits Python 3.11 and the target "
         "(driver >= 570.133.20; GH200 (sm_90) (from spec)). Each candidate and what rejected it:\n"
         "  2.11.0+cu130  CUDA 13.0 needs driver >= 580.65.06; the target driver is 570.133.20\n"
+        "  2.11.0+cu128  +cu128 build; the spec asks for +cu130\n"
+        "  2.11.0+cu126  +cu126 build; the spec asks for +cu130\n"
         "What would work instead:\n"
-        "  - a target driver >= 580.65.06 runs the CUDA builds of '2.11.*'."
+        "  - torch==2.11.0 (2.11.0+cu128) satisfies everything but the torch/CUDA pin."
     )
+
+
+def test_a_release_without_a_pypi_arm64_cuda_build_comes_from_a_variant_index(
+    tmp_path: Path,
+) -> None:
+    (only,) = resolved(tmp_path, spec_text("2.10.*"))
+    assert (only.build.label, only.build.index) == (
+        "2.10.0+cu130",
+        "https://download.pytorch.org/whl/cu130",
+    )
+    assert only.notes == (
+        "torch 2.10.0 has no CUDA build for linux/arm64 on PyPI (torch >= 2.11 with CUDA 13.0 "
+        "has one): 2.10.0+cu130 comes from https://download.pytorch.org/whl/cu130",
+    )
+    assert only.companions == ()  # torch <= 2.10 pins triton on x86_64 only
 
 
 def test_a_release_without_an_arm64_cuda_build_names_the_first_with_one(
     tmp_path: Path,
 ) -> None:
-    assert failure(tmp_path, spec_text("2.10.*")) == (
-        "torch 2.10 has no CUDA build for linux/arm64 on PyPI; torch >= 2.11 with CUDA 13.0 "
-        "has one."
+    assert failure(tmp_path, spec_text("2.3.*")) == (
+        "torch 2.3 has no CUDA build for linux/arm64 on PyPI or a PyTorch variant index; "
+        "torch >= 2.4 with CUDA 12.4 has one."
     )
+
+
+def test_an_arm64_build_whose_archs_are_unread_is_not_promised_to_a_gpu(tmp_path: Path) -> None:
     assert failure(tmp_path, spec_text("2.8.0")) == (
-        "torch 2.8.0 has no CUDA build for linux/arm64 on PyPI; torch >= 2.11 with CUDA 13.0 "
-        "has one."
+        "no torch build for linux/arm64 matching '2.8.0' fits Python 3.11 and the target "
+        "(driver >= 580.65.06; GH200 (sm_90) (from spec)). Each candidate and what rejected it:\n"
+        "  2.8.0+cu129  its compiled GPU architectures are not measured yet, so it cannot be "
+        "promised to run on GH200 (sm_90)\n"
+        "What would work instead:\n"
+        "  - torch >= 2.7.0 with CUDA 12.8 (2.7.0+cu128) has kernels for GH200 (sm_90).\n"
+        "  - torch==2.15.0 (2.15.0+cu132) satisfies everything but the torch/CUDA pin."
     )
 
 
-def test_a_cpu_image_on_arm64_after_2_10_names_the_newest_cpu_build(tmp_path: Path) -> None:
+def test_a_cpu_image_on_arm64_after_2_10_comes_from_the_cpu_index(tmp_path: Path) -> None:
     text = 'name = "lab/c"\npython = "3.11"\ntorch = "2.12.*"\ncpu_only = true\n'
     text += 'platforms = ["linux/arm64"]\n'
-    assert failure(tmp_path, text) == (
-        "torch 2.12 has no CPU build for linux/arm64 on PyPI; torch 2.10.0 (2.10.0+cpu) is the "
-        "newest release with one."
+    (only,) = resolved(tmp_path, text)
+    assert (only.platform, only.build.label, only.pin, only.build.index) == (
+        ARM64,
+        "2.12.1+cpu",
+        "torch==2.12.1+cpu",
+        "https://download.pytorch.org/whl/cpu",
     )
     text = text.replace('"2.12.*"', '"2.10.*"')
     (only,) = resolved(tmp_path, text)
@@ -214,7 +263,11 @@ def test_amd64_candidates_hold_no_arm64_row(tmp_path: Path) -> None:
         "2.11.0+cu128",
         "2.11.0+cu126",
     ]
-    assert [b.key for b in resolve.candidates(spec, KB, ARM64)] == ["2.11.0+cu130 linux/arm64"]
+    assert [b.key for b in resolve.candidates(spec, KB, ARM64)] == [
+        "2.11.0+cu130 linux/arm64",
+        "2.11.0+cu128 linux/arm64",
+        "2.11.0+cu126 linux/arm64",
+    ]
     single = resolve.resolve(spec, target.from_spec(spec.target), KB)
     assert single.platform == AMD64 and single.build.platform == AMD64
 
@@ -283,7 +336,7 @@ def test_a_grace_host_gpu_is_left_out_of_the_amd64_target(tmp_path: Path) -> Non
 def test_errors_name_the_platform_unless_the_image_is_amd64_alone(tmp_path: Path) -> None:
     assert failure(tmp_path, spec_text("2.99.*")) == (
         "no CUDA build of a torch release matching '2.99.*' is in the knowledge base, which "
-        f"knows CUDA builds for linux/arm64 of torch 2.11.0 to 2.15.0 (version {KB.version}). "
+        f"knows CUDA builds for linux/arm64 of torch 2.4.0 to 2.15.0 (version {KB.version}). "
         "If the release came out after 2.15.0, run `reprobuild knowledge refresh` to read the "
         "releases since."
     )

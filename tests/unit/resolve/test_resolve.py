@@ -10,6 +10,7 @@ from builder import knowledge
 from builder.compat import ComputeCapability, CudaVersion, DriverVersion
 from builder.engine.host import HostGpu, NvidiaHost
 from builder.errors import HostError, ResolutionError
+from builder.knowledge import AMD64
 from builder.resolve import resolve, target
 from builder.spec.check import load_spec
 
@@ -202,7 +203,7 @@ def test_a_release_older_than_the_knowledge_does_not_point_to_refresh(tmp_path: 
 
 
 def test_preference_is_default_then_cuda_then_torch() -> None:
-    builds = {b.label: b for b in KB.builds}
+    builds = {b.label: b for b in KB.builds_on(AMD64)}
     ordered = sorted(
         [builds[x] for x in ("2.10.0+cu130", "2.9.1+cu128", "2.10.0+cu128", "2.9.1+cu130")],
         key=resolve.preference,

@@ -743,8 +743,8 @@ def test_a_grace_gpu_says_the_image_is_arm64_and_warns_without_a_build(tmp_path:
     assert outcome.summary[-3:] == (
         "  target:        GH200, driver >= 580.65.06 (from --gpus and --driver)",
         "  platform:      linux/arm64 (a target GPU is a Grace superchip, whose CPU is Arm); "
-        "warning: torch >=2.1,<2.6 has no CUDA build for linux/arm64, so `reprobuild resolve` "
-        "refuses it: torch 2.11.0 (2.11.0+cu130) is the first release with one",
+        "warning: torch >=2.1,<2.6 has no CUDA build with known GPU kernels for linux/arm64, so "
+        "`reprobuild resolve` refuses it: torch 2.7.0 (2.7.0+cu128) is the first release with one",
         "next: reprobuild resolve --explain, then reprobuild lock",
     )
     bare = tmp_path / "bare"
