@@ -57,7 +57,7 @@ def resolution_text(resolution: Resolution, platform: bool = False) -> str:
         lines.append("  CUDA       none (CPU-only build)")
     else:
         lines.append(
-            f"  CUDA       {build.cuda} (runtime {build.cuda_runtime or 'bundled'}), "
+            f"  CUDA       {build.cuda} (runtime {build.cuda_runtime or 'unknown'}), "
             f"cuDNN {build.cudnn or 'unknown'}, NCCL {build.nccl or 'unknown'}"
         )
         full = f"; full CUDA {build.cuda} toolkit features from {resolution.toolkit_driver}"

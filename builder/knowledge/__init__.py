@@ -442,9 +442,17 @@ def _platform(value: Any) -> str:
     return str(value)
 
 
+# A row written before the platforms of torch's pins were read: its pin was read from an x86_64
+# wheel, and claiming it for aarch64 would ask for triton wheels that may not exist there (none
+# before 3.5.0), while leaving it out only skips a check: uv reads torch's own pins anyway.
+_UNREAD_PLATFORMS = {"torch": [AMD64]}
+
+
 def _companion(row: dict[str, Any]) -> Companion:
     pythons = row["pythons"]
-    platforms = row.get("platforms")  # absent from rows written before platforms were read
+    platforms = row.get("platforms", _UNREAD_PLATFORMS.get(row["pinned_by"]))
+    if platforms is not None and not isinstance(platforms, list):
+        raise TypeError(f"platforms is {platforms!r}, not a list")
     SpecifierSet(f"=={row['version']}")  # a version or a wildcard, else the row is malformed
     return Companion(
         package=str(canonicalize_name(row["package"])),
@@ -455,7 +463,7 @@ def _companion(row: dict[str, Any]) -> Companion:
         index=str(row["index"]),
         source=str(row["source"]),
         read=str(row["read"]),
-        platforms=None if platforms is None else tuple(str(name) for name in platforms),
+        platforms=None if platforms is None else tuple(_platform(name) for name in platforms),
     )
 
 

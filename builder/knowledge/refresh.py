@@ -43,6 +43,7 @@ from builder.engine.http import Getter, RemoteFile
 from builder.errors import IndexUnavailable, NotFound, ReprobuildError
 from builder.knowledge import (
     AMD64,
+    ARM64,
     MACHINES,
     PYPI,
     Knowledge,
@@ -121,6 +122,26 @@ class Anchors(HTMLParser):
         attributes = dict(attrs)
         if tag == "a" and attributes.get("href"):
             self.links.append((str(attributes["href"]), attributes))
+
+
+def _builds_of(wheels: list[Wheel], variant: str | None) -> dict[tuple[Version, str], list[Wheel]]:
+    """The wheels of the index's own builds, by release and platform: untagged on PyPI, tagged
+    with the variant on a variant index. The cu124 index's aarch64 wheels of torch 2.4 and 2.5
+    carry no local tag (torch-2.4.0-cp311-cp311-linux_aarch64.whl, pytorch/pytorch#134117), so
+    on a CUDA index an untagged aarch64 release with no tagged wheel is the index's build too."""
+    by_build: dict[tuple[Version, str], list[Wheel]] = defaultdict(list)
+    untagged: dict[tuple[Version, str], list[Wheel]] = defaultdict(list)
+    for wheel in wheels:
+        local = wheel.version.local
+        if (variant is None and local is None) or (variant is not None and local == variant):
+            by_build[(wheel.version, wheel.platform)].append(wheel)
+        elif local is None and wheel.platform == ARM64 and (variant or "").startswith("cu"):
+            untagged[(wheel.version, wheel.platform)].append(wheel)
+    tagged = {(version.public, platform) for version, platform in by_build}
+    for (version, platform), found in untagged.items():
+        if (version.public, platform) not in tagged:
+            by_build[(version, platform)] = found
+    return by_build
 
 
 def platform_of(tag: str) -> str | None:
@@ -215,11 +236,7 @@ def read_index(
     index: Index, index_url: str, variant: str | None, today: str, measured: set[str]
 ) -> IndexRows:
     """The torch rows of one index and the companion rows its metadata states."""
-    by_build: dict[tuple[Version, str], list[Wheel]] = defaultdict(list)
-    for wheel in list_wheels(index, index_url):
-        local = wheel.version.local
-        if (variant is None and local is None) or (variant is not None and local == variant):
-            by_build[(wheel.version, wheel.platform)].append(wheel)
+    by_build = _builds_of(list_wheels(index, index_url), variant)
     rows = []
     companions = []
     for (version, platform), wheels in sorted(by_build.items()):

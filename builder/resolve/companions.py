@@ -23,7 +23,7 @@ from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from builder.errors import ResolutionError
-from builder.knowledge import PYPI, Companion, Knowledge, TorchBuild
+from builder.knowledge import AMD64, PYPI, Companion, Knowledge, TorchBuild
 from builder.knowledge.pairing import applies_on_linux
 from builder.spec.model import Spec
 from builder.spec.sources import logical_lines, requirement_text
@@ -309,7 +309,10 @@ def _exact(specifier: SpecifierSet) -> Version | None:
 
 
 def _pairing(row: Companion, build: TorchBuild, reason: str) -> Pairing:
-    tagged = row.per_variant and build.index != PYPI
+    # The variant indexes tag their x86_64 companions (torchvision-0.20.1+cu121) but not their
+    # aarch64 ones (torchvision-0.24.1-cp312-cp312-manylinux_2_28_aarch64.whl on cu130,
+    # pytorch/vision#9330): an untagged pin matches either.
+    tagged = row.per_variant and build.index != PYPI and build.platform == AMD64
     return Pairing(
         package=row.package,
         version=row.version,

@@ -213,9 +213,15 @@ def _text(value: object | None) -> str | None:
     return None if value is None else str(value)
 
 
-def preference(build: TorchBuild) -> tuple[bool, tuple[int, int], Version]:
+_ANY = Version("0")
+
+
+def preference(build: TorchBuild) -> tuple[Version, bool, tuple[int, int], Version]:
+    """CUDA builds: PyPI's first, then the newest CUDA, then the newest torch. A CPU build is the
+    same build whichever index serves it, so the newest release comes first (PyPI's aarch64 CPU
+    wheels end at 2.10, the cpu index's go on), PyPI's own ahead of the cpu index's copy."""
     cuda = (build.cuda.major, build.cuda.minor) if build.cuda else (0, 0)
-    return (build.pypi_default, cuda, build.torch)
+    return (build.torch if build.is_cpu else _ANY, build.pypi_default, cuda, build.torch)
 
 
 def candidates(spec: Spec, knowledge: Knowledge, platform: str = AMD64) -> list[TorchBuild]:
@@ -446,10 +452,7 @@ def _other_kind_message(
 ) -> str:
     kind = "CPU" if spec.cpu_only else "CUDA"
     indexes = {b.index for b in knowledge.builds_on(platform) if b.is_cpu == spec.cpu_only}
-    if all(b.index == PYPI for b in matching):
-        where = "on PyPI" if indexes == {PYPI} else "on PyPI or a PyTorch variant index"
-    else:
-        where = "in the knowledge base"
+    where = "on PyPI" if indexes == {PYPI} else "in the knowledge base"
     found = f"{_asked(spec)} has no {kind} build for {platform} {where}"
     of_kind = [b for b in knowledge.builds_on(platform) if b.is_cpu == spec.cpu_only]
     newest = max(b.torch for b in matching)

@@ -235,7 +235,7 @@ def test_a_lock_of_other_platforms_than_the_spec_is_made_again(
 def test_a_variant_index_build_for_arm64_is_locked_from_its_index(tmp_path: Path) -> None:
     # GH200 with a 570 driver: PyPI's CUDA 13.0 build needs 580, so the cu128 index's aarch64
     # build is chosen. That index is unreachable from here (as in test_lock's amd64 case): the
-    # lock must ask it first, name it as the host that did not answer, and write nothing.
+    # lock must ask it, name its host among those that did not answer, and write nothing.
     project = tmp_path / "gh"
     project.mkdir()
     (project / "reprobuild.toml").write_text(

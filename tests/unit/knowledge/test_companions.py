@@ -47,6 +47,30 @@ def test_a_malformed_companion_row_is_refused(tmp_path: Path) -> None:
         knowledge.load(tmp_path)
 
 
+def test_a_row_read_before_platforms_were_read_keeps_torch_s_pin_to_amd64(tmp_path: Path) -> None:
+    for name in knowledge.DATA_FILES:
+        shutil.copyfile(knowledge.PACKAGED_DATA / name, tmp_path / name)
+    rows = json.loads((tmp_path / "companions.json").read_text())["companions"]
+    for row in rows:
+        del row["platforms"]
+    (tmp_path / "companions.json").write_text(json.dumps({"companions": rows, "schema": 1}))
+    old = knowledge.load(tmp_path)
+    triton = old.companion_for("triton", Version("2.12.0"))
+    vision = old.companion_for("torchvision", Version("2.12.0"))
+    assert triton is not None and triton.platforms == (AMD64,)
+    assert vision is not None and vision.platforms is None
+    rows[0]["platforms"] = "linux/amd64"  # a string, not a list
+    (tmp_path / "companions.json").write_text(json.dumps({"companions": rows, "schema": 1}))
+    with pytest.raises(
+        KnowledgeError, match=r"\(TypeError: platforms is 'linux/amd64', not a list\)"
+    ):
+        knowledge.load(tmp_path)
+    rows[0]["platforms"] = ["linux/riscv64"]
+    (tmp_path / "companions.json").write_text(json.dumps({"companions": rows, "schema": 1}))
+    with pytest.raises(KnowledgeError, match=r"platform 'linux/riscv64' is not one of"):
+        knowledge.load(tmp_path)
+
+
 TORCH_METADATA = (
     "Metadata-Version: 2.1\nName: torch\nVersion: 2.5.1\nRequires-Dist: filelock\n"
     'Requires-Dist: triton==3.1.0; platform_system == "Linux" and platform_machine == "x86_64" '

@@ -231,6 +231,22 @@ def test_variant_index_aarch64_wheels_give_linux_arm64_rows(local_index: LocalIn
     ]
 
 
+def test_the_untagged_aarch64_wheels_of_a_cuda_index_are_its_builds(
+    local_index: LocalIndex,
+) -> None:
+    # cu124/torch-2.4.0-cp311-cp311-linux_aarch64.whl (pytorch/pytorch#134117): no local tag,
+    # the CUDA libraries inside. A tagged wheel of the release wins; x86_64 needs its tag.
+    local_index.add_wheel("cu124", "torch-2.4.0-cp311-cp311-linux_aarch64.whl", [], ARCHS)
+    local_index.add_wheel("cu124", "torch-2.5.1-cp311-cp311-linux_aarch64.whl", [], ARCHS)
+    local_index.add_wheel("cu124", "torch-2.5.1+cu124-cp311-cp311-linux_aarch64.whl", [], ARCHS)
+    local_index.add_wheel("cu124", "torch-2.4.0-cp311-cp311-linux_x86_64.whl", [], ARCHS)
+    rows = refresh.fetch_rows(getter(), f"{local_index.url}/cu124", "cu124", "d", set())
+    assert [(r["platform"], r["wheel_version"], r["variant"], r["cuda"]) for r in rows] == [
+        (ARM64, "2.4.0", "cu124", "12.4"),
+        (ARM64, "2.5.1+cu124", "cu124", "12.4"),
+    ]
+
+
 def row(label: str, index: str = "pypi", **values: Any) -> dict[str, Any]:
     torch, variant = label.split("+")
     base = {

@@ -191,12 +191,33 @@ def test_a_release_without_a_pypi_arm64_cuda_build_comes_from_a_variant_index(
     assert only.companions == ()  # torch <= 2.10 pins triton on x86_64 only
 
 
+def test_an_arm64_companion_from_a_variant_index_is_pinned_untagged(tmp_path: Path) -> None:
+    # The cu130 index lists torchvision-0.24.1-cp312-cp312-manylinux_2_28_aarch64.whl with no
+    # local tag (pytorch/vision#9330); amd64 keeps the tagged pin.
+    extra = 'packages = ["torchvision"]\nplatforms = ["linux/amd64", "linux/arm64"]\n'
+    amd64, arm64 = resolved(tmp_path, spec_text("2.9.1+cu130", gpus='"H100"', extra=extra))
+    assert [p.pin for p in amd64.companions] == ["torchvision==0.24.1+cu130", "triton==3.5.1"]
+    assert [p.pin for p in arm64.companions] == ["torchvision==0.24.1"]
+    assert arm64.build.label == "2.9.1+cu130" and arm64.build.platform == ARM64
+
+
+def test_a_cpu_image_on_arm64_takes_the_newest_release_of_any_index(tmp_path: Path) -> None:
+    text = 'name = "lab/c"\npython = "3.11"\ntorch = ">=2.9"\ncpu_only = true\n'
+    text += 'platforms = ["linux/arm64"]\n'
+    (only,) = resolved(tmp_path, text)
+    assert (only.build.label, only.build.index) == (
+        "2.15.0+cpu",
+        "https://download.pytorch.org/whl/cpu",
+    )
+    assert only.notes == ()
+
+
 def test_a_release_without_an_arm64_cuda_build_names_the_first_with_one(
     tmp_path: Path,
 ) -> None:
     assert failure(tmp_path, spec_text("2.3.*")) == (
-        "torch 2.3 has no CUDA build for linux/arm64 on PyPI or a PyTorch variant index; "
-        "torch >= 2.4 with CUDA 12.4 has one."
+        "torch 2.3 has no CUDA build for linux/arm64 in the knowledge base; torch >= 2.4 with "
+        "CUDA 12.4 has one."
     )
 
 

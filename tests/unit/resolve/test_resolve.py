@@ -202,6 +202,24 @@ def test_a_release_older_than_the_knowledge_does_not_point_to_refresh(tmp_path: 
     assert "refresh" not in failure(tmp_path, spec_text("<2.0"))
 
 
+def test_a_variant_index_build_says_why_pypi_s_was_passed_over(tmp_path: Path) -> None:
+    text = 'name = "lab/x"\npython = "3.11"\ntorch = "2.11.0"\n[target]\ngpus = ["H100"]\n'
+    text += 'driver = "535.104.05"\n'
+    (tmp_path / "reprobuild.toml").write_text(text)
+    spec = load_spec(tmp_path, KB).spec
+    chosen = resolve.resolve(spec, target.from_spec(spec.target), KB)
+    assert chosen.build.label == "2.11.0+cu128"
+    assert chosen.notes[0] == (
+        "PyPI's 2.11.0+cu130 does not fit (CUDA 13.0 needs driver >= 580.65.06; the target "
+        "driver is 535.104.05): 2.11.0+cu128 comes from https://download.pytorch.org/whl/cu128"
+    )
+    (tmp_path / "reprobuild.toml").write_text(text.replace('"2.11.0"', '"2.11.0+cu128"'))
+    asked = load_spec(tmp_path, KB).spec
+    again = resolve.resolve(asked, target.from_spec(asked.target), KB)
+    assert again.build.label == "2.11.0+cu128"
+    assert not any(note.startswith("PyPI's") for note in again.notes)  # the spec asked for it
+
+
 def test_preference_is_default_then_cuda_then_torch() -> None:
     builds = {b.label: b for b in KB.builds_on(AMD64)}
     ordered = sorted(
