@@ -442,15 +442,13 @@ def _platform(value: Any) -> str:
     return str(value)
 
 
-# A row written before the platforms of torch's pins were read: its pin was read from an x86_64
-# wheel, and claiming it for aarch64 would ask for triton wheels that may not exist there (none
-# before 3.5.0), while leaving it out only skips a check: uv reads torch's own pins anyway.
-_UNREAD_PLATFORMS = {"torch": [AMD64]}
-
-
 def _companion(row: dict[str, Any]) -> Companion:
     pythons = row["pythons"]
-    platforms = row.get("platforms", _UNREAD_PLATFORMS.get(row["pinned_by"]))
+    # A row written before platforms were read: torch's pin came from an x86_64 wheel. Claiming
+    # it for aarch64 could ask for triton wheels that do not exist there (none before 3.5.0);
+    # leaving it out only skips a check, as uv reads torch's own pins anyway.
+    unread = [AMD64] if row["pinned_by"] == "torch" else None
+    platforms = row.get("platforms", unread)
     if platforms is not None and not isinstance(platforms, list):
         raise TypeError(f"platforms is {platforms!r}, not a list")
     SpecifierSet(f"=={row['version']}")  # a version or a wildcard, else the row is malformed

@@ -48,12 +48,14 @@ def requires_dist(metadata: str) -> list[str]:
     return HeaderParser().parsestr(metadata).get_all("Requires-Dist") or []
 
 
-def applies_on_linux(requirement: Requirement, python: str | None = None) -> bool:
-    """Whether the requirement's marker holds in a Linux x86_64 CPython image (of `python`, when
-    given), with no extra asked for."""
+def applies_on_linux(
+    requirement: Requirement, python: str | None = None, platform: str = AMD64
+) -> bool:
+    """Whether the requirement's marker holds in a Linux CPython image of the platform (x86_64
+    by default; of `python`, when given), with no extra asked for."""
     if requirement.marker is None:
         return True
-    return requirement.marker.evaluate(marker_environment(AMD64, python))
+    return requirement.marker.evaluate(marker_environment(platform, python))
 
 
 def parsed(lines: Iterable[str]) -> list[Requirement]:
@@ -137,12 +139,7 @@ def _platforms_of(package: str, lines: list[str], pythons: list[str]) -> list[st
     return [
         platform
         for platform in MACHINES
-        if any(
-            requirement.marker is None
-            or requirement.marker.evaluate(marker_environment(platform, python))
-            for requirement in requirements
-            for python in pythons
-        )
+        if any(applies_on_linux(r, python, platform) for r in requirements for python in pythons)
     ]
 
 

@@ -381,15 +381,19 @@ def _off_pypi(
             why = "; ".join(verdict.rejections)
             return [f"PyPI's {verdict.build.label} does not fit ({why}): {instead}"]
     found = f"torch {build.torch} has no CUDA build for {build.platform} on PyPI"
-    later = [
-        other
-        for other in knowledge.builds_on(build.platform)
-        if other.pypi_default and not other.is_cpu and other.torch > build.torch
-    ]
-    if later:
-        first = _oldest(later)
-        found += f" (torch >= {_series(first.torch)} with CUDA {first.cuda} has one)"
-    return [f"{found}: {instead}"]
+    on_pypi = [b for b in knowledge.builds_on(build.platform) if b.pypi_default and not b.is_cpu]
+    later = _first_later(on_pypi, build.torch)
+    return [f"{found}{f' ({later} has one)' if later else ''}: {instead}"]
+
+
+def _first_later(builds: list[TorchBuild], after: Version) -> str | None:
+    """The first of `builds` released after `after`, as "torch >= 2.11 with CUDA 13.0"."""
+    later = [b for b in builds if b.torch > after]
+    if not later:
+        return None
+    first = _oldest(later)
+    cuda = f" with CUDA {first.cuda}" if first.cuda else ""
+    return f"torch >= {_series(first.torch)}{cuda}"
 
 
 def resolve_spec(spec: Spec, knowledge: Knowledge, platform: str = AMD64) -> Resolution:
@@ -451,17 +455,14 @@ def _other_kind_message(
     spec: Spec, knowledge: Knowledge, platform: str, matching: list[TorchBuild]
 ) -> str:
     kind = "CPU" if spec.cpu_only else "CUDA"
-    indexes = {b.index for b in knowledge.builds_on(platform) if b.is_cpu == spec.cpu_only}
-    where = "on PyPI" if indexes == {PYPI} else "in the knowledge base"
-    found = f"{_asked(spec)} has no {kind} build for {platform} {where}"
     of_kind = [b for b in knowledge.builds_on(platform) if b.is_cpu == spec.cpu_only]
+    where = "on PyPI" if {b.index for b in of_kind} == {PYPI} else "in the knowledge base"
+    found = f"{_asked(spec)} has no {kind} build for {platform} {where}"
     newest = max(b.torch for b in matching)
-    later = [b for b in of_kind if b.torch > newest]
+    later = _first_later(of_kind, newest)
     earlier = [b for b in of_kind if b.torch < newest]
     if later:
-        first = _oldest(later)
-        cuda = f" with CUDA {first.cuda}" if first.cuda else ""
-        return f"{found}; torch >= {_series(first.torch)}{cuda} has one."
+        return f"{found}; {later} has one."
     if earlier:
         last = max(earlier, key=lambda b: b.torch)
         return f"{found}; torch {last.torch} ({last.label}) is the newest release with one."
